@@ -1,0 +1,165 @@
+//! The raft log's entries ([`Command`]) and the one function that applies them to a
+//! [`ClusterState`]: deterministic, and all-or-nothing — an invalid or stale command returns an
+//! error and changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Availability, ClusterId, ClusterState, Node, NodeId, NodeRole, NodeState, ServiceId,
+    ServiceSpec, TaskId, TaskStatus, Timestamp,
+};
+use crate::plan::Plan;
+
+/// One entry of the replicated log. Every variant that needs a time carries it: the leader stamps
+/// the time when it proposes the command, so every replica applies the same value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Record the cluster's id (the first entry of a new cluster).
+    InitCluster {
+        /// The new cluster's id.
+        cluster_id: ClusterId,
+    },
+    /// Create a service; its id is assigned by the state machine.
+    CreateService {
+        /// The desired state.
+        spec: ServiceSpec,
+        /// When.
+        at: Timestamp,
+    },
+    /// Replace a service's spec (starts a rolling update).
+    UpdateService {
+        /// Which service.
+        id: ServiceId,
+        /// The version the writer saw; a mismatch is rejected as stale.
+        expected_version: u64,
+        /// The new spec.
+        spec: ServiceSpec,
+        /// When.
+        at: Timestamp,
+    },
+    /// Roll a service back to its previous spec.
+    RollbackService {
+        /// Which service.
+        id: ServiceId,
+        /// When.
+        at: Timestamp,
+    },
+    /// Remove a service; its tasks are told to shut down.
+    RemoveService {
+        /// Which service.
+        id: ServiceId,
+        /// When.
+        at: Timestamp,
+    },
+    /// Add a node, or refresh what it reports about itself (hostname, addresses, resources, ...).
+    UpsertNode {
+        /// The node as it describes itself. The operator-owned fields (role, availability,
+        /// labels) of an existing node are kept.
+        node: Node,
+    },
+    /// Change what the operator controls on a node.
+    UpdateNode {
+        /// Which node.
+        id: NodeId,
+        /// New availability, if changed.
+        availability: Option<Availability>,
+        /// New role, if changed.
+        role: Option<NodeRole>,
+        /// Labels to set.
+        labels_set: Vec<(String, String)>,
+        /// Labels to remove.
+        labels_remove: Vec<String>,
+    },
+    /// Record a node's liveness as seen by the dispatcher.
+    SetNodeState {
+        /// Which node.
+        id: NodeId,
+        /// Ready or down.
+        state: NodeState,
+        /// When.
+        at: Timestamp,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        /// Which node.
+        id: NodeId,
+        /// Remove even if it is not down.
+        force: bool,
+        /// When.
+        at: Timestamp,
+    },
+    /// Apply the orchestrator's plan: new tasks, placements, stops. Rejected whole if stale.
+    ApplyPlan {
+        /// The plan.
+        plan: Plan,
+        /// When.
+        at: Timestamp,
+    },
+    /// A batch of status reports from one node about its own tasks.
+    ReportTaskStatus {
+        /// The reporting node; reports about tasks of other nodes are ignored.
+        node: NodeId,
+        /// New statuses.
+        reports: Vec<(TaskId, TaskStatus)>,
+    },
+    /// Forget terminal tasks beyond the history limit (keeps the state small).
+    PruneTasks {
+        /// Terminal tasks kept per slot (or per node for global services).
+        keep_per_slot: u64,
+    },
+}
+
+/// What applying a command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Nothing to report beyond success.
+    Done,
+    /// A service was created with this id.
+    ServiceCreated(ServiceId),
+    /// A plan was applied: the tasks it created.
+    PlanApplied {
+        /// Ids of the created tasks, in plan order.
+        created: Vec<TaskId>,
+    },
+    /// Status reports were applied: how many changed something.
+    StatusApplied {
+        /// Reports that moved a task forward.
+        accepted: u64,
+        /// Reports ignored (stale, backwards, or about another node's task).
+        ignored: u64,
+    },
+}
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ApplyError {
+    /// The cluster already has an id.
+    #[error("cluster already initialised as {0}")]
+    AlreadyInitialised(ClusterId),
+    /// No service with that id.
+    #[error("no such service: {0}")]
+    NoSuchService(ServiceId),
+    /// No node with that id.
+    #[error("no such node: {0}")]
+    NoSuchNode(NodeId),
+    /// A service with that name exists.
+    #[error("a service named {0:?} already exists")]
+    NameInUse(String),
+    /// The spec is invalid.
+    #[error("invalid service spec: {0}")]
+    InvalidSpec(String),
+    /// The writer's view is out of date.
+    #[error("stale: {0}")]
+    Stale(String),
+    /// The request is not allowed in the current state.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl ClusterState {
+    /// Applies one command. Deterministic: the same state and command always give the same
+    /// result. On error the state is unchanged.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, ApplyError> {
+        crate::apply::apply(self, cmd)
+    }
+}
