@@ -1,1 +1,31 @@
-//! placeholder
+//! shoal's metrics: one Prometheus registry per agent (never a process-global one, so many agents
+//! can share a test process), the process collector, and the `/metrics` HTTP endpoint.
+//!
+//! # Layout
+//! - [`registry`]: creating an agent's registry and the `shoal_agent_info` family.
+//! - [`process`]: CPU, memory and file descriptors of this process, read on each scrape.
+//! - [`http`]: the axum server that exposes a registry at `/metrics`.
+//!
+//! Subsystems register their own families into the registry handed to them at start-up
+//! (`shoal_mesh_*`, `shoal_raft_*`, ...); libp2p's own metrics go into the same registry.
+
+pub mod http;
+pub mod process;
+pub mod registry;
+
+pub use http::{MetricsServer, serve};
+pub use prometheus_client;
+pub use registry::{AgentInfo, new_registry};
+
+/// Errors of the metrics endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The listen address could not be bound.
+    #[error("cannot listen for /metrics on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}

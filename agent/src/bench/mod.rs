@@ -1,0 +1,1 @@
+//! `shoal bench ...`: benchmark programs that print figures anyone can rerun.
