@@ -1,1 +1,2 @@
+//! `shoal` (being wired up).
 fn main() {}

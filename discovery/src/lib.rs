@@ -1,1 +1,45 @@
-//! placeholder
+//! shoal's mesh: one libp2p Swarm per agent, owned by one event loop, and the [`Mesh`] handle
+//! everything else uses to send requests, serve protocols and watch membership.
+//!
+//! # Layout
+//! - [`config`]: [`MeshConfig`] and its defaults.
+//! - [`identity`]: the ed25519 key in the data dir (its PeerId is the node id).
+//! - `transport`: TCP (+ pnet with a token) and QUIC, noise, yamux, DNS.
+//! - `behaviour`: the composed libp2p behaviours.
+//! - `event_loop`: the Swarm's only owner.
+//! - [`handle`]: [`Mesh`] and [`InboundRequest`].
+//! - [`protocol`] and `codec`: protocol names, size bounds and the framed byte codec.
+//! - `probe`: the internal `/shoal/probe/1` liveness probes.
+//! - [`membership`]: [`NodeInfo`], [`Member`], [`MembershipChange`] and the view's fold.
+//! - [`address_filter`]: open mode's loopback/private/link-local policy.
+//! - [`metrics`]: the `shoal_mesh_*` families.
+
+pub mod address_filter;
+mod behaviour;
+mod codec;
+pub mod config;
+mod error;
+mod event_loop;
+pub mod handle;
+pub mod identity;
+pub mod membership;
+pub mod metrics;
+mod probe;
+pub mod protocol;
+mod start;
+mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::MeshConfig;
+pub use error::{MeshError, RequestError};
+pub use handle::{InboundRequest, Mesh};
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
+pub use membership::{
+    Member, MemberState, MembershipChange, NodeInfo, NodeRole, RaftAnnouncement, RaftMembership,
+};
+pub use metrics::TrafficTotals;
+pub use protocol::ShoalProtocol;
+pub use start::start;

@@ -4,15 +4,27 @@
 //!
 //! # Layout
 //! - [`model`]: nodes, services, tasks, the whole [`ClusterState`].
-//! - [`command`]: the raft log's [`Command`] and [`ClusterState::apply`].
-//! - [`plan`]: what a reconciliation pass decided.
+//! - [`command`]: the raft log's [`Command`] and [`ClusterState::apply`] (implemented in
+//!   [`apply`]: validate first, then mutate).
+//! - [`reconcile()`]: desired versus actual state, as a [`Plan`] (what should run).
+//! - [`placement`]: filters and scorers (where it runs), O(log nodes) per task.
+//! - [`plan`]: what a pass decided, with the preconditions that make a stale plan fail whole.
+//! - [`parse`]: constraints, sizes, CPUs, durations, preferences, ports as users type them.
+//! - [`synthetic`]: deterministic big clusters for tests and benchmarks.
 
+pub mod apply;
 pub mod command;
 pub mod model;
+pub mod parse;
+pub mod placement;
 pub mod plan;
+pub mod reconcile;
+pub mod synthetic;
 
-mod apply;
+#[cfg(test)]
+mod testkit;
 
 pub use command::{ApplyError, Command, Outcome};
 pub use model::*;
 pub use plan::Plan;
+pub use reconcile::reconcile;

@@ -627,3 +627,114 @@ pub struct ClusterState {
     /// Next task id to hand out.
     pub next_task_id: u64,
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by apply, reconcile and placement
+// ---------------------------------------------------------------------------------------------
+
+impl ServiceSpec {
+    /// The host-mode published ports of this spec, as `(protocol, port)` pairs.
+    pub fn host_ports(&self) -> impl Iterator<Item = (PortProtocol, u16)> + '_ {
+        self.ports
+            .iter()
+            .filter(|p| p.host_mode && p.published != 0)
+            .map(|p| (p.protocol, p.published))
+    }
+
+    /// The replica count of a replicated service, `None` for a global one.
+    pub fn replicas(&self) -> Option<u64> {
+        match self.mode {
+            ServiceMode::Replicated { replicas } => Some(replicas),
+            ServiceMode::Global => None,
+        }
+    }
+}
+
+impl Service {
+    /// The spec a task made from `version` runs: the current spec, the previous one, or (for
+    /// versions older than both, whose spec is no longer kept) the current one.
+    pub fn spec_for(&self, version: u64) -> &ServiceSpec {
+        match (&self.previous_spec, self.previous_version) {
+            (Some(prev), Some(v)) if v == version && version != self.version => prev,
+            _ => &self.spec,
+        }
+    }
+
+    /// Whether a rolling update or rollback is in progress.
+    pub fn is_updating(&self) -> bool {
+        matches!(
+            self.update_status.as_ref().map(|u| u.state),
+            Some(UpdateState::Updating | UpdateState::RollingBack)
+        )
+    }
+}
+
+impl Node {
+    /// Whether new tasks may be placed here as far as the node itself goes (ready, active, with a
+    /// runtime). Constraints and capacity are the placement filters' business.
+    pub fn accepts_tasks(&self) -> bool {
+        self.state == NodeState::Ready
+            && self.availability == Availability::Active
+            && self.runtime != Runtime::None
+    }
+}
+
+impl Task {
+    /// Whether the orchestrator still wants this task (desired Ready or Running).
+    pub fn is_live(&self) -> bool {
+        self.desired != DesiredState::Shutdown
+    }
+
+    /// Whether the task holds its node's resources: assigned to a node and not yet ended.
+    /// A task told to shut down keeps holding them until its node reports it stopped.
+    pub fn holds_resources(&self) -> bool {
+        self.node.is_some()
+            && self.status.state >= TaskState::Assigned
+            && !self.status.state.is_terminal()
+    }
+
+    /// Whether the task waits for a node (not yet assigned and not ended).
+    pub fn is_unassigned(&self) -> bool {
+        self.status.state <= TaskState::Pending
+    }
+
+    /// The key of the task's slot: its slot number for a replicated service, its node for a
+    /// global one.
+    pub fn slot_key(&self) -> SlotKey {
+        match (&self.slot, &self.node) {
+            (Some(s), _) => SlotKey::Slot(*s),
+            (None, Some(n)) => SlotKey::Node(n.clone()),
+            (None, None) => SlotKey::Slot(0),
+        }
+    }
+}
+
+/// Where a task sits within its service: a numbered slot (replicated) or a node (global).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SlotKey {
+    /// Replicated slot number, 1-based.
+    Slot(u64),
+    /// Global service: the node.
+    Node(NodeId),
+}
+
+impl Resources {
+    /// `self + other`, saturating.
+    pub fn plus(self, other: Resources) -> Resources {
+        Resources {
+            nano_cpus: self.nano_cpus.saturating_add(other.nano_cpus),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+
+    /// Whether `self` (already used) plus `more` stays within `limit`.
+    pub fn fits(self, more: Resources, limit: Resources) -> bool {
+        self.plus(more).nano_cpus <= limit.nano_cpus
+            && self.plus(more).memory_bytes <= limit.memory_bytes
+    }
+}
+
+/// A task status with only a state and a time (message, exit code and container unset).
+pub fn status_at(state: TaskState, at: Timestamp) -> TaskStatus {
+    TaskStatus { state, message: String::new(), exit_code: None, timestamp: at, container_id: None }
+}

@@ -1,0 +1,116 @@
+//! `shoal agent`: the flags of the daemon and their translation into an [`AgentConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::daemon::{AgentConfig, ExecutorKind};
+
+/// Run the shoal agent on this machine.
+///
+/// With no flags the agent finds its peers on the LAN (mDNS), joins the cluster it hears or forms
+/// one, and runs the tasks it is given as Docker containers. In a cloud, give it one peer with
+/// `--join`. Stop it with Ctrl-C or SIGTERM: it tells its peers it is leaving.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Where the agent keeps its identity key, raft log and state
+    /// (default: /var/lib/shoal as root, the XDG data dir otherwise).
+    #[arg(long, env = "SHOAL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Multiaddrs to listen on (repeatable).
+    #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/7946".to_string(), "/ip4/0.0.0.0/udp/7946/quic-v1".to_string()])]
+    pub listen: Vec<String>,
+    /// Multiaddrs to announce to peers instead of the listen addresses (NAT, cloud).
+    #[arg(long)]
+    pub advertise: Vec<String>,
+    /// A peer to join through: `/ip4/10.0.0.5/tcp/7946/p2p/12D3KooW...` (repeatable).
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// The cluster's secret. Peers without it cannot even finish a handshake.
+    #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Do not use mDNS to find peers on the LAN.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Wait until this many agents are seen, then form the cluster with all of them as managers.
+    #[arg(long)]
+    pub bootstrap_expect: Option<usize>,
+    /// How many managers autopilot keeps (odd: 1, 3, 5, 7).
+    #[arg(long, default_value_t = 3)]
+    pub managers: usize,
+    /// The container runtime: `docker`, or `sim` (in-memory tasks for scale tests only).
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Docker)]
+    pub executor: ExecutorKind,
+    /// Node labels `KEY=VALUE` (repeatable), used by constraints such as `node.labels.zone==eu`.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Serve Prometheus metrics on this address (`off` to disable).
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Pull missing images (`missing`, the default) or `never`.
+    #[arg(long, value_enum, default_value_t = PullFlag::Missing)]
+    pub pull: PullFlag,
+    /// A node is marked down when its heartbeats stop for this long and its peers agree.
+    #[arg(long, default_value = "2s", value_parser = super::spec::parse_duration)]
+    pub down_grace: Duration,
+}
+
+/// The `--pull` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullFlag {
+    /// Pull an image when it is not on the node.
+    Missing,
+    /// Never pull: a missing image rejects the task.
+    Never,
+}
+
+impl AgentArgs {
+    /// The daemon configuration these flags describe.
+    pub fn to_config(&self) -> anyhow::Result<AgentConfig> {
+        anyhow::ensure!(
+            self.managers % 2 == 1,
+            "--managers must be odd (1, 3, 5, 7): an even number adds no fault tolerance"
+        );
+        let metrics_addr: Option<SocketAddr> = match self.metrics_addr.as_str() {
+            "off" | "" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                anyhow::anyhow!("--metrics-addr {addr:?}: expected HOST:PORT such as 127.0.0.1:9464, or off")
+            })?),
+        };
+        let labels = self
+            .labels
+            .iter()
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| anyhow::anyhow!("--label {pair:?}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(AgentConfig {
+            data_dir: self.data_dir.clone().unwrap_or_else(crate::paths::default_data_dir),
+            listen: self.listen.clone(),
+            advertise: self.advertise.clone(),
+            join: self.join.clone(),
+            token: self.token.clone(),
+            mdns: !self.no_mdns,
+            bootstrap_expect: self.bootstrap_expect,
+            managers: self.managers,
+            executor: self.executor,
+            labels,
+            metrics_addr,
+            down_grace: self.down_grace,
+            bootstrap_window: Duration::from_millis(1500),
+            never_pull: self.pull == PullFlag::Never,
+        })
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    crate::daemon::init_logging();
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(crate::daemon::run_until_signal(config))
+}

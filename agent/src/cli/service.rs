@@ -1,0 +1,313 @@
+//! `shoal service ...`: create, list, inspect, scale, update, roll back and remove services.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use shoal_scheduler::{DesiredState, ServiceId, TaskState};
+
+use super::ClientOptions;
+use super::client::{client, now_ms};
+use super::output::{Format, age, print_json, table};
+use super::spec::SpecArgs;
+use crate::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
+use crate::control::views::{ServiceRow, TaskRow};
+
+/// Service commands.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service and wait until its tasks run (unless --detach).
+    ///
+    /// Example: shoal service create --name web --replicas 3 -p 8080:80 nginx:alpine
+    Create(CreateArgs),
+    /// List services.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// List the tasks of a service.
+    Ps(PsArgs),
+    /// Show a service's full record as JSON.
+    Inspect(NameArgs),
+    /// Change the number of replicas of services: `shoal service scale web=5 api=2`.
+    Scale(ScaleArgs),
+    /// Remove services; their containers are stopped and removed.
+    #[command(alias = "remove")]
+    Rm(RemoveArgs),
+}
+
+/// `service create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// What to run.
+    #[command(flatten)]
+    pub spec: SpecArgs,
+    /// Return as soon as the service is created instead of waiting for its tasks to run.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Print only the service id.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Give up waiting after this long (the service stays).
+    #[arg(long, default_value = "120s", value_parser = super::spec::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+/// `service ls`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Table for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Print only service ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+/// `service ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// The service's name or id.
+    pub service: String,
+    /// Table for people, JSON for scripts.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Only tasks that should be running.
+    #[arg(long)]
+    pub running: bool,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+/// Commands that name one service.
+#[derive(Debug, Args)]
+pub struct NameArgs {
+    /// The service's name or id.
+    pub service: String,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+/// `service scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `SERVICE=REPLICAS` pairs.
+    #[arg(required = true, value_parser = parse_scale)]
+    pub targets: Vec<(String, u64)>,
+    /// Return without waiting for convergence.
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+/// `service rm`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Services' names or ids.
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    client: ClientOptions,
+}
+
+fn parse_scale(text: &str) -> Result<(String, u64), String> {
+    let (name, replicas) =
+        text.split_once('=').ok_or_else(|| format!("expected SERVICE=REPLICAS, got {text:?}"))?;
+    let replicas = replicas
+        .parse()
+        .map_err(|_| format!("replicas must be a whole number, got {replicas:?} in {text:?}"))?;
+    Ok((name.to_string(), replicas))
+}
+
+/// Runs a service command.
+pub async fn run(command: ServiceCommand) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Create(args) => create(args).await,
+        ServiceCommand::Ls(args) => list(args).await,
+        ServiceCommand::Ps(args) => ps(args).await,
+        ServiceCommand::Inspect(args) => inspect(args).await,
+        ServiceCommand::Scale(args) => scale(args).await,
+        ServiceCommand::Rm(args) => remove(args).await,
+    }
+}
+
+async fn create(args: CreateArgs) -> anyhow::Result<()> {
+    let spec = args.spec.to_spec()?;
+    let name = spec.name.clone();
+    let client = client(&args.client);
+    let created: CreateServiceResponse =
+        client.post(api::SERVICES, &CreateServiceRequest { spec }).await?;
+    if args.quiet {
+        println!("{}", created.id);
+    } else {
+        println!("{} created as {}", name, created.id);
+    }
+    if args.detach {
+        return Ok(());
+    }
+    wait_converged(&args.client, &name, args.timeout, !args.quiet).await
+}
+
+/// Polls the service's tasks until as many run as are wanted, printing progress.
+async fn wait_converged(
+    options: &ClientOptions,
+    name: &str,
+    timeout: Duration,
+    show_progress: bool,
+) -> anyhow::Result<()> {
+    let client = client(options);
+    let started = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let row = find_row(&client, name).await?;
+        let tasks: Vec<TaskRow> = client.get(&api::service_tasks(name)).await?;
+        let line = progress_line(&row, &tasks);
+        if show_progress && line != last_line {
+            println!("{line}");
+            last_line = line;
+        }
+        if row.running == row.desired && tasks_settled(&tasks) {
+            if show_progress {
+                println!("verify: service {name} converged in {:.1}s", started.elapsed().as_secs_f64());
+            }
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            anyhow::bail!(
+                "service {name} did not converge within {timeout:?} ({}/{} running); \
+                 it stays created: see `shoal service ps {name}`",
+                row.running,
+                row.desired
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// No task that should stop is still running.
+fn tasks_settled(tasks: &[TaskRow]) -> bool {
+    tasks
+        .iter()
+        .all(|task| task.desired != DesiredState::Shutdown || task.state.is_terminal())
+}
+
+fn progress_line(row: &ServiceRow, tasks: &[TaskRow]) -> String {
+    let mut counts: BTreeMap<TaskState, u64> = BTreeMap::new();
+    for task in tasks.iter().filter(|t| t.desired != DesiredState::Shutdown) {
+        *counts.entry(task.state).or_default() += 1;
+    }
+    let detail: Vec<String> = counts.iter().map(|(state, n)| format!("{n} {state:?}").to_lowercase()).collect();
+    let problem = tasks
+        .iter()
+        .filter(|t| t.desired != DesiredState::Shutdown && !t.message.is_empty())
+        .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Rejected | TaskState::Failed))
+        .map(|t| format!(" — {}: {}", t.name, t.message))
+        .next()
+        .unwrap_or_default();
+    format!("overall progress: {}/{} running ({}){problem}", row.running, row.desired, detail.join(", "))
+}
+
+async fn find_row(client: &crate::control::client::ControlClient, name: &str) -> anyhow::Result<ServiceRow> {
+    let rows: Vec<ServiceRow> = client.get(api::SERVICES).await?;
+    rows.into_iter()
+        .find(|row| row.name == name || row.id.to_string() == name)
+        .with_context(|| format!("no such service: {name}"))
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let rows: Vec<ServiceRow> = client(&args.client).get(api::SERVICES).await?;
+    if args.quiet {
+        rows.iter().for_each(|row| println!("{}", row.id));
+        return Ok(());
+    }
+    if args.format == Format::Json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            vec![
+                row.id.to_string(),
+                row.name.clone(),
+                row.mode.clone(),
+                format!("{}/{}", row.running, row.desired),
+                row.image.clone(),
+                row.ports.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &cells));
+    Ok(())
+}
+
+async fn ps(args: PsArgs) -> anyhow::Result<()> {
+    let mut rows: Vec<TaskRow> = client(&args.client).get(&api::service_tasks(&args.service)).await?;
+    if args.running {
+        rows.retain(|row| row.desired != DesiredState::Shutdown);
+    }
+    if args.format == Format::Json {
+        return print_json(&rows);
+    }
+    let now = now_ms();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let current = format!("{:?} {}", row.state, age(now, row.since.0));
+            let error = match row.exit_code {
+                Some(code) if code != 0 => format!("exit {code}: {}", row.message),
+                _ => row.message.clone(),
+            };
+            vec![
+                row.id.clone(),
+                row.name.clone(),
+                row.image.clone(),
+                row.node.clone(),
+                format!("{:?}", row.desired),
+                current,
+                error,
+            ]
+        })
+        .collect();
+    let headers = ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"];
+    print!("{}", table(&headers, &cells));
+    Ok(())
+}
+
+async fn inspect(args: NameArgs) -> anyhow::Result<()> {
+    let service: serde_json::Value = client(&args.client).get(&api::service(&args.service)).await?;
+    print_json(&service)
+}
+
+async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let client = client(&args.client);
+    for (name, replicas) in &args.targets {
+        let _: ServiceId = client.post(&api::service_scale(name), &ScaleRequest { replicas: *replicas }).await?;
+        println!("{name} scaled to {replicas}");
+    }
+    if !args.detach {
+        for (name, _) in &args.targets {
+            wait_converged(&args.client, name, Duration::from_secs(120), true).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
+    let client = client(&args.client);
+    let mut failed = 0;
+    for name in &args.services {
+        match client.delete::<ServiceId>(&api::service(name)).await {
+            Ok(_) => println!("{name}"),
+            Err(error) => {
+                eprintln!("error: {name}: {error}");
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} services could not be removed", args.services.len());
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! [`AgentConfig`]: everything `shoal agent` is told, in the form the daemon uses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which container runtime the agent drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// The local Docker engine (the default). Without one the agent runs with `runtime: none`.
+    Docker,
+    /// Tasks that only live in memory: scale tests and benchmarks, never production.
+    Sim,
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Identity key, raft log, state and control socket live here.
+    pub data_dir: PathBuf,
+    /// Mesh listen multiaddrs.
+    pub listen: Vec<String>,
+    /// Multiaddrs announced instead of the listen addresses.
+    pub advertise: Vec<String>,
+    /// Seed multiaddrs.
+    pub join: Vec<String>,
+    /// Cluster secret (closed mode).
+    pub token: Option<String>,
+    /// Find peers on the LAN by mDNS.
+    pub mdns: bool,
+    /// Form the cluster once this many agents are seen.
+    pub bootstrap_expect: Option<usize>,
+    /// Target number of managers.
+    pub managers: usize,
+    /// The container runtime.
+    pub executor: ExecutorKind,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Where `/metrics` is served (None: not served).
+    pub metrics_addr: Option<SocketAddr>,
+    /// Heartbeat silence after which a node may be marked down.
+    pub down_grace: Duration,
+    /// How long a new agent listens for a cluster before forming one.
+    pub bootstrap_window: Duration,
+    /// Never pull images (tests: no registry is reachable).
+    pub never_pull: bool,
+}
+
+impl AgentConfig {
+    /// An agent for in-process tests: loopback only, no mDNS, no metrics server, a short
+    /// bootstrap window, images never pulled.
+    pub fn for_tests(data_dir: impl Into<PathBuf>, executor: ExecutorKind) -> Self {
+        AgentConfig {
+            data_dir: data_dir.into(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            advertise: Vec::new(),
+            join: Vec::new(),
+            token: None,
+            mdns: false,
+            bootstrap_expect: None,
+            managers: 3,
+            executor,
+            labels: BTreeMap::new(),
+            metrics_addr: None,
+            down_grace: Duration::from_secs(2),
+            bootstrap_window: Duration::from_millis(400),
+            never_pull: true,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The daemon: wires the mesh, the quorum, the worker and its executor, the leader duties, the
+//! dispatch router, the control socket and `/metrics` into one [`Agent`], and takes it down again.
+//! Tests start agents in-process with [`Agent::start`].
+
+mod config;
+pub mod host;
+mod node_record;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use shoal_consensus::{Quorum, QuorumConfig};
+use shoal_discovery::{Mesh, MeshConfig, Multiaddr, NodeInfo, NodeRole, ShoalProtocol};
+use shoal_metrics::{AgentInfo, MetricsServer};
+use shoal_scheduler::{NodeId, Runtime};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+pub use config::{AgentConfig, ExecutorKind};
+
+use crate::dispatch::leader_link::{self, LeaderView};
+use crate::dispatch::router;
+use crate::executor::{DockerConfig, DockerExecutor, Executor, PullPolicy, RuntimeInfo, SimConfig, SimExecutor};
+use crate::leader::{self, LeaderContext};
+use crate::worker::{self, WorkerHandle};
+
+/// Capacity of the worker's report channel.
+const REPORTS_CAPACITY: usize = 4096;
+
+/// A running agent.
+pub struct Agent {
+    node_id: NodeId,
+    mesh: Mesh,
+    quorum: Quorum,
+    socket: PathBuf,
+    executor: Option<Arc<dyn Executor>>,
+    worker: Option<WorkerHandle>,
+    metrics: Option<MetricsServer>,
+    tasks: JoinSet<()>,
+}
+
+impl Agent {
+    /// Starts an agent: mesh, quorum (joining or forming a cluster), worker, leader duties,
+    /// control socket and metrics. Returns once the control socket answers.
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        create_private_dir(&config.data_dir)?;
+        let keypair = shoal_discovery::identity::load_or_create(&config.data_dir)?;
+        let node_id = NodeId::new(keypair.public().to_peer_id().to_string());
+        let executor = connect_executor(&config, &node_id).await;
+        let runtime = describe_runtime(executor.as_deref()).await;
+        let info = node_info(&config, &runtime);
+
+        let mut registry = shoal_metrics::new_registry(AgentInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            node_id: node_id.to_string(),
+        });
+        let mesh = shoal_discovery::start(mesh_config(&config)?, info.clone(), &mut registry).await?;
+        let advertise = mesh.listen_addrs().await?.iter().map(|a| a.to_string()).collect();
+        let quorum = Quorum::start(quorum_config(&config, info, advertise), mesh.clone(), &mut registry).await?;
+
+        let mut tasks = JoinSet::new();
+        let (reports_tx, reports_rx) = mpsc::channel(REPORTS_CAPACITY);
+        let worker = executor.clone().map(|executor| {
+            let (handle, task) = worker::spawn(node_id.clone(), executor, reports_tx);
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+            handle
+        });
+        let (local_tx, local_rx) = watch::channel(None);
+        let view = LeaderView { leader: quorum.leader(), local: local_rx };
+        let context = LeaderContext {
+            local: node_id.clone(),
+            quorum: quorum.clone(),
+            mesh: mesh.clone(),
+            local_worker: worker.clone(),
+            down_grace: config.down_grace,
+        };
+        tasks.spawn(leader::supervise(context, quorum.leader(), local_tx));
+        tasks.spawn(router::run(mesh.serve(ShoalProtocol::Dispatch).await?, view.clone(), worker.clone()));
+        if let Some(worker) = worker.clone() {
+            tasks.spawn(leader_link::run(node_id.clone(), mesh.clone(), view, worker, reports_rx));
+        }
+        tasks.spawn(node_record::keep_registered(quorum.clone(), mesh.clone(), node_id.clone(), runtime.clone(), config.labels.clone()));
+
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(shoal_metrics::serve(addr, Arc::new(registry)).await?),
+            None => None,
+        };
+        let socket = crate::paths::control_socket(&config.data_dir);
+        let control = crate::control::server::ControlState {
+            quorum: quorum.clone(),
+            node_id: node_id.to_string(),
+            runtime: runtime_name(runtime.runtime).into(),
+        };
+        let server = crate::control::server::serve(&socket, control)
+            .await
+            .with_context(|| format!("cannot open the control socket {}", socket.display()))?;
+        tasks.spawn(async move {
+            let _ = server.await;
+        });
+        tracing::info!(node = %node_id, runtime = runtime_name(runtime.runtime), "agent started");
+        Ok(Agent { node_id, mesh, quorum, socket, executor, worker, metrics, tasks })
+    }
+
+    /// This agent's node id (its PeerId).
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// The control socket's path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The mesh handle.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The raft handle.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// The executor, if this node runs tasks.
+    pub fn executor(&self) -> Option<&Arc<dyn Executor>> {
+        self.executor.as_ref()
+    }
+
+    /// The worker, if this node runs tasks.
+    pub fn worker(&self) -> Option<&WorkerHandle> {
+        self.worker.as_ref()
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|server| server.local_addr)
+    }
+
+    /// Leaves gracefully: announces Left, stops raft and every task. Containers keep running
+    /// (a restarted agent adopts them).
+    pub async fn shutdown(mut self) {
+        tracing::info!(node = %self.node_id, "agent shutting down");
+        let _ = self.mesh.shutdown().await;
+        self.quorum.shutdown().await;
+        self.stop_tasks().await;
+    }
+
+    /// Stops abruptly, as a crash would look to the others: no Left, no raft shutdown.
+    pub async fn kill(mut self) {
+        self.mesh.kill();
+        self.quorum.shutdown().await;
+        self.stop_tasks().await;
+    }
+
+    async fn stop_tasks(&mut self) {
+        self.tasks.shutdown().await;
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Runs an agent until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
+    let agent = Agent::start(config).await?;
+    println!("shoal agent {} running; control socket {}", agent.node_id(), agent.socket().display());
+    wait_for_signal().await?;
+    agent.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict the data dir {}", dir.display()))
+}
+
+async fn connect_executor(config: &AgentConfig, node: &NodeId) -> Option<Arc<dyn Executor>> {
+    match config.executor {
+        ExecutorKind::Sim => Some(Arc::new(SimExecutor::new(SimConfig::new(node.clone())))),
+        ExecutorKind::Docker => {
+            let mut docker = DockerConfig::new(node.clone());
+            if config.never_pull {
+                docker.pull = PullPolicy::Never;
+            }
+            match DockerExecutor::connect(docker).await {
+                Ok(executor) => Some(Arc::new(executor)),
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        "no container runtime: this node runs with `runtime: none` and gets no tasks \
+                         (it still takes part in the mesh and the manager quorum)"
+                    );
+                    None
+                }
+            }
+        }
+    }
+}
+
+async fn describe_runtime(executor: Option<&dyn Executor>) -> RuntimeInfo {
+    if let Some(executor) = executor {
+        match executor.describe().await {
+            Ok(info) => return info,
+            Err(error) => tracing::warn!(%error, "cannot describe the runtime; using the host's facts"),
+        }
+    }
+    RuntimeInfo {
+        runtime: executor.map_or(Runtime::None, |e| e.runtime()),
+        cpus: host::cpus(),
+        memory_bytes: host::memory_bytes(),
+        os: std::env::consts::OS.into(),
+        arch: std::env::consts::ARCH.into(),
+        engine_version: String::new(),
+    }
+}
+
+/// The runtime's name as nodes report it.
+pub fn runtime_name(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Docker => "docker",
+        Runtime::Sim => "sim",
+        Runtime::None => "none",
+    }
+}
+
+fn node_info(config: &AgentConfig, runtime: &RuntimeInfo) -> NodeInfo {
+    NodeInfo {
+        hostname: host::hostname(),
+        role: NodeRole::Worker,
+        labels: config.labels.clone(),
+        os: runtime.os.clone(),
+        arch: runtime.arch.clone(),
+        nano_cpus: runtime.total().nano_cpus,
+        memory_bytes: runtime.memory_bytes,
+        runtime: runtime_name(runtime.runtime).into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..NodeInfo::default()
+    }
+}
+
+fn parse_addrs(flag: &str, addrs: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    addrs
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("{flag} {a:?} is not a multiaddr such as /ip4/10.0.0.5/tcp/7946")))
+        .collect()
+}
+
+fn mesh_config(config: &AgentConfig) -> anyhow::Result<MeshConfig> {
+    let mut mesh = MeshConfig::new(&config.data_dir);
+    mesh.listen = parse_addrs("--listen", &config.listen)?;
+    mesh.advertise = parse_addrs("--advertise", &config.advertise)?;
+    mesh.join = parse_addrs("--join", &config.join)?;
+    mesh.token = config.token.clone();
+    mesh.mdns = config.mdns;
+    mesh.quic = config.listen.iter().any(|a| a.contains("/quic"));
+    Ok(mesh)
+}
+
+fn quorum_config(config: &AgentConfig, info: NodeInfo, advertise: Vec<String>) -> QuorumConfig {
+    let mut quorum = QuorumConfig::new(&config.data_dir, info);
+    quorum.advertise_addrs = advertise;
+    quorum.bootstrap_window = config.bootstrap_window;
+    quorum.bootstrap_expect = config.bootstrap_expect;
+    quorum.target_managers = config.managers;
+    quorum.token = config.token.clone();
+    quorum
+}

@@ -1,0 +1,128 @@
+//! The worker's side of dispatch: delivers this node's status reports to the current leader
+//! (retrying until they are committed) and sends it a heartbeat every interval. When this agent
+//! is itself the leader, reports go straight into the local batcher without the network.
+
+use std::time::Duration;
+
+use shoal_discovery::{Mesh, PeerId, ShoalProtocol};
+use shoal_scheduler::{NodeId, TaskId, TaskStatus};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::dispatcher::Heartbeat;
+use super::messages::{DispatchRequest, DispatchResponse, decode, encode};
+use super::reports::PendingReports;
+use crate::worker::WorkerHandle;
+
+/// Time between heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
+/// Wait before resending reports that failed.
+const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Most reports held while no leader answers (the oldest are dropped beyond; the worker's
+/// periodic resync reports current states again).
+const MAX_BUFFERED_REPORTS: usize = 100_000;
+
+/// The leader's intake when this agent is the leader.
+#[derive(Debug, Clone)]
+pub struct LocalLeader {
+    /// The report batcher's queue.
+    pub reports: mpsc::Sender<PendingReports>,
+    /// The dispatcher's heartbeat queue.
+    pub heartbeats: mpsc::Sender<Heartbeat>,
+}
+
+/// Where the leader is, as this agent knows it.
+#[derive(Debug, Clone)]
+pub struct LeaderView {
+    /// The current leader's PeerId, if known.
+    pub leader: watch::Receiver<Option<PeerId>>,
+    /// Set while this agent is the leader.
+    pub local: watch::Receiver<Option<LocalLeader>>,
+}
+
+/// Runs the link until the worker's report channel closes.
+pub async fn run(
+    node: NodeId,
+    mesh: Mesh,
+    view: LeaderView,
+    worker: WorkerHandle,
+    mut reports: mpsc::Receiver<Vec<(TaskId, TaskStatus)>>,
+) {
+    let mut buffer: Vec<(TaskId, TaskStatus)> = Vec::new();
+    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if buffer.is_empty() {
+            tokio::select! {
+                batch = reports.recv() => match batch {
+                    Some(batch) => buffer.extend(batch),
+                    None => return,
+                },
+                _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, &worker).await,
+            }
+        }
+        while let Ok(more) = reports.try_recv() {
+            buffer.extend(more);
+        }
+        if buffer.len() > MAX_BUFFERED_REPORTS {
+            let excess = buffer.len() - MAX_BUFFERED_REPORTS;
+            buffer.drain(..excess);
+        }
+        if buffer.is_empty() {
+            continue;
+        }
+        match deliver(&node, &mesh, &view, buffer.clone()).await {
+            Ok(()) => buffer.clear(),
+            Err(reason) => {
+                tracing::debug!(%reason, pending = buffer.len(), "reports not delivered; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY_DELAY) => {}
+                    _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, &worker).await,
+                }
+            }
+        }
+    }
+}
+
+async fn deliver(
+    node: &NodeId,
+    mesh: &Mesh,
+    view: &LeaderView,
+    reports: Vec<(TaskId, TaskStatus)>,
+) -> Result<(), String> {
+    let local = view.local.borrow().clone();
+    if let Some(local) = local {
+        let (done, outcome) = oneshot::channel();
+        let pending = PendingReports { node: node.clone(), reports, done };
+        local.reports.send(pending).await.map_err(|_| "leader duties ended".to_string())?;
+        return outcome.await.map_err(|_| "leader duties ended".to_string())?;
+    }
+    let leader = (*view.leader.borrow()).ok_or_else(|| "no leader known".to_string())?;
+    let answer = mesh
+        .request(leader, ShoalProtocol::Dispatch, encode(&DispatchRequest::Report { reports }))
+        .await
+        .map_err(|e| e.to_string())?;
+    match decode::<DispatchResponse>(&answer).map_err(|e| e.to_string())? {
+        DispatchResponse::Ack => Ok(()),
+        DispatchResponse::Retry { reason } => Err(reason),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+async fn send_heartbeat(node: &NodeId, mesh: &Mesh, view: &LeaderView, worker: &WorkerHandle) {
+    let holds = worker.holds();
+    let local = view.local.borrow().clone();
+    if let Some(local) = local {
+        let _ = local.heartbeats.try_send(Heartbeat { node: node.clone(), holds });
+        return;
+    }
+    let leader = *view.leader.borrow();
+    let Some(leader) = leader else { return };
+    let mesh = mesh.clone();
+    // Heartbeats must not queue behind a slow leader: each one is sent on its own.
+    tokio::spawn(async move {
+        let request = encode(&DispatchRequest::Heartbeat { holds });
+        if let Err(error) = mesh.request(leader, ShoalProtocol::Dispatch, request).await {
+            tracing::debug!(%leader, %error, "heartbeat not delivered");
+        }
+    });
+}

@@ -1,0 +1,16 @@
+//! Dispatch: the leader's dispatcher streams each worker its assignments and receives batched
+//! status reports and heartbeats over `/shoal/dispatch/1`.
+//!
+//! - [`messages`]: the protocol's messages and codec.
+//! - [`assignments`]: which tasks each worker must know about.
+//! - [`dispatcher`]: the leader's sessions, pushes and down-marking.
+//! - [`reports`]: the leader's batched writes of status reports.
+//! - [`leader_link`]: the worker's side: reports and heartbeats to the leader.
+//! - [`router`]: inbound requests, routed to the worker or the leader duties.
+
+pub mod assignments;
+// pub mod dispatcher;
+// pub mod leader_link;
+pub mod messages;
+// pub mod reports;
+// pub mod router;

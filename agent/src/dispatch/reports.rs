@@ -1,0 +1,69 @@
+//! The leader's report batcher: status reports from every worker are written through raft in
+//! batches. While one batch is being committed the next one gathers, so a burst of reports from
+//! many workers costs a few log entries, not one each.
+
+use std::collections::BTreeMap;
+
+use shoal_consensus::Quorum;
+use shoal_scheduler::{Command, NodeId, TaskId, TaskStatus};
+use tokio::sync::{mpsc, oneshot};
+
+/// Capacity of the batcher's queue.
+const QUEUE_CAPACITY: usize = 4096;
+/// Most reports written in one command.
+const MAX_BATCH: usize = 2048;
+
+/// One worker's reports waiting to be written, with the channel that tells it the outcome.
+#[derive(Debug)]
+pub struct PendingReports {
+    /// The reporting node (authenticated by the mesh).
+    pub node: NodeId,
+    /// Its reports.
+    pub reports: Vec<(TaskId, TaskStatus)>,
+    /// `Ok` once committed, `Err(reason)` to make the worker retry.
+    pub done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A queue into the batcher.
+pub fn channel() -> (mpsc::Sender<PendingReports>, mpsc::Receiver<PendingReports>) {
+    mpsc::channel(QUEUE_CAPACITY)
+}
+
+/// Writes queued reports until the queue closes.
+pub async fn run(quorum: Quorum, mut queue: mpsc::Receiver<PendingReports>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        let mut count = batch[0].reports.len();
+        while count < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(more) => {
+                    count += more.reports.len();
+                    batch.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        write_batch(&quorum, batch).await;
+    }
+}
+
+/// One command per reporting node, written concurrently; every waiter hears the outcome.
+async fn write_batch(quorum: &Quorum, batch: Vec<PendingReports>) {
+    let mut by_node: BTreeMap<NodeId, (Vec<(TaskId, TaskStatus)>, Vec<oneshot::Sender<Result<(), String>>>)> =
+        BTreeMap::new();
+    for pending in batch {
+        let entry = by_node.entry(pending.node).or_default();
+        entry.0.extend(pending.reports);
+        entry.1.push(pending.done);
+    }
+    let writes = by_node.into_iter().map(|(node, (reports, waiters))| async move {
+        let outcome = match quorum.write(Command::ReportTaskStatus { node, reports }).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error.to_string()),
+        };
+        for waiter in waiters {
+            let _ = waiter.send(outcome.clone());
+        }
+    });
+    futures::future::join_all(writes).await;
+}

@@ -1,0 +1,306 @@
+//! The worker: keeps this node's assigned tasks converged through the executor and reports every
+//! state change.
+//!
+//! It is one actor task. Inputs: assignment sets from the leader, the executor's event stream, the
+//! results of the operations it started, and a periodic full observation. Output: status reports on
+//! a bounded channel that the dispatch client delivers to the leader. It keeps its tasks running
+//! while no manager is reachable, adopts its own containers after a restart (the executor finds
+//! them by label), and removes containers of tasks it is no longer assigned — but only once a
+//! leader has told it what it should run.
+
+mod converge;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_scheduler::{NodeId, TaskId, TaskState, TaskStatus, Timestamp};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::dispatch::messages::{Assignment, AssignmentSet};
+use crate::executor::{Executor, Observation};
+
+pub use converge::Action;
+
+/// How often the worker re-reads every container, in case an event was missed.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// Executor operations run at once (Docker handles ~8 concurrent callers well).
+const MAX_CONCURRENT_OPERATIONS: usize = 16;
+/// Grace period for stopping a container whose spec is gone (its service was removed).
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Capacity of the worker's input channel.
+const INPUT_CAPACITY: usize = 64;
+
+/// What the worker is told.
+#[derive(Debug)]
+pub enum WorkerInput {
+    /// The full set of tasks this node should converge (from the current leader).
+    Assign(AssignmentSet),
+    /// Answer with the `(term, version)` of the set held.
+    Holds(oneshot::Sender<Option<(u64, u64)>>),
+}
+
+/// A cloneable handle to the worker actor.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    inputs: mpsc::Sender<WorkerInput>,
+    holds: watch::Receiver<Option<(u64, u64)>>,
+}
+
+impl WorkerHandle {
+    /// Hands the worker a new assignment set. Fails only when the worker stopped.
+    pub async fn assign(&self, set: AssignmentSet) -> Result<(), WorkerStopped> {
+        self.inputs.send(WorkerInput::Assign(set)).await.map_err(|_| WorkerStopped)
+    }
+
+    /// The `(term, version)` of the assignment set the worker holds.
+    pub fn holds(&self) -> Option<(u64, u64)> {
+        *self.holds.borrow()
+    }
+}
+
+/// The worker actor has stopped.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the worker has stopped")]
+pub struct WorkerStopped;
+
+/// Starts the worker of `node` on `executor`. Status reports are sent on `reports`.
+pub fn spawn(
+    node: NodeId,
+    executor: Arc<dyn Executor>,
+    reports: mpsc::Sender<Vec<(TaskId, TaskStatus)>>,
+) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
+    let (inputs, input_rx) = mpsc::channel(INPUT_CAPACITY);
+    let (holds_tx, holds) = watch::channel(None);
+    let worker = Worker {
+        node,
+        events: executor.events(),
+        executor,
+        reports,
+        holds: holds_tx,
+        assignments: BTreeMap::new(),
+        told: false,
+        observed: HashMap::new(),
+        reported: HashMap::new(),
+        busy: HashSet::new(),
+        operations: JoinSet::new(),
+    };
+    let task = tokio::spawn(worker.run(input_rx));
+    (WorkerHandle { inputs, holds }, task)
+}
+
+/// The outcome of one executor operation.
+struct Done {
+    task: TaskId,
+    action: Action,
+    result: Result<(), crate::executor::ExecutorError>,
+}
+
+struct Worker {
+    node: NodeId,
+    executor: Arc<dyn Executor>,
+    events: mpsc::Receiver<Observation>,
+    reports: mpsc::Sender<Vec<(TaskId, TaskStatus)>>,
+    holds: watch::Sender<Option<(u64, u64)>>,
+    /// What the leader wants, by task.
+    assignments: BTreeMap<TaskId, Assignment>,
+    /// Whether any leader has sent a set since start (until then nothing is removed).
+    told: bool,
+    /// What the executor last showed, by task.
+    observed: HashMap<TaskId, Observation>,
+    /// The last state reported per task, so that each state is reported once.
+    reported: HashMap<TaskId, TaskState>,
+    /// Tasks with an operation in flight.
+    busy: HashSet<TaskId>,
+    operations: JoinSet<Done>,
+}
+
+impl Worker {
+    async fn run(mut self, mut inputs: mpsc::Receiver<WorkerInput>) {
+        self.resync().await;
+        let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(input) => self.on_input(input),
+                    None => break,
+                },
+                Some(observation) = self.events.recv() => self.on_observation(observation),
+                Some(done) = self.operations.join_next(), if !self.operations.is_empty() => {
+                    if let Ok(done) = done { self.on_done(done); }
+                }
+                _ = resync.tick() => self.resync().await,
+            }
+            self.converge();
+        }
+        tracing::debug!(node = %self.node, "worker stopped");
+    }
+
+    fn on_input(&mut self, input: WorkerInput) {
+        match input {
+            WorkerInput::Assign(set) => {
+                tracing::debug!(term = set.term, version = set.version, tasks = set.tasks.len(), "assignments");
+                self.assignments = set.tasks.into_iter().map(|a| (a.task.id, a)).collect();
+                self.told = true;
+                self.holds.send_replace(Some((set.term, set.version)));
+                self.forget_unassigned_reports();
+            }
+            WorkerInput::Holds(reply) => {
+                let _ = reply.send(*self.holds.borrow());
+            }
+        }
+    }
+
+    fn forget_unassigned_reports(&mut self) {
+        let assignments = &self.assignments;
+        let observed = &self.observed;
+        self.reported.retain(|task, _| assignments.contains_key(task) || observed.contains_key(task));
+    }
+
+    fn on_observation(&mut self, observation: Observation) {
+        let task = observation.task_id;
+        if observation.removed {
+            self.observed.remove(&task);
+        } else {
+            self.observed.insert(task, observation.clone());
+        }
+        self.report_observation(&observation);
+    }
+
+    async fn resync(&mut self) {
+        match self.executor.observe().await {
+            Ok(all) => {
+                let seen: HashSet<TaskId> = all.iter().map(|o| o.task_id).collect();
+                self.observed.retain(|task, _| seen.contains(task) || self.busy.contains(task));
+                for observation in all {
+                    self.observed.insert(observation.task_id, observation.clone());
+                    self.report_observation(&observation);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot observe the runtime; will retry"),
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        self.busy.remove(&done.task);
+        match (done.action, done.result) {
+            (_, Ok(())) => {}
+            (Action::Start, Err(error)) => {
+                let state = if error.rejects_task() { TaskState::Rejected } else { TaskState::Failed };
+                tracing::warn!(task = %done.task, %error, "task could not start");
+                self.report(done.task, state, error.to_string(), None, None);
+            }
+            (action, Err(error)) => {
+                tracing::warn!(task = %done.task, ?action, %error, "operation failed; will retry")
+            }
+        }
+        if done.action == Action::StopAndRemove && !self.assignments.contains_key(&done.task) {
+            self.observed.remove(&done.task);
+        }
+    }
+
+    /// Decides and starts what moves every task toward its desired state.
+    fn converge(&mut self) {
+        let actions = converge::plan(&self.assignments, &self.observed, &self.reported, &self.busy, self.told);
+        for (task, action) in actions {
+            match action {
+                Action::ReportShutdown => {
+                    self.report(task, TaskState::Shutdown, "stopped".into(), None, None);
+                }
+                Action::ReportMissing => {
+                    self.report(task, TaskState::Failed, "container disappeared".into(), None, None);
+                }
+                Action::Start | Action::StopAndRemove => self.launch(task, action),
+            }
+        }
+    }
+
+    fn launch(&mut self, task: TaskId, action: Action) {
+        if self.busy.len() >= MAX_CONCURRENT_OPERATIONS {
+            return;
+        }
+        let executor = self.executor.clone();
+        if action == Action::Start {
+            let Some(spec) = self.run_spec(task) else { return };
+            self.busy.insert(task);
+            self.report(task, TaskState::Starting, String::new(), None, None);
+            self.operations.spawn(async move {
+                let result = executor.start(&spec).await;
+                Done { task, action, result }
+            });
+            return;
+        }
+        let grace = self
+            .assignments
+            .get(&task)
+            .and_then(|a| a.spec.as_ref())
+            .map(|spec| Duration::from_millis(spec.stop_grace_ms))
+            .unwrap_or(DEFAULT_STOP_GRACE);
+        self.busy.insert(task);
+        self.operations.spawn(async move {
+            let result = match executor.stop(task, grace).await {
+                Ok(()) => executor.remove(task).await,
+                Err(error) => Err(error),
+            };
+            Done { task, action, result }
+        });
+    }
+
+    fn run_spec(&self, task: TaskId) -> Option<crate::executor::RunSpec> {
+        let assignment = self.assignments.get(&task)?;
+        Some(crate::executor::RunSpec {
+            task_id: task,
+            service_id: assignment.task.service,
+            service_name: assignment.service_name.clone(),
+            slot: assignment.task.slot,
+            node_id: self.node.clone(),
+            spec_version: assignment.task.spec_version,
+            spec: assignment.spec.clone()?,
+        })
+    }
+
+    fn report_observation(&mut self, observation: &Observation) {
+        if observation.removed {
+            return;
+        }
+        self.report(
+            observation.task_id,
+            observation.state,
+            observation.message.clone(),
+            observation.exit_code,
+            observation.container_id.clone(),
+        );
+    }
+
+    /// Reports `state` for `task` if it moves the task forward.
+    fn report(
+        &mut self,
+        task: TaskId,
+        state: TaskState,
+        message: String,
+        exit_code: Option<i64>,
+        container_id: Option<String>,
+    ) {
+        if self.reported.get(&task).is_some_and(|last| *last >= state) {
+            return;
+        }
+        self.reported.insert(task, state);
+        let status = TaskStatus { state, message, exit_code, timestamp: now(), container_id };
+        if self.reports.try_send(vec![(task, status)]).is_err() {
+            // The delivery queue is full or closed: forget the mark so the next pass resends.
+            self.reported.remove(&task);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    )
+}

@@ -1,0 +1,175 @@
+//! [`Core`]: what every part of a running quorum shares (the raft handle, the mesh, access
+//! control, the applied state, liveness), and the leader-side operations that forwarded requests
+//! end in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use openraft::ReadPolicy;
+use openraft::errors::ClientWriteError;
+use shoal_discovery::{MemberState, Mesh, PeerId};
+use shoal_scheduler::{ClusterState, Command};
+use tokio::sync::watch;
+
+use crate::config::QuorumConfig;
+use crate::network::access::Access;
+use crate::network::chunks::Assembler;
+use crate::network::messages::ForwardFailure;
+use crate::storage::state_machine::Shared;
+use crate::token::Token;
+use crate::types::{ApplyResult, LogCommand, Raft, RaftId, RaftNode, raft_id_of};
+
+/// The raft id of a PeerId.
+pub fn raft_id_of_peer(peer: &PeerId) -> RaftId {
+    raft_id_of(&peer.to_bytes())
+}
+
+/// The raft id of a PeerId in text form (None if it does not parse).
+pub fn raft_id_of_str(peer: &str) -> Option<RaftId> {
+    PeerId::from_str(peer).ok().map(|p| raft_id_of_peer(&p))
+}
+
+/// Shared by the quorum handle, the network server, bootstrap, join and autopilot.
+pub(crate) struct Core {
+    pub(crate) raft: Raft,
+    pub(crate) mesh: Mesh,
+    pub(crate) access: Arc<Access>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config: QuorumConfig,
+    pub(crate) id: RaftId,
+    pub(crate) peer: PeerId,
+    pub(crate) me: RaftNode,
+    pub(crate) token: Option<Token>,
+    pub(crate) assembler: Mutex<Assembler>,
+    pub(crate) leader_tx: watch::Sender<Option<PeerId>>,
+    /// Mesh liveness of peers, kept current from membership changes.
+    pub(crate) liveness: RwLock<HashMap<PeerId, MemberState>>,
+}
+
+impl Core {
+    /// The applied state.
+    pub(crate) fn state(&self) -> Arc<ClusterState> {
+        self.shared.state()
+    }
+
+    /// The current leader's id and node, as this agent knows it.
+    pub(crate) fn leader(&self) -> Option<(RaftId, RaftNode)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Voters and their nodes.
+    pub(crate) fn voters(&self) -> BTreeMap<RaftId, RaftNode> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+    }
+
+    /// Learners and their nodes.
+    pub(crate) fn learners(&self) -> BTreeMap<RaftId, RaftNode> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership.learner_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+    }
+
+    /// The mesh state of `peer` (None: never seen).
+    pub(crate) fn peer_state(&self, peer: &PeerId) -> Option<MemberState> {
+        let g = match self.liveness.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.get(peer).copied()
+    }
+
+    /// Whether the mesh currently sees `node` alive (this agent always is).
+    pub(crate) fn is_alive(&self, node: &RaftNode) -> bool {
+        if node.peer_id == self.me.peer_id {
+            return true;
+        }
+        match PeerId::from_str(&node.peer_id) {
+            Ok(p) => self.peer_state(&p) == Some(MemberState::Alive),
+            Err(_) => false,
+        }
+    }
+
+    /// `(reachable, total)` voters as the mesh sees them.
+    pub(crate) fn voter_reachability(&self) -> (usize, usize) {
+        let voters = self.voters();
+        let reachable = voters.values().filter(|n| self.is_alive(n)).count();
+        (reachable, voters.len())
+    }
+
+    /// Fails fast when too few voters are reachable to commit.
+    pub(crate) fn check_quorum(&self) -> Result<(), ForwardFailure> {
+        let (reachable, voters) = self.voter_reachability();
+        if voters > 0 && reachable < voters / 2 + 1 {
+            return Err(ForwardFailure::NoQuorum { reachable, voters });
+        }
+        Ok(())
+    }
+
+    /// Whether this agent is the leader and heard from a quorum recently.
+    pub(crate) fn is_fresh_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let lease = self.config.timing.election_max.as_millis() as u64 * 2;
+        m.current_leader == Some(self.id) && m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease)
+    }
+
+    /// Writes `cmd` on this agent, which must be the leader.
+    pub(crate) async fn write_as_leader(&self, cmd: Command, timeout: Duration) -> Result<ApplyResult, ForwardFailure> {
+        if !self.is_fresh_leader() {
+            self.check_quorum()?;
+        }
+        let write = self.raft.client_write(LogCommand(cmd));
+        match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(e)) => Err(match e.into_api_error() {
+                Some(ClientWriteError::ForwardToLeader(f)) => ForwardFailure::NotLeader(f.leader_node),
+                Some(ClientWriteError::LogEntryDiscarded(_)) => ForwardFailure::Uncertain,
+                Some(other) => ForwardFailure::Failed(other.to_string()),
+                None => ForwardFailure::Failed("raft stopped".to_owned()),
+            }),
+            Err(_) => match self.check_quorum() {
+                Err(no_quorum) => Err(no_quorum),
+                Ok(()) => Err(ForwardFailure::Failed(format!("not committed within {timeout:?}"))),
+            },
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index a linearizable read must see.
+    pub(crate) async fn read_index_as_leader(&self, timeout: Duration) -> Result<u64, ForwardFailure> {
+        if !self.is_fresh_leader() {
+            self.check_quorum()?;
+        }
+        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(read_id)) => Ok(read_id.index()),
+            Ok(Err(e)) => Err(match e.into_api_error() {
+                Some(openraft::errors::LinearizableReadError::ForwardToLeader(f)) => {
+                    ForwardFailure::NotLeader(f.leader_node)
+                }
+                Some(other) => ForwardFailure::Failed(other.to_string()),
+                None => ForwardFailure::Failed("raft stopped".to_owned()),
+            }),
+            Err(_) => {
+                self.check_quorum()?;
+                Err(ForwardFailure::Failed(format!("leadership not confirmed within {timeout:?}")))
+            }
+        }
+    }
+
+    /// Waits until the local state machine applied `index`.
+    pub(crate) async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.shared.subscribe();
+        let reached = |s: &crate::storage::AppliedState| s.last_applied.as_ref().map(|l| l.index).unwrap_or(0) >= index;
+        tokio::time::timeout(timeout, rx.wait_for(reached)).await.is_ok_and(|r| r.is_ok())
+    }
+}

@@ -1,0 +1,76 @@
+//! Who may talk raft to this agent: the members of its raft membership, plus the peers it
+//! explicitly expects (the other agents of a `bootstrap_expect` set), plus — while it has no
+//! membership yet — senders of the cluster it asked to join.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use crate::storage::state_machine::Shared;
+use crate::types::{Raft, RaftId};
+
+/// Shared between the network server, bootstrap and join. Locks are held only for copies.
+pub(crate) struct Access {
+    shared: Arc<Shared>,
+    expected_cluster: RwLock<Option<String>>,
+    extra_peers: RwLock<HashSet<RaftId>>,
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+impl Access {
+    pub(crate) fn new(shared: Arc<Shared>) -> Access {
+        Access { shared, expected_cluster: RwLock::new(None), extra_peers: RwLock::new(HashSet::new()) }
+    }
+
+    /// The cluster id this agent belongs to: the applied one, else the one it is joining.
+    pub(crate) fn cluster_id(&self) -> Option<String> {
+        self.shared.state().cluster_id.as_ref().map(|c| c.0.clone()).or_else(|| read(&self.expected_cluster))
+    }
+
+    /// Records the cluster this agent is joining or initialising.
+    pub(crate) fn expect_cluster(&self, cluster_id: String) {
+        let mut g = match self.expected_cluster.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Some(cluster_id);
+    }
+
+    /// Allows raft RPCs from `peers` before they are members.
+    pub(crate) fn allow_peers(&self, peers: impl IntoIterator<Item = RaftId>) {
+        let mut g = match self.extra_peers.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.extend(peers);
+    }
+
+    /// Whether `sender` (claiming `cluster`) may send raft RPCs here.
+    pub(crate) fn allows(&self, raft: &Raft, sender: RaftId, cluster: Option<&str>) -> Result<(), String> {
+        let ours = self.cluster_id();
+        if let (Some(ours), Some(theirs)) = (ours.as_deref(), cluster)
+            && ours != theirs
+        {
+            return Err(format!("different cluster ({theirs}, this agent is in {ours})"));
+        }
+        let metrics = raft.metrics();
+        let membership = metrics.borrow().membership_config.clone();
+        let members = membership.membership();
+        if members.get_node(&sender).is_some() {
+            return Ok(());
+        }
+        if read(&self.extra_peers).contains(&sender) {
+            return Ok(());
+        }
+        let no_members = members.nodes().next().is_none();
+        if no_members && ours.is_some() && cluster == ours.as_deref() {
+            return Ok(());
+        }
+        Err("not a raft member".to_owned())
+    }
+}

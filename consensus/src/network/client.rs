@@ -1,0 +1,194 @@
+//! The sending side: openraft's `RaftNetworkV2` over `Mesh::request` on `/shoal/raft/1`.
+//!
+//! Failures are classified for openraft: a peer the mesh cannot connect to is `Unreachable`
+//! (openraft backs off), anything else is a `NetworkError` (openraft retries). Snapshots are sent
+//! in [`SNAPSHOT_CHUNK_BYTES`] pieces, never as one message.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::RaftNetworkV2;
+use shoal_discovery::{Mesh, PeerId, RequestError, ShoalProtocol};
+
+use super::access::Access;
+use super::messages::{Envelope, RaftRequest, RaftResponse, SnapshotChunk};
+use crate::codec::{decode_bounded, encode_bounded};
+use crate::limits::{MAX_RPC_BYTES, SNAPSHOT_CHUNK_BYTES};
+use crate::storage::state_machine::{Snapshot, SnapshotData};
+use crate::types::{RaftId, RaftNode, TypeConfig, Vote};
+
+/// Why one raft request over the mesh failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// The mesh could not connect to the peer.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Anything else: timeout, refused, malformed, oversized.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SendError {
+    fn into_rpc(self) -> RPCError<TypeConfig> {
+        match self {
+            SendError::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            SendError::Other(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+}
+
+/// Sends one request to `peer` and decodes the response (bounded both ways).
+pub(crate) async fn send(
+    mesh: &Mesh,
+    peer: PeerId,
+    cluster_id: Option<String>,
+    body: RaftRequest,
+) -> Result<RaftResponse, SendError> {
+    let envelope = Envelope { cluster_id, body };
+    let bytes = encode_bounded(&envelope, MAX_RPC_BYTES).map_err(|e| {
+        tracing::warn!(%peer, error = %e, "oversized raft request not sent");
+        SendError::Other(e.to_string())
+    })?;
+    let reply = mesh.request(peer, ShoalProtocol::Raft, bytes).await.map_err(|e| match e {
+        RequestError::Unreachable(m) => SendError::Unreachable(m),
+        RequestError::Closed => SendError::Unreachable("mesh closed".to_owned()),
+        RequestError::TooLarge { size, limit } => {
+            tracing::warn!(%peer, size, limit, "raft request exceeds the mesh limit");
+            SendError::Other(format!("request of {size} bytes exceeds {limit}"))
+        }
+        other => SendError::Other(other.to_string()),
+    })?;
+    decode_bounded(&reply, MAX_RPC_BYTES).map_err(|e| SendError::Other(e.to_string()))
+}
+
+/// Makes one [`RaftPeer`] per target.
+#[derive(Clone)]
+pub(crate) struct NetworkFactory {
+    pub(crate) mesh: Mesh,
+    pub(crate) access: Arc<Access>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: RaftId, node: &RaftNode) -> RaftPeer {
+        let peer = PeerId::from_str(&node.peer_id).ok();
+        if peer.is_none() {
+            tracing::warn!(target, peer_id = %node.peer_id, "raft member with an invalid PeerId");
+        }
+        RaftPeer { mesh: self.mesh.clone(), access: self.access.clone(), target, peer }
+    }
+}
+
+/// The connection to one raft member.
+pub(crate) struct RaftPeer {
+    mesh: Mesh,
+    access: Arc<Access>,
+    target: RaftId,
+    peer: Option<PeerId>,
+}
+
+static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl RaftPeer {
+    async fn call(&self, body: RaftRequest, option: &RPCOption) -> Result<RaftResponse, RPCError<TypeConfig>> {
+        let Some(peer) = self.peer else {
+            return Err(RPCError::Unreachable(Unreachable::from_string("invalid PeerId")));
+        };
+        let sent = send(&self.mesh, peer, self.access.cluster_id(), body);
+        match tokio::time::timeout(option.hard_ttl(), sent).await {
+            Ok(r) => r.map_err(SendError::into_rpc),
+            Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
+                "no answer from {} within {:?}",
+                self.target,
+                option.hard_ttl()
+            )))),
+        }
+    }
+}
+
+fn unexpected(r: RaftResponse) -> RPCError<TypeConfig> {
+    let msg = match r {
+        RaftResponse::Refused(why) => format!("refused: {why}"),
+        other => format!("unexpected response: {other:?}"),
+    };
+    RPCError::Network(NetworkError::from_string(msg))
+}
+
+impl RaftNetworkV2<TypeConfig> for RaftPeer {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRequest::AppendEntries(rpc), &option).await? {
+            RaftResponse::AppendEntries(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRequest::Vote(rpc), &option).await? {
+            RaftResponse::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRequest::PreVote(rpc), &option).await? {
+            RaftResponse::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let stream = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
+        let data = snapshot.snapshot;
+        let total = data.len() as u64;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let done = end == data.len();
+            let chunk = SnapshotChunk {
+                stream,
+                vote: vote.clone(),
+                meta: snapshot.meta.clone(),
+                offset: offset as u64,
+                total,
+                data: data[offset..end].to_vec(),
+                done,
+            };
+            let reply = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                r = self.call(RaftRequest::SnapshotChunk(chunk), &option) => r?,
+            };
+            match (reply, done) {
+                (RaftResponse::Snapshot(r), _) => return Ok(r),
+                (RaftResponse::ChunkAccepted, false) => offset = end,
+                (other, _) => return Err(unexpected(other).into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The `/shoal/raft/1` messages: one request enum and one response enum, in CBOR.
+
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use serde::{Deserialize, Serialize};
+use shoal_scheduler::Node;
+
+use crate::types::{ApplyResult, LogCommand, RaftNode, SnapshotMeta, TypeConfig, Vote};
+
+/// Every request carries the sender's cluster id (None before it has one): agents of
+/// different clusters never talk raft.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's cluster id.
+    pub cluster_id: Option<String>,
+    /// The request.
+    pub body: RaftRequest,
+}
+
+/// A request on `/shoal/raft/1`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftRequest {
+    /// Raft AppendEntries (also heartbeats).
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft RequestVote.
+    Vote(VoteRequest<TypeConfig>),
+    /// Raft Pre-Vote.
+    PreVote(VoteRequest<TypeConfig>),
+    /// One piece of a snapshot.
+    SnapshotChunk(SnapshotChunk),
+    /// A write forwarded by a follower to the leader.
+    Write(LogCommand),
+    /// A follower asks the leader for a linearizable read index.
+    ReadIndex,
+    /// A new agent asks to join the cluster.
+    Join(JoinRequest),
+}
+
+/// One piece of a snapshot stream. The receiver reassembles pieces of one `stream` in order and
+/// installs the snapshot when `done`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// Identifies one transfer; a new id abandons an earlier unfinished transfer.
+    pub stream: u64,
+    /// The leader's vote.
+    pub vote: Vote,
+    /// The snapshot's metadata.
+    pub meta: SnapshotMeta,
+    /// Byte offset of `data` in the snapshot.
+    pub offset: u64,
+    /// Total snapshot size.
+    pub total: u64,
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+    /// Last piece.
+    pub done: bool,
+}
+
+/// A join request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The joiner as it describes itself.
+    pub node: Node,
+    /// How to reach it as a raft member.
+    pub raft_node: RaftNode,
+    /// The token it was given (None in open mode).
+    pub token: Option<String>,
+}
+
+/// Where a joiner stands after joining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinedRole {
+    /// Added as a raft learner (a manager candidate).
+    Learner,
+    /// A worker only.
+    Worker,
+}
+
+/// The answer to an accepted join.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinAccepted {
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The joiner's role.
+    pub role: JoinedRole,
+    /// The raft voters (managers).
+    pub managers: Vec<RaftNode>,
+}
+
+/// A response on `/shoal/raft/1`.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RaftResponse {
+    /// To AppendEntries.
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    /// To Vote and PreVote.
+    Vote(VoteResponse<TypeConfig>),
+    /// A non-final snapshot piece was stored.
+    ChunkAccepted,
+    /// The final snapshot piece was installed.
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// To a forwarded write.
+    Write(Result<ApplyResult, ForwardFailure>),
+    /// To ReadIndex: the log index to wait for.
+    ReadIndex(Result<u64, ForwardFailure>),
+    /// To Join.
+    Join(Result<JoinAccepted, String>),
+    /// The request was refused (not a member, other cluster, raft failure).
+    Refused(String),
+}
+
+/// Why the leader-side of a forwarded request failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardFailure {
+    /// The receiver is not the leader; it names the leader if it knows one.
+    NotLeader(Option<RaftNode>),
+    /// No quorum behind the leader.
+    NoQuorum {
+        /// Reachable voters.
+        reachable: usize,
+        /// All voters.
+        voters: usize,
+    },
+    /// Leadership changed while the entry was in flight.
+    Uncertain,
+    /// Anything else.
+    Failed(String),
+}

@@ -1,0 +1,227 @@
+//! The replicated state machine: shoal's `ClusterState` in memory, with durable snapshots.
+//!
+//! Applying does not write to disk: the log is durable and openraft re-applies it from the last
+//! snapshot up to the saved committed log id on restart. Snapshots (taken by openraft's snapshot
+//! policy, or received from the leader) are written with an fsync'd commit.
+//!
+//! Readers get the applied state as an `Arc<ClusterState>` (cheap). The state lives behind a
+//! `std::sync::RwLock<Arc<_>>` held only for non-async work: an apply batch mutates it in place
+//! with `Arc::make_mut`, which clones the state only if a reader still holds an older `Arc`.
+
+use std::io;
+use std::sync::{Arc, RwLock};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, ReadableDatabase};
+use shoal_scheduler::{ClusterState, Outcome};
+use tokio::sync::watch;
+
+use super::snapshot::{StoredSnapshot, decode_state, decode_stored, encode_state, encode_stored};
+use super::writer::{RecordTable, Writer};
+use super::{KEY_CURRENT, SNAPSHOT};
+use crate::codec::io_err;
+use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+
+/// The snapshot data openraft moves around: the CBOR of a `ClusterState`.
+pub type SnapshotData = Vec<u8>;
+/// A snapshot with its metadata.
+pub type Snapshot = openraft::storage::Snapshot<
+    crate::types::LeaderIdCommitted,
+    crate::types::RaftId,
+    crate::types::RaftNode,
+    SnapshotData,
+>;
+
+/// What the apply watch carries: how far the state machine got.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppliedState {
+    /// The last applied log id (None before the first entry).
+    pub last_applied: Option<LogId>,
+    /// Number of entries applied (or installed by snapshot) since this process started.
+    pub applies: u64,
+}
+
+/// The state shared between the state machine (owned by openraft) and the `Quorum` handle.
+pub(crate) struct Shared {
+    state: RwLock<Arc<ClusterState>>,
+    applied: watch::Sender<AppliedState>,
+}
+
+impl Shared {
+    /// The applied state (cheap: an `Arc` clone).
+    pub(crate) fn state(&self) -> Arc<ClusterState> {
+        // A poisoned lock means a panic while applying; the state itself is still the last
+        // consistent one that was stored (apply is all-or-nothing per command).
+        match self.state.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// A watch that changes after every apply.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<AppliedState> {
+        self.applied.subscribe()
+    }
+
+    fn replace(&self, state: ClusterState) {
+        let mut g = match self.state.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Arc::new(state);
+    }
+}
+
+/// openraft's state machine for shoal.
+pub struct StateMachine {
+    shared: Arc<Shared>,
+    db: Arc<Database>,
+    writer: Writer,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    applies: u64,
+}
+
+impl StateMachine {
+    /// Opens the state machine, restored from the stored snapshot if there is one.
+    pub(crate) fn open(db: Arc<Database>, writer: Writer) -> io::Result<StateMachine> {
+        let (state, last_applied, membership) = match read_current(&db)? {
+            Some(s) => {
+                let state = decode_state(&s.data).map_err(io_err)?;
+                (state, s.meta.last_log_id, s.meta.last_membership)
+            }
+            None => (ClusterState::default(), None, StoredMembership::default()),
+        };
+        let (applied, _) = watch::channel(AppliedState { last_applied: last_applied.clone(), applies: 0 });
+        let shared = Arc::new(Shared { state: RwLock::new(Arc::new(state)), applied });
+        Ok(StateMachine { shared, db, writer, last_applied, membership, applies: 0 })
+    }
+
+    /// The handle readers use.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn publish(&mut self) {
+        self.applies += 1;
+        let last_applied = self.last_applied.clone();
+        let applies = self.applies;
+        self.shared.applied.send_replace(AppliedState { last_applied, applies });
+    }
+}
+
+fn read_current(db: &Database) -> io::Result<Option<StoredSnapshot>> {
+    let rtx = db.begin_read().map_err(io_err)?;
+    let t = rtx.open_table(SNAPSHOT).map_err(io_err)?;
+    match redb::ReadableTable::get(&t, KEY_CURRENT).map_err(io_err)? {
+        Some(v) => Ok(Some(decode_stored(v.value()).map_err(io_err)?)),
+        None => Ok(None),
+    }
+}
+
+async fn write_current(writer: &Writer, stored: &StoredSnapshot) -> io::Result<()> {
+    let bytes = encode_stored(stored).map_err(io_err)?;
+    writer.put(RecordTable::Snapshot, KEY_CURRENT, Some(bytes), true).await
+}
+
+/// Builds a snapshot from a frozen view of the state.
+pub struct SnapshotBuilder {
+    db: Arc<Database>,
+    state: Arc<ClusterState>,
+    meta: SnapshotMeta,
+    writer: Writer,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let state = self.state.clone();
+        let data = tokio::task::spawn_blocking(move || encode_state(&state))
+            .await
+            .map_err(io_err)?
+            .map_err(io_err)?;
+        let stored = StoredSnapshot { meta: self.meta.clone(), data };
+        // A snapshot installed from the leader meanwhile may be newer: never replace it.
+        let newer_stored = read_current(&self.db)?.is_some_and(|s| s.meta.last_log_id > stored.meta.last_log_id);
+        if !newer_stored {
+            write_current(&self.writer, &stored).await?;
+        }
+        tracing::debug!(last = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
+        Ok(Snapshot { meta: stored.meta, snapshot: stored.data })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.last_applied.clone(), self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.next().await {
+            batch.push(item?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut guard = match self.shared.state.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let state = Arc::make_mut(&mut guard);
+            for (entry, responder) in batch {
+                let response = match &entry.payload {
+                    EntryPayload::Blank => Ok(Outcome::Done),
+                    EntryPayload::Normal(cmd) => state.apply(&cmd.0),
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        Ok(Outcome::Done)
+                    }
+                };
+                self.last_applied = Some(entry.log_id.clone());
+                if let Some(r) = responder {
+                    r.send(response);
+                }
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            state: self.shared.state(),
+            meta: SnapshotMeta { last_log_id: self.last_applied.clone(), last_membership: self.membership.clone() },
+            writer: self.writer.clone(),
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let state = decode_state(&snapshot).map_err(io_err)?;
+        let already_stored = read_current(&self.db)?.is_some_and(|s| s.meta == *meta);
+        if !already_stored {
+            write_current(&self.writer, &StoredSnapshot { meta: meta.clone(), data: snapshot }).await?;
+        }
+        self.shared.replace(state);
+        self.last_applied = meta.last_log_id.clone();
+        self.membership = meta.last_membership.clone();
+        self.publish();
+        tracing::info!(last = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(read_current(&self.db)?.map(|s| Snapshot { meta: s.meta, snapshot: s.data }))
+    }
+}

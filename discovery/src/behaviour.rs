@@ -1,0 +1,156 @@
+//! The composed [`NetworkBehaviour`]: connection limits, open-mode address filter, identify, ping,
+//! Kademlia, mDNS, gossipsub and one request/response behaviour per protocol.
+
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::kad::store::MemoryStore;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, ping};
+
+use crate::address_filter::AddressFilter;
+use crate::codec::FrameCodec;
+use crate::config::MeshConfig;
+use crate::error::MeshError;
+use crate::protocol::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_PROTOCOL, ShoalProtocol};
+
+/// Largest gossip message (a heartbeat with its NodeInfo).
+pub(crate) const GOSSIP_MAX_BYTES: usize = 64 * 1024;
+
+/// Every behaviour of the mesh.
+#[derive(NetworkBehaviour)]
+pub(crate) struct MeshBehaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) filter: AddressFilter,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) raft: request_response::Behaviour<FrameCodec>,
+    pub(crate) dispatch: request_response::Behaviour<FrameCodec>,
+    pub(crate) control: request_response::Behaviour<FrameCodec>,
+    pub(crate) probe: request_response::Behaviour<FrameCodec>,
+}
+
+impl MeshBehaviour {
+    pub(crate) fn new(keypair: &Keypair, config: &MeshConfig) -> Result<Self, MeshError> {
+        let peer_id = keypair.public().to_peer_id();
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(config.max_connections_per_peer))
+            .with_max_pending_incoming(Some(config.max_connections.min(256)))
+            .with_max_pending_outgoing(Some(config.max_connections.min(256)));
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), keypair.public())
+                .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        );
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(config.suspect_after)
+                .with_timeout(config.suspect_after),
+        );
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            MemoryStore::new(peer_id),
+            kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
+        );
+        kad.set_mode(Some(kad::Mode::Server));
+        let mdns = if config.mdns {
+            Some(
+                mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id).map_err(|e| {
+                    MeshError::Behaviour {
+                        behaviour: "mdns",
+                        reason: e.to_string(),
+                    }
+                })?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            filter: AddressFilter::new(config.token.is_none()),
+            identify,
+            ping,
+            kad,
+            mdns: mdns.into(),
+            gossipsub: gossipsub_behaviour(keypair, config)?,
+            raft: shoal_rr(ShoalProtocol::Raft, config.request_timeout),
+            dispatch: shoal_rr(ShoalProtocol::Dispatch, config.request_timeout),
+            control: shoal_rr(ShoalProtocol::Control, config.request_timeout),
+            probe: rr(
+                StreamProtocol::new(PROBE_PROTOCOL),
+                FrameCodec::new(PROBE_MAX_BYTES, PROBE_MAX_BYTES),
+                probe_timeout(config),
+            ),
+        })
+    }
+
+    /// The request/response behaviour of `protocol`.
+    pub(crate) fn rr(&mut self, protocol: ShoalProtocol) -> &mut request_response::Behaviour<FrameCodec> {
+        match protocol {
+            ShoalProtocol::Raft => &mut self.raft,
+            ShoalProtocol::Dispatch => &mut self.dispatch,
+            ShoalProtocol::Control => &mut self.control,
+        }
+    }
+}
+
+/// A probe must resolve before a suspect turns dead.
+pub(crate) fn probe_timeout(config: &MeshConfig) -> Duration {
+    let window = config.dead_after.saturating_sub(config.suspect_after);
+    (window * 4 / 5).max(Duration::from_millis(100))
+}
+
+fn shoal_rr(protocol: ShoalProtocol, timeout: Duration) -> request_response::Behaviour<FrameCodec> {
+    rr(
+        protocol.stream_protocol(),
+        FrameCodec::new(protocol.max_request_bytes(), protocol.max_response_bytes()),
+        timeout,
+    )
+}
+
+fn rr(
+    protocol: StreamProtocol,
+    codec: FrameCodec,
+    timeout: Duration,
+) -> request_response::Behaviour<FrameCodec> {
+    request_response::Behaviour::with_codec(
+        codec,
+        [(protocol, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(128),
+    )
+}
+
+fn gossipsub_behaviour(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
+    let err = |reason: String| MeshError::Behaviour {
+        behaviour: "gossipsub",
+        reason,
+    };
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(config.heartbeat_interval.min(Duration::from_secs(1)))
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .max_transmit_size(GOSSIP_MAX_BYTES)
+        .mesh_n(6)
+        .mesh_n_low(4)
+        .mesh_n_high(10)
+        .mesh_outbound_min(2)
+        .gossip_lazy(4)
+        .history_length(4)
+        .history_gossip(2)
+        .duplicate_cache_time(Duration::from_secs(30))
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+        gossip_config,
+    )
+    .map_err(|e| err(e.to_owned()))
+}

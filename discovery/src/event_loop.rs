@@ -1,0 +1,708 @@
+//! The [`EventLoop`]: the one owner of the libp2p Swarm. It executes the handle's commands,
+//! folds swarm events into the membership view, publishes heartbeats and runs liveness probes.
+//! It never awaits another subsystem: inbound requests go to their consumer with `try_send`,
+//! and responses come back as commands.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::core::ConnectedPoint;
+use libp2p::metrics::Recorder;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, InboundFailure, OutboundFailure, OutboundRequestId};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::address_filter::allowed_in_open_mode;
+use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent};
+use crate::config::MeshConfig;
+use crate::error::{MeshError, RequestError};
+use crate::handle::{Command, InboundRequest, Responder};
+use crate::membership::{
+    GossipMessage, Heartbeat, MAX_HEARTBEAT_ADDRS, MemberState, MembershipChange, NodeInfo, View,
+};
+use crate::metrics::{Direction, MeshMetrics, TrafficKind};
+use crate::probe::{self, ProbePurpose, ProbeRequest, ProbeResponse};
+use crate::protocol::ShoalProtocol;
+
+/// How often thresholds are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How often seeds are dialled again while no peer is connected.
+const REJOIN_EVERY: Duration = Duration::from_secs(2);
+
+type Reply = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+type RrEvent = request_response::Event<Vec<u8>, Vec<u8>>;
+
+/// Owns the Swarm and everything only the Swarm's owner may touch.
+pub(crate) struct EventLoop {
+    pub(crate) swarm: Swarm<MeshBehaviour>,
+    pub(crate) config: MeshConfig,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    /// For responders; weak, so that dropping every handle ends the loop.
+    pub(crate) command_sender: mpsc::WeakSender<Command>,
+    pub(crate) changes: broadcast::Sender<MembershipChange>,
+    pub(crate) view: View,
+    pub(crate) topic: gossipsub::IdentTopic,
+    pub(crate) info: NodeInfo,
+    pub(crate) seq: u64,
+    pub(crate) consumers: HashMap<ShoalProtocol, mpsc::Sender<InboundRequest>>,
+    pub(crate) pending: HashMap<(ShoalProtocol, OutboundRequestId), Reply>,
+    pub(crate) probes: HashMap<OutboundRequestId, ProbePurpose>,
+    pub(crate) metrics: MeshMetrics,
+    pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
+    pub(crate) probe_cursor: usize,
+    pub(crate) last_join_attempt: Instant,
+    pub(crate) bootstrapped: bool,
+}
+
+impl EventLoop {
+    /// Runs until shutdown (or until every handle is dropped).
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown { reply }) => {
+                        self.leave().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => {
+                        self.leave().await;
+                        return;
+                    }
+                },
+                _ = heartbeat.tick() => self.publish_heartbeat(),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    /// Announces Left and lets it go out before the connections close.
+    async fn leave(&mut self) {
+        self.seq += 1;
+        let message = GossipMessage::Leave { seq: self.seq };
+        self.publish(&message);
+        let linger = tokio::time::sleep(self.config.shutdown_linger);
+        tokio::pin!(linger);
+        loop {
+            tokio::select! {
+                _ = &mut linger => break,
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+            }
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        tracing::info!(peer = %self.swarm.local_peer_id(), "mesh stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request {
+                peer,
+                protocol,
+                payload,
+                reply,
+            } => self.send_request(peer, protocol, payload, reply),
+            Command::Respond {
+                protocol,
+                channel,
+                payload,
+            } => self.send_response(protocol, channel, payload),
+            Command::Serve { protocol, reply } => {
+                let answer = if self
+                    .consumers
+                    .get(&protocol)
+                    .is_some_and(|tx| !tx.is_closed())
+                {
+                    Err(MeshError::AlreadyServed(protocol))
+                } else {
+                    let (tx, rx) = mpsc::channel(self.config.inbound_buffer);
+                    self.consumers.insert(protocol, tx);
+                    Ok(rx)
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Members { reply } => {
+                let _ = reply.send(self.view.members());
+            }
+            Command::SetLocalInfo { info, reply } => {
+                self.info = info;
+                let _ = reply.send(());
+            }
+            Command::Dial { addr, reply } => {
+                let answer = self.dial_addr(addr);
+                let _ = reply.send(answer);
+            }
+            Command::ListenAddrs { reply } => {
+                let local = *self.swarm.local_peer_id();
+                let addrs = self
+                    .swarm
+                    .listeners()
+                    .map(|a| a.clone().with(Protocol::P2p(local)))
+                    .collect();
+                let _ = reply.send(addrs);
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Shutdown { reply } => {
+                // Handled in `run`; unreachable here, answer anyway.
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    pub(crate) fn dial_seed(&mut self, addr: Multiaddr) -> Result<(), MeshError> {
+        self.dial_addr(addr)
+    }
+
+    fn dial_addr(&mut self, addr: Multiaddr) -> Result<(), MeshError> {
+        if self.config.token.is_none() && !allowed_in_open_mode(&addr) {
+            return Err(MeshError::Dial {
+                addr,
+                reason: "not a loopback, private or link-local address (open mode)".to_owned(),
+            });
+        }
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            let bare: Multiaddr = addr
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect();
+            self.swarm.behaviour_mut().kad.add_address(&peer, bare);
+        }
+        self.swarm
+            .dial(addr.clone())
+            .map_err(|e| MeshError::Dial {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    fn known_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.view
+            .get(peer)
+            .map(|m| m.addrs.clone())
+            .unwrap_or_default()
+    }
+
+    fn send_request(&mut self, peer: PeerId, protocol: ShoalProtocol, payload: Vec<u8>, reply: Reply) {
+        if peer == *self.swarm.local_peer_id() {
+            let _ = reply.send(Err(RequestError::Unreachable("cannot request self".to_owned())));
+            return;
+        }
+        self.metrics
+            .message(protocol.into(), Direction::Out, payload.len());
+        let addrs = self.known_addrs(&peer);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .rr(protocol)
+            .send_request_with_addresses(&peer, payload, addrs);
+        self.pending.insert((protocol, id), reply);
+    }
+
+    fn send_response(
+        &mut self,
+        protocol: ShoalProtocol,
+        channel: request_response::ResponseChannel<Vec<u8>>,
+        payload: Vec<u8>,
+    ) {
+        let limit = protocol.max_response_bytes();
+        if payload.len() > limit {
+            tracing::warn!(%protocol, size = payload.len(), limit, "response too large; not sent");
+            return;
+        }
+        let size = payload.len();
+        if self
+            .swarm
+            .behaviour_mut()
+            .rr(protocol)
+            .send_response(channel, payload)
+            .is_ok()
+        {
+            self.metrics.message(protocol.into(), Direction::Out, size);
+        } else {
+            tracing::debug!(%protocol, "response after the request was gone");
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<MeshBehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
+                    let bare: Multiaddr = address
+                        .iter()
+                        .filter(|p| !matches!(p, Protocol::P2p(_)))
+                        .collect();
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, bare);
+                }
+                self.metrics
+                    .set_connected(self.swarm.connected_peers().count());
+            }
+            SwarmEvent::ConnectionClosed { .. } => {
+                self.metrics
+                    .set_connected(self.swarm.connected_peers().count());
+            }
+            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+                tracing::debug!(%send_back_addr, %error, "inbound connection failed");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outbound connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: MeshBehaviourEvent) {
+        match event {
+            MeshBehaviourEvent::Limits(never) | MeshBehaviourEvent::Filter(never) => match never {},
+            MeshBehaviourEvent::Identify(event) => {
+                self.libp2p_metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    self.learn_addrs(peer_id, info.listen_addrs);
+                }
+            }
+            MeshBehaviourEvent::Ping(event) => {
+                self.libp2p_metrics.record(&event);
+                if event.result.is_ok() {
+                    self.evidence(event.peer);
+                }
+                let _: &ping::Event = &event;
+            }
+            MeshBehaviourEvent::Kad(event) => {
+                self.libp2p_metrics.record(&event);
+                if let kad::Event::RoutingUpdated { peer, .. } = event {
+                    self.maybe_connect(peer);
+                }
+            }
+            MeshBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.learn_addrs(peer, vec![addr]);
+                    self.maybe_connect(peer);
+                }
+            }
+            MeshBehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
+            MeshBehaviourEvent::Gossipsub(event) => {
+                self.libp2p_metrics.record(&event);
+                if let gossipsub::Event::Message { message, .. } = event {
+                    self.on_gossip(message);
+                }
+            }
+            MeshBehaviourEvent::Raft(event) => self.on_rr_event(ShoalProtocol::Raft, event),
+            MeshBehaviourEvent::Dispatch(event) => {
+                self.on_rr_event(ShoalProtocol::Dispatch, event)
+            }
+            MeshBehaviourEvent::Control(event) => self.on_rr_event(ShoalProtocol::Control, event),
+            MeshBehaviourEvent::Probe(event) => self.on_probe_event(event),
+        }
+    }
+
+    /// Records addresses of `peer` (filtered in open mode) for Kademlia and dialing.
+    fn learn_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let open = self.config.token.is_none();
+        for addr in addrs {
+            if open && !allowed_in_open_mode(&addr) {
+                continue;
+            }
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm.add_peer_address(peer, addr);
+        }
+        if !self.bootstrapped && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            self.bootstrapped = true;
+        }
+    }
+
+    /// Dials `peer` while this agent has fewer connections than it aims for.
+    fn maybe_connect(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || self.swarm.connected_peers().count() >= self.config.target_peers
+        {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(self.known_addrs(&peer))
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::trace!(%peer, %e, "dial skipped");
+        }
+    }
+
+    fn on_gossip(&mut self, message: gossipsub::Message) {
+        let size = message.data.len();
+        self.metrics.message(TrafficKind::Gossip, Direction::In, size);
+        let Some(source) = message.source else {
+            self.metrics.rejected("gossip_unsigned");
+            return;
+        };
+        let now = Instant::now();
+        let changes = match probe::decode::<GossipMessage>(&message.data) {
+            Some(GossipMessage::Heartbeat(hb)) => {
+                let changes = self.view.on_heartbeat(source, &hb, now);
+                let learned = changes.iter().any(|c| {
+                    matches!(c, MembershipChange::Joined(_) | MembershipChange::Updated { .. })
+                });
+                if learned {
+                    self.learn_addrs(source, hb.decoded_addrs());
+                    self.maybe_connect(source);
+                }
+                changes
+            }
+            Some(GossipMessage::Leave { seq }) => self.view.on_leave(source, seq, now),
+            None => {
+                self.metrics.rejected("gossip_malformed");
+                tracing::warn!(peer = %source, size, "malformed heartbeat ignored");
+                Vec::new()
+            }
+        };
+        self.emit(changes);
+    }
+
+    fn evidence(&mut self, peer: PeerId) {
+        let changes = self.view.on_evidence(&peer, Instant::now());
+        self.emit(changes);
+    }
+
+    fn emit(&mut self, changes: Vec<MembershipChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            match &change {
+                MembershipChange::Joined(m) => tracing::debug!(peer = %m.peer_id, "member joined"),
+                MembershipChange::Dead(p) => tracing::info!(peer = %p, "member dead"),
+                MembershipChange::Left(p) => tracing::info!(peer = %p, "member left"),
+                MembershipChange::Suspect(p) => tracing::debug!(peer = %p, "member suspect"),
+                _ => {}
+            }
+            // No subscriber is fine: the view stays authoritative.
+            let _ = self.changes.send(change);
+        }
+        for state in MemberState::ALL {
+            self.metrics.set_peers(state, self.view.count(state));
+        }
+    }
+
+    fn publish(&mut self, message: &GossipMessage) {
+        let data = probe::encode(message);
+        let size = data.len();
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), data)
+        {
+            Ok(_) => self.metrics.message(TrafficKind::Gossip, Direction::Out, size),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
+            Err(e) => tracing::debug!(%e, "heartbeat not published"),
+        }
+    }
+
+    fn publish_heartbeat(&mut self) {
+        self.seq += 1;
+        let addrs = self
+            .announced_addrs()
+            .iter()
+            .map(|a| a.to_vec())
+            .collect();
+        let message = GossipMessage::Heartbeat(Heartbeat {
+            seq: self.seq,
+            addrs,
+            info: self.info.clone(),
+        });
+        self.publish(&message);
+    }
+
+    /// The advertise addresses if set, else the concrete listen addresses.
+    fn announced_addrs(&self) -> Vec<Multiaddr> {
+        let mut addrs: Vec<Multiaddr> = if self.config.advertise.is_empty() {
+            self.swarm.listeners().cloned().collect()
+        } else {
+            self.config.advertise.clone()
+        };
+        addrs.truncate(MAX_HEARTBEAT_ADDRS);
+        addrs
+    }
+
+    fn on_tick(&mut self) {
+        let tick = self.view.tick(Instant::now());
+        for suspect in tick.new_suspects {
+            self.probe(suspect);
+        }
+        self.emit(tick.changes);
+        self.rejoin_if_alone();
+    }
+
+    fn rejoin_if_alone(&mut self) {
+        if self.config.join.is_empty()
+            || self.swarm.connected_peers().next().is_some()
+            || self.last_join_attempt.elapsed() < REJOIN_EVERY
+        {
+            return;
+        }
+        self.last_join_attempt = Instant::now();
+        for addr in self.config.join.clone() {
+            if let Err(e) = self.dial_addr(addr) {
+                tracing::debug!(%e, "seed dial failed");
+            }
+        }
+    }
+
+    /// Pings a suspect directly and asks a few others whether they hear it.
+    fn probe(&mut self, target: PeerId) {
+        let ping = probe::encode(&ProbeRequest::Ping);
+        let addrs = self.known_addrs(&target);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .probe
+            .send_request_with_addresses(&target, ping, addrs);
+        self.probes.insert(id, ProbePurpose::Direct(target));
+        let mut helpers = self.view.alive_except(&target);
+        helpers.sort_by_key(|p| !self.swarm.is_connected(p));
+        let connected = helpers.iter().filter(|p| self.swarm.is_connected(p)).count();
+        let pool = if connected > 0 { connected } else { helpers.len() };
+        let ask = self.config.indirect_probes.min(pool);
+        let question = probe::encode(&ProbeRequest::DoYouHear(target.to_bytes()));
+        for i in 0..ask {
+            let helper = helpers[(self.probe_cursor + i) % pool];
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .probe
+                .send_request(&helper, question.clone());
+            self.metrics
+                .message(TrafficKind::Probe, Direction::Out, question.len());
+            self.probes.insert(id, ProbePurpose::Indirect(target));
+        }
+        self.probe_cursor = self.probe_cursor.wrapping_add(ask);
+    }
+
+    fn reject_peer(&mut self, peer: PeerId, reason: &'static str, detail: &dyn std::fmt::Display) {
+        self.metrics.rejected(reason);
+        tracing::warn!(%peer, reason, %detail, "misbehaving peer disconnected");
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    fn on_rr_event(&mut self, protocol: ShoalProtocol, event: RrEvent) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.deliver(protocol, peer, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    self.metrics
+                        .message(protocol.into(), Direction::In, response.len());
+                    if let Some(reply) = self.pending.remove(&(protocol, request_id)) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let OutboundFailure::Io(e) = &error
+                    && e.kind() == io::ErrorKind::InvalidData
+                {
+                    self.reject_peer(peer, "response_malformed", e);
+                }
+                if let Some(reply) = self.pending.remove(&(protocol, request_id)) {
+                    let _ = reply.send(Err(classify(error)));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => match error {
+                InboundFailure::Io(e) if is_malformed(&e) => {
+                    self.reject_peer(peer, "request_malformed", &e)
+                }
+                other => tracing::debug!(%peer, %protocol, %other, "inbound request failed"),
+            },
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Hands an inbound request to its consumer without waiting.
+    fn deliver(
+        &mut self,
+        protocol: ShoalProtocol,
+        peer: PeerId,
+        payload: Vec<u8>,
+        channel: request_response::ResponseChannel<Vec<u8>>,
+    ) {
+        self.metrics
+            .message(protocol.into(), Direction::In, payload.len());
+        let (Some(consumer), Some(commands)) =
+            (self.consumers.get(&protocol), self.command_sender.upgrade())
+        else {
+            self.metrics.rejected("unserved");
+            tracing::debug!(%peer, %protocol, "no consumer; request dropped");
+            return;
+        };
+        let request = InboundRequest {
+            peer,
+            protocol,
+            payload,
+            responder: Responder { channel, commands },
+        };
+        if let Err(e) = consumer.try_send(request) {
+            let reason = match e {
+                mpsc::error::TrySendError::Full(_) => "overloaded",
+                mpsc::error::TrySendError::Closed(_) => "unserved",
+            };
+            self.metrics.rejected(reason);
+            tracing::debug!(%peer, %protocol, reason, "request dropped");
+        }
+    }
+
+    fn on_probe_event(&mut self, event: RrEvent) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.answer_probe(peer, &request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    self.metrics
+                        .message(TrafficKind::Probe, Direction::In, response.len());
+                    let Some(answer) = probe::decode::<ProbeResponse>(&response) else {
+                        self.probes.remove(&request_id);
+                        self.reject_peer(peer, "probe_malformed", &"undecodable response");
+                        return;
+                    };
+                    self.on_probe_answer(request_id, Some(answer));
+                }
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let OutboundFailure::Io(e) = &error
+                    && e.kind() == io::ErrorKind::InvalidData
+                {
+                    self.reject_peer(peer, "probe_malformed", e);
+                }
+                self.on_probe_answer(request_id, None);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                if let InboundFailure::Io(e) = &error
+                    && is_malformed(e)
+                {
+                    self.reject_peer(peer, "probe_malformed", e);
+                }
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn answer_probe(
+        &mut self,
+        peer: PeerId,
+        request: &[u8],
+        channel: request_response::ResponseChannel<Vec<u8>>,
+    ) {
+        self.metrics
+            .message(TrafficKind::Probe, Direction::In, request.len());
+        let question = probe::decode::<ProbeRequest>(request);
+        let answer = match question {
+            Some(ProbeRequest::Ping) => ProbeResponse::Ack,
+            Some(ProbeRequest::DoYouHear(bytes)) => {
+                let Ok(target) = PeerId::from_bytes(&bytes) else {
+                    self.reject_peer(peer, "probe_malformed", &"bad peer id");
+                    return;
+                };
+                let now = Instant::now();
+                if target == *self.swarm.local_peer_id() || self.view.heard_recently(&target, now) {
+                    ProbeResponse::Heard
+                } else if self.swarm.is_connected(&target) {
+                    let ping = probe::encode(&ProbeRequest::Ping);
+                    let id = self.swarm.behaviour_mut().probe.send_request(&target, ping);
+                    self.probes
+                        .insert(id, ProbePurpose::Relay { target, channel });
+                    return;
+                } else {
+                    ProbeResponse::NotHeard
+                }
+            }
+            None => {
+                self.reject_peer(peer, "probe_malformed", &"undecodable request");
+                return;
+            }
+        };
+        self.respond_probe(channel, answer);
+    }
+
+    fn respond_probe(&mut self, channel: request_response::ResponseChannel<Vec<u8>>, answer: ProbeResponse) {
+        let bytes = probe::encode(&answer);
+        self.metrics
+            .message(TrafficKind::Probe, Direction::Out, bytes.len());
+        let _ = self.swarm.behaviour_mut().probe.send_response(channel, bytes);
+    }
+
+    fn on_probe_answer(&mut self, id: OutboundRequestId, answer: Option<ProbeResponse>) {
+        let Some(purpose) = self.probes.remove(&id) else {
+            return;
+        };
+        match (purpose, answer) {
+            (ProbePurpose::Direct(target), Some(ProbeResponse::Ack))
+            | (ProbePurpose::Indirect(target), Some(ProbeResponse::Heard)) => {
+                self.evidence(target)
+            }
+            (ProbePurpose::Relay { target, channel }, Some(ProbeResponse::Ack)) => {
+                self.evidence(target);
+                self.respond_probe(channel, ProbeResponse::Heard);
+            }
+            (ProbePurpose::Relay { channel, .. }, _) => {
+                self.respond_probe(channel, ProbeResponse::NotHeard)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A malformed, truncated or oversized inbound request (a response cut short is just a remote
+/// that gave up, so outbound failures only count `InvalidData`).
+fn is_malformed(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof)
+}
+
+/// Maps a libp2p failure to the handle's error.
+fn classify(error: OutboundFailure) -> RequestError {
+    match error {
+        OutboundFailure::DialFailure => RequestError::Unreachable("dial failed".to_owned()),
+        OutboundFailure::Timeout => RequestError::Timeout,
+        OutboundFailure::ConnectionClosed => {
+            RequestError::Remote("connection closed before the response".to_owned())
+        }
+        OutboundFailure::UnsupportedProtocols => {
+            RequestError::Remote("the peer does not speak this protocol".to_owned())
+        }
+        OutboundFailure::Io(e) => RequestError::Remote(e.to_string()),
+    }
+}

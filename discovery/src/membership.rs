@@ -1,0 +1,442 @@
+//! The membership view: what each agent announces ([`NodeInfo`]), the members as seen from here
+//! ([`Member`]), the typed changes ([`MembershipChange`]) and the pure fold of heartbeats, leaves
+//! and liveness evidence into those changes. Time is an argument; nothing here does I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
+
+/// Most addresses carried in one heartbeat.
+pub(crate) const MAX_HEARTBEAT_ADDRS: usize = 16;
+
+/// The role an agent plays in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum NodeRole {
+    /// Runs tasks only.
+    #[default]
+    Worker,
+    /// A raft voter (and a worker unless drained).
+    Manager,
+}
+
+/// This agent's place in raft, as it announces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum RaftMembership {
+    /// Not part of the raft group.
+    #[default]
+    None,
+    /// A non-voting learner.
+    Learner,
+    /// A voter.
+    Voter,
+}
+
+/// What an agent announces about its raft state in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RaftAnnouncement {
+    /// Whether it is a voter, a learner or neither.
+    pub membership: RaftMembership,
+    /// The leader it knows of, if any (a PeerId in text form).
+    pub leader: Option<String>,
+    /// The term it knows of.
+    pub term: u64,
+    /// Whether it holds any cluster state (used by zero-config bootstrap).
+    pub initialized: bool,
+}
+
+/// What an agent announces about itself in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Host name.
+    pub hostname: String,
+    /// Worker or manager.
+    pub role: NodeRole,
+    /// Operator labels (`node.labels.X`).
+    pub labels: BTreeMap<String, String>,
+    /// Operating system (`linux`).
+    pub os: String,
+    /// CPU architecture (`x86_64`).
+    pub arch: String,
+    /// CPU capacity in billionths of a CPU.
+    pub nano_cpus: u64,
+    /// Memory capacity in bytes.
+    pub memory_bytes: u64,
+    /// Container runtime (`docker`, `sim`).
+    pub runtime: String,
+    /// shoal version.
+    pub version: String,
+    /// The cluster this agent belongs to, once it has one.
+    pub cluster_id: Option<String>,
+    /// Raft state.
+    pub raft: RaftAnnouncement,
+}
+
+/// Liveness of a member as seen from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberState {
+    /// Heard within the suspect threshold (or vouched for by a probe).
+    Alive,
+    /// Silent for longer than the suspect threshold; being probed.
+    Suspect,
+    /// Silent for longer than the dead threshold and no probe vouched for it.
+    Dead,
+    /// Announced a graceful departure.
+    Left,
+}
+
+impl MemberState {
+    /// Every state, in a fixed order.
+    pub const ALL: [MemberState; 4] = [Self::Alive, Self::Suspect, Self::Dead, Self::Left];
+
+    /// A lower-case label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+            Self::Left => "left",
+        }
+    }
+}
+
+/// One member of the mesh as seen from here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Its node id.
+    pub peer_id: PeerId,
+    /// Its liveness.
+    pub state: MemberState,
+    /// What it last announced.
+    pub info: NodeInfo,
+    /// The addresses it last announced.
+    pub addrs: Vec<Multiaddr>,
+    /// Sequence number of its last heartbeat.
+    pub seq: u64,
+    /// When it was last heard from (heartbeat, ping or probe).
+    pub last_heard: Instant,
+}
+
+/// A change of the membership view.
+// Changes are rare and consumers match on them by value; boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum MembershipChange {
+    /// A new member, or one that came back after being dead or gone.
+    Joined(Member),
+    /// A member announced different info or addresses.
+    Updated {
+        /// Before.
+        previous: Member,
+        /// After.
+        current: Member,
+    },
+    /// A member went silent; it is being probed.
+    Suspect(PeerId),
+    /// A suspect was heard from again.
+    Alive(PeerId),
+    /// A member is considered crashed or cut off.
+    Dead(PeerId),
+    /// A member left gracefully.
+    Left(PeerId),
+}
+
+/// The gossip payload on the heartbeat topic (short-lived: encoded or decoded, then dropped).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum GossipMessage {
+    /// "I am alive, this is me."
+    Heartbeat(Heartbeat),
+    /// "I am leaving", with a sequence number above every heartbeat sent before.
+    Leave {
+        /// Sequence number.
+        seq: u64,
+    },
+}
+
+/// One heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Heartbeat {
+    /// Strictly increasing per sender (starts at its start time, so restarts go forward).
+    pub seq: u64,
+    /// Its addresses as multiaddr bytes.
+    pub addrs: Vec<Vec<u8>>,
+    /// What it announces.
+    pub info: NodeInfo,
+}
+
+impl Heartbeat {
+    pub(crate) fn decoded_addrs(&self) -> Vec<Multiaddr> {
+        self.addrs
+            .iter()
+            .take(MAX_HEARTBEAT_ADDRS)
+            .filter_map(|bytes| Multiaddr::try_from(bytes.clone()).ok())
+            .collect()
+    }
+}
+
+/// Liveness thresholds and bounds of the view.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Thresholds {
+    pub suspect_after: Duration,
+    pub dead_after: Duration,
+    pub forget_after: Duration,
+    pub max_members: usize,
+}
+
+/// The members as seen from one agent.
+#[derive(Debug)]
+pub(crate) struct View {
+    local: PeerId,
+    thresholds: Thresholds,
+    members: HashMap<PeerId, Member>,
+}
+
+/// What one tick of the view produced.
+#[derive(Debug, Default)]
+pub(crate) struct Tick {
+    pub changes: Vec<MembershipChange>,
+    /// Members that just became suspect: probe them.
+    pub new_suspects: Vec<PeerId>,
+}
+
+impl View {
+    pub(crate) fn new(local: PeerId, thresholds: Thresholds) -> Self {
+        Self {
+            local,
+            thresholds,
+            members: HashMap::new(),
+        }
+    }
+
+    /// Every member, in PeerId order.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let mut all: Vec<Member> = self.members.values().cloned().collect();
+        all.sort_by_key(|m| m.peer_id);
+        all
+    }
+
+    pub(crate) fn get(&self, peer: &PeerId) -> Option<&Member> {
+        self.members.get(peer)
+    }
+
+    /// Members in `state`, counted.
+    pub(crate) fn count(&self, state: MemberState) -> usize {
+        self.members.values().filter(|m| m.state == state).count()
+    }
+
+    /// Alive members other than `except`.
+    pub(crate) fn alive_except(&self, except: &PeerId) -> Vec<PeerId> {
+        let mut alive: Vec<PeerId> = self
+            .members
+            .values()
+            .filter(|m| m.state == MemberState::Alive && m.peer_id != *except)
+            .map(|m| m.peer_id)
+            .collect();
+        alive.sort();
+        alive
+    }
+
+    /// Whether `peer` was heard from within the suspect threshold.
+    pub(crate) fn heard_recently(&self, peer: &PeerId, now: Instant) -> bool {
+        self.members.get(peer).is_some_and(|m| {
+            m.state == MemberState::Alive
+                && now.saturating_duration_since(m.last_heard) < self.thresholds.suspect_after
+        })
+    }
+
+    /// Folds one heartbeat in.
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        from: PeerId,
+        hb: &Heartbeat,
+        now: Instant,
+    ) -> Vec<MembershipChange> {
+        if from == self.local {
+            return Vec::new();
+        }
+        let addrs = hb.decoded_addrs();
+        let Some(existing) = self.members.get_mut(&from) else {
+            if self.members.len() >= self.thresholds.max_members {
+                tracing::warn!(peer = %from, "membership view full; ignoring a new member");
+                return Vec::new();
+            }
+            let member = Member {
+                peer_id: from,
+                state: MemberState::Alive,
+                info: hb.info.clone(),
+                addrs,
+                seq: hb.seq,
+                last_heard: now,
+            };
+            self.members.insert(from, member.clone());
+            return vec![MembershipChange::Joined(member)];
+        };
+        if hb.seq <= existing.seq {
+            return Vec::new();
+        }
+        let previous = existing.clone();
+        existing.seq = hb.seq;
+        existing.last_heard = now;
+        existing.state = MemberState::Alive;
+        existing.info = hb.info.clone();
+        existing.addrs = addrs;
+        let current = existing.clone();
+        match previous.state {
+            MemberState::Dead | MemberState::Left => vec![MembershipChange::Joined(current)],
+            MemberState::Suspect | MemberState::Alive => {
+                let mut changes = Vec::new();
+                if previous.state == MemberState::Suspect {
+                    changes.push(MembershipChange::Alive(from));
+                }
+                if previous.info != current.info || previous.addrs != current.addrs {
+                    changes.push(MembershipChange::Updated { previous, current });
+                }
+                changes
+            }
+        }
+    }
+
+    /// Folds a graceful leave in.
+    pub(crate) fn on_leave(&mut self, from: PeerId, seq: u64, now: Instant) -> Vec<MembershipChange> {
+        match self.members.get_mut(&from) {
+            Some(m) if seq > m.seq && m.state != MemberState::Left => {
+                m.seq = seq;
+                m.state = MemberState::Left;
+                m.last_heard = now;
+                vec![MembershipChange::Left(from)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Evidence that `peer` is alive (a ping or a probe answered) without a heartbeat.
+    pub(crate) fn on_evidence(&mut self, peer: &PeerId, now: Instant) -> Vec<MembershipChange> {
+        match self.members.get_mut(peer) {
+            Some(m) if m.state == MemberState::Alive => {
+                m.last_heard = m.last_heard.max(now);
+                Vec::new()
+            }
+            Some(m) if m.state == MemberState::Suspect => {
+                m.last_heard = now;
+                m.state = MemberState::Alive;
+                vec![MembershipChange::Alive(*peer)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies the thresholds at `now`.
+    pub(crate) fn tick(&mut self, now: Instant) -> Tick {
+        let t = self.thresholds;
+        let mut tick = Tick::default();
+        let mut forget = Vec::new();
+        for m in self.members.values_mut() {
+            let silence = now.saturating_duration_since(m.last_heard);
+            match m.state {
+                MemberState::Alive if silence >= t.suspect_after => {
+                    m.state = MemberState::Suspect;
+                    tick.changes.push(MembershipChange::Suspect(m.peer_id));
+                    tick.new_suspects.push(m.peer_id);
+                    if silence >= t.dead_after {
+                        m.state = MemberState::Dead;
+                        tick.changes.push(MembershipChange::Dead(m.peer_id));
+                    }
+                }
+                MemberState::Suspect if silence >= t.dead_after => {
+                    m.state = MemberState::Dead;
+                    tick.changes.push(MembershipChange::Dead(m.peer_id));
+                }
+                MemberState::Dead | MemberState::Left if silence >= t.forget_after => {
+                    forget.push(m.peer_id);
+                }
+                _ => {}
+            }
+        }
+        for peer in forget {
+            self.members.remove(&peer);
+        }
+        tick
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> View {
+        View::new(
+            PeerId::random(),
+            Thresholds {
+                suspect_after: Duration::from_secs(1),
+                dead_after: Duration::from_secs(2),
+                forget_after: Duration::from_secs(10),
+                max_members: 8,
+            },
+        )
+    }
+
+    fn hb(seq: u64, host: &str) -> Heartbeat {
+        Heartbeat {
+            seq,
+            addrs: Vec::new(),
+            info: NodeInfo {
+                hostname: host.to_owned(),
+                ..NodeInfo::default()
+            },
+        }
+    }
+
+    #[test]
+    fn join_update_suspect_alive_dead_rejoin() {
+        let mut v = view();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        assert!(matches!(v.on_heartbeat(p, &hb(1, "a"), t0)[..], [MembershipChange::Joined(_)]));
+        assert!(v.on_heartbeat(p, &hb(1, "b"), t0).is_empty(), "stale seq ignored");
+        assert!(v.on_heartbeat(p, &hb(2, "a"), t0).is_empty(), "same info: no change");
+        assert!(matches!(
+            v.on_heartbeat(p, &hb(3, "b"), t0)[..],
+            [MembershipChange::Updated { .. }]
+        ));
+        let tick = v.tick(t0 + Duration::from_millis(1100));
+        assert_eq!(tick.changes, vec![MembershipChange::Suspect(p)]);
+        assert_eq!(tick.new_suspects, vec![p]);
+        let t1 = t0 + Duration::from_millis(1200);
+        assert_eq!(v.on_evidence(&p, t1), vec![MembershipChange::Alive(p)]);
+        assert!(v.tick(t1 + Duration::from_millis(900)).changes.is_empty());
+        let _ = v.tick(t1 + Duration::from_millis(1000));
+        let tick = v.tick(t1 + Duration::from_millis(2000));
+        assert_eq!(tick.changes, vec![MembershipChange::Dead(p)]);
+        assert!(matches!(
+            v.on_heartbeat(p, &hb(4, "b"), t1 + Duration::from_secs(3))[..],
+            [MembershipChange::Joined(_)]
+        ));
+    }
+
+    #[test]
+    fn leave_then_forget() {
+        let mut v = view();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        let _ = v.on_heartbeat(p, &hb(5, "a"), t0);
+        assert!(v.on_leave(p, 5, t0).is_empty(), "a leave must be newer");
+        assert_eq!(v.on_leave(p, 6, t0), vec![MembershipChange::Left(p)]);
+        assert!(v.on_leave(p, 7, t0).is_empty());
+        assert!(v.tick(t0 + Duration::from_secs(5)).changes.is_empty());
+        let _ = v.tick(t0 + Duration::from_secs(11));
+        assert!(v.get(&p).is_none());
+    }
+
+    #[test]
+    fn bounded_and_ignores_self() {
+        let mut v = view();
+        let me = v.local;
+        assert!(v.on_heartbeat(me, &hb(1, "me"), Instant::now()).is_empty());
+        for _ in 0..20 {
+            let _ = v.on_heartbeat(PeerId::random(), &hb(1, "x"), Instant::now());
+        }
+        assert_eq!(v.members().len(), 8);
+    }
+}

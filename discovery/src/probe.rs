@@ -1,0 +1,50 @@
+//! The mesh-internal probe protocol (`/shoal/probe/1`): a direct "are you there?" and an indirect
+//! "do you hear X?", so that one slow link does not get a live node declared dead.
+
+use libp2p::PeerId;
+use libp2p::request_response::ResponseChannel;
+use serde::{Deserialize, Serialize};
+
+/// A probe request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ProbeRequest {
+    /// Direct: answer [`ProbeResponse::Ack`].
+    Ping,
+    /// Indirect: does the receiver hear this peer (PeerId bytes)?
+    DoYouHear(Vec<u8>),
+}
+
+/// A probe response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ProbeResponse {
+    /// Answer to `Ping`.
+    Ack,
+    /// The receiver hears the peer.
+    Heard,
+    /// The receiver does not hear the peer.
+    NotHeard,
+}
+
+/// Why we sent an outbound probe.
+#[derive(Debug)]
+pub(crate) enum ProbePurpose {
+    /// We ping a suspect ourselves.
+    Direct(PeerId),
+    /// We asked someone else about a suspect.
+    Indirect(PeerId),
+    /// Someone asked us about the target; answer them when our ping resolves.
+    Relay {
+        target: PeerId,
+        channel: ResponseChannel<Vec<u8>>,
+    },
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain enums of bytes into a Vec cannot fail; an empty frame would be rejected
+    // by the receiver as malformed, which is the safe outcome if it ever did.
+    cbor4ii::serde::to_vec(Vec::new(), value).unwrap_or_default()
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    cbor4ii::serde::from_slice(bytes).ok()
+}

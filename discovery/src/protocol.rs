@@ -1,0 +1,85 @@
+//! Protocol names and their size bounds: shoal's public request/response protocols and the
+//! mesh-internal probe protocol.
+
+use std::fmt;
+
+use libp2p::StreamProtocol;
+
+/// Protocol name of raft RPCs.
+pub const RAFT_PROTOCOL: &str = "/shoal/raft/1";
+/// Protocol name of dispatcher traffic (assignments, status reports).
+pub const DISPATCH_PROTOCOL: &str = "/shoal/dispatch/1";
+/// Protocol name of forwarded control-API calls.
+pub const CONTROL_PROTOCOL: &str = "/shoal/control/1";
+/// Mesh-internal: direct and indirect liveness probes.
+pub const PROBE_PROTOCOL: &str = "/shoal/probe/1";
+/// Mesh-internal: shoal's own Kademlia DHT (kept apart from the public IPFS DHT).
+pub const KAD_PROTOCOL: &str = "/shoal/kad/1";
+/// Mesh-internal: identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/shoal/id/1";
+
+const MIB: usize = 1024 * 1024;
+/// Upper bound of a probe message in either direction.
+pub(crate) const PROBE_MAX_BYTES: usize = 1024;
+
+/// shoal's own request/response protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShoalProtocol {
+    /// Raft RPCs between managers ([`RAFT_PROTOCOL`]).
+    Raft,
+    /// Leader <-> worker dispatch ([`DISPATCH_PROTOCOL`]).
+    Dispatch,
+    /// Control-API forwarding ([`CONTROL_PROTOCOL`]).
+    Control,
+}
+
+impl ShoalProtocol {
+    /// Every protocol, in a fixed order.
+    pub const ALL: [ShoalProtocol; 3] = [Self::Raft, Self::Dispatch, Self::Control];
+
+    /// The protocol name negotiated on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raft => RAFT_PROTOCOL,
+            Self::Dispatch => DISPATCH_PROTOCOL,
+            Self::Control => CONTROL_PROTOCOL,
+        }
+    }
+
+    /// Largest request payload accepted, in bytes.
+    pub fn max_request_bytes(self) -> usize {
+        match self {
+            Self::Raft => 16 * MIB,
+            Self::Dispatch => 4 * MIB,
+            Self::Control => MIB,
+        }
+    }
+
+    /// Largest response payload accepted, in bytes.
+    pub fn max_response_bytes(self) -> usize {
+        match self {
+            Self::Raft => 16 * MIB,
+            Self::Dispatch => 4 * MIB,
+            Self::Control => 8 * MIB,
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Raft => "raft",
+            Self::Dispatch => "dispatch",
+            Self::Control => "control",
+        }
+    }
+
+    pub(crate) fn stream_protocol(self) -> StreamProtocol {
+        StreamProtocol::new(self.name())
+    }
+}
+
+impl fmt::Display for ShoalProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

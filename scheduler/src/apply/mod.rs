@@ -1,0 +1,48 @@
+//! How each [`Command`] changes a [`ClusterState`]. Every handler validates first (reading the
+//! state only) and mutates after, so a refused command changes nothing.
+//!
+//! # Layout
+//! - [`service`]: create, update, roll back and remove services; spec validation.
+//! - [`node`]: nodes joining, changing, going down and leaving.
+//! - [`status`]: task status reports from nodes.
+//! - [`plan`]: the orchestrator's plans, with their preconditions.
+//! - [`prune`]: bounded task history.
+
+pub mod node;
+pub mod plan;
+pub mod prune;
+pub mod service;
+pub mod status;
+
+use crate::command::{ApplyError, Command, Outcome};
+use crate::model::ClusterState;
+
+/// Applies `cmd` to `state`; see [`ClusterState::apply`].
+pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, ApplyError> {
+    match cmd {
+        Command::InitCluster { cluster_id } => match &state.cluster_id {
+            Some(id) => Err(ApplyError::AlreadyInitialised(id.clone())),
+            None => {
+                state.cluster_id = Some(cluster_id.clone());
+                Ok(Outcome::Done)
+            }
+        },
+        Command::CreateService { spec, at } => service::create(state, spec, *at),
+        Command::UpdateService { id, expected_version, spec, at } => {
+            service::update(state, *id, *expected_version, spec, *at)
+        }
+        Command::RollbackService { id, at } => service::rollback(state, *id, *at, None),
+        Command::RemoveService { id, at: _ } => service::remove(state, *id),
+        Command::UpsertNode { node } => node::upsert(state, node),
+        Command::UpdateNode { id, availability, role, labels_set, labels_remove } => {
+            node::update(state, id, *availability, *role, labels_set, labels_remove)
+        }
+        Command::SetNodeState { id, state: node_state, at } => {
+            node::set_state(state, id, *node_state, *at)
+        }
+        Command::RemoveNode { id, force, at } => node::remove(state, id, *force, *at),
+        Command::ApplyPlan { plan, at } => plan::apply(state, plan, *at),
+        Command::ReportTaskStatus { node, reports } => status::report(state, node, reports),
+        Command::PruneTasks { keep_per_slot } => Ok(prune::prune(state, *keep_per_slot)),
+    }
+}

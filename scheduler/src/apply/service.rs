@@ -1,0 +1,202 @@
+//! Services: creation (with spec validation), updates, rollbacks and removal.
+
+use std::collections::HashSet;
+
+use crate::command::{ApplyError, Outcome};
+use crate::model::{
+    ClusterState, ConstraintKey, DesiredState, PlacementPreference, Service, ServiceId,
+    ServiceMode, ServiceSpec, Timestamp, UpdateState, UpdateStatus,
+};
+
+/// The most replicas a service may ask for.
+pub const MAX_REPLICAS: u64 = 10_000_000;
+/// The longest service name.
+pub const MAX_NAME_LEN: usize = 63;
+/// The longest image reference.
+pub const MAX_IMAGE_LEN: usize = 512;
+/// The most entries in any list of a spec (env, args, constraints, ports, mounts, labels).
+pub const MAX_LIST_LEN: usize = 1_000;
+
+/// Creates a service from a valid spec with the next service id.
+pub fn create(state: &mut ClusterState, spec: &ServiceSpec, at: Timestamp) -> Result<Outcome, ApplyError> {
+    validate(spec)?;
+    if state.services.values().any(|s| s.spec.name == spec.name) {
+        return Err(ApplyError::NameInUse(spec.name.clone()));
+    }
+    let id = ServiceId(state.next_service_id);
+    state.next_service_id += 1;
+    let service = Service {
+        id,
+        spec: spec.clone(),
+        version: 1,
+        previous_spec: None,
+        previous_version: None,
+        update_status: None,
+        created_at: at,
+        updated_at: at,
+    };
+    state.services.insert(id, service);
+    Ok(Outcome::ServiceCreated(id))
+}
+
+/// Replaces a service's spec. A change of the replica count alone is a scale: it keeps the
+/// version (tasks stay current) and starts no update. Any other change bumps the version, keeps
+/// the old spec for rollback and starts a rolling update.
+pub fn update(
+    state: &mut ClusterState,
+    id: ServiceId,
+    expected_version: u64,
+    spec: &ServiceSpec,
+    at: Timestamp,
+) -> Result<Outcome, ApplyError> {
+    validate(spec)?;
+    let svc = state.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
+    if svc.version != expected_version {
+        return Err(ApplyError::Stale(format!(
+            "service {id} is at version {}, not {expected_version}",
+            svc.version
+        )));
+    }
+    if svc.spec.name != spec.name {
+        return Err(ApplyError::Refused("a service cannot be renamed".into()));
+    }
+    if svc.spec.replicas().is_some() != spec.replicas().is_some() {
+        return Err(ApplyError::Refused("a service cannot change between replicated and global".into()));
+    }
+    svc.updated_at = at;
+    let mut scaled = svc.spec.clone();
+    scaled.mode = spec.mode;
+    if scaled == *spec {
+        svc.spec.mode = spec.mode;
+        return Ok(Outcome::Done);
+    }
+    let old = std::mem::replace(&mut svc.spec, spec.clone());
+    svc.previous_spec = Some(old);
+    svc.previous_version = Some(svc.version);
+    svc.version += 1;
+    svc.update_status = Some(UpdateStatus {
+        state: UpdateState::Updating,
+        started_at: at,
+        message: "update in progress".into(),
+    });
+    Ok(Outcome::Done)
+}
+
+/// Rolls a service back to its previous spec (the replica count stays as it is now).
+pub fn rollback(
+    state: &mut ClusterState,
+    id: ServiceId,
+    at: Timestamp,
+    message: Option<&str>,
+) -> Result<Outcome, ApplyError> {
+    let svc = state.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
+    let Some(mut previous) = svc.previous_spec.take() else {
+        return Err(ApplyError::Refused(format!("service {id} has no previous spec")));
+    };
+    previous.mode = svc.spec.mode;
+    let current = std::mem::replace(&mut svc.spec, previous);
+    svc.previous_spec = Some(current);
+    svc.previous_version = Some(svc.version);
+    svc.version += 1;
+    svc.updated_at = at;
+    svc.update_status = Some(UpdateStatus {
+        state: UpdateState::RollingBack,
+        started_at: at,
+        message: message.unwrap_or("rollback in progress").to_string(),
+    });
+    Ok(Outcome::Done)
+}
+
+/// Removes a service and tells all its tasks to shut down. The tasks stay, so their nodes can
+/// report them stopped, until [`prune`](crate::apply::prune) forgets them once they ended.
+pub fn remove(state: &mut ClusterState, id: ServiceId) -> Result<Outcome, ApplyError> {
+    state.services.remove(&id).ok_or(ApplyError::NoSuchService(id))?;
+    for task in state.tasks.values_mut().filter(|t| t.service == id) {
+        task.desired = DesiredState::Shutdown;
+    }
+    Ok(Outcome::Done)
+}
+
+fn invalid(msg: impl Into<String>) -> ApplyError {
+    ApplyError::InvalidSpec(msg.into())
+}
+
+/// Checks a spec: name syntax, image, replica bound, list sizes, constraints, preferences,
+/// ports, mounts and update configs.
+pub fn validate(spec: &ServiceSpec) -> Result<(), ApplyError> {
+    validate_name(&spec.name)?;
+    if spec.image.is_empty() || spec.image.len() > MAX_IMAGE_LEN || spec.image.contains(char::is_whitespace) {
+        return Err(invalid(format!("image {:?} must be 1 to {MAX_IMAGE_LEN} characters without spaces", spec.image)));
+    }
+    if let ServiceMode::Replicated { replicas } = spec.mode
+        && replicas > MAX_REPLICAS
+    {
+        return Err(invalid(format!("{replicas} replicas is more than the limit of {MAX_REPLICAS}")));
+    }
+    let lists = [
+        spec.command.len(),
+        spec.args.len(),
+        spec.env.len(),
+        spec.constraints.len(),
+        spec.preferences.len(),
+        spec.ports.len(),
+        spec.mounts.len(),
+        spec.labels.len(),
+    ];
+    if lists.iter().any(|&n| n > MAX_LIST_LEN) {
+        return Err(invalid(format!("a list of the spec has more than {MAX_LIST_LEN} entries")));
+    }
+    validate_placement(spec)?;
+    validate_ports(spec)?;
+    if let Some(m) = spec.mounts.iter().find(|m| !m.target.starts_with('/')) {
+        return Err(invalid(format!("mount target {:?} must be an absolute path", m.target)));
+    }
+    for cfg in [&spec.update, &spec.rollback] {
+        if cfg.max_failure_permille > 1000 {
+            return Err(invalid("max failure ratio must be between 0 and 1"));
+        }
+    }
+    Ok(())
+}
+
+/// A name is 1 to 63 characters: letters, digits, `-`, `_`, `.`, starting with a letter or digit.
+pub fn validate_name(name: &str) -> Result<(), ApplyError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.len() > MAX_NAME_LEN || !starts_well || !name.chars().all(ok_char) {
+        return Err(invalid(format!(
+            "name {name:?} must be 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_placement(spec: &ServiceSpec) -> Result<(), ApplyError> {
+    for c in &spec.constraints {
+        if matches!(&c.key, ConstraintKey::Label(l) if l.is_empty()) || c.value.is_empty() {
+            return Err(invalid(format!("constraint {c} needs a label name and a value")));
+        }
+    }
+    for PlacementPreference::SpreadOverLabel(l) in &spec.preferences {
+        if l.is_empty() {
+            return Err(invalid("placement preference needs a label name"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_ports(spec: &ServiceSpec) -> Result<(), ApplyError> {
+    let mut published = HashSet::new();
+    for p in &spec.ports {
+        if p.target == 0 {
+            return Err(invalid("a published port needs a target port"));
+        }
+        if p.host_mode && p.published == 0 {
+            return Err(invalid(format!("host-mode port {} needs a published port", p.target)));
+        }
+        if p.published != 0 && !published.insert((p.protocol, p.published)) {
+            return Err(invalid(format!("port {}/{} is published twice", p.published, p.protocol)));
+        }
+    }
+    Ok(())
+}

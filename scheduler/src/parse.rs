@@ -1,0 +1,262 @@
+//! Parsers for what users type, in the habits of the `docker` CLI: constraints, sizes, CPUs,
+//! durations, placement preferences, ports and restart conditions. Every error names the bad
+//! input and says what was expected.
+
+use std::fmt;
+
+use crate::model::{
+    Constraint, ConstraintKey, ConstraintOp, PlacementPreference, PortProtocol, PortSpec,
+    RestartCondition,
+};
+
+/// Why a user-supplied value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// A constraint is malformed.
+    #[error("invalid constraint {input:?}: {reason} (expected e.g. node.labels.zone==eu or node.role!=manager)")]
+    Constraint {
+        /// What was given.
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A size is malformed.
+    #[error("invalid size {0:?} (expected a number of bytes with an optional suffix b, k, m, g, KiB, MiB, GiB, e.g. 512MiB)")]
+    Size(String),
+    /// A CPU amount is malformed.
+    #[error("invalid cpus {0:?} (expected a positive decimal number of CPUs, e.g. 0.5 or 2)")]
+    Cpus(String),
+    /// A duration is malformed.
+    #[error("invalid duration {0:?} (expected e.g. 500ms, 10s, 1m30s, 2h)")]
+    Duration(String),
+    /// A placement preference is malformed.
+    #[error("invalid placement preference {0:?} (expected spread=node.labels.<name>)")]
+    Preference(String),
+    /// A port is malformed.
+    #[error("invalid port {input:?}: {reason} (expected [published:]target[/tcp|/udp] or mode=host,target=80,published=8080,protocol=tcp)")]
+    Port {
+        /// What was given.
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A restart condition is unknown.
+    #[error("invalid restart condition {0:?} (expected none, on-failure or any)")]
+    RestartCondition(String),
+}
+
+/// Parses `node.labels.zone==eu`, `node.role!=manager`, `node.id==...`, `node.hostname==...`,
+/// `node.platform.os==linux`, `node.platform.arch==x86_64`.
+pub fn constraint(input: &str) -> Result<Constraint, ParseError> {
+    let err = |reason| ParseError::Constraint { input: input.to_string(), reason };
+    let (lhs, op, rhs) = if let Some((l, r)) = input.split_once("==") {
+        (l, ConstraintOp::Eq, r)
+    } else if let Some((l, r)) = input.split_once("!=") {
+        (l, ConstraintOp::Ne, r)
+    } else {
+        return Err(err("no == or != operator"));
+    };
+    let (lhs, value) = (lhs.trim(), rhs.trim());
+    if value.is_empty() {
+        return Err(err("empty value"));
+    }
+    if value.contains("==") || value.contains("!=") {
+        return Err(err("more than one operator"));
+    }
+    let key = match lhs {
+        "node.id" => ConstraintKey::NodeId,
+        "node.hostname" => ConstraintKey::Hostname,
+        "node.role" => ConstraintKey::Role,
+        "node.platform.os" => ConstraintKey::PlatformOs,
+        "node.platform.arch" => ConstraintKey::PlatformArch,
+        _ => match lhs.strip_prefix("node.labels.") {
+            Some(label) if !label.is_empty() => ConstraintKey::Label(label.to_string()),
+            Some(_) => return Err(err("empty label name")),
+            None => return Err(err("unknown attribute")),
+        },
+    };
+    if key == ConstraintKey::Role && !matches!(value, "manager" | "worker") {
+        return Err(err("node.role is manager or worker"));
+    }
+    Ok(Constraint { key, op, value: value.to_string() })
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = match &self.key {
+            ConstraintKey::NodeId => "node.id",
+            ConstraintKey::Hostname => "node.hostname",
+            ConstraintKey::Role => "node.role",
+            ConstraintKey::PlatformOs => "node.platform.os",
+            ConstraintKey::PlatformArch => "node.platform.arch",
+            ConstraintKey::Label(l) => return write_label(f, l, self.op, &self.value),
+        };
+        write!(f, "{key}{}{}", op_str(self.op), self.value)
+    }
+}
+
+fn write_label(f: &mut fmt::Formatter<'_>, l: &str, op: ConstraintOp, v: &str) -> fmt::Result {
+    write!(f, "node.labels.{l}{}{v}", op_str(op))
+}
+
+fn op_str(op: ConstraintOp) -> &'static str {
+    match op {
+        ConstraintOp::Eq => "==",
+        ConstraintOp::Ne => "!=",
+    }
+}
+
+/// Splits `123.5MiB` into the number and the suffix.
+fn split_number(input: &str) -> (&str, &str) {
+    let end = input.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(input.len());
+    input.split_at(end)
+}
+
+/// Parses a size in bytes: plain bytes, or with a suffix `b`, `k`/`kb`/`KiB`, `m`/`mb`/`MiB`,
+/// `g`/`gb`/`GiB`, `t`/`TiB` (binary multiples, as Docker reads them; case-insensitive).
+pub fn size(input: &str) -> Result<u64, ParseError> {
+    let err = || ParseError::Size(input.to_string());
+    let (num, suffix) = split_number(input.trim());
+    let mult: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(err()),
+    };
+    decimal_times(num, mult).ok_or_else(err)
+}
+
+/// `num * mult` for a decimal `num` with up to 9 fraction digits, exactly and checked.
+fn decimal_times(num: &str, mult: u64) -> Option<u64> {
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty() && frac.is_empty() || frac.len() > 9 || frac.contains('.') {
+        return None;
+    }
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(int) || !all_digits(frac) {
+        return None;
+    }
+    let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let scale = 10u128.pow(frac.len() as u32);
+    let frac: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let total = (int * scale + frac).checked_mul(u128::from(mult))? / scale;
+    u64::try_from(total).ok()
+}
+
+/// Parses a CPU amount (`0.5`, `2`) into nano-CPUs.
+pub fn cpus(input: &str) -> Result<u64, ParseError> {
+    match decimal_times(input.trim(), 1_000_000_000) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(ParseError::Cpus(input.to_string())),
+    }
+}
+
+/// Parses a duration into milliseconds: a sequence of `<integer><unit>` with units `ms`, `s`,
+/// `m`, `h` (`500ms`, `10s`, `1m30s`, `2h`). `0` alone is zero.
+pub fn duration_ms(input: &str) -> Result<u64, ParseError> {
+    let err = || ParseError::Duration(input.to_string());
+    let mut rest = input.trim();
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(err());
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        let value: u64 = rest[..digits].parse().map_err(|_| err())?;
+        let after = &rest[digits..];
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let mult = match &after[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(err()),
+        };
+        total = value.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(err)?;
+        rest = &after[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Parses `spread=node.labels.zone`.
+pub fn preference(input: &str) -> Result<PlacementPreference, ParseError> {
+    let label = input.trim().strip_prefix("spread=").and_then(|k| k.strip_prefix("node.labels."));
+    match label {
+        Some(l) if !l.is_empty() => Ok(PlacementPreference::SpreadOverLabel(l.to_string())),
+        _ => Err(ParseError::Preference(input.to_string())),
+    }
+}
+
+/// Parses a published port: the short form `8080:80/tcp`, `80`, `53:53/udp` (ingress mode) or
+/// the long form `mode=host,target=80,published=8080,protocol=tcp`.
+pub fn port(input: &str) -> Result<PortSpec, ParseError> {
+    if input.contains('=') { port_long(input) } else { port_short(input) }
+}
+
+fn port_err(input: &str, reason: &'static str) -> ParseError {
+    ParseError::Port { input: input.to_string(), reason }
+}
+
+fn port_number(input: &str, s: &str) -> Result<u16, ParseError> {
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(port_err(input, "a port is a number from 1 to 65535")),
+    }
+}
+
+fn protocol(input: &str, s: &str) -> Result<PortProtocol, ParseError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(PortProtocol::Tcp),
+        "udp" => Ok(PortProtocol::Udp),
+        _ => Err(port_err(input, "protocol is tcp or udp")),
+    }
+}
+
+fn port_short(input: &str) -> Result<PortSpec, ParseError> {
+    let (ports, proto) = input.split_once('/').unwrap_or((input, "tcp"));
+    let protocol = protocol(input, proto)?;
+    let (published, target) = match ports.split_once(':') {
+        Some((p, t)) => (port_number(input, p)?, port_number(input, t)?),
+        None => (0, port_number(input, ports)?),
+    };
+    Ok(PortSpec { target, published, protocol, host_mode: false })
+}
+
+fn port_long(input: &str) -> Result<PortSpec, ParseError> {
+    let mut spec = PortSpec { target: 0, published: 0, protocol: PortProtocol::Tcp, host_mode: false };
+    for field in input.split(',') {
+        let (k, v) = field.split_once('=').ok_or_else(|| port_err(input, "fields are key=value"))?;
+        match k.trim() {
+            "mode" => {
+                spec.host_mode = match v.trim() {
+                    "host" => true,
+                    "ingress" => false,
+                    _ => return Err(port_err(input, "mode is host or ingress")),
+                }
+            }
+            "target" => spec.target = port_number(input, v)?,
+            "published" => spec.published = port_number(input, v)?,
+            "protocol" => spec.protocol = protocol(input, v)?,
+            _ => return Err(port_err(input, "unknown field")),
+        }
+    }
+    if spec.target == 0 {
+        return Err(port_err(input, "target is required"));
+    }
+    Ok(spec)
+}
+
+/// Parses `none`, `on-failure` or `any`.
+pub fn restart_condition(input: &str) -> Result<RestartCondition, ParseError> {
+    match input.trim() {
+        "none" => Ok(RestartCondition::None),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "any" => Ok(RestartCondition::Any),
+        _ => Err(ParseError::RestartCondition(input.to_string())),
+    }
+}
