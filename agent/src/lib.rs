@@ -10,7 +10,11 @@
 //! - [`bench`]: benchmark programs.
 
 pub mod bench;
+pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod dispatch;
 pub mod executor;
+pub mod leader;
 pub mod paths;
 pub mod worker;

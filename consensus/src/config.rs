@@ -87,9 +87,15 @@ impl QuorumConfig {
         }
     }
 
-    /// Test defaults: a short bootstrap window and grace.
+    /// Test defaults: a short bootstrap window and grace, and timing relaxed for unoptimised
+    /// builds running several agents on a small machine.
     pub fn for_tests(data_dir: impl Into<PathBuf>, node_info: NodeInfo) -> QuorumConfig {
         QuorumConfig {
+            timing: RaftTiming {
+                heartbeat: Duration::from_millis(100),
+                election_min: Duration::from_millis(400),
+                election_max: Duration::from_millis(800),
+            },
             bootstrap_window: Duration::from_millis(400),
             dead_manager_grace: Duration::from_millis(1500),
             autopilot_interval: Duration::from_millis(200),

@@ -2,6 +2,7 @@
 //! control, the applied state, liveness), and the leader-side operations that forwarded requests
 //! end in.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -57,7 +58,7 @@ impl Core {
     /// The current leader's id and node, as this agent knows it.
     pub(crate) fn leader(&self) -> Option<(RaftId, RaftNode)> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let id = m.current_leader?;
         let node = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, node))
@@ -66,7 +67,7 @@ impl Core {
     /// Voters and their nodes.
     pub(crate) fn voters(&self) -> BTreeMap<RaftId, RaftNode> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let membership = m.membership_config.membership();
         membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
     }
@@ -74,7 +75,7 @@ impl Core {
     /// Learners and their nodes.
     pub(crate) fn learners(&self) -> BTreeMap<RaftId, RaftNode> {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let membership = m.membership_config.membership();
         membership.learner_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
     }
@@ -118,9 +119,10 @@ impl Core {
     /// Whether this agent is the leader and heard from a quorum recently.
     pub(crate) fn is_fresh_leader(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow();
-        let lease = self.config.timing.election_max.as_millis() as u64 * 2;
-        m.current_leader == Some(self.id) && m.millis_since_quorum_ack.is_some_and(|ms| ms <= lease)
+        let m = m.borrow_watched();
+        let lease = self.config.timing.election_max * 2;
+        m.current_leader == Some(self.id)
+            && m.last_quorum_acked.as_ref().is_some_and(|at| openraft::Instant::elapsed(&**at) <= lease)
     }
 
     /// Writes `cmd` on this agent, which must be the leader.

@@ -1,10 +1,45 @@
 //! shoal's manager quorum: openraft over the mesh, a durable redb log and state machine,
 //! zero-config bootstrap, join, and autopilot.
+//!
+//! # Layout
+//! - [`types`]: the raft type configuration, [`RaftNode`], the PeerId -> raft id mapping.
+//! - [`config`]: [`QuorumConfig`] and the translation to openraft's config.
+//! - [`storage`]: the redb log store, the state machine and snapshots.
+//! - `network`: `/shoal/raft/1` messages, the sending side (RaftNetworkV2 over the mesh), the
+//!   serving side, snapshot chunk reassembly and access control.
+//! - [`quorum`]: [`Quorum`], the handle the agent uses (write, read, watch, leader, shutdown).
+//! - `bootstrap`, `join`, `autopilot`: forming, growing and healing the manager set.
+//! - [`recover`]: `shoal cluster recover`.
+//! - [`token`]: manager and worker tokens.
+//! - [`limits`]: message size bounds.
+//! - [`error`]: [`ConsensusError`] and [`WriteError`].
 
 pub mod codec;
+pub mod config;
+pub mod error;
 pub mod limits;
+pub mod quorum;
+pub mod recover;
 pub mod storage;
+pub mod token;
 pub mod types;
+
+mod autopilot;
+mod bootstrap;
+mod core;
+mod join;
+mod metrics;
+mod network;
 
 #[cfg(test)]
 mod tests;
+
+pub use config::{QuorumConfig, RaftTiming};
+pub use core::{raft_id_of_peer, raft_id_of_str};
+pub use error::{ConsensusError, WriteError};
+pub use join::MANAGER_LABEL;
+pub use quorum::{Quorum, QuorumStatus};
+pub use recover::{RecoverReport, recover};
+pub use storage::AppliedState;
+pub use token::{Token, TokenRole};
+pub use types::{ApplyResult, RaftNode};

@@ -14,7 +14,9 @@ use crate::address_filter::AddressFilter;
 use crate::codec::FrameCodec;
 use crate::config::MeshConfig;
 use crate::error::MeshError;
-use crate::protocol::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_PROTOCOL, ShoalProtocol};
+use crate::protocol::{
+    IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_PROTOCOL, ShoalProtocol,
+};
 
 /// Largest gossip message (a heartbeat with its NodeInfo).
 pub(crate) const GOSSIP_MAX_BYTES: usize = 64 * 1024;
@@ -91,7 +93,10 @@ impl MeshBehaviour {
     }
 
     /// The request/response behaviour of `protocol`.
-    pub(crate) fn rr(&mut self, protocol: ShoalProtocol) -> &mut request_response::Behaviour<FrameCodec> {
+    pub(crate) fn rr(
+        &mut self,
+        protocol: ShoalProtocol,
+    ) -> &mut request_response::Behaviour<FrameCodec> {
         match protocol {
             ShoalProtocol::Raft => &mut self.raft,
             ShoalProtocol::Dispatch => &mut self.dispatch,
@@ -128,7 +133,10 @@ fn rr(
     )
 }
 
-fn gossipsub_behaviour(keypair: &Keypair, config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
+fn gossipsub_behaviour(
+    keypair: &Keypair,
+    config: &MeshConfig,
+) -> Result<gossipsub::Behaviour, MeshError> {
     let err = |reason: String| MeshError::Behaviour {
         behaviour: "gossipsub",
         reason,
@@ -138,11 +146,15 @@ fn gossipsub_behaviour(keypair: &Keypair, config: &MeshConfig) -> Result<gossips
         .heartbeat_initial_delay(Duration::from_millis(100))
         .validation_mode(gossipsub::ValidationMode::Strict)
         .max_transmit_size(GOSSIP_MAX_BYTES)
-        .mesh_n(6)
-        .mesh_n_low(4)
-        .mesh_n_high(10)
-        .mesh_outbound_min(2)
-        .gossip_lazy(4)
+        // A small mesh and no flood publishing: every copy of a heartbeat costs a signature
+        // check at the receiver, and per-agent traffic should not grow with the cluster.
+        .mesh_n(4)
+        .mesh_n_low(3)
+        .mesh_n_high(6)
+        .mesh_outbound_min(1)
+        .gossip_lazy(3)
+        .flood_publish(false)
+        .idontwant_message_size_threshold(64)
         .history_length(4)
         .history_gossip(2)
         .duplicate_cache_time(Duration::from_secs(30))

@@ -1,14 +1,24 @@
 //! The byte codec of every request/response protocol: one frame per stream direction, a 4-byte
 //! big-endian length followed by that many bytes, bounded per protocol and direction.
 //!
-//! Oversized or truncated frames are `InvalidData`/`UnexpectedEof` I/O errors; the event loop
-//! treats `InvalidData` as a misbehaving peer and disconnects it.
+//! An oversized or truncated inbound request is not an I/O error (libp2p would only log those):
+//! it becomes [`Frame::Rejected`], so the event loop learns which peer sent it and disconnects it.
+//! Oversized responses are `InvalidData` errors of the outbound request.
 
 use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
+
+/// An inbound request as read from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Frame {
+    /// A well-formed frame.
+    Data(Vec<u8>),
+    /// A malformed, truncated or oversized frame; the reason.
+    Rejected(String),
+}
 
 /// Length-prefixed bytes with bounds on both directions.
 #[derive(Debug, Clone, Copy)]
@@ -78,14 +88,25 @@ where
 
 impl request_response::Codec for FrameCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Frame;
     type Response = Vec<u8>;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_request).await
+        match read_frame(io, self.max_request).await {
+            Ok(payload) => Ok(Frame::Data(payload)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Ok(Frame::Rejected(e.to_string()))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
@@ -99,12 +120,18 @@ impl request_response::Codec for FrameCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        req: Vec<u8>,
+        req: Frame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &req, self.max_request).await
+        match req {
+            Frame::Data(payload) => write_frame(io, &payload, self.max_request).await,
+            Frame::Rejected(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a rejected frame is never sent",
+            )),
+        }
     }
 
     async fn write_response<T>(
@@ -135,15 +162,24 @@ mod tests {
 
         let mut big = Cursor::new(Vec::new());
         let err = write_frame(&mut big, &[0u8; 17], 16).await;
-        assert_eq!(err.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidInput));
+        assert_eq!(
+            err.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidInput)
+        );
 
         let mut oversized = Cursor::new(1_000_000u32.to_be_bytes().to_vec());
         let err = read_frame(&mut oversized, 16).await;
-        assert_eq!(err.err().map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+        assert_eq!(
+            err.err().map(|e| e.kind()),
+            Some(io::ErrorKind::InvalidData)
+        );
 
         let mut truncated = Cursor::new([&8u32.to_be_bytes()[..], b"abc"].concat());
         let err = read_frame(&mut truncated, 16).await;
-        assert_eq!(err.err().map(|e| e.kind()), Some(io::ErrorKind::UnexpectedEof));
+        assert_eq!(
+            err.err().map(|e| e.kind()),
+            Some(io::ErrorKind::UnexpectedEof)
+        );
         Ok(())
     }
 }

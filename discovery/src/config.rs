@@ -90,7 +90,7 @@ impl MeshConfig {
             indirect_probes: 3,
             target_peers: 8,
             max_connections: 512,
-            max_connections_per_peer: 4,
+            max_connections_per_peer: 1,
             max_members: 4096,
             forget_after: Duration::from_secs(300),
             command_buffer: 1024,

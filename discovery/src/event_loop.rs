@@ -12,13 +12,14 @@ use libp2p::core::ConnectedPoint;
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, InboundFailure, OutboundFailure, OutboundRequestId};
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::address_filter::allowed_in_open_mode;
 use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent};
+use crate::codec::Frame;
 use crate::config::MeshConfig;
 use crate::error::{MeshError, RequestError};
 use crate::handle::{Command, InboundRequest, Responder};
@@ -35,7 +36,7 @@ const TICK: Duration = Duration::from_millis(100);
 const REJOIN_EVERY: Duration = Duration::from_secs(2);
 
 type Reply = oneshot::Sender<Result<Vec<u8>, RequestError>>;
-type RrEvent = request_response::Event<Vec<u8>, Vec<u8>>;
+type RrEvent = request_response::Event<Frame, Vec<u8>>;
 
 /// Owns the Swarm and everything only the Swarm's owner may touch.
 pub(crate) struct EventLoop {
@@ -57,6 +58,7 @@ pub(crate) struct EventLoop {
     pub(crate) probe_cursor: usize,
     pub(crate) last_join_attempt: Instant,
     pub(crate) bootstrapped: bool,
+    pub(crate) last_tick: Instant,
 }
 
 impl EventLoop {
@@ -182,12 +184,10 @@ impl EventLoop {
                 .collect();
             self.swarm.behaviour_mut().kad.add_address(&peer, bare);
         }
-        self.swarm
-            .dial(addr.clone())
-            .map_err(|e| MeshError::Dial {
-                addr,
-                reason: e.to_string(),
-            })
+        self.swarm.dial(addr.clone()).map_err(|e| MeshError::Dial {
+            addr,
+            reason: e.to_string(),
+        })
     }
 
     fn known_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
@@ -197,9 +197,17 @@ impl EventLoop {
             .unwrap_or_default()
     }
 
-    fn send_request(&mut self, peer: PeerId, protocol: ShoalProtocol, payload: Vec<u8>, reply: Reply) {
+    fn send_request(
+        &mut self,
+        peer: PeerId,
+        protocol: ShoalProtocol,
+        payload: Vec<u8>,
+        reply: Reply,
+    ) {
         if peer == *self.swarm.local_peer_id() {
-            let _ = reply.send(Err(RequestError::Unreachable("cannot request self".to_owned())));
+            let _ = reply.send(Err(RequestError::Unreachable(
+                "cannot request self".to_owned(),
+            )));
             return;
         }
         self.metrics
@@ -209,7 +217,7 @@ impl EventLoop {
             .swarm
             .behaviour_mut()
             .rr(protocol)
-            .send_request_with_addresses(&peer, payload, addrs);
+            .send_request_with_addresses(&peer, Frame::Data(payload), addrs);
         self.pending.insert((protocol, id), reply);
     }
 
@@ -259,7 +267,11 @@ impl EventLoop {
                 self.metrics
                     .set_connected(self.swarm.connected_peers().count());
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 tracing::debug!(%send_back_addr, %error, "inbound connection failed");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -305,9 +317,7 @@ impl EventLoop {
                 }
             }
             MeshBehaviourEvent::Raft(event) => self.on_rr_event(ShoalProtocol::Raft, event),
-            MeshBehaviourEvent::Dispatch(event) => {
-                self.on_rr_event(ShoalProtocol::Dispatch, event)
-            }
+            MeshBehaviourEvent::Dispatch(event) => self.on_rr_event(ShoalProtocol::Dispatch, event),
             MeshBehaviourEvent::Control(event) => self.on_rr_event(ShoalProtocol::Control, event),
             MeshBehaviourEvent::Probe(event) => self.on_probe_event(event),
         }
@@ -320,7 +330,10 @@ impl EventLoop {
             if open && !allowed_in_open_mode(&addr) {
                 continue;
             }
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
             self.swarm.add_peer_address(peer, addr);
         }
         if !self.bootstrapped && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
@@ -348,7 +361,8 @@ impl EventLoop {
 
     fn on_gossip(&mut self, message: gossipsub::Message) {
         let size = message.data.len();
-        self.metrics.message(TrafficKind::Gossip, Direction::In, size);
+        self.metrics
+            .message(TrafficKind::Gossip, Direction::In, size);
         let Some(source) = message.source else {
             self.metrics.rejected("gossip_unsigned");
             return;
@@ -358,7 +372,10 @@ impl EventLoop {
             Some(GossipMessage::Heartbeat(hb)) => {
                 let changes = self.view.on_heartbeat(source, &hb, now);
                 let learned = changes.iter().any(|c| {
-                    matches!(c, MembershipChange::Joined(_) | MembershipChange::Updated { .. })
+                    matches!(
+                        c,
+                        MembershipChange::Joined(_) | MembershipChange::Updated { .. }
+                    )
                 });
                 if learned {
                     self.learn_addrs(source, hb.decoded_addrs());
@@ -410,7 +427,9 @@ impl EventLoop {
             .gossipsub
             .publish(self.topic.clone(), data)
         {
-            Ok(_) => self.metrics.message(TrafficKind::Gossip, Direction::Out, size),
+            Ok(_) => self
+                .metrics
+                .message(TrafficKind::Gossip, Direction::Out, size),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
             Err(e) => tracing::debug!(%e, "heartbeat not published"),
         }
@@ -418,11 +437,7 @@ impl EventLoop {
 
     fn publish_heartbeat(&mut self) {
         self.seq += 1;
-        let addrs = self
-            .announced_addrs()
-            .iter()
-            .map(|a| a.to_vec())
-            .collect();
+        let addrs = self.announced_addrs().iter().map(|a| a.to_vec()).collect();
         let message = GossipMessage::Heartbeat(Heartbeat {
             seq: self.seq,
             addrs,
@@ -443,7 +458,13 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
-        let tick = self.view.tick(Instant::now());
+        let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_tick);
+        self.last_tick = now;
+        if gap > TICK * 5 {
+            tracing::warn!(?gap, "mesh event loop was starved");
+        }
+        let tick = self.view.tick(now);
         for suspect in tick.new_suspects {
             self.probe(suspect);
         }
@@ -474,12 +495,19 @@ impl EventLoop {
             .swarm
             .behaviour_mut()
             .probe
-            .send_request_with_addresses(&target, ping, addrs);
+            .send_request_with_addresses(&target, Frame::Data(ping), addrs);
         self.probes.insert(id, ProbePurpose::Direct(target));
         let mut helpers = self.view.alive_except(&target);
         helpers.sort_by_key(|p| !self.swarm.is_connected(p));
-        let connected = helpers.iter().filter(|p| self.swarm.is_connected(p)).count();
-        let pool = if connected > 0 { connected } else { helpers.len() };
+        let connected = helpers
+            .iter()
+            .filter(|p| self.swarm.is_connected(p))
+            .count();
+        let pool = if connected > 0 {
+            connected
+        } else {
+            helpers.len()
+        };
         let ask = self.config.indirect_probes.min(pool);
         let question = probe::encode(&ProbeRequest::DoYouHear(target.to_bytes()));
         for i in 0..ask {
@@ -488,7 +516,7 @@ impl EventLoop {
                 .swarm
                 .behaviour_mut()
                 .probe
-                .send_request(&helper, question.clone());
+                .send_request(&helper, Frame::Data(question.clone()));
             self.metrics
                 .message(TrafficKind::Probe, Direction::Out, question.len());
             self.probes.insert(id, ProbePurpose::Indirect(target));
@@ -506,8 +534,14 @@ impl EventLoop {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.deliver(protocol, peer, request, channel),
+                    request: Frame::Data(payload),
+                    channel,
+                    ..
+                } => self.deliver(protocol, peer, payload, channel),
+                request_response::Message::Request {
+                    request: Frame::Rejected(reason),
+                    ..
+                } => self.reject_peer(peer, "request_malformed", &reason),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -581,8 +615,14 @@ impl EventLoop {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
-                } => self.answer_probe(peer, &request, channel),
+                    request: Frame::Data(payload),
+                    channel,
+                    ..
+                } => self.answer_probe(peer, &payload, channel),
+                request_response::Message::Request {
+                    request: Frame::Rejected(reason),
+                    ..
+                } => self.reject_peer(peer, "probe_malformed", &reason),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -642,7 +682,11 @@ impl EventLoop {
                     ProbeResponse::Heard
                 } else if self.swarm.is_connected(&target) {
                     let ping = probe::encode(&ProbeRequest::Ping);
-                    let id = self.swarm.behaviour_mut().probe.send_request(&target, ping);
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .probe
+                        .send_request(&target, Frame::Data(ping));
                     self.probes
                         .insert(id, ProbePurpose::Relay { target, channel });
                     return;
@@ -658,11 +702,19 @@ impl EventLoop {
         self.respond_probe(channel, answer);
     }
 
-    fn respond_probe(&mut self, channel: request_response::ResponseChannel<Vec<u8>>, answer: ProbeResponse) {
+    fn respond_probe(
+        &mut self,
+        channel: request_response::ResponseChannel<Vec<u8>>,
+        answer: ProbeResponse,
+    ) {
         let bytes = probe::encode(&answer);
         self.metrics
             .message(TrafficKind::Probe, Direction::Out, bytes.len());
-        let _ = self.swarm.behaviour_mut().probe.send_response(channel, bytes);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .probe
+            .send_response(channel, bytes);
     }
 
     fn on_probe_answer(&mut self, id: OutboundRequestId, answer: Option<ProbeResponse>) {
@@ -671,9 +723,7 @@ impl EventLoop {
         };
         match (purpose, answer) {
             (ProbePurpose::Direct(target), Some(ProbeResponse::Ack))
-            | (ProbePurpose::Indirect(target), Some(ProbeResponse::Heard)) => {
-                self.evidence(target)
-            }
+            | (ProbePurpose::Indirect(target), Some(ProbeResponse::Heard)) => self.evidence(target),
             (ProbePurpose::Relay { target, channel }, Some(ProbeResponse::Ack)) => {
                 self.evidence(target);
                 self.respond_probe(channel, ProbeResponse::Heard);
@@ -689,7 +739,10 @@ impl EventLoop {
 /// A malformed, truncated or oversized inbound request (a response cut short is just a remote
 /// that gave up, so outbound failures only count `InvalidData`).
 fn is_malformed(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof)
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// Maps a libp2p failure to the handle's error.

@@ -62,7 +62,9 @@ pub struct Mesh {
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mesh").field("peer_id", &self.peer_id).finish_non_exhaustive()
+        f.debug_struct("Mesh")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -72,7 +74,10 @@ impl Mesh {
         self.peer_id
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, MeshError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, MeshError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(make(reply))
@@ -116,7 +121,8 @@ impl Mesh {
         &self,
         protocol: ShoalProtocol,
     ) -> Result<mpsc::Receiver<InboundRequest>, MeshError> {
-        self.call(|reply| Command::Serve { protocol, reply }).await?
+        self.call(|reply| Command::Serve { protocol, reply })
+            .await?
     }
 
     /// The members as currently seen (alive, suspect, dead, left), in PeerId order.
@@ -132,7 +138,8 @@ impl Mesh {
 
     /// Replaces what this agent announces; the next heartbeat carries it.
     pub async fn set_local_info(&self, info: NodeInfo) -> Result<(), MeshError> {
-        self.call(|reply| Command::SetLocalInfo { info, reply }).await
+        self.call(|reply| Command::SetLocalInfo { info, reply })
+            .await
     }
 
     /// Dials an address (e.g. a seed given at run time).

@@ -32,12 +32,13 @@ pub fn load_or_create(data_dir: &Path) -> Result<Keypair, MeshError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::create_dir_all(data_dir).map_err(io_err)?;
             let keypair = Keypair::generate_ed25519();
-            let encoded = keypair
-                .to_protobuf_encoding()
-                .map_err(|e| MeshError::IdentityDecode {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
+            let encoded =
+                keypair
+                    .to_protobuf_encoding()
+                    .map_err(|e| MeshError::IdentityDecode {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
             write_private(&path, &encoded).map_err(io_err)?;
             Ok(keypair)
         }

@@ -299,7 +299,12 @@ impl View {
     }
 
     /// Folds a graceful leave in.
-    pub(crate) fn on_leave(&mut self, from: PeerId, seq: u64, now: Instant) -> Vec<MembershipChange> {
+    pub(crate) fn on_leave(
+        &mut self,
+        from: PeerId,
+        seq: u64,
+        now: Instant,
+    ) -> Vec<MembershipChange> {
         match self.members.get_mut(&from) {
             Some(m) if seq > m.seq && m.state != MemberState::Left => {
                 m.seq = seq;
@@ -393,9 +398,18 @@ mod tests {
         let mut v = view();
         let p = PeerId::random();
         let t0 = Instant::now();
-        assert!(matches!(v.on_heartbeat(p, &hb(1, "a"), t0)[..], [MembershipChange::Joined(_)]));
-        assert!(v.on_heartbeat(p, &hb(1, "b"), t0).is_empty(), "stale seq ignored");
-        assert!(v.on_heartbeat(p, &hb(2, "a"), t0).is_empty(), "same info: no change");
+        assert!(matches!(
+            v.on_heartbeat(p, &hb(1, "a"), t0)[..],
+            [MembershipChange::Joined(_)]
+        ));
+        assert!(
+            v.on_heartbeat(p, &hb(1, "b"), t0).is_empty(),
+            "stale seq ignored"
+        );
+        assert!(
+            v.on_heartbeat(p, &hb(2, "a"), t0).is_empty(),
+            "same info: no change"
+        );
         assert!(matches!(
             v.on_heartbeat(p, &hb(3, "b"), t0)[..],
             [MembershipChange::Updated { .. }]

@@ -132,8 +132,7 @@ impl MeshMetrics {
     }
 
     pub(crate) fn set_connected(&self, count: usize) {
-        self.connected
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.connected.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn message(&self, protocol: TrafficKind, direction: Direction, bytes: usize) {

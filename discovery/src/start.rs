@@ -96,6 +96,7 @@ pub async fn start(
         probe_cursor: 0,
         last_join_attempt: Instant::now(),
         bootstrapped: false,
+        last_tick: Instant::now(),
         config,
     };
     for addr in event_loop.config.join.clone() {
@@ -134,10 +135,12 @@ async fn listen(swarm: &mut Swarm<MeshBehaviour>, config: &MeshConfig) -> Result
         if is_quic(addr) && !config.quic_enabled() {
             continue;
         }
-        let id = swarm.listen_on(addr.clone()).map_err(|e| MeshError::Listen {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| MeshError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
         waiting.insert(id, addr.clone());
     }
     let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
@@ -145,7 +148,11 @@ async fn listen(swarm: &mut Swarm<MeshBehaviour>, config: &MeshConfig) -> Result
         let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
             .await
             .map_err(|_| MeshError::Listen {
-                addr: waiting.values().next().cloned().unwrap_or_else(Multiaddr::empty),
+                addr: waiting
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_else(Multiaddr::empty),
                 reason: "timed out".to_owned(),
             })?;
         match event {

@@ -19,7 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plan = shoal_scheduler::reconcile(&state, Timestamp(2));
     let planned = start.elapsed();
     let placed = plan.placed_count();
-    state.apply(&Command::ApplyPlan { plan, at: Timestamp(2) })?;
+    state.apply(&Command::ApplyPlan {
+        plan,
+        at: Timestamp(2),
+    })?;
     let total = start.elapsed();
     println!(
         "{nodes} nodes x {tasks} tasks{}: placed {placed} in {:.3} s (plan {:.3} s, apply {:.3} s)",

@@ -22,6 +22,8 @@ pub mod reconcile;
 pub mod synthetic;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod testkit;
 
 pub use command::{ApplyError, Command, Outcome};

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, always supplied by the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
@@ -85,7 +87,9 @@ impl fmt::Display for ClusterId {
 // ---------------------------------------------------------------------------------------------
 
 /// Whether a node takes part in the manager quorum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeRole {
     /// A raft voter (and also a worker unless drained).
@@ -96,7 +100,9 @@ pub enum NodeRole {
 }
 
 /// What the operator allows on a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Availability {
     /// New tasks may be placed here.
@@ -109,7 +115,9 @@ pub enum Availability {
 }
 
 /// What the cluster observes about a node's liveness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
     /// Heard from recently.
@@ -188,7 +196,10 @@ impl Node {
     pub fn allocatable(&self) -> Resources {
         Resources {
             nano_cpus: self.total.nano_cpus.saturating_sub(self.reserved.nano_cpus),
-            memory_bytes: self.total.memory_bytes.saturating_sub(self.reserved.memory_bytes),
+            memory_bytes: self
+                .total
+                .memory_bytes
+                .saturating_sub(self.reserved.memory_bytes),
         }
     }
 }
@@ -302,7 +313,12 @@ pub struct RestartPolicy {
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy { condition: RestartCondition::Any, delay_ms: 0, max_attempts: 0, window_ms: 0 }
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 0,
+            max_attempts: 0,
+            window_ms: 0,
+        }
     }
 }
 
@@ -377,7 +393,9 @@ pub struct HealthCheck {
 }
 
 /// Transport protocol of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PortProtocol {
     /// TCP.
@@ -510,6 +528,10 @@ pub struct Service {
     pub previous_version: Option<u64>,
     /// Progress of the current update, if any.
     pub update_status: Option<UpdateStatus>,
+    /// An older version whose tasks run exactly the current spec (set by a rollback to that
+    /// version's spec): its tasks count as up to date and are not replaced.
+    #[serde(default)]
+    pub equivalent_version: Option<u64>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Last spec change.
@@ -660,6 +682,11 @@ impl Service {
         }
     }
 
+    /// Whether tasks made from `version` run the current spec.
+    pub fn is_current(&self, version: u64) -> bool {
+        version == self.version || Some(version) == self.equivalent_version
+    }
+
     /// Whether a rolling update or rollback is in progress.
     pub fn is_updating(&self) -> bool {
         matches!(
@@ -736,5 +763,11 @@ impl Resources {
 
 /// A task status with only a state and a time (message, exit code and container unset).
 pub fn status_at(state: TaskState, at: Timestamp) -> TaskStatus {
-    TaskStatus { state, message: String::new(), exit_code: None, timestamp: at, container_id: None }
+    TaskStatus {
+        state,
+        message: String::new(),
+        exit_code: None,
+        timestamp: at,
+        container_id: None,
+    }
 }

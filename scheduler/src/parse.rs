@@ -13,7 +13,9 @@ use crate::model::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// A constraint is malformed.
-    #[error("invalid constraint {input:?}: {reason} (expected e.g. node.labels.zone==eu or node.role!=manager)")]
+    #[error(
+        "invalid constraint {input:?}: {reason} (expected e.g. node.labels.zone==eu or node.role!=manager)"
+    )]
     Constraint {
         /// What was given.
         input: String,
@@ -21,7 +23,9 @@ pub enum ParseError {
         reason: &'static str,
     },
     /// A size is malformed.
-    #[error("invalid size {0:?} (expected a number of bytes with an optional suffix b, k, m, g, KiB, MiB, GiB, e.g. 512MiB)")]
+    #[error(
+        "invalid size {0:?} (expected a number of bytes with an optional suffix b, k, m, g, KiB, MiB, GiB, e.g. 512MiB)"
+    )]
     Size(String),
     /// A CPU amount is malformed.
     #[error("invalid cpus {0:?} (expected a positive decimal number of CPUs, e.g. 0.5 or 2)")]
@@ -33,7 +37,9 @@ pub enum ParseError {
     #[error("invalid placement preference {0:?} (expected spread=node.labels.<name>)")]
     Preference(String),
     /// A port is malformed.
-    #[error("invalid port {input:?}: {reason} (expected [published:]target[/tcp|/udp] or mode=host,target=80,published=8080,protocol=tcp)")]
+    #[error(
+        "invalid port {input:?}: {reason} (expected [published:]target[/tcp|/udp] or mode=host,target=80,published=8080,protocol=tcp)"
+    )]
     Port {
         /// What was given.
         input: String,
@@ -48,7 +54,10 @@ pub enum ParseError {
 /// Parses `node.labels.zone==eu`, `node.role!=manager`, `node.id==...`, `node.hostname==...`,
 /// `node.platform.os==linux`, `node.platform.arch==x86_64`.
 pub fn constraint(input: &str) -> Result<Constraint, ParseError> {
-    let err = |reason| ParseError::Constraint { input: input.to_string(), reason };
+    let err = |reason| ParseError::Constraint {
+        input: input.to_string(),
+        reason,
+    };
     let (lhs, op, rhs) = if let Some((l, r)) = input.split_once("==") {
         (l, ConstraintOp::Eq, r)
     } else if let Some((l, r)) = input.split_once("!=") {
@@ -78,7 +87,11 @@ pub fn constraint(input: &str) -> Result<Constraint, ParseError> {
     if key == ConstraintKey::Role && !matches!(value, "manager" | "worker") {
         return Err(err("node.role is manager or worker"));
     }
-    Ok(Constraint { key, op, value: value.to_string() })
+    Ok(Constraint {
+        key,
+        op,
+        value: value.to_string(),
+    })
 }
 
 impl fmt::Display for Constraint {
@@ -108,7 +121,9 @@ fn op_str(op: ConstraintOp) -> &'static str {
 
 /// Splits `123.5MiB` into the number and the suffix.
 fn split_number(input: &str) -> (&str, &str) {
-    let end = input.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(input.len());
+    let end = input
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(input.len());
     input.split_at(end)
 }
 
@@ -140,7 +155,11 @@ fn decimal_times(num: &str, mult: u64) -> Option<u64> {
     }
     let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
     let scale = 10u128.pow(frac.len() as u32);
-    let frac: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let frac: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let total = (int * scale + frac).checked_mul(u128::from(mult))? / scale;
     u64::try_from(total).ok()
 }
@@ -169,7 +188,9 @@ pub fn duration_ms(input: &str) -> Result<u64, ParseError> {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let value: u64 = rest[..digits].parse().map_err(|_| err())?;
         let after = &rest[digits..];
-        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
         let mult = match &after[..unit_len] {
             "ms" => 1,
             "s" => 1_000,
@@ -177,7 +198,10 @@ pub fn duration_ms(input: &str) -> Result<u64, ParseError> {
             "h" => 3_600_000,
             _ => return Err(err()),
         };
-        total = value.checked_mul(mult).and_then(|v| total.checked_add(v)).ok_or_else(err)?;
+        total = value
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(err)?;
         rest = &after[unit_len..];
     }
     Ok(total)
@@ -185,7 +209,10 @@ pub fn duration_ms(input: &str) -> Result<u64, ParseError> {
 
 /// Parses `spread=node.labels.zone`.
 pub fn preference(input: &str) -> Result<PlacementPreference, ParseError> {
-    let label = input.trim().strip_prefix("spread=").and_then(|k| k.strip_prefix("node.labels."));
+    let label = input
+        .trim()
+        .strip_prefix("spread=")
+        .and_then(|k| k.strip_prefix("node.labels."));
     match label {
         Some(l) if !l.is_empty() => Ok(PlacementPreference::SpreadOverLabel(l.to_string())),
         _ => Err(ParseError::Preference(input.to_string())),
@@ -195,11 +222,18 @@ pub fn preference(input: &str) -> Result<PlacementPreference, ParseError> {
 /// Parses a published port: the short form `8080:80/tcp`, `80`, `53:53/udp` (ingress mode) or
 /// the long form `mode=host,target=80,published=8080,protocol=tcp`.
 pub fn port(input: &str) -> Result<PortSpec, ParseError> {
-    if input.contains('=') { port_long(input) } else { port_short(input) }
+    if input.contains('=') {
+        port_long(input)
+    } else {
+        port_short(input)
+    }
 }
 
 fn port_err(input: &str, reason: &'static str) -> ParseError {
-    ParseError::Port { input: input.to_string(), reason }
+    ParseError::Port {
+        input: input.to_string(),
+        reason,
+    }
 }
 
 fn port_number(input: &str, s: &str) -> Result<u16, ParseError> {
@@ -224,13 +258,25 @@ fn port_short(input: &str) -> Result<PortSpec, ParseError> {
         Some((p, t)) => (port_number(input, p)?, port_number(input, t)?),
         None => (0, port_number(input, ports)?),
     };
-    Ok(PortSpec { target, published, protocol, host_mode: false })
+    Ok(PortSpec {
+        target,
+        published,
+        protocol,
+        host_mode: false,
+    })
 }
 
 fn port_long(input: &str) -> Result<PortSpec, ParseError> {
-    let mut spec = PortSpec { target: 0, published: 0, protocol: PortProtocol::Tcp, host_mode: false };
+    let mut spec = PortSpec {
+        target: 0,
+        published: 0,
+        protocol: PortProtocol::Tcp,
+        host_mode: false,
+    };
     for field in input.split(',') {
-        let (k, v) = field.split_once('=').ok_or_else(|| port_err(input, "fields are key=value"))?;
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| port_err(input, "fields are key=value"))?;
         match k.trim() {
             "mode" => {
                 spec.host_mode = match v.trim() {
@@ -258,5 +304,153 @@ pub fn restart_condition(input: &str) -> Result<RestartCondition, ParseError> {
         "on-failure" => Ok(RestartCondition::OnFailure),
         "any" => Ok(RestartCondition::Any),
         _ => Err(ParseError::RestartCondition(input.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constraints_parse_and_print_back() {
+        for text in [
+            "node.labels.zone==eu",
+            "node.role!=manager",
+            "node.hostname==h1",
+            "node.platform.arch==x86_64",
+            "node.id==abc",
+            "node.platform.os!=windows",
+        ] {
+            assert_eq!(constraint(text).expect(text).to_string(), text);
+        }
+        let c = constraint(" node.labels.zone == eu ").expect("spaces");
+        assert_eq!(c.key, ConstraintKey::Label("zone".into()));
+        assert_eq!(c.op, ConstraintOp::Eq);
+    }
+
+    #[test]
+    fn bad_constraints_say_why() {
+        for (text, why) in [
+            ("node.labels.zone=eu", "no == or != operator"),
+            ("node.labels.==eu", "empty label name"),
+            ("node.color==red", "unknown attribute"),
+            ("node.role==boss", "node.role is manager or worker"),
+            ("node.labels.a==", "empty value"),
+        ] {
+            let err = constraint(text).expect_err(text);
+            assert_eq!(
+                err,
+                ParseError::Constraint {
+                    input: text.into(),
+                    reason: why
+                }
+            );
+            assert!(err.to_string().contains(text));
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        for (text, bytes) in [
+            ("512MiB", 512 << 20),
+            ("1g", 1 << 30),
+            ("100m", 100 << 20),
+            ("4096", 4096),
+            ("10b", 10),
+            ("1.5k", 1536),
+            ("2GiB", 2 << 30),
+            ("1KiB", 1024),
+        ] {
+            assert_eq!(size(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "12x", "MiB", "1..5m", "-1", "99999999999999999999g"] {
+            assert_eq!(size(text), Err(ParseError::Size(text.into())), "{text}");
+        }
+    }
+
+    #[test]
+    fn cpus_are_nano_cpus() {
+        assert_eq!(cpus("0.5"), Ok(500_000_000));
+        assert_eq!(cpus("2"), Ok(2_000_000_000));
+        assert_eq!(cpus("0.001"), Ok(1_000_000));
+        for text in ["0", "", "abc", "1.2.3", "-1"] {
+            assert_eq!(cpus(text), Err(ParseError::Cpus(text.into())), "{text}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("10s", 10_000),
+            ("1m30s", 90_000),
+            ("2h", 7_200_000),
+            ("0", 0),
+            ("1h1m1s1ms", 3_661_001),
+        ] {
+            assert_eq!(duration_ms(text), Ok(ms), "{text}");
+        }
+        for text in ["", "10", "5x", "s", "1.5s", "10sm"] {
+            assert_eq!(
+                duration_ms(text),
+                Err(ParseError::Duration(text.into())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn preferences() {
+        assert_eq!(
+            preference("spread=node.labels.zone"),
+            Ok(PlacementPreference::SpreadOverLabel("zone".into()))
+        );
+        for text in [
+            "spread=zone",
+            "binpack=node.labels.zone",
+            "spread=node.labels.",
+        ] {
+            assert!(preference(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn ports() {
+        let p = port("8080:80/tcp").expect("short");
+        assert_eq!(
+            (p.published, p.target, p.protocol, p.host_mode),
+            (8080, 80, PortProtocol::Tcp, false)
+        );
+        let p = port("53:53/udp").expect("udp");
+        assert_eq!(p.protocol, PortProtocol::Udp);
+        let p = port("80").expect("target only");
+        assert_eq!((p.published, p.target), (0, 80));
+        let p = port("mode=host,target=80,published=8080").expect("long");
+        assert_eq!((p.published, p.target, p.host_mode), (8080, 80, true));
+        for text in [
+            "0:80",
+            "80/sctp",
+            "70000",
+            "mode=host,published=80",
+            "mode=bridge,target=80",
+            "a:b",
+        ] {
+            let err = port(text).expect_err(text);
+            assert!(err.to_string().contains(text), "{err}");
+        }
+    }
+
+    #[test]
+    fn restart_conditions() {
+        assert_eq!(
+            restart_condition("on-failure"),
+            Ok(RestartCondition::OnFailure)
+        );
+        assert_eq!(restart_condition("any"), Ok(RestartCondition::Any));
+        assert_eq!(restart_condition("none"), Ok(RestartCondition::None));
+        assert_eq!(
+            restart_condition("always"),
+            Err(ParseError::RestartCondition("always".into()))
+        );
     }
 }

@@ -38,7 +38,10 @@ impl ClusterShape {
     pub fn new(nodes: usize, seed: u64) -> Self {
         ClusterShape {
             nodes,
-            capacity: Resources { nano_cpus: 8 * CPU, memory_bytes: 32 * GIB },
+            capacity: Resources {
+                nano_cpus: 8 * CPU,
+                memory_bytes: 32 * GIB,
+            },
             tiers: true,
             seed,
         }
@@ -58,7 +61,11 @@ pub fn node(shape: &ClusterShape, i: usize) -> Node {
     let id = format!("node-{:016x}", mix(shape.seed ^ mix(i as u64)));
     let mut labels = BTreeMap::new();
     if shape.tiers {
-        let tier = if i % 3 == 0 { TIER_GOLD } else { "silver" };
+        let tier = if i.is_multiple_of(3) {
+            TIER_GOLD
+        } else {
+            "silver"
+        };
         labels.insert(TIER_LABEL.to_string(), tier.to_string());
         labels.insert("zone".to_string(), format!("z{}", i % 4));
     }
@@ -66,11 +73,18 @@ pub fn node(shape: &ClusterShape, i: usize) -> Node {
         id: NodeId::new(id),
         hostname: format!("host-{i}"),
         addresses: Vec::new(),
-        role: if i == 0 { NodeRole::Manager } else { NodeRole::Worker },
+        role: if i == 0 {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
+        },
         availability: Availability::Active,
         state: NodeState::Ready,
         labels,
-        platform: Platform { os: "linux".into(), arch: "x86_64".into() },
+        platform: Platform {
+            os: "linux".into(),
+            arch: "x86_64".into(),
+        },
         total: shape.capacity,
         reserved: Resources::default(),
         runtime: Runtime::Sim,
@@ -126,7 +140,10 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
 /// optionally constrained to the `tier=gold` third of the nodes.
 pub fn bench_service(name: &str, replicas: u64, constrained: bool) -> ServiceSpec {
     let mut s = spec(name, replicas);
-    s.resources.reservations = Resources { nano_cpus: CPU / 100, memory_bytes: 16 << 20 };
+    s.resources.reservations = Resources {
+        nano_cpus: CPU / 100,
+        memory_bytes: 16 << 20,
+    };
     if constrained {
         s.constraints.push(gold_constraint());
     }

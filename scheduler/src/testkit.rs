@@ -18,26 +18,27 @@ pub fn create(state: &mut ClusterState, spec: ServiceSpec) -> ServiceId {
 /// Reconciles at `now`, applies the plan (which must be accepted), returns the plan.
 pub fn pass(state: &mut ClusterState, now: u64) -> Plan {
     let plan = crate::reconcile(state, Timestamp(now));
-    let out = state.apply(&Command::ApplyPlan { plan: plan.clone(), at: Timestamp(now) });
+    let out = state.apply(&Command::ApplyPlan {
+        plan: plan.clone(),
+        at: Timestamp(now),
+    });
     assert!(out.is_ok(), "plan refused: {out:?}\n{plan:#?}");
     plan
-}
-
-/// Runs passes until one proposes nothing (at most 10); returns how many changed something.
-pub fn settle(state: &mut ClusterState, now: u64) -> usize {
-    for i in 0..10 {
-        if pass(state, now).is_empty() {
-            return i;
-        }
-    }
-    panic!("no fixed point after 10 passes");
 }
 
 /// Reports `state` for a task from its own node.
 pub fn report(state: &mut ClusterState, task: TaskId, to: TaskState, at: u64) -> Outcome {
     let node = state.tasks[&task].node.clone().expect("assigned task");
-    let status = TaskStatus { exit_code: None, ..status_at(to, Timestamp(at)) };
-    state.apply(&Command::ReportTaskStatus { node, reports: vec![(task, status)] }).expect("report")
+    let status = TaskStatus {
+        exit_code: None,
+        ..status_at(to, Timestamp(at))
+    };
+    state
+        .apply(&Command::ReportTaskStatus {
+            node,
+            reports: vec![(task, status)],
+        })
+        .expect("report")
 }
 
 /// Reports every assigned, unfinished, live task of the state as Running.
@@ -68,7 +69,11 @@ pub fn stop_all(state: &mut ClusterState, at: u64) {
 
 /// Live tasks of a service.
 pub fn live(state: &ClusterState, svc: ServiceId) -> Vec<&Task> {
-    state.tasks.values().filter(|t| t.service == svc && t.is_live()).collect()
+    state
+        .tasks
+        .values()
+        .filter(|t| t.service == svc && t.is_live())
+        .collect()
 }
 
 /// The first node id of the state.

@@ -1,1 +1,137 @@
-//! tests
+//! Helpers for shoal's whole-cluster tests: start agents in-process on loopback, drive them through
+//! the control API like the CLI does, watch Docker independently through its own CLI, and wait
+//! for conditions with a bound on time.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Command as Process;
+use std::time::{Duration, Instant};
+
+use shoal_agent::control::api;
+use shoal_agent::control::client::ControlClient;
+use shoal_agent::control::views::{ServiceRow, TaskRow};
+use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
+
+/// The image the tests run, built locally by `tests/images/build-busybox-image.sh`.
+pub const TEST_IMAGE: &str = "shoal-test/busybox:latest";
+
+/// Logs for tests (`RUST_LOG` to see more).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Makes sure the test image exists, building it once if needed.
+pub fn ensure_test_image() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/build-busybox-image.sh");
+        let status = Process::new("bash").arg(&script).status().expect("run the image build script");
+        assert!(status.success(), "building {TEST_IMAGE} failed: see the output above");
+    });
+}
+
+/// Starts an agent in `dir` with the given executor.
+pub async fn start_agent(dir: &Path, executor: ExecutorKind, join: Vec<String>) -> Agent {
+    let mut config = AgentConfig::for_tests(dir, executor);
+    config.join = join;
+    Agent::start(config).await.expect("agent starts")
+}
+
+/// The agent's first listen multiaddr with its `/p2p/` id: what `--join` takes.
+pub async fn join_addr(agent: &Agent) -> String {
+    let addrs = agent.mesh().listen_addrs().await.expect("listen addrs");
+    addrs.first().expect("one listen address").to_string()
+}
+
+/// A control client of `agent`.
+pub fn client(agent: &Agent) -> ControlClient {
+    ControlClient::new(agent.socket())
+}
+
+/// The service row of `name`, if it exists.
+pub async fn service_row(client: &ControlClient, name: &str) -> Option<ServiceRow> {
+    let rows: Vec<ServiceRow> = client.get(api::SERVICES).await.ok()?;
+    rows.into_iter().find(|row| row.name == name)
+}
+
+/// The task rows of `name`.
+pub async fn tasks(client: &ControlClient, name: &str) -> Vec<TaskRow> {
+    client.get(&api::service_tasks(name)).await.unwrap_or_default()
+}
+
+/// Waits until `name` has `replicas` tasks running and nothing left to stop.
+pub async fn wait_running(client: &ControlClient, name: &str, replicas: u64, timeout: Duration) {
+    eventually(&format!("{name}: {replicas} running"), timeout, || async {
+        let row = service_row(client, name).await?;
+        let tasks = tasks(client, name).await;
+        let settled = tasks
+            .iter()
+            .all(|t| t.desired != shoal_scheduler::DesiredState::Shutdown || t.state.is_terminal());
+        (row.running == replicas && row.desired == replicas && settled).then_some(())
+    })
+    .await
+}
+
+/// Ids of the running containers labelled with `label=value`, as the Docker CLI sees them.
+pub fn running_containers(label: &str, value: &str) -> Vec<String> {
+    docker_ids(&["ps", "-q", "--no-trunc", "--filter", &format!("label={label}={value}")])
+}
+
+/// Ids of all containers (running or not) labelled with `label=value`.
+pub fn all_containers(label: &str, value: &str) -> Vec<String> {
+    docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}={value}")])
+}
+
+fn docker_ids(args: &[&str]) -> Vec<String> {
+    let output = Process::new("docker").args(args).output().expect("the docker CLI runs");
+    assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// A label value of a container.
+pub fn container_label(id: &str, label: &str) -> String {
+    let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
+    let output = Process::new("docker").args(["inspect", "--format", &format, id]).output().expect("docker inspect");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// `docker kill` a container.
+pub fn docker_kill(id: &str) {
+    let status = Process::new("docker").args(["kill", id]).status().expect("docker kill");
+    assert!(status.success(), "docker kill {id} failed");
+}
+
+/// Removes every container of node `node` (test clean-up, also after a failure).
+pub fn remove_node_containers(node: &str) {
+    let ids = all_containers("io.shoal.node.id", node);
+    if !ids.is_empty() {
+        let _ = Process::new("docker").args(["rm", "-f"]).args(&ids).output();
+    }
+}
+
+/// Removes a node's containers when dropped, so a failing test leaves nothing behind.
+pub struct ContainerGuard(pub String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        remove_node_containers(&self.0);
+    }
+}

@@ -8,6 +8,7 @@ mod cluster;
 mod node;
 mod output;
 mod service;
+mod spec;
 
 use std::path::PathBuf;
 

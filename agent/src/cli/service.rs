@@ -257,9 +257,9 @@ async fn ps(args: PsArgs) -> anyhow::Result<()> {
         .iter()
         .map(|row| {
             let current = format!("{:?} {}", row.state, age(now, row.since.0));
-            let error = match row.exit_code {
-                Some(code) if code != 0 => format!("exit {code}: {}", row.message),
-                _ => row.message.clone(),
+            let error = match row.state {
+                TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Pending => row.message.clone(),
+                _ => String::new(),
             };
             vec![
                 row.id.clone(),

@@ -9,13 +9,13 @@ use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::parse;
 use shoal_scheduler::{
-    FailureAction, HealthCheck, ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode,
+    FailureAction, HealthCheck, MountKind, MountSpec, ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode,
     ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
 };
 
 /// Parses a duration such as `500ms`, `10s` or `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    parse::duration(text).map_err(|e| e.to_string())
+    parse::duration_ms(text).map(Duration::from_millis).map_err(|e| e.to_string())
 }
 
 /// Everything `service create` accepts about what to run and how.
@@ -184,7 +184,7 @@ impl SpecArgs {
             mounts: self
                 .mounts
                 .iter()
-                .map(|m| parse::mount(m).with_context(|| format!("--mount {m:?}")))
+                .map(|m| parse_mount(m).with_context(|| format!("--mount {m:?}")))
                 .collect::<anyhow::Result<_>>()?,
             labels: key_values("--label", &self.labels)?,
             stop_grace_ms: millis("--stop-grace-period", &self.stop_grace_period)?,
@@ -223,8 +223,38 @@ impl SpecArgs {
 }
 
 fn millis(flag: &str, text: &str) -> anyhow::Result<u64> {
-    let duration = parse::duration(text).with_context(|| format!("{flag} {text:?}"))?;
-    Ok(duration.as_millis() as u64)
+    parse::duration_ms(text).with_context(|| format!("{flag} {text:?}"))
+}
+
+/// Parses `type=bind,source=/data,target=/data[,readonly]` (also `volume` and `tmpfs`; `src`,
+/// `dst`, `destination` and `ro` are accepted as in Docker).
+fn parse_mount(text: &str) -> anyhow::Result<MountSpec> {
+    let mut kind = MountKind::Volume;
+    let (mut source, mut target, mut read_only) = (String::new(), String::new(), false);
+    for field in text.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+        match key {
+            "type" => {
+                kind = match value {
+                    "bind" => MountKind::Bind,
+                    "volume" => MountKind::Volume,
+                    "tmpfs" => MountKind::Tmpfs,
+                    other => anyhow::bail!("unknown mount type {other:?}: use bind, volume or tmpfs"),
+                }
+            }
+            "source" | "src" => source = value.to_string(),
+            "target" | "dst" | "destination" => target = value.to_string(),
+            "readonly" | "ro" => read_only = matches!(value, "true" | "1"),
+            other => anyhow::bail!("unknown mount option {other:?}: use type, source, target, readonly"),
+        }
+    }
+    anyhow::ensure!(target.starts_with('/'), "a mount needs an absolute target=/path");
+    anyhow::ensure!(
+        kind == MountKind::Tmpfs || !source.is_empty(),
+        "a {} mount needs source=...",
+        if kind == MountKind::Bind { "bind" } else { "volume" }
+    );
+    Ok(MountSpec { kind, source, target, read_only })
 }
 
 fn ratio_permille(ratio: f64) -> anyhow::Result<u32> {

@@ -186,7 +186,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,libp2p=warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -273,7 +273,14 @@ fn mesh_config(config: &AgentConfig) -> anyhow::Result<MeshConfig> {
     mesh.listen = parse_addrs("--listen", &config.listen)?;
     mesh.advertise = parse_addrs("--advertise", &config.advertise)?;
     mesh.join = parse_addrs("--join", &config.join)?;
-    mesh.token = config.token.clone();
+    mesh.token = match &config.token {
+        Some(token) => Some(
+            shoal_consensus::Token::parse(token)
+                .context("--token is not a shoal token; create one with `shoal cluster token`")?
+                .mesh_secret(),
+        ),
+        None => None,
+    };
     mesh.mdns = config.mdns;
     mesh.quic = config.listen.iter().any(|a| a.contains("/quic"));
     Ok(mesh)

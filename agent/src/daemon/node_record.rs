@@ -25,7 +25,7 @@ pub async fn keep_registered(
     runtime: RuntimeInfo,
     labels: BTreeMap<String, String>,
 ) {
-    let mut applied = quorum.subscribe();
+    let mut applied = quorum.watch();
     loop {
         let wanted = record(&mesh, &node, &runtime, &labels).await;
         let state = quorum.state();

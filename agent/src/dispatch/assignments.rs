@@ -36,7 +36,11 @@ pub fn by_node(state: &ClusterState) -> HashMap<NodeId, Vec<Assignment>> {
 fn stop_only(task: &Task) -> Assignment {
     let mut task = task.clone();
     task.desired = DesiredState::Shutdown;
-    Assignment { task, service_name: String::new(), spec: None }
+    Assignment {
+        task,
+        service_name: String::new(),
+        spec: None,
+    }
 }
 
 /// Shares one `Arc<ServiceSpec>` per (service, version) across all assignments of a pass.
@@ -52,7 +56,10 @@ impl SpecCache {
         self.specs
             .entry((service.id, version))
             .or_insert_with(|| {
-                let previous = service.previous_spec.as_ref().filter(|_| service.previous_version == Some(version));
+                let previous = service
+                    .previous_spec
+                    .as_ref()
+                    .filter(|_| service.previous_version == Some(version));
                 Arc::new(previous.unwrap_or(&service.spec).clone())
             })
             .clone()

@@ -60,8 +60,11 @@ struct Session {
 /// Runs the dispatcher until `heartbeats` closes (the leader duties end).
 pub async fn run(context: DispatcherContext, mut heartbeats: mpsc::Receiver<Heartbeat>) {
     let mut dispatcher = Dispatcher::new(context);
-    let mut applied = dispatcher.context.quorum.subscribe();
+    let mut applied = dispatcher.context.quorum.watch();
     let mut check = tokio::time::interval(CHECK_INTERVAL);
+    // This agent is obviously alive: no need to wait for its own first heartbeat.
+    let local = dispatcher.context.local.clone();
+    dispatcher.mark_if_needed(&local, NodeState::Ready).await;
     dispatcher.push_changed().await;
     loop {
         tokio::select! {
@@ -175,7 +178,8 @@ impl Dispatcher {
             members.into_iter().map(|m| (m.peer_id.to_string(), m.state)).collect();
         let grace = self.context.down_grace;
         let mut to_mark = Vec::new();
-        for node in state.nodes.values().filter(|n| n.state == NodeState::Ready && n.id != self.context.local) {
+        let local = self.context.local.clone();
+        for node in state.nodes.values().filter(|n| n.state == NodeState::Ready && n.id != local) {
             let silent = self.session(&node.id).last_heard.elapsed() > grace;
             let heard_by_mesh = liveness.get(node.id.as_str());
             let gone = match heard_by_mesh {

@@ -96,7 +96,9 @@ mod tests {
 
     #[test]
     fn heartbeats_round_trip() {
-        let message = DispatchRequest::Heartbeat { holds: Some((3, 17)) };
+        let message = DispatchRequest::Heartbeat {
+            holds: Some((3, 17)),
+        };
         let decoded: DispatchRequest = decode(&encode(&message)).expect("decodes");
         assert_eq!(decoded, message);
     }

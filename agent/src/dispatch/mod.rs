@@ -9,8 +9,8 @@
 //! - [`router`]: inbound requests, routed to the worker or the leader duties.
 
 pub mod assignments;
-// pub mod dispatcher;
-// pub mod leader_link;
+pub mod dispatcher;
+pub mod leader_link;
 pub mod messages;
-// pub mod reports;
-// pub mod router;
+pub mod reports;
+pub mod router;

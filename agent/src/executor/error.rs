@@ -61,7 +61,10 @@ impl ExecutorError {
     /// Whether the task can never run on this node as specified, so the worker reports it
     /// `Rejected` rather than `Failed`.
     pub fn rejects_task(&self) -> bool {
-        matches!(self, ExecutorError::ImageNotFound { .. } | ExecutorError::InvalidSpec(_))
+        matches!(
+            self,
+            ExecutorError::ImageNotFound { .. } | ExecutorError::InvalidSpec(_)
+        )
     }
 
     /// Wraps a bollard error from operation `op`.

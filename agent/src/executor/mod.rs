@@ -8,7 +8,7 @@
 //! # Layout
 //! - this file: the trait and the plain types that cross it ([`RunSpec`], [`Observation`],
 //!   [`Health`], [`RuntimeInfo`]), the container labels and names.
-//! - [`error`]: [`ExecutorError`].
+//! - [`error`] holds [`ExecutorError`].
 //! - [`docker`]: [`DockerExecutor`], the real one (bollard, local engine).
 //! - [`sim`]: [`SimExecutor`], tasks that only live in memory (scale tests and benchmarks).
 
@@ -175,7 +175,13 @@ pub fn container_name(service_name: &str, slot: Option<u64>, task: TaskId) -> St
     let service: String = service_name
         .chars()
         .take(64)
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     match slot {
         Some(slot) => format!("shoal-{service}.{slot}.{task}"),

@@ -37,7 +37,12 @@ pub struct SimConfig {
 impl SimConfig {
     /// A node with 4 CPUs and 8 GiB whose tasks run at once.
     pub fn new(node_id: NodeId) -> Self {
-        SimConfig { node_id, start_delay: Duration::ZERO, cpus: 4, memory_bytes: 8 << 30 }
+        SimConfig {
+            node_id,
+            start_delay: Duration::ZERO,
+            cpus: 4,
+            memory_bytes: 8 << 30,
+        }
     }
 }
 
@@ -91,7 +96,10 @@ impl SimExecutor {
     /// A simulated runtime with no tasks.
     pub fn new(config: SimConfig) -> Self {
         SimExecutor {
-            inner: Arc::new(SimInner { config, state: Mutex::new(SimState::default()) }),
+            inner: Arc::new(SimInner {
+                config,
+                state: Mutex::new(SimState::default()),
+            }),
         }
     }
 
@@ -129,7 +137,9 @@ impl SimExecutor {
 impl SimInner {
     fn state(&self) -> MutexGuard<'_, SimState> {
         // Poisoning only means a panic elsewhere while holding the lock; the map stays usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Applies `f` to the task; returns `None` if unknown, `Some(None)` if `f` changed nothing,
@@ -275,8 +285,13 @@ impl Executor for SimExecutor {
     }
 
     fn observe(&self) -> BoxFuture<'_, Result<Vec<Observation>>> {
-        let mut all: Vec<Observation> =
-            self.inner.state().tasks.iter().map(|(id, t)| t.observation(*id, false)).collect();
+        let mut all: Vec<Observation> = self
+            .inner
+            .state()
+            .tasks
+            .iter()
+            .map(|(id, t)| t.observation(*id, false))
+            .collect();
         all.sort_by_key(|o| o.task_id);
         Box::pin(async move { Ok(all) })
     }
@@ -288,12 +303,12 @@ impl Executor for SimExecutor {
     }
 
     fn logs(&self, task: TaskId, tail: usize) -> BoxFuture<'_, Result<Vec<String>>> {
-        let line = self
-            .inner
-            .state()
-            .tasks
-            .get(&task)
-            .map(|t| format!("{task}: {:?}, {} (simulated: no output)", t.state, t.message));
+        let line = self.inner.state().tasks.get(&task).map(|t| {
+            format!(
+                "{task}: {:?}, {} (simulated: no output)",
+                t.state, t.message
+            )
+        });
         Box::pin(async move {
             let line = line.ok_or(ExecutorError::NotFound(task))?;
             Ok(if tail == 0 { Vec::new() } else { vec![line] })

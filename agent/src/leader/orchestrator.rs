@@ -22,13 +22,12 @@ const MAX_IDLE: Duration = Duration::from_secs(2);
 
 /// Runs passes until the state watch closes.
 pub async fn run(quorum: Quorum) {
-    let mut applied = quorum.subscribe();
-    let mut wake_at: Option<Timestamp> = None;
+    let mut applied = quorum.watch();
     loop {
         let state = quorum.state();
         let at = now();
         let plan = shoal_scheduler::reconcile::reconcile(&state, at);
-        wake_at = plan.wake_at;
+        let wake_at: Option<Timestamp> = plan.wake_at;
         drop(state);
         if !plan.is_empty() {
             let placed = plan.placed_count();

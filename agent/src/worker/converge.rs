@@ -32,7 +32,10 @@ pub fn plan(
 ) -> Vec<(TaskId, Action)> {
     let mut actions = Vec::new();
     for (id, assignment) in assignments.iter().filter(|(id, _)| !busy.contains(id)) {
-        let last = reported.get(id).copied().unwrap_or(assignment.task.status.state);
+        let last = reported
+            .get(id)
+            .copied()
+            .unwrap_or(assignment.task.status.state);
         if let Some(action) = action_for(assignment.task.desired, observed.get(id), last) {
             actions.push((*id, action));
         }
@@ -47,11 +50,17 @@ pub fn plan(
     actions
 }
 
-fn action_for(desired: DesiredState, observed: Option<&Observation>, last: TaskState) -> Option<Action> {
+fn action_for(
+    desired: DesiredState,
+    observed: Option<&Observation>,
+    last: TaskState,
+) -> Option<Action> {
     match (desired, observed) {
         (DesiredState::Running, None) if last < TaskState::Starting => Some(Action::Start),
         (DesiredState::Running, None) if !last.is_terminal() => Some(Action::ReportMissing),
-        (DesiredState::Running, Some(seen)) if seen.state < TaskState::Starting => Some(Action::Start),
+        (DesiredState::Running, Some(seen)) if seen.state < TaskState::Starting => {
+            Some(Action::Start)
+        }
         (DesiredState::Shutdown, Some(_)) => Some(Action::StopAndRemove),
         (DesiredState::Shutdown, None) if !last.is_terminal() => Some(Action::ReportShutdown),
         _ => None,
@@ -79,39 +88,66 @@ mod tests {
 
     #[test]
     fn a_new_task_is_started() {
-        assert_eq!(action_for(DesiredState::Running, None, TaskState::Assigned), Some(Action::Start));
+        assert_eq!(
+            action_for(DesiredState::Running, None, TaskState::Assigned),
+            Some(Action::Start)
+        );
     }
 
     #[test]
     fn a_created_container_is_started_again() {
         let created = seen(TaskState::Preparing);
-        assert_eq!(action_for(DesiredState::Running, Some(&created), TaskState::Starting), Some(Action::Start));
+        assert_eq!(
+            action_for(DesiredState::Running, Some(&created), TaskState::Starting),
+            Some(Action::Start)
+        );
     }
 
     #[test]
     fn a_running_task_is_left_alone() {
         let running = seen(TaskState::Running);
-        assert_eq!(action_for(DesiredState::Running, Some(&running), TaskState::Running), None);
+        assert_eq!(
+            action_for(DesiredState::Running, Some(&running), TaskState::Running),
+            None
+        );
     }
 
     #[test]
     fn a_vanished_container_is_reported_failed_not_restarted() {
-        assert_eq!(action_for(DesiredState::Running, None, TaskState::Running), Some(Action::ReportMissing));
+        assert_eq!(
+            action_for(DesiredState::Running, None, TaskState::Running),
+            Some(Action::ReportMissing)
+        );
     }
 
     #[test]
     fn an_ended_task_is_never_started_again() {
-        assert_eq!(action_for(DesiredState::Running, None, TaskState::Failed), None);
+        assert_eq!(
+            action_for(DesiredState::Running, None, TaskState::Failed),
+            None
+        );
         let exited = seen(TaskState::Complete);
-        assert_eq!(action_for(DesiredState::Running, Some(&exited), TaskState::Complete), None);
+        assert_eq!(
+            action_for(DesiredState::Running, Some(&exited), TaskState::Complete),
+            None
+        );
     }
 
     #[test]
     fn a_task_to_stop_is_stopped_then_reported() {
         let running = seen(TaskState::Running);
-        assert_eq!(action_for(DesiredState::Shutdown, Some(&running), TaskState::Running), Some(Action::StopAndRemove));
-        assert_eq!(action_for(DesiredState::Shutdown, None, TaskState::Running), Some(Action::ReportShutdown));
-        assert_eq!(action_for(DesiredState::Shutdown, None, TaskState::Shutdown), None);
+        assert_eq!(
+            action_for(DesiredState::Shutdown, Some(&running), TaskState::Running),
+            Some(Action::StopAndRemove)
+        );
+        assert_eq!(
+            action_for(DesiredState::Shutdown, None, TaskState::Running),
+            Some(Action::ReportShutdown)
+        );
+        assert_eq!(
+            action_for(DesiredState::Shutdown, None, TaskState::Shutdown),
+            None
+        );
     }
 
     #[test]

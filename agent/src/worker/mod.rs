@@ -12,7 +12,7 @@ mod converge;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shoal_scheduler::{NodeId, TaskId, TaskState, TaskStatus, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,6 +27,8 @@ pub use converge::Action;
 const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// Executor operations run at once (Docker handles ~8 concurrent callers well).
 const MAX_CONCURRENT_OPERATIONS: usize = 16;
+/// How long a started task may go unobserved before its absence counts as a vanished container.
+const UNSEEN_GRACE: Duration = Duration::from_secs(10);
 /// Grace period for stopping a container whose spec is gone (its service was removed).
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Capacity of the worker's input channel.
@@ -51,7 +53,10 @@ pub struct WorkerHandle {
 impl WorkerHandle {
     /// Hands the worker a new assignment set. Fails only when the worker stopped.
     pub async fn assign(&self, set: AssignmentSet) -> Result<(), WorkerStopped> {
-        self.inputs.send(WorkerInput::Assign(set)).await.map_err(|_| WorkerStopped)
+        self.inputs
+            .send(WorkerInput::Assign(set))
+            .await
+            .map_err(|_| WorkerStopped)
     }
 
     /// The `(term, version)` of the assignment set the worker holds.
@@ -84,6 +89,7 @@ pub fn spawn(
         observed: HashMap::new(),
         reported: HashMap::new(),
         busy: HashSet::new(),
+        unseen: HashMap::new(),
         operations: JoinSet::new(),
     };
     let task = tokio::spawn(worker.run(input_rx));
@@ -111,8 +117,11 @@ struct Worker {
     observed: HashMap<TaskId, Observation>,
     /// The last state reported per task, so that each state is reported once.
     reported: HashMap<TaskId, TaskState>,
-    /// Tasks with an operation in flight.
+    /// Tasks with an operation in flight, or started and not yet seen by the executor's events
+    /// (with the time the start finished), so a start is never mistaken for a vanished container.
     busy: HashSet<TaskId>,
+    /// Started tasks awaiting their first observation, with when their start finished.
+    unseen: HashMap<TaskId, Instant>,
     operations: JoinSet<Done>,
 }
 
@@ -141,7 +150,12 @@ impl Worker {
     fn on_input(&mut self, input: WorkerInput) {
         match input {
             WorkerInput::Assign(set) => {
-                tracing::debug!(term = set.term, version = set.version, tasks = set.tasks.len(), "assignments");
+                tracing::debug!(
+                    term = set.term,
+                    version = set.version,
+                    tasks = set.tasks.len(),
+                    "assignments"
+                );
                 self.assignments = set.tasks.into_iter().map(|a| (a.task.id, a)).collect();
                 self.told = true;
                 self.holds.send_replace(Some((set.term, set.version)));
@@ -156,11 +170,15 @@ impl Worker {
     fn forget_unassigned_reports(&mut self) {
         let assignments = &self.assignments;
         let observed = &self.observed;
-        self.reported.retain(|task, _| assignments.contains_key(task) || observed.contains_key(task));
+        self.reported
+            .retain(|task, _| assignments.contains_key(task) || observed.contains_key(task));
     }
 
     fn on_observation(&mut self, observation: Observation) {
         let task = observation.task_id;
+        if self.unseen.remove(&task).is_some() {
+            self.busy.remove(&task);
+        }
         if observation.removed {
             self.observed.remove(&task);
         } else {
@@ -173,9 +191,11 @@ impl Worker {
         match self.executor.observe().await {
             Ok(all) => {
                 let seen: HashSet<TaskId> = all.iter().map(|o| o.task_id).collect();
-                self.observed.retain(|task, _| seen.contains(task) || self.busy.contains(task));
+                self.observed
+                    .retain(|task, _| seen.contains(task) || self.busy.contains(task));
                 for observation in all {
-                    self.observed.insert(observation.task_id, observation.clone());
+                    self.observed
+                        .insert(observation.task_id, observation.clone());
                     self.report_observation(&observation);
                 }
             }
@@ -186,9 +206,17 @@ impl Worker {
     fn on_done(&mut self, done: Done) {
         self.busy.remove(&done.task);
         match (done.action, done.result) {
+            (Action::Start, Ok(())) if !self.observed.contains_key(&done.task) => {
+                self.busy.insert(done.task);
+                self.unseen.insert(done.task, Instant::now());
+            }
             (_, Ok(())) => {}
             (Action::Start, Err(error)) => {
-                let state = if error.rejects_task() { TaskState::Rejected } else { TaskState::Failed };
+                let state = if error.rejects_task() {
+                    TaskState::Rejected
+                } else {
+                    TaskState::Failed
+                };
                 tracing::warn!(task = %done.task, %error, "task could not start");
                 self.report(done.task, state, error.to_string(), None, None);
             }
@@ -203,14 +231,32 @@ impl Worker {
 
     /// Decides and starts what moves every task toward its desired state.
     fn converge(&mut self) {
-        let actions = converge::plan(&self.assignments, &self.observed, &self.reported, &self.busy, self.told);
+        let expired: Vec<TaskId> =
+            self.unseen.iter().filter(|(_, at)| at.elapsed() > UNSEEN_GRACE).map(|(task, _)| *task).collect();
+        for task in expired {
+            self.unseen.remove(&task);
+            self.busy.remove(&task);
+        }
+        let actions = converge::plan(
+            &self.assignments,
+            &self.observed,
+            &self.reported,
+            &self.busy,
+            self.told,
+        );
         for (task, action) in actions {
             match action {
                 Action::ReportShutdown => {
                     self.report(task, TaskState::Shutdown, "stopped".into(), None, None);
                 }
                 Action::ReportMissing => {
-                    self.report(task, TaskState::Failed, "container disappeared".into(), None, None);
+                    self.report(
+                        task,
+                        TaskState::Failed,
+                        "container disappeared".into(),
+                        None,
+                        None,
+                    );
                 }
                 Action::Start | Action::StopAndRemove => self.launch(task, action),
             }
@@ -223,12 +269,18 @@ impl Worker {
         }
         let executor = self.executor.clone();
         if action == Action::Start {
-            let Some(spec) = self.run_spec(task) else { return };
+            let Some(spec) = self.run_spec(task) else {
+                return;
+            };
             self.busy.insert(task);
             self.report(task, TaskState::Starting, String::new(), None, None);
             self.operations.spawn(async move {
                 let result = executor.start(&spec).await;
-                Done { task, action, result }
+                Done {
+                    task,
+                    action,
+                    result,
+                }
             });
             return;
         }
@@ -244,7 +296,11 @@ impl Worker {
                 Ok(()) => executor.remove(task).await,
                 Err(error) => Err(error),
             };
-            Done { task, action, result }
+            Done {
+                task,
+                action,
+                result,
+            }
         });
     }
 
@@ -287,7 +343,13 @@ impl Worker {
             return;
         }
         self.reported.insert(task, state);
-        let status = TaskStatus { state, message, exit_code, timestamp: now(), container_id };
+        let status = TaskStatus {
+            state,
+            message,
+            exit_code,
+            timestamp: now(),
+            container_id,
+        };
         if self.reports.try_send(vec![(task, status)]).is_err() {
             // The delivery queue is full or closed: forget the mark so the next pass resends.
             self.reported.remove(&task);

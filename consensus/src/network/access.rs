@@ -2,6 +2,7 @@
 //! explicitly expects (the other agents of a `bootstrap_expect` set), plus — while it has no
 //! membership yet — senders of the cluster it asked to join.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
@@ -59,7 +60,7 @@ impl Access {
             return Err(format!("different cluster ({theirs}, this agent is in {ours})"));
         }
         let metrics = raft.metrics();
-        let membership = metrics.borrow().membership_config.clone();
+        let membership = metrics.borrow_watched().membership_config.clone();
         let members = membership.membership();
         if members.get_node(&sender).is_some() {
             return Ok(());

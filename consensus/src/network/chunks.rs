@@ -70,7 +70,7 @@ mod tests {
     fn chunk(stream: u64, offset: u64, total: u64, data: &[u8], done: bool) -> SnapshotChunk {
         SnapshotChunk {
             stream,
-            vote: Vote::default(),
+            vote: Vote::new(1, 1),
             meta: SnapshotMeta::default(),
             offset,
             total,

@@ -95,18 +95,28 @@ pub(crate) struct RaftPeer {
 
 static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// Smallest timeout of an AppendEntries or snapshot piece.
+const MIN_DATA_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl RaftPeer {
     async fn call(&self, body: RaftRequest, option: &RPCOption) -> Result<RaftResponse, RPCError<TypeConfig>> {
         let Some(peer) = self.peer else {
             return Err(RPCError::Unreachable(Unreachable::from_string("invalid PeerId")));
         };
+        // openraft gives AppendEntries the heartbeat interval as TTL; a follower answers only
+        // after its fsync, which on a busy disk takes longer. Timing out would resend the same
+        // entries forever, so appends and snapshot pieces get at least MIN_DATA_TTL (the mesh's
+        // own request timeout still bounds them). Votes keep openraft's TTL.
+        let ttl = match body {
+            RaftRequest::Vote(_) | RaftRequest::PreVote(_) => option.hard_ttl(),
+            _ => option.hard_ttl().max(MIN_DATA_TTL),
+        };
         let sent = send(&self.mesh, peer, self.access.cluster_id(), body);
-        match tokio::time::timeout(option.hard_ttl(), sent).await {
+        match tokio::time::timeout(ttl, sent).await {
             Ok(r) => r.map_err(SendError::into_rpc),
             Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
-                "no answer from {} within {:?}",
-                self.target,
-                option.hard_ttl()
+                "no answer from {} within {ttl:?}",
+                self.target
             )))),
         }
     }

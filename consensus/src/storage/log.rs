@@ -74,11 +74,6 @@ impl LogStore {
         self.read_range((Bound::Unbounded, Bound::Unbounded), usize::MAX)
     }
 
-    /// The stored vote, if any.
-    pub(crate) fn stored_vote(&self) -> io::Result<Option<Vote>> {
-        self.read_meta(KEY_VOTE)
-    }
-
     /// Records which node this storage belongs to (for `recover`).
     pub(crate) async fn save_self(&self, node: &RaftNode) -> io::Result<()> {
         let bytes = encode(node).map_err(io_err)?;

@@ -21,7 +21,24 @@ async fn twelve_agents_converge_detect_a_crash_and_see_a_leave() -> anyhow::Resu
             async move { in_state(&mesh, MemberState::Alive).await.len() == 11 }
         })
         .await;
-        assert!(converged, "{} does not see 11 alive peers", a.mesh.local_peer_id());
+        if !converged {
+            for b in &agents {
+                eprintln!(
+                    "{}: alive {} suspect {} dead {} connected {} traffic {:?}",
+                    b.mesh.local_peer_id(),
+                    in_state(&b.mesh, MemberState::Alive).await.len(),
+                    in_state(&b.mesh, MemberState::Suspect).await.len(),
+                    in_state(&b.mesh, MemberState::Dead).await.len(),
+                    b.mesh.connected_peers().await?.len(),
+                    b.mesh.traffic(),
+                );
+            }
+        }
+        assert!(
+            converged,
+            "{} does not see 11 alive peers",
+            a.mesh.local_peer_id()
+        );
     }
     eprintln!("12 agents converged in {:?}", started.elapsed());
 
@@ -32,7 +49,10 @@ async fn twelve_agents_converge_detect_a_crash_and_see_a_leave() -> anyhow::Resu
 
     // Metrics: our families and libp2p's are in the agent's registry.
     let text = exposition(&agents[1].registry);
-    assert!(text.contains("shoal_mesh_peers{state=\"alive\"} 11"), "{text}");
+    assert!(
+        text.contains("shoal_mesh_peers{state=\"alive\"} 11"),
+        "{text}"
+    );
     assert!(text.contains("shoal_mesh_messages_total{protocol=\"gossip\",direction=\"in\"}"));
     assert!(text.contains("libp2p_"));
 
@@ -48,16 +68,28 @@ async fn twelve_agents_converge_detect_a_crash_and_see_a_leave() -> anyhow::Resu
         let mesh = a.mesh.clone();
         let dead = eventually(limit.saturating_sub(killed_at.elapsed()), || {
             let mesh = mesh.clone();
-            async move { in_state(&mesh, MemberState::Dead).await.contains(&victim_id) }
+            async move {
+                in_state(&mesh, MemberState::Dead)
+                    .await
+                    .contains(&victim_id)
+            }
         })
         .await;
-        assert!(dead, "{} did not mark the crashed agent dead within 3 s", a.mesh.local_peer_id());
+        assert!(
+            dead,
+            "{} did not mark the crashed agent dead within 3 s",
+            a.mesh.local_peer_id()
+        );
     }
     eprintln!("crash detected everywhere after {:?}", killed_at.elapsed());
     for w in &mut watchers {
         let mut saw_dead = false;
         while let Ok(change) = w.try_recv() {
-            assert_ne!(change, MembershipChange::Left(victim_id), "a crash is not a leave");
+            assert_ne!(
+                change,
+                MembershipChange::Left(victim_id),
+                "a crash is not a leave"
+            );
             saw_dead |= change == MembershipChange::Dead(victim_id);
         }
         assert!(saw_dead, "Dead was not broadcast");
@@ -70,15 +102,29 @@ async fn twelve_agents_converge_detect_a_crash_and_see_a_leave() -> anyhow::Resu
     leaver.mesh.shutdown().await?;
     for a in &agents {
         let mesh = a.mesh.clone();
-        let left = eventually(Duration::from_millis(900).saturating_sub(left_at.elapsed()), || {
-            let mesh = mesh.clone();
-            async move { in_state(&mesh, MemberState::Left).await.contains(&leaver_id) }
-        })
+        let left = eventually(
+            Duration::from_millis(900).saturating_sub(left_at.elapsed()),
+            || {
+                let mesh = mesh.clone();
+                async move {
+                    in_state(&mesh, MemberState::Left)
+                        .await
+                        .contains(&leaver_id)
+                }
+            },
+        )
         .await;
-        assert!(left, "{} did not see the graceful Left at once", a.mesh.local_peer_id());
+        assert!(
+            left,
+            "{} did not see the graceful Left at once",
+            a.mesh.local_peer_id()
+        );
     }
     eprintln!("leave seen everywhere after {:?}", left_at.elapsed());
-    assert!(leaver.mesh.members().await.is_err(), "a stopped mesh answers Closed");
+    assert!(
+        leaver.mesh.members().await.is_err(),
+        "a stopped mesh answers Closed"
+    );
 
     // The survivors stay alive to each other.
     let alive = in_state(&agents[0].mesh, MemberState::Alive).await;
@@ -116,7 +162,9 @@ async fn identity_survives_a_restart_and_updates_are_seen() -> anyhow::Result<()
                 {
                     return true;
                 }
-                Ok(MembershipChange::Joined(m)) if m.peer_id == id && m.info.hostname == "renamed" => {
+                Ok(MembershipChange::Joined(m))
+                    if m.peer_id == id && m.info.hostname == "renamed" =>
+                {
                     return true;
                 }
                 Ok(_) => {}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tempfile::TempDir;
 
-use crate::{Mesh, MeshConfig, MemberState, Multiaddr, NodeInfo, PeerId};
+use crate::{MemberState, Mesh, MeshConfig, Multiaddr, NodeInfo, PeerId};
 
 /// One agent of a test: its handle, registry and data dir.
 pub(crate) struct Agent {
@@ -35,6 +35,10 @@ pub(crate) async fn agent(
     join: &[Multiaddr],
     tweak: impl FnOnce(&mut MeshConfig),
 ) -> anyhow::Result<Agent> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir()?;
     let mut cfg = config(&dir, join);
     tweak(&mut cfg);

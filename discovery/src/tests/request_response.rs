@@ -62,14 +62,20 @@ async fn round_trip_serve_and_errors() -> anyhow::Result<()> {
         .mesh
         .request(server_id, ShoalProtocol::Raft, b"x".to_vec())
         .await;
-    assert!(matches!(unserved, Err(RequestError::Remote(_))), "{unserved:?}");
+    assert!(
+        matches!(unserved, Err(RequestError::Remote(_))),
+        "{unserved:?}"
+    );
 
     // A peer nobody knows an address for: unreachable.
     let stranger = client
         .mesh
         .request(PeerId::random(), ShoalProtocol::Control, b"x".to_vec())
         .await;
-    assert!(matches!(stranger, Err(RequestError::Unreachable(_))), "{stranger:?}");
+    assert!(
+        matches!(stranger, Err(RequestError::Unreachable(_))),
+        "{stranger:?}"
+    );
 
     // Concurrent requests from a clone of the handle.
     let handle = client.mesh.clone();

@@ -27,9 +27,19 @@ async fn only_the_same_token_connects() -> anyhow::Result<()> {
     );
     // Give the others time to (fail to) connect; seeds are re-dialled every 2 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    for (name, stranger) in [("other token", &other), ("no token", &open), ("token vs open", &closed_to_open)] {
-        assert!(stranger.mesh.connected_peers().await?.is_empty(), "{name} connected");
-        assert!(stranger.mesh.members().await?.is_empty(), "{name} sees members");
+    for (name, stranger) in [
+        ("other token", &other),
+        ("no token", &open),
+        ("token vs open", &closed_to_open),
+    ] {
+        assert!(
+            stranger.mesh.connected_peers().await?.is_empty(),
+            "{name} connected"
+        );
+        assert!(
+            stranger.mesh.members().await?.is_empty(),
+            "{name} sees members"
+        );
     }
     assert_eq!(a.mesh.connected_peers().await?, vec![same_id]);
     assert_eq!(in_state(&a.mesh, MemberState::Alive).await, vec![same_id]);

@@ -28,21 +28,33 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
             }
         },
         Command::CreateService { spec, at } => service::create(state, spec, *at),
-        Command::UpdateService { id, expected_version, spec, at } => {
-            service::update(state, *id, *expected_version, spec, *at)
-        }
+        Command::UpdateService {
+            id,
+            expected_version,
+            spec,
+            at,
+        } => service::update(state, *id, *expected_version, spec, *at),
         Command::RollbackService { id, at } => service::rollback(state, *id, *at, None),
         Command::RemoveService { id, at: _ } => service::remove(state, *id),
         Command::UpsertNode { node } => node::upsert(state, node),
-        Command::UpdateNode { id, availability, role, labels_set, labels_remove } => {
-            node::update(state, id, *availability, *role, labels_set, labels_remove)
-        }
-        Command::SetNodeState { id, state: node_state, at } => {
-            node::set_state(state, id, *node_state, *at)
-        }
+        Command::UpdateNode {
+            id,
+            availability,
+            role,
+            labels_set,
+            labels_remove,
+        } => node::update(state, id, *availability, *role, labels_set, labels_remove),
+        Command::SetNodeState {
+            id,
+            state: node_state,
+            at,
+        } => node::set_state(state, id, *node_state, *at),
         Command::RemoveNode { id, force, at } => node::remove(state, id, *force, *at),
         Command::ApplyPlan { plan, at } => plan::apply(state, plan, *at),
         Command::ReportTaskStatus { node, reports } => status::report(state, node, reports),
         Command::PruneTasks { keep_per_slot } => Ok(prune::prune(state, *keep_per_slot)),
     }
 }
+
+#[cfg(test)]
+mod tests;

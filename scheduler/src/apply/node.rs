@@ -19,7 +19,9 @@ pub fn upsert(state: &mut ClusterState, node: &Node) -> Result<Outcome, ApplyErr
         return Err(ApplyError::Refused("a node needs an id".into()));
     }
     if node.labels.len() > MAX_NODE_LABELS {
-        return Err(ApplyError::Refused(format!("more than {MAX_NODE_LABELS} labels")));
+        return Err(ApplyError::Refused(format!(
+            "more than {MAX_NODE_LABELS} labels"
+        )));
     }
     match state.nodes.get_mut(&node.id) {
         Some(existing) => {
@@ -47,14 +49,22 @@ pub fn update(
     labels_set: &[(String, String)],
     labels_remove: &[String],
 ) -> Result<Outcome, ApplyError> {
-    let node = state.nodes.get(id).ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
+    let node = state
+        .nodes
+        .get(id)
+        .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
     if labels_set.iter().any(|(k, _)| k.is_empty()) {
         return Err(ApplyError::Refused("a label needs a name".into()));
     }
     if node.labels.len() + labels_set.len() > MAX_NODE_LABELS {
-        return Err(ApplyError::Refused(format!("more than {MAX_NODE_LABELS} labels")));
+        return Err(ApplyError::Refused(format!(
+            "more than {MAX_NODE_LABELS} labels"
+        )));
     }
-    let node = state.nodes.get_mut(id).ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
+    let node = state
+        .nodes
+        .get_mut(id)
+        .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
     if let Some(a) = availability {
         node.availability = a;
     }
@@ -77,7 +87,10 @@ pub fn set_state(
     new_state: NodeState,
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
-    let node = state.nodes.get_mut(id).ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
+    let node = state
+        .nodes
+        .get_mut(id)
+        .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
     let was = node.state;
     node.state = new_state;
     if new_state == NodeState::Down && was != NodeState::Down {
@@ -93,7 +106,10 @@ pub fn remove(
     force: bool,
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
-    let node = state.nodes.get(id).ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
+    let node = state
+        .nodes
+        .get(id)
+        .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
     if !force && node.state != NodeState::Down {
         return Err(ApplyError::Refused(format!(
             "node {id} is not down; drain it and stop it first, or force the removal"
@@ -106,7 +122,10 @@ pub fn remove(
 
 /// Marks every unfinished task on node `id` Orphaned.
 fn orphan_tasks(state: &mut ClusterState, id: &NodeId, at: Timestamp, why: &str) {
-    let on_node = state.tasks.values_mut().filter(|t| t.node.as_ref() == Some(id));
+    let on_node = state
+        .tasks
+        .values_mut()
+        .filter(|t| t.node.as_ref() == Some(id));
     for task in on_node.filter(|t| !t.status.state.is_terminal()) {
         task.status.state = TaskState::Orphaned;
         task.status.message = why.to_string();

@@ -11,8 +11,7 @@ use std::collections::HashSet;
 
 use crate::command::{ApplyError, Outcome};
 use crate::model::{
-    ClusterState, ServiceId, SlotKey, Task, TaskId, TaskState, TaskStatus, Timestamp,
-    status_at,
+    ClusterState, ServiceId, SlotKey, Task, TaskId, TaskState, TaskStatus, Timestamp, status_at,
 };
 use crate::placement::filters;
 use crate::placement::usage::{NodeTable, Usage};
@@ -30,7 +29,9 @@ pub fn apply(state: &mut ClusterState, plan: &Plan, at: Timestamp) -> Result<Out
 
 fn validate(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
     if plan.base_next_task_id > state.next_task_id {
-        return Err(stale("plan computed on a state this replica has not reached".into()));
+        return Err(stale(
+            "plan computed on a state this replica has not reached".into(),
+        ));
     }
     check_services(state, plan)?;
     check_tasks(state, plan)?;
@@ -41,7 +42,10 @@ fn validate(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
 fn service_at(state: &ClusterState, id: ServiceId, version: u64) -> Result<(), ApplyError> {
     match state.services.get(&id) {
         Some(s) if s.version == version => Ok(()),
-        Some(s) => Err(stale(format!("service {id} is at version {}, plan saw {version}", s.version))),
+        Some(s) => Err(stale(format!(
+            "service {id} is at version {}, plan saw {version}",
+            s.version
+        ))),
         None => Err(stale(format!("service {id} no longer exists"))),
     }
 }
@@ -50,8 +54,16 @@ fn check_services(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
     for c in &plan.services {
         service_at(state, c.service, c.service_version)?;
         let rollback = matches!(c.action, ServiceAction::Rollback(_));
-        if rollback && state.services.get(&c.service).is_some_and(|s| s.previous_spec.is_none()) {
-            return Err(ApplyError::Refused(format!("service {} has no previous spec", c.service)));
+        if rollback
+            && state
+                .services
+                .get(&c.service)
+                .is_some_and(|s| s.previous_spec.is_none())
+        {
+            return Err(ApplyError::Refused(format!(
+                "service {} has no previous spec",
+                c.service
+            )));
         }
     }
     let mut last = None;
@@ -68,7 +80,10 @@ fn check_services(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
 fn task_in(state: &ClusterState, id: TaskId, seen: TaskState) -> Result<&Task, ApplyError> {
     match state.tasks.get(&id) {
         Some(t) if t.status.state == seen => Ok(t),
-        Some(t) => Err(stale(format!("task {id} is {:?}, plan saw {seen:?}", t.status.state))),
+        Some(t) => Err(stale(format!(
+            "task {id} is {:?}, plan saw {seen:?}",
+            t.status.state
+        ))),
         None => Err(stale(format!("task {id} no longer exists"))),
     }
 }
@@ -84,7 +99,10 @@ fn check_tasks(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
         let t = task_in(state, p.task, p.seen)?;
         let bound_elsewhere = t.node.as_ref().is_some_and(|n| *n != p.node);
         if !t.is_live() || !t.is_unassigned() || bound_elsewhere {
-            return Err(stale(format!("task {} can no longer be placed on {}", p.task, p.node)));
+            return Err(stale(format!(
+                "task {} can no longer be placed on {}",
+                p.task, p.node
+            )));
         }
     }
     for m in &plan.messages {
@@ -105,8 +123,16 @@ fn check_slots(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
     if newer.is_empty() {
         return Ok(());
     }
-    match plan.creates.iter().find(|c| newer.contains(&(c.service, create_slot(c)))) {
-        Some(c) => Err(stale(format!("slot {:?} of service {} was filled meanwhile", create_slot(c), c.service))),
+    match plan
+        .creates
+        .iter()
+        .find(|c| newer.contains(&(c.service, create_slot(c))))
+    {
+        Some(c) => Err(stale(format!(
+            "slot {:?} of service {} was filled meanwhile",
+            create_slot(c),
+            c.service
+        ))),
         None => Ok(()),
     }
 }
@@ -135,14 +161,21 @@ fn check_nodes(state: &ClusterState, plan: &Plan) -> Result<(), ApplyError> {
         Some((c.service, c.service_version, node, c.assigned))
     });
     for (service, version, node, assigned) in existing.chain(created) {
-        let idx = table.index_of(node).ok_or_else(|| stale(format!("node {node} no longer exists")))?;
+        let idx = table
+            .index_of(node)
+            .ok_or_else(|| stale(format!("node {node} no longer exists")))?;
         if !assigned {
             continue;
         }
-        let svc = state.services.get(&service).ok_or_else(|| stale(format!("service {service} no longer exists")))?;
+        let svc = state
+            .services
+            .get(&service)
+            .ok_or_else(|| stale(format!("service {service} no longer exists")))?;
         let spec = svc.spec_for(version);
         if let Err(why) = filters::check(idx, table.node(idx), service, spec, &usage) {
-            return Err(stale(format!("node {node} can no longer take a task of {service}: {why:?}")));
+            return Err(stale(format!(
+                "node {node} can no longer take a task of {service}: {why:?}"
+            )));
         }
         usage.add(idx, service, spec);
     }
@@ -163,7 +196,10 @@ fn mutate(state: &mut ClusterState, plan: &Plan, at: Timestamp) -> Outcome {
     }
     for m in &plan.messages {
         if let Some(t) = state.tasks.get_mut(&m.task) {
-            t.status = TaskStatus { message: m.message.clone(), ..status_at(TaskState::Pending, at) };
+            t.status = TaskStatus {
+                message: m.message.clone(),
+                ..status_at(TaskState::Pending, at)
+            };
         }
     }
     let created = plan.creates.iter().map(|c| create(state, c, at)).collect();
@@ -176,7 +212,11 @@ fn mutate(state: &mut ClusterState, plan: &Plan, at: Timestamp) -> Outcome {
 fn create(state: &mut ClusterState, c: &NewTask, at: Timestamp) -> TaskId {
     let id = TaskId(state.next_task_id);
     state.next_task_id += 1;
-    let observed = if c.assigned { TaskState::Assigned } else { TaskState::Pending };
+    let observed = if c.assigned {
+        TaskState::Assigned
+    } else {
+        TaskState::Pending
+    };
     let task = Task {
         id,
         service: c.service,
@@ -184,7 +224,10 @@ fn create(state: &mut ClusterState, c: &NewTask, at: Timestamp) -> TaskId {
         node: c.node.clone(),
         spec_version: c.service_version,
         desired: c.desired,
-        status: TaskStatus { message: c.message.clone(), ..status_at(observed, at) },
+        status: TaskStatus {
+            message: c.message.clone(),
+            ..status_at(observed, at)
+        },
         created_at: at,
         not_before: c.not_before,
     };
@@ -195,7 +238,11 @@ fn create(state: &mut ClusterState, c: &NewTask, at: Timestamp) -> TaskId {
 fn change_service(state: &mut ClusterState, id: ServiceId, action: &ServiceAction, at: Timestamp) {
     match action {
         ServiceAction::SetUpdateState(new_state, message) => {
-            if let Some(status) = state.services.get_mut(&id).and_then(|s| s.update_status.as_mut()) {
+            if let Some(status) = state
+                .services
+                .get_mut(&id)
+                .and_then(|s| s.update_status.as_mut())
+            {
                 status.state = *new_state;
                 status.message.clone_from(message);
             }

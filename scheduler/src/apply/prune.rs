@@ -9,15 +9,27 @@ use crate::model::{ClusterState, ServiceId, SlotKey, TaskId};
 /// Forgets old ended tasks.
 pub fn prune(state: &mut ClusterState, keep_per_slot: u64) -> Outcome {
     let mut per_slot: HashMap<(ServiceId, SlotKey), Vec<TaskId>> = HashMap::new();
-    let ended = state.tasks.values().filter(|t| t.status.state.is_terminal() && !t.is_live());
+    let ended = state
+        .tasks
+        .values()
+        .filter(|t| t.status.state.is_terminal() && !t.is_live());
     for t in ended {
-        per_slot.entry((t.service, t.slot_key())).or_default().push(t.id);
+        per_slot
+            .entry((t.service, t.slot_key()))
+            .or_default()
+            .push(t.id);
     }
     for ((service, _), mut ids) in per_slot {
-        let keep = if state.services.contains_key(&service) { keep_per_slot } else { 0 };
+        let keep = if state.services.contains_key(&service) {
+            keep_per_slot
+        } else {
+            0
+        };
         // Ids grow with creation: keep the newest.
         ids.sort_unstable();
-        let drop = ids.len().saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+        let drop = ids
+            .len()
+            .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
         for id in &ids[..drop] {
             state.tasks.remove(id);
         }

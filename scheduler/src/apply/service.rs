@@ -18,7 +18,11 @@ pub const MAX_IMAGE_LEN: usize = 512;
 pub const MAX_LIST_LEN: usize = 1_000;
 
 /// Creates a service from a valid spec with the next service id.
-pub fn create(state: &mut ClusterState, spec: &ServiceSpec, at: Timestamp) -> Result<Outcome, ApplyError> {
+pub fn create(
+    state: &mut ClusterState,
+    spec: &ServiceSpec,
+    at: Timestamp,
+) -> Result<Outcome, ApplyError> {
     validate(spec)?;
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ApplyError::NameInUse(spec.name.clone()));
@@ -32,6 +36,7 @@ pub fn create(state: &mut ClusterState, spec: &ServiceSpec, at: Timestamp) -> Re
         previous_spec: None,
         previous_version: None,
         update_status: None,
+        equivalent_version: None,
         created_at: at,
         updated_at: at,
     };
@@ -50,7 +55,10 @@ pub fn update(
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
     validate(spec)?;
-    let svc = state.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
+    let svc = state
+        .services
+        .get_mut(&id)
+        .ok_or(ApplyError::NoSuchService(id))?;
     if svc.version != expected_version {
         return Err(ApplyError::Stale(format!(
             "service {id} is at version {}, not {expected_version}",
@@ -61,7 +69,9 @@ pub fn update(
         return Err(ApplyError::Refused("a service cannot be renamed".into()));
     }
     if svc.spec.replicas().is_some() != spec.replicas().is_some() {
-        return Err(ApplyError::Refused("a service cannot change between replicated and global".into()));
+        return Err(ApplyError::Refused(
+            "a service cannot change between replicated and global".into(),
+        ));
     }
     svc.updated_at = at;
     let mut scaled = svc.spec.clone();
@@ -72,6 +82,7 @@ pub fn update(
     }
     let old = std::mem::replace(&mut svc.spec, spec.clone());
     svc.previous_spec = Some(old);
+    svc.equivalent_version = None;
     svc.previous_version = Some(svc.version);
     svc.version += 1;
     svc.update_status = Some(UpdateStatus {
@@ -89,12 +100,18 @@ pub fn rollback(
     at: Timestamp,
     message: Option<&str>,
 ) -> Result<Outcome, ApplyError> {
-    let svc = state.services.get_mut(&id).ok_or(ApplyError::NoSuchService(id))?;
+    let svc = state
+        .services
+        .get_mut(&id)
+        .ok_or(ApplyError::NoSuchService(id))?;
     let Some(mut previous) = svc.previous_spec.take() else {
-        return Err(ApplyError::Refused(format!("service {id} has no previous spec")));
+        return Err(ApplyError::Refused(format!(
+            "service {id} has no previous spec"
+        )));
     };
     previous.mode = svc.spec.mode;
     let current = std::mem::replace(&mut svc.spec, previous);
+    svc.equivalent_version = svc.previous_version;
     svc.previous_spec = Some(current);
     svc.previous_version = Some(svc.version);
     svc.version += 1;
@@ -110,7 +127,10 @@ pub fn rollback(
 /// Removes a service and tells all its tasks to shut down. The tasks stay, so their nodes can
 /// report them stopped, until [`prune`](crate::apply::prune) forgets them once they ended.
 pub fn remove(state: &mut ClusterState, id: ServiceId) -> Result<Outcome, ApplyError> {
-    state.services.remove(&id).ok_or(ApplyError::NoSuchService(id))?;
+    state
+        .services
+        .remove(&id)
+        .ok_or(ApplyError::NoSuchService(id))?;
     for task in state.tasks.values_mut().filter(|t| t.service == id) {
         task.desired = DesiredState::Shutdown;
     }
@@ -125,13 +145,21 @@ fn invalid(msg: impl Into<String>) -> ApplyError {
 /// ports, mounts and update configs.
 pub fn validate(spec: &ServiceSpec) -> Result<(), ApplyError> {
     validate_name(&spec.name)?;
-    if spec.image.is_empty() || spec.image.len() > MAX_IMAGE_LEN || spec.image.contains(char::is_whitespace) {
-        return Err(invalid(format!("image {:?} must be 1 to {MAX_IMAGE_LEN} characters without spaces", spec.image)));
+    if spec.image.is_empty()
+        || spec.image.len() > MAX_IMAGE_LEN
+        || spec.image.contains(char::is_whitespace)
+    {
+        return Err(invalid(format!(
+            "image {:?} must be 1 to {MAX_IMAGE_LEN} characters without spaces",
+            spec.image
+        )));
     }
     if let ServiceMode::Replicated { replicas } = spec.mode
         && replicas > MAX_REPLICAS
     {
-        return Err(invalid(format!("{replicas} replicas is more than the limit of {MAX_REPLICAS}")));
+        return Err(invalid(format!(
+            "{replicas} replicas is more than the limit of {MAX_REPLICAS}"
+        )));
     }
     let lists = [
         spec.command.len(),
@@ -144,12 +172,17 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), ApplyError> {
         spec.labels.len(),
     ];
     if lists.iter().any(|&n| n > MAX_LIST_LEN) {
-        return Err(invalid(format!("a list of the spec has more than {MAX_LIST_LEN} entries")));
+        return Err(invalid(format!(
+            "a list of the spec has more than {MAX_LIST_LEN} entries"
+        )));
     }
     validate_placement(spec)?;
     validate_ports(spec)?;
     if let Some(m) = spec.mounts.iter().find(|m| !m.target.starts_with('/')) {
-        return Err(invalid(format!("mount target {:?} must be an absolute path", m.target)));
+        return Err(invalid(format!(
+            "mount target {:?} must be an absolute path",
+            m.target
+        )));
     }
     for cfg in [&spec.update, &spec.rollback] {
         if cfg.max_failure_permille > 1000 {
@@ -162,7 +195,10 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), ApplyError> {
 /// A name is 1 to 63 characters: letters, digits, `-`, `_`, `.`, starting with a letter or digit.
 pub fn validate_name(name: &str) -> Result<(), ApplyError> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.len() > MAX_NAME_LEN || !starts_well || !name.chars().all(ok_char) {
         return Err(invalid(format!(
             "name {name:?} must be 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
@@ -174,7 +210,9 @@ pub fn validate_name(name: &str) -> Result<(), ApplyError> {
 fn validate_placement(spec: &ServiceSpec) -> Result<(), ApplyError> {
     for c in &spec.constraints {
         if matches!(&c.key, ConstraintKey::Label(l) if l.is_empty()) || c.value.is_empty() {
-            return Err(invalid(format!("constraint {c} needs a label name and a value")));
+            return Err(invalid(format!(
+                "constraint {c} needs a label name and a value"
+            )));
         }
     }
     for PlacementPreference::SpreadOverLabel(l) in &spec.preferences {
@@ -192,10 +230,16 @@ fn validate_ports(spec: &ServiceSpec) -> Result<(), ApplyError> {
             return Err(invalid("a published port needs a target port"));
         }
         if p.host_mode && p.published == 0 {
-            return Err(invalid(format!("host-mode port {} needs a published port", p.target)));
+            return Err(invalid(format!(
+                "host-mode port {} needs a published port",
+                p.target
+            )));
         }
         if p.published != 0 && !published.insert((p.protocol, p.published)) {
-            return Err(invalid(format!("port {}/{} is published twice", p.published, p.protocol)));
+            return Err(invalid(format!(
+                "port {}/{} is published twice",
+                p.published, p.protocol
+            )));
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! Task status reports from nodes. A report is accepted only if the task is assigned to the
+//! Task status reports from nodes. A report is accepted only if the task is assigned (placed) to the
 //! reporting node, the state is one a node may report (Accepted or later), and it moves the task
 //! forward; anything else is ignored and counted.
 
@@ -17,11 +17,18 @@ pub fn report(
     reports: &[(TaskId, TaskStatus)],
 ) -> Result<Outcome, ApplyError> {
     if reports.len() > MAX_REPORTS {
-        return Err(ApplyError::Refused(format!("more than {MAX_REPORTS} reports in one batch")));
+        return Err(ApplyError::Refused(format!(
+            "more than {MAX_REPORTS} reports in one batch"
+        )));
     }
     let (mut accepted, mut ignored) = (0, 0);
     for (id, status) in reports {
-        let task = state.tasks.get_mut(id).filter(|t| t.node.as_ref() == Some(node));
+        // Only tasks placed on the reporting node: a global task bound to a node but not yet
+        // placed there (no room) is not the node's to run.
+        let task = state
+            .tasks
+            .get_mut(id)
+            .filter(|t| t.node.as_ref() == Some(node) && t.status.state >= TaskState::Assigned);
         match task {
             Some(t) if status.state >= TaskState::Accepted && status.state > t.status.state => {
                 t.status = bounded(status);
@@ -42,7 +49,10 @@ fn bounded(status: &TaskStatus) -> TaskStatus {
         }
         s.message.truncate(cut);
     }
-    if s.container_id.as_ref().is_some_and(|c| c.len() > MAX_MESSAGE_LEN) {
+    if s.container_id
+        .as_ref()
+        .is_some_and(|c| c.len() > MAX_MESSAGE_LEN)
+    {
         s.container_id = None;
     }
     s

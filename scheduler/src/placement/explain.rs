@@ -50,14 +50,18 @@ impl Explanation {
         }
         let mut parts: Vec<(&Refusal, u64)> = self.counts.iter().map(|(r, n)| (r, *n)).collect();
         // Most common reason first; ties in pipeline order (the sort is stable).
-        parts.sort_by(|a, b| b.1.cmp(&a.1));
+        parts.sort_by_key(|p| std::cmp::Reverse(p.1));
         let text: Vec<String> = parts.iter().map(|(r, n)| describe(r, *n)).collect();
         format!("no suitable node ({})", text.join("; "))
     }
 }
 
 fn nodes(n: u64) -> String {
-    if n == 1 { "1 node".to_string() } else { format!("{n} nodes") }
+    if n == 1 {
+        "1 node".to_string()
+    } else {
+        format!("{n} nodes")
+    }
 }
 
 fn describe(r: &Refusal, n: u64) -> String {

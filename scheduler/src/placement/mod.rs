@@ -65,7 +65,10 @@ pub fn place(state: &ClusterState, plan: &mut Plan) {
 }
 
 /// Work grouped by spec (replicated, any node) and work bound to one node (global services).
-type Collected<'s> = (BTreeMap<GroupKey, Vec<Work<'s>>>, Vec<(GroupKey, Work<'s>, u32)>);
+type Collected<'s> = (
+    BTreeMap<GroupKey, Vec<Work<'s>>>,
+    Vec<(GroupKey, Work<'s>, u32)>,
+);
 
 fn collect_work<'s>(state: &'s ClusterState, table: &NodeTable<'_>, plan: &Plan) -> Collected<'s> {
     let stopping: HashSet<TaskId> = plan
@@ -88,10 +91,18 @@ fn collect_work<'s>(state: &'s ClusterState, table: &NodeTable<'_>, plan: &Plan)
             && state.services.contains_key(&t.service)
     });
     for task in waiting {
-        push((task.service, task.spec_version), Work::Existing(task), task.node.as_ref());
+        push(
+            (task.service, task.spec_version),
+            Work::Existing(task),
+            task.node.as_ref(),
+        );
     }
     for (i, c) in plan.creates.iter().enumerate().filter(|(_, c)| !c.assigned) {
-        push((c.service, c.service_version), Work::Create(i), c.node.as_ref());
+        push(
+            (c.service, c.service_version),
+            Work::Create(i),
+            c.node.as_ref(),
+        );
     }
     (groups, bound)
 }
@@ -105,7 +116,9 @@ fn place_group<'s>(
     (service, version): GroupKey,
     works: Vec<Work<'s>>,
 ) -> Vec<Work<'s>> {
-    let Some(svc) = state.services.get(&service) else { return works };
+    let Some(svc) = state.services.get(&service) else {
+        return works;
+    };
     let spec = svc.spec_for(version);
     let strategy = spec.strategy;
     let entries: Vec<Entry> = (0..table.len() as u32)
@@ -144,7 +157,9 @@ fn place_bound(
     work: Work<'_>,
     idx: u32,
 ) -> bool {
-    let Some(svc) = state.services.get(&service) else { return false };
+    let Some(svc) = state.services.get(&service) else {
+        return false;
+    };
     let spec = svc.spec_for(version);
     let node = table.node(idx);
     if filters::check(idx, node, service, spec, usage).is_err() {
@@ -176,7 +191,9 @@ fn assign(plan: &mut Plan, work: Work<'_>, node: &Node) {
 fn set_message(plan: &mut Plan, work: Work<'_>, message: &str) {
     match work {
         Work::Create(i) => plan.creates[i].message = message.to_string(),
-        Work::Existing(t) if t.status.message != message || t.status.state != TaskState::Pending => {
+        Work::Existing(t)
+            if t.status.message != message || t.status.state != TaskState::Pending =>
+        {
             plan.messages.push(PendingMessage {
                 task: t.id,
                 seen: t.status.state,
@@ -219,3 +236,6 @@ fn explain_node(
     }
     why.message()
 }
+
+#[cfg(test)]
+mod tests;

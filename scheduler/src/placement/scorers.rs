@@ -29,9 +29,14 @@ pub fn key(strategy: Strategy, idx: u32, node: &Node, service: ServiceId, usage:
 fn free_share(node: &Node, usage: &Usage, idx: u32) -> u64 {
     let room = node.allocatable();
     let used = usage.reserved[idx as usize];
-    let share = |free: u64, all: u64| if all == 0 { 0 } else { free.saturating_mul(1_000_000) / all };
-    share(room.nano_cpus.saturating_sub(used.nano_cpus), room.nano_cpus)
-        + share(room.memory_bytes.saturating_sub(used.memory_bytes), room.memory_bytes)
+    let share = |free: u64, all: u64| free.saturating_mul(1_000_000).checked_div(all).unwrap_or(0);
+    share(
+        room.nano_cpus.saturating_sub(used.nano_cpus),
+        room.nano_cpus,
+    ) + share(
+        room.memory_bytes.saturating_sub(used.memory_bytes),
+        room.memory_bytes,
+    )
 }
 
 /// One eligible node entering the ranking.
@@ -113,12 +118,18 @@ impl Candidates {
 
 fn build_level(entries: Vec<Entry>, nodes: &[&Node], prefs: &[PlacementPreference]) -> Candidates {
     let Some((PlacementPreference::SpreadOverLabel(label), rest)) = prefs.split_first() else {
-        let heap = entries.into_iter().map(|e| Reverse((e.key, e.idx))).collect();
+        let heap = entries
+            .into_iter()
+            .map(|e| Reverse((e.key, e.idx)))
+            .collect();
         return Candidates::Leaf(heap);
     };
     let mut groups: BTreeMap<&str, Vec<Entry>> = BTreeMap::new();
     for e in entries {
-        let value = nodes[e.idx as usize].labels.get(label).map_or("", String::as_str);
+        let value = nodes[e.idx as usize]
+            .labels
+            .get(label)
+            .map_or("", String::as_str);
         groups.entry(value).or_default().push(e);
     }
     let mut order = BTreeSet::new();

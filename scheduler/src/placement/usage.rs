@@ -2,8 +2,8 @@
 //! service) and host ports in use. Computed once from the state in O(tasks), then updated as the
 //! pass assigns tasks.
 
-use crate::placement::fasthash::FastMap;
 use crate::model::{ClusterState, Node, NodeId, PortProtocol, Resources, ServiceId, ServiceSpec};
+use crate::placement::fasthash::FastMap;
 
 /// The cluster's nodes in id order, addressable by a dense index.
 #[derive(Debug)]
@@ -17,7 +17,11 @@ impl<'a> NodeTable<'a> {
     /// Indexes the nodes of `state`.
     pub fn new(state: &'a ClusterState) -> Self {
         let nodes: Vec<&Node> = state.nodes.values().collect();
-        let index = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i as u32)).collect();
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.id.as_str(), i as u32))
+            .collect();
         NodeTable { nodes, index }
     }
 
@@ -92,7 +96,10 @@ impl Usage {
 
     /// Tasks of `service` on node `idx`.
     pub fn service_count(&self, service: ServiceId, idx: u32) -> u64 {
-        self.service_tasks.get(&(service, idx)).copied().unwrap_or(0)
+        self.service_tasks
+            .get(&(service, idx))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Whether `port` is bound on node `idx`.

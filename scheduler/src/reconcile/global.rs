@@ -23,11 +23,17 @@ enum Verdict {
 }
 
 fn verdict(node: Option<&Node>, svc: &Service) -> Verdict {
-    let Some(node) = node else { return Verdict::Stop };
+    let Some(node) = node else {
+        return Verdict::Stop;
+    };
     let gone = node.state == NodeState::Down
         || node.availability == Availability::Drain
         || node.runtime == Runtime::None
-        || !svc.spec.constraints.iter().all(|c| constraint_holds(c, node));
+        || !svc
+            .spec
+            .constraints
+            .iter()
+            .all(|c| constraint_holds(c, node));
     if gone {
         Verdict::Stop
     } else if node.state == NodeState::Ready && node.availability == Availability::Active {

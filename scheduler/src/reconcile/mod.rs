@@ -36,7 +36,10 @@ pub fn decide(state: &ClusterState, now: Timestamp) -> Plan {
     let mut pass = Pass {
         state,
         now,
-        plan: Plan { base_next_task_id: state.next_task_id, ..Plan::default() },
+        plan: Plan {
+            base_next_task_id: state.next_task_id,
+            ..Plan::default()
+        },
     };
     let index = index_tasks(state);
     for (service_id, slots) in &index {
@@ -45,7 +48,11 @@ pub fn decide(state: &ClusterState, now: Timestamp) -> Plan {
             None => slots.values().flatten().for_each(|t| pass.stop(t)),
         }
     }
-    for svc in state.services.values().filter(|s| !index.contains_key(&s.id)) {
+    for svc in state
+        .services
+        .values()
+        .filter(|s| !index.contains_key(&s.id))
+    {
         reconcile_service(&mut pass, svc, &BTreeMap::new());
     }
     pass.plan
@@ -118,9 +125,16 @@ impl Pass<'_> {
             slot,
             node,
             assigned: false,
-            desired: if waits { DesiredState::Ready } else { DesiredState::Running },
+            desired: if waits {
+                DesiredState::Ready
+            } else {
+                DesiredState::Running
+            },
             not_before: not_before.max(self.now),
             message: String::new(),
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,16 +14,24 @@ pub fn reconcile<'s>(
     slots: &Slots<'s>,
     replicas: u64,
 ) -> Vec<(SlotKey, Current<'s>)> {
-    let occupied: Vec<&SlotKey> =
-        slots.iter().filter(|(_, ts)| ts.iter().any(|t| t.is_live())).map(|(k, _)| k).collect();
-    let keep = occupied.len().min(usize::try_from(replicas).unwrap_or(usize::MAX));
+    let occupied: Vec<&SlotKey> = slots
+        .iter()
+        .filter(|(_, ts)| ts.iter().any(|t| t.is_live()))
+        .map(|(k, _)| k)
+        .collect();
+    let keep = occupied
+        .len()
+        .min(usize::try_from(replicas).unwrap_or(usize::MAX));
     for key in &occupied[keep..] {
         slots[*key].iter().for_each(|t| pass.stop(t));
     }
     let state = pass.state;
     let on_drained_node = |t: &Task| {
         t.node.as_ref().is_some_and(|n| {
-            state.nodes.get(n).is_some_and(|node| node.availability == Availability::Drain)
+            state
+                .nodes
+                .get(n)
+                .is_some_and(|node| node.availability == Availability::Drain)
         })
     };
     let mut current = Vec::with_capacity(keep);

@@ -65,7 +65,7 @@ fn counted_ends(
         .filter(|t| t.spec_version == version && t.status.state.is_terminal())
         .filter(|t| t.status.state != TaskState::Orphaned)
         // Stopped on purpose (scaled down, replaced): not a failure.
-        .filter(|t| !(t.status.state == TaskState::Shutdown && !t.is_live()))
+        .filter(|t| t.status.state != TaskState::Shutdown || t.is_live())
         .map(|t| t.status.timestamp)
         .filter(|&end| policy.window_ms == 0 || now.millis_since(end) <= policy.window_ms)
         .collect()

@@ -2,8 +2,8 @@
 //! restart policy, replacement of lost tasks, the start-first hand-over, and delayed starts.
 
 use crate::model::{DesiredState, Service, SlotKey, Task, TaskState};
-use crate::reconcile::restart::{self, Decision};
 use crate::reconcile::Pass;
+use crate::reconcile::restart::{self, Decision};
 
 /// What a slot holds after this pass.
 #[derive(Debug, Clone, Copy)]
@@ -26,7 +26,9 @@ pub fn reconcile<'s>(
     must_move: impl Fn(&Task) -> bool,
 ) -> Current<'s> {
     let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.is_live()).collect();
-    let Some((&newest, older)) = live.split_last() else { return Current::Free };
+    let Some((&newest, older)) = live.split_last() else {
+        return Current::Free;
+    };
     for old in older {
         // Start-first hand-over: the old task goes once its successor runs.
         if newest.status.state == TaskState::Running || old.status.state.is_terminal() {

@@ -26,9 +26,15 @@ pub fn progress(
     slots: &Slots<'_>,
     current: &[(SlotKey, Current<'_>)],
 ) {
-    let Some(status) = svc.update_status.as_ref().filter(|_| svc.is_updating()) else { return };
+    let Some(status) = svc.update_status.as_ref().filter(|_| svc.is_updating()) else {
+        return;
+    };
     let rolling_back = status.state == UpdateState::RollingBack;
-    let config = if rolling_back { svc.spec.rollback } else { svc.spec.update };
+    let config = if rolling_back {
+        svc.spec.rollback
+    } else {
+        svc.spec.update
+    };
     let fresh: Vec<&Task> = slots
         .values()
         .flatten()
@@ -49,12 +55,14 @@ pub fn progress(
     let outdated: Vec<(&SlotKey, &Task)> = current
         .iter()
         .filter_map(|(k, c)| match c {
-            Current::Existing(t) if t.spec_version != svc.version => Some((k, *t)),
+            Current::Existing(t) if !svc.is_current(t.spec_version) => Some((k, *t)),
             _ => None,
         })
         .collect();
     let in_flight = current.iter().any(|(_, c)| matches!(c, Current::Replaced))
-        || fresh.iter().any(|t| t.is_live() && t.status.state < TaskState::Running);
+        || fresh
+            .iter()
+            .any(|t| t.is_live() && t.status.state < TaskState::Running);
     if in_flight {
         return;
     }
@@ -73,14 +81,21 @@ pub fn progress(
         pass.plan.wake_no_later_than(next_at);
         return;
     }
-    let batch = if config.parallelism == 0 { outdated.len() } else { config.parallelism as usize };
+    let batch = if config.parallelism == 0 {
+        outdated.len()
+    } else {
+        config.parallelism as usize
+    };
     for (key, old) in outdated.into_iter().take(batch) {
         let tasks = slots.get(key).map_or(&[][..], Vec::as_slice);
-        match config.order {
-            UpdateOrder::StopFirst => {
-                slot::replace(pass, svc, key, tasks, old, pass.now);
-            }
-            UpdateOrder::StartFirst => pass.create(svc, key, pass.now, false),
+        // Start-first keeps a running task until its successor runs; a task that does not run
+        // (yet, or any more) serves nothing and is replaced stop-first.
+        let keep_old =
+            config.order == UpdateOrder::StartFirst && old.status.state == TaskState::Running;
+        if keep_old {
+            pass.create(svc, key, pass.now, false);
+        } else {
+            slot::replace(pass, svc, key, tasks, old, pass.now);
         }
     }
 }
@@ -96,7 +111,11 @@ fn finish_at(pass: &mut Pass<'_>, svc: &Service, rolling_back: bool, at: Timesta
     } else {
         (UpdateState::Completed, "update completed")
     };
-    change(pass, svc, ServiceAction::SetUpdateState(state, message.to_string()));
+    change(
+        pass,
+        svc,
+        ServiceAction::SetUpdateState(state, message.to_string()),
+    );
 }
 
 /// Applies the failure action.
@@ -117,7 +136,11 @@ fn fail(
             change(pass, svc, ServiceAction::Rollback(message));
         }
         FailureAction::Pause | FailureAction::Rollback => {
-            change(pass, svc, ServiceAction::SetUpdateState(UpdateState::Paused, message));
+            change(
+                pass,
+                svc,
+                ServiceAction::SetUpdateState(UpdateState::Paused, message),
+            );
         }
     }
 }

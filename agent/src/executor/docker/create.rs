@@ -40,13 +40,27 @@ pub(super) async fn start(inner: &Inner, run: &RunSpec) -> Result<()> {
             match create(inner, &name, body).await {
                 Ok(id) => id,
                 Err(e) if status_of(&e) == Some(409) => return adopt(inner, run, &name).await,
-                Err(source) => return Err(ExecutorError::Docker { op: "create", source }),
+                Err(source) => {
+                    return Err(ExecutorError::Docker {
+                        op: "create",
+                        source,
+                    });
+                }
             }
         }
-        Err(source) => return Err(ExecutorError::Docker { op: "create", source }),
+        Err(source) => {
+            return Err(ExecutorError::Docker {
+                op: "create",
+                source,
+            });
+        }
     };
     inner.created(run.task_id, &id);
-    inner.docker.start_container(&id, None).await.map_err(ExecutorError::docker("start"))
+    inner
+        .docker
+        .start_container(&id, None)
+        .await
+        .map_err(ExecutorError::docker("start"))
 }
 
 async fn create(
@@ -61,10 +75,15 @@ async fn create(
 
 /// A container named for this task exists: make sure it is the task's and that it runs.
 async fn adopt(inner: &Inner, run: &RunSpec, name: &str) -> Result<()> {
-    let found =
-        inner.docker.inspect_container(name, None).await.map_err(ExecutorError::docker("inspect"))?;
+    let found = inner
+        .docker
+        .inspect_container(name, None)
+        .await
+        .map_err(ExecutorError::docker("inspect"))?;
     let labels = found.config.as_ref().and_then(|c| c.labels.as_ref());
-    let owner = labels.and_then(|l| l.get(LABEL_TASK_ID)).and_then(|t| parse_task_id(t));
+    let owner = labels
+        .and_then(|l| l.get(LABEL_TASK_ID))
+        .and_then(|t| parse_task_id(t));
     if owner != Some(run.task_id) {
         return Err(ExecutorError::InvalidSpec(format!(
             "container name {name} is taken by a container that is not task {}",
@@ -75,9 +94,11 @@ async fn adopt(inner: &Inner, run: &RunSpec, name: &str) -> Result<()> {
     inner.remember(run.task_id, &id);
     let state = found.state.as_ref();
     match state.and_then(|s| s.status) {
-        Some(ContainerStateStatusEnum::CREATED) | None => {
-            inner.docker.start_container(&id, None).await.map_err(ExecutorError::docker("start"))
-        }
+        Some(ContainerStateStatusEnum::CREATED) | None => inner
+            .docker
+            .start_container(&id, None)
+            .await
+            .map_err(ExecutorError::docker("start")),
         Some(
             ContainerStateStatusEnum::RUNNING
             | ContainerStateStatusEnum::PAUSED
@@ -92,7 +113,10 @@ async fn adopt(inner: &Inner, run: &RunSpec, name: &str) -> Result<()> {
             } else {
                 TaskState::Failed
             };
-            Err(ExecutorError::AlreadyEnded { task: run.task_id, state: ended })
+            Err(ExecutorError::AlreadyEnded {
+                task: run.task_id,
+                state: ended,
+            })
         }
     }
 }
@@ -104,10 +128,14 @@ async fn ensure_image(inner: &Inner, image: &str) -> Result<()> {
         reason,
     };
     if inner.config.pull == PullPolicy::Never {
-        return Err(not_found("pulling is disabled on this node (pull policy: never)".into()));
+        return Err(not_found(
+            "pulling is disabled on this node (pull policy: never)".into(),
+        ));
     }
     inner.pull_attempts.fetch_add(1, Ordering::Relaxed);
-    let options = CreateImageOptionsBuilder::new().from_image(&with_tag(image)).build();
+    let options = CreateImageOptionsBuilder::new()
+        .from_image(&with_tag(image))
+        .build();
     let pull = async {
         let mut progress = inner.docker.create_image(Some(options), None, None);
         while let Some(item) = progress.next().await {
@@ -143,7 +171,9 @@ fn with_tag(image: &str) -> String {
 pub(super) fn container_body(run: &RunSpec) -> Result<ContainerCreateBody> {
     let spec = &run.spec;
     if spec.image.trim().is_empty() {
-        return Err(ExecutorError::InvalidSpec("the service names no image".into()));
+        return Err(ExecutorError::InvalidSpec(
+            "the service names no image".into(),
+        ));
     }
     let (exposed_ports, port_bindings) = ports(run)?;
     let host_config = HostConfig {
@@ -221,8 +251,15 @@ fn ports(run: &RunSpec) -> Result<(Vec<String>, PortBindings)> {
                 port.published
             )));
         }
-        let binding = PortBinding { host_ip: None, host_port: Some(port.published.to_string()) };
-        bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(binding);
+        let binding = PortBinding {
+            host_ip: None,
+            host_port: Some(port.published.to_string()),
+        };
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(binding);
     }
     Ok((exposed, bindings))
 }
@@ -248,7 +285,10 @@ fn mounts(run: &RunSpec) -> Result<Vec<Mount>> {
                 }
                 MountKind::Bind => (MountType::BIND, Some(m.source.clone())),
                 // An empty source makes an anonymous volume (removed with the container).
-                MountKind::Volume => (MountType::VOLUME, Some(m.source.clone()).filter(|s| !s.is_empty())),
+                MountKind::Volume => (
+                    MountType::VOLUME,
+                    Some(m.source.clone()).filter(|s| !s.is_empty()),
+                ),
                 MountKind::Tmpfs if !m.source.is_empty() => {
                     return Err(ExecutorError::InvalidSpec(format!(
                         "tmpfs mount at {} cannot have a source",
@@ -312,7 +352,10 @@ mod body_tests {
         ]);
         spec.resources = ResourceRequirements {
             reservations: Resources::default(),
-            limits: Resources { nano_cpus: 500_000_000, memory_bytes: 64 << 20 },
+            limits: Resources {
+                nano_cpus: 500_000_000,
+                memory_bytes: 64 << 20,
+            },
         };
         spec.ports = vec![PortSpec {
             target: 80,

@@ -119,13 +119,19 @@ async fn run_stream(
 
 /// Docker's `since` for an event time: seconds and nanoseconds.
 fn format_since(nanos: i64) -> String {
-    format!("{}.{:09}", nanos.div_euclid(1_000_000_000), nanos.rem_euclid(1_000_000_000))
+    format!(
+        "{}.{:09}",
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000)
+    )
 }
 
 /// The actions that change what a task looks like. Health actions read `health_status: x`.
 fn is_relevant(action: &str) -> bool {
-    matches!(action, "start" | "die" | "oom" | "pause" | "unpause" | "destroy" | "restart")
-        || action.starts_with("health_status")
+    matches!(
+        action,
+        "start" | "die" | "oom" | "pause" | "unpause" | "destroy" | "restart"
+    ) || action.starts_with("health_status")
 }
 
 /// Turns one event into an observation, inspecting the container for its full state.
@@ -159,7 +165,7 @@ fn destroyed(inner: &Inner, id: &str, attributes: &HashMap<String, String>) -> O
         observation.state = TaskState::Shutdown;
         observation.message = "container removed by shoal".into();
     } else {
-        inner.forget(observation.task_id, false);
+        inner.forget(observation.task_id);
         observation.state = TaskState::Failed;
         observation.message = "container removed outside shoal".into();
     }
@@ -178,7 +184,9 @@ fn from_attributes(
     if action != "die" {
         return None;
     }
-    let code = attributes.get("exitCode").and_then(|c| c.parse::<i64>().ok());
+    let code = attributes
+        .get("exitCode")
+        .and_then(|c| c.parse::<i64>().ok());
     observation.exit_code = code;
     (observation.state, observation.message) = if inner.is_stopping(observation.task_id) {
         (TaskState::Shutdown, "stopped by shoal".into())
@@ -197,7 +205,10 @@ mod event_tests {
 
     #[test]
     fn since_is_seconds_dot_nanos() {
-        assert_eq!(format_since(1_700_000_000_000_000_001), "1700000000.000000001");
+        assert_eq!(
+            format_since(1_700_000_000_000_000_001),
+            "1700000000.000000001"
+        );
         assert_eq!(format_since(5), "0.000000005");
     }
 

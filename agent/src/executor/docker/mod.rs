@@ -144,18 +144,17 @@ impl DockerExecutor {
         let docker = Docker::connect_with_host(&endpoint)
             .map_err(|e| unavailable(e.to_string()))?
             .with_timeout(config.request_timeout);
-        let docker = match tokio::time::timeout(config.connect_timeout, docker.negotiate_version())
-            .await
-        {
-            Ok(Ok(docker)) => docker,
-            Ok(Err(e)) => return Err(unavailable(e.to_string())),
-            Err(_) => {
-                return Err(unavailable(format!(
-                    "no answer within {} ms",
-                    config.connect_timeout.as_millis()
-                )));
-            }
-        };
+        let docker =
+            match tokio::time::timeout(config.connect_timeout, docker.negotiate_version()).await {
+                Ok(Ok(docker)) => docker,
+                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(unavailable(format!(
+                        "no answer within {} ms",
+                        config.connect_timeout.as_millis()
+                    )));
+                }
+            };
         let permits = config.max_concurrent_starts.max(1);
         Ok(DockerExecutor {
             inner: Arc::new(Inner {
@@ -194,7 +193,9 @@ impl Inner {
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         // A poisoned lock only means another thread panicked while holding it; the ledger is a
         // cache of plain values that stays consistent, so keep using it.
-        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn remember(&self, task: TaskId, container_id: &str) {
@@ -218,7 +219,10 @@ impl Inner {
     /// Whether shoal stopped or removed the task on purpose.
     fn is_stopping(&self, task: TaskId) -> bool {
         let ledger = self.ledger();
-        ledger.containers.get(&task).is_some_and(|known| known.stopping)
+        ledger
+            .containers
+            .get(&task)
+            .is_some_and(|known| known.stopping)
             || ledger.removed.contains(&task)
     }
 
@@ -232,15 +236,24 @@ impl Inner {
         }
     }
 
-    fn forget(&self, task: TaskId, removed_on_purpose: bool) {
+    /// Records that shoal is removing the task, before asking the engine, so that the `destroy`
+    /// event (which may arrive before the engine's answer) reads as `Shutdown`.
+    fn mark_removing(&self, task: TaskId) {
         let mut ledger = self.ledger();
-        ledger.containers.remove(&task);
-        if removed_on_purpose {
+        if let Some(known) = ledger.containers.get_mut(&task) {
+            known.stopping = true;
+        }
+        if !ledger.removed.contains(&task) {
             if ledger.removed.len() >= REMEMBERED_REMOVALS {
                 ledger.removed.pop_front();
             }
             ledger.removed.push_back(task);
         }
+    }
+
+    /// Drops what the ledger knows of the task's container.
+    fn forget(&self, task: TaskId) {
+        self.ledger().containers.remove(&task);
     }
 
     /// The label filter that selects this node's containers.
@@ -257,7 +270,10 @@ impl Inner {
             "label",
             vec![self.node_filter(), format!("{LABEL_TASK_ID}={task}")],
         )]);
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
         let found = self
             .docker
             .list_containers(Some(options))
@@ -278,11 +294,14 @@ impl Inner {
         // Docker counts the grace in whole seconds: round up so the task gets at least `grace`.
         let seconds = grace.as_millis().div_ceil(1000).min(i32::MAX as u128) as i32;
         let options = StopContainerOptionsBuilder::new().t(seconds).build();
-        let client = self.docker.clone().with_timeout(grace + self.config.request_timeout);
+        let client = self
+            .docker
+            .clone()
+            .with_timeout(grace + self.config.request_timeout);
         match client.stop_container(&id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => {
-                self.forget(task, false);
+                self.forget(task);
                 Ok(())
             }
             Err(e) => {
@@ -293,7 +312,11 @@ impl Inner {
     }
 
     async fn kill(&self, task: TaskId, id: &str) -> Result<()> {
-        match self.docker.kill_container(id, Some(KillContainerOptions::default())).await {
+        match self
+            .docker
+            .kill_container(id, Some(KillContainerOptions::default()))
+            .await
+        {
             Ok(()) => Ok(()),
             // 404: gone already; 409: not running any more.
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
@@ -308,26 +331,38 @@ impl Inner {
         let Some(id) = self.container_of(task).await? else {
             return Ok(());
         };
-        self.mark_stopping(task);
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        self.mark_removing(task);
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(&id, Some(options)).await {
             Ok(()) => {
-                self.forget(task, true);
+                self.forget(task);
                 Ok(())
             }
             Err(e) if status_of(&e) == Some(404) => {
-                self.forget(task, true);
+                self.forget(task);
                 Ok(())
             }
-            Err(source) => Err(ExecutorError::Docker { op: "remove", source }),
+            Err(source) => Err(ExecutorError::Docker {
+                op: "remove",
+                source,
+            }),
         }
     }
 
     async fn logs(&self, task: TaskId, tail: usize) -> Result<Vec<String>> {
-        let id = self.container_of(task).await?.ok_or(ExecutorError::NotFound(task))?;
+        let id = self
+            .container_of(task)
+            .await?
+            .ok_or(ExecutorError::NotFound(task))?;
         let tail = tail.min(MAX_LOG_LINES);
-        let options =
-            LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&tail.to_string()).build();
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
         let mut stream = self.docker.logs(&id, Some(options));
         let mut lines: VecDeque<String> = VecDeque::new();
         let mut partial = String::new();
@@ -350,11 +385,18 @@ impl Inner {
     }
 
     async fn describe(&self) -> Result<RuntimeInfo> {
-        let info = self.docker.info().await.map_err(ExecutorError::docker("info"))?;
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(ExecutorError::docker("info"))?;
         Ok(RuntimeInfo {
             runtime: Runtime::Docker,
             cpus: info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-            memory_bytes: info.mem_total.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            memory_bytes: info
+                .mem_total
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
             os: info.os_type.unwrap_or_default(),
             arch: info.architecture.unwrap_or_default(),
             engine_version: info.server_version.unwrap_or_default(),

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::models::{
+    ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, HealthStatusEnum,
+};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::StreamExt;
 use shoal_scheduler::TaskState;
@@ -20,7 +22,10 @@ const CONCURRENT_INSPECTS: usize = 8;
 /// Every container of this node, inspected.
 pub(super) async fn observe_all(inner: &Inner) -> Result<Vec<Observation>> {
     let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", vec![inner.node_filter()])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
     let listed = inner
         .docker
         .list_containers(Some(options))
@@ -53,7 +58,10 @@ pub(super) async fn inspect(inner: &Inner, id: &str) -> Result<Option<Observatio
             Ok(observation)
         }
         Err(e) if status_of(&e) == Some(404) => Ok(None),
-        Err(source) => Err(ExecutorError::Docker { op: "inspect", source }),
+        Err(source) => Err(ExecutorError::Docker {
+            op: "inspect",
+            source,
+        }),
     }
 }
 
@@ -82,7 +90,10 @@ pub(super) fn skeleton(labels: &HashMap<String, String>) -> Option<Observation> 
         task_id: parse_task_id(labels.get(LABEL_TASK_ID)?)?,
         service_id: parse_service_id(labels.get(LABEL_SERVICE_ID)?)?,
         slot: labels.get(LABEL_SLOT).and_then(|s| s.parse().ok()),
-        spec_version: labels.get(LABEL_SPEC_VERSION).and_then(|s| s.parse().ok()).unwrap_or(0),
+        spec_version: labels
+            .get(LABEL_SPEC_VERSION)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
         state: TaskState::Preparing,
         exit_code: None,
         health: Health::None,
@@ -105,9 +116,12 @@ pub(super) fn classify(
     };
     let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
     match status {
-        ContainerStateStatusEnum::CREATED | ContainerStateStatusEnum::EMPTY => {
-            (TaskState::Preparing, None, health, "container created, not started".into())
-        }
+        ContainerStateStatusEnum::CREATED | ContainerStateStatusEnum::EMPTY => (
+            TaskState::Preparing,
+            None,
+            health,
+            "container created, not started".into(),
+        ),
         ContainerStateStatusEnum::RUNNING
         | ContainerStateStatusEnum::PAUSED
         | ContainerStateStatusEnum::RESTARTING => running(state, status, health, stopping),
@@ -124,12 +138,24 @@ fn running(
     health: Health,
     stopping: bool,
 ) -> (TaskState, Option<i64>, Health, String) {
-    let paused = if status == ContainerStateStatusEnum::PAUSED { " (paused)" } else { "" };
+    let paused = if status == ContainerStateStatusEnum::PAUSED {
+        " (paused)"
+    } else {
+        ""
+    };
     match health {
-        Health::Starting => (TaskState::Starting, None, health, "waiting to be healthy".into()),
-        Health::Unhealthy if !stopping => {
-            (TaskState::Failed, None, health, format!("unhealthy: {}", last_check_output(state)))
-        }
+        Health::Starting => (
+            TaskState::Starting,
+            None,
+            health,
+            "waiting to be healthy".into(),
+        ),
+        Health::Unhealthy if !stopping => (
+            TaskState::Failed,
+            None,
+            health,
+            format!("unhealthy: {}", last_check_output(state)),
+        ),
         _ => (TaskState::Running, None, health, format!("running{paused}")),
     }
 }
@@ -143,27 +169,61 @@ fn exited(
     let code = state.exit_code;
     let error = state.error.as_deref().filter(|e| !e.is_empty());
     if stopping {
-        let code_text = code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
-        return (TaskState::Shutdown, code, health, format!("stopped by shoal{code_text}"));
+        let code_text = code
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default();
+        return (
+            TaskState::Shutdown,
+            code,
+            health,
+            format!("stopped by shoal{code_text}"),
+        );
     }
     if state.oom_killed == Some(true) {
-        return (TaskState::Failed, code, health, "killed: out of memory".into());
+        return (
+            TaskState::Failed,
+            code,
+            health,
+            "killed: out of memory".into(),
+        );
     }
     if let Some(error) = error {
-        return (TaskState::Failed, code, health, format!("container error: {error}"));
+        return (
+            TaskState::Failed,
+            code,
+            health,
+            format!("container error: {error}"),
+        );
     }
     match code {
-        Some(0) if status == ContainerStateStatusEnum::EXITED => {
-            (TaskState::Complete, code, health, "exited with code 0".into())
-        }
-        Some(c) => (TaskState::Failed, code, health, format!("exited with code {c}")),
-        None => (TaskState::Failed, code, health, format!("container is {status}")),
+        Some(0) if status == ContainerStateStatusEnum::EXITED => (
+            TaskState::Complete,
+            code,
+            health,
+            "exited with code 0".into(),
+        ),
+        Some(c) => (
+            TaskState::Failed,
+            code,
+            health,
+            format!("exited with code {c}"),
+        ),
+        None => (
+            TaskState::Failed,
+            code,
+            health,
+            format!("container is {status}"),
+        ),
     }
 }
 
 /// The output of the last health check, trimmed.
 fn last_check_output(state: &ContainerState) -> String {
-    let last = state.health.as_ref().and_then(|h| h.log.as_ref()).and_then(|log| log.last());
+    let last = state
+        .health
+        .as_ref()
+        .and_then(|h| h.log.as_ref())
+        .and_then(|log| log.last());
     match last {
         Some(check) => {
             let output = check.output.as_deref().unwrap_or("").trim();
@@ -185,7 +245,11 @@ mod classify_tests {
     use super::*;
 
     fn state(status: ContainerStateStatusEnum, code: Option<i64>) -> ContainerState {
-        ContainerState { status: Some(status), exit_code: code, ..Default::default() }
+        ContainerState {
+            status: Some(status),
+            exit_code: code,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -206,14 +270,25 @@ mod classify_tests {
     fn health_gates_running() {
         let mut s = state(ContainerStateStatusEnum::RUNNING, None);
         assert_eq!(classify(&s, false).0, TaskState::Running);
-        s.health = Some(DockerHealth { status: Some(HealthStatusEnum::STARTING), ..Default::default() });
+        s.health = Some(DockerHealth {
+            status: Some(HealthStatusEnum::STARTING),
+            ..Default::default()
+        });
         assert_eq!(classify(&s, false).0, TaskState::Starting);
-        s.health = Some(DockerHealth { status: Some(HealthStatusEnum::HEALTHY), ..Default::default() });
+        s.health = Some(DockerHealth {
+            status: Some(HealthStatusEnum::HEALTHY),
+            ..Default::default()
+        });
         assert_eq!(classify(&s, false).0, TaskState::Running);
-        s.health =
-            Some(DockerHealth { status: Some(HealthStatusEnum::UNHEALTHY), ..Default::default() });
+        s.health = Some(DockerHealth {
+            status: Some(HealthStatusEnum::UNHEALTHY),
+            ..Default::default()
+        });
         let unhealthy = classify(&s, false);
-        assert_eq!((unhealthy.0, unhealthy.2), (TaskState::Failed, Health::Unhealthy));
+        assert_eq!(
+            (unhealthy.0, unhealthy.2),
+            (TaskState::Failed, Health::Unhealthy)
+        );
         assert!(unhealthy.3.starts_with("unhealthy"), "{}", unhealthy.3);
         let created = classify(&state(ContainerStateStatusEnum::CREATED, None), false);
         assert_eq!(created.0, TaskState::Preparing);

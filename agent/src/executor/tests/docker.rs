@@ -14,9 +14,9 @@ use super::{
     shell_spec, test_node, unique, wait_for,
 };
 use crate::executor::{
-    DockerConfig, DockerExecutor, Executor, ExecutorError, Health, LABEL_NODE_ID,
-    LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_SLOT, LABEL_SPEC_VERSION, LABEL_TASK_ID,
-    Observation, PullPolicy, RunSpec, container_name,
+    DockerConfig, DockerExecutor, Executor, ExecutorError, Health, LABEL_NODE_ID, LABEL_SERVICE_ID,
+    LABEL_SERVICE_NAME, LABEL_SLOT, LABEL_SPEC_VERSION, LABEL_TASK_ID, Observation, PullPolicy,
+    RunSpec, container_name,
 };
 
 const LONG_RUNNING: &str = "while true; do sleep 1; done";
@@ -25,8 +25,34 @@ const LONG_RUNNING: &str = "while true; do sleep 1; done";
 async fn count_containers(executor: &DockerExecutor, node: &NodeId) -> usize {
     let filters: HashMap<&str, Vec<String>> =
         HashMap::from([("label", vec![format!("{LABEL_NODE_ID}={node}")])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-    executor.client().list_containers(Some(options)).await.expect("list containers").len()
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    executor
+        .client()
+        .list_containers(Some(options))
+        .await
+        .expect("list containers")
+        .len()
+}
+
+/// Observes until `run`'s observation satisfies `pred` (polling, at most `limit`); returns the
+/// last observation either way.
+async fn observe_until(
+    executor: &DockerExecutor,
+    run: &RunSpec,
+    limit: Duration,
+    pred: impl Fn(&Observation) -> bool,
+) -> Observation {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = find(&executor.observe().await.expect("observe"), run);
+        if pred(&seen) || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn find(observations: &[Observation], run: &RunSpec) -> Observation {
@@ -45,15 +71,19 @@ async fn docker_start_three_runs_three_with_labels() {
     assert_eq!(executor.runtime(), Runtime::Docker);
     let mut spec = shell_spec(LONG_RUNNING);
     spec.labels.insert("team".into(), "blue".into());
-    let runs: Vec<RunSpec> =
-        (1..=3).map(|slot| run_spec(&node, "web", slot, spec.clone())).collect();
+    let runs: Vec<RunSpec> = (1..=3)
+        .map(|slot| run_spec(&node, "web", slot, spec.clone()))
+        .collect();
     let started = futures::future::join_all(runs.iter().map(|r| executor.start(r))).await;
     for result in started {
         result.expect("start");
     }
     // Starting again adopts: still three containers.
     for run in &runs {
-        executor.start(run).await.expect("second start is idempotent");
+        executor
+            .start(run)
+            .await
+            .expect("second start is idempotent");
     }
 
     let observed = executor.observe().await.expect("observe");
@@ -63,11 +93,21 @@ async fn docker_start_three_runs_three_with_labels() {
     for run in &runs {
         let o = find(&observed, run);
         assert_eq!(o.state, TaskState::Running, "{o:?}");
-        assert_eq!((o.service_id, o.slot, o.spec_version), (run.service_id, run.slot, 1));
+        assert_eq!(
+            (o.service_id, o.slot, o.spec_version),
+            (run.service_id, run.slot, 1)
+        );
         let id = o.container_id.expect("container id");
-        let inspected = docker.client().inspect_container(&id, None).await.expect("inspect");
+        let inspected = docker
+            .client()
+            .inspect_container(&id, None)
+            .await
+            .expect("inspect");
         let name = inspected.name.expect("name");
-        assert_eq!(name.trim_start_matches('/'), container_name("web", run.slot, run.task_id));
+        assert_eq!(
+            name.trim_start_matches('/'),
+            container_name("web", run.slot, run.task_id)
+        );
         let labels = inspected.config.and_then(|c| c.labels).expect("labels");
         assert_eq!(labels[LABEL_TASK_ID], run.task_id.to_string());
         assert_eq!(labels[LABEL_SERVICE_ID], run.service_id.to_string());
@@ -88,11 +128,19 @@ async fn docker_stop_honours_the_grace_then_kills() {
     let _cleanup = Cleanup::new(&node);
     let executor = engine(&node).await;
     // Handles TERM by exiting 7 after a second: the grace (5 s) lets it finish.
-    let polite =
-        run_spec(&node, "polite", 1, shell_spec("trap 'sleep 1; exit 7' TERM; while true; do sleep 0.1; done"));
+    let polite = run_spec(
+        &node,
+        "polite",
+        1,
+        shell_spec("trap 'sleep 1; exit 7' TERM; while true; do sleep 0.1; done"),
+    );
     // Ignores TERM: killed when the 1 s grace is over.
-    let stubborn =
-        run_spec(&node, "stubborn", 1, shell_spec("trap '' TERM; while true; do sleep 0.1; done"));
+    let stubborn = run_spec(
+        &node,
+        "stubborn",
+        1,
+        shell_spec("trap '' TERM; while true; do sleep 0.1; done"),
+    );
     executor.start(&polite).await.expect("start polite");
     executor.start(&stubborn).await.expect("start stubborn");
     // Let both shells install their traps.
@@ -114,15 +162,32 @@ async fn docker_stop_honours_the_grace_then_kills() {
     let polite_seen = find(&observed, &polite);
     let stubborn_seen = find(&observed, &stubborn);
     println!("polite stop took {polite_took:?}, stubborn stop took {stubborn_took:?}");
-    assert_eq!(polite_seen.exit_code, Some(7), "the TERM handler ran to its end: {polite_seen:?}");
+    assert_eq!(
+        polite_seen.exit_code,
+        Some(7),
+        "the TERM handler ran to its end: {polite_seen:?}"
+    );
     assert_eq!(polite_seen.state, TaskState::Shutdown);
     assert!(polite_took >= Duration::from_millis(900), "{polite_took:?}");
-    assert!(polite_took < Duration::from_secs(5), "not killed early nor late: {polite_took:?}");
-    assert_eq!(stubborn_seen.exit_code, Some(137), "killed after the grace: {stubborn_seen:?}");
+    assert!(
+        polite_took < Duration::from_secs(5),
+        "not killed early nor late: {polite_took:?}"
+    );
+    assert_eq!(
+        stubborn_seen.exit_code,
+        Some(137),
+        "killed after the grace: {stubborn_seen:?}"
+    );
     assert_eq!(stubborn_seen.state, TaskState::Shutdown);
-    assert!(stubborn_took >= Duration::from_millis(900), "{stubborn_took:?}");
+    assert!(
+        stubborn_took >= Duration::from_millis(900),
+        "{stubborn_took:?}"
+    );
     // Stopping again (or a task with no container) is fine.
-    executor.stop(polite.task_id, Duration::ZERO).await.expect("stop again");
+    executor
+        .stop(polite.task_id, Duration::ZERO)
+        .await
+        .expect("stop again");
 }
 
 #[tokio::test]
@@ -133,7 +198,12 @@ async fn docker_exit_code_is_seen_through_the_event_stream() {
     let mut events = executor.events();
     // Give the event subscription a moment to be registered by the engine.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let failing = run_spec(&node, "exit3", 1, shell_spec("echo out; echo err >&2; sleep 0.3; exit 3"));
+    let failing = run_spec(
+        &node,
+        "exit3",
+        1,
+        shell_spec("echo out; echo err >&2; sleep 0.2; echo last; exit 3"),
+    );
     let done = run_spec(&node, "exit0", 1, shell_spec("exit 0"));
     executor.start(&failing).await.expect("start failing");
     let started = Instant::now();
@@ -145,21 +215,51 @@ async fn docker_exit_code_is_seen_through_the_event_stream() {
     .await
     .expect("the exit is reported");
     let seen_after = started.elapsed();
-    println!("exit 3 observed {seen_after:?} after start returned (the script sleeps 0.3 s)");
-    assert_eq!((failed.state, failed.exit_code), (TaskState::Failed, Some(3)), "{failed:?}");
-    assert!(failed.message.contains("exited with code 3"), "{}", failed.message);
-    assert!(seen_after < Duration::from_secs(3), "the exit was not seen promptly: {seen_after:?}");
+    println!("exit 3 observed {seen_after:?} after start returned (the script sleeps 0.2 s)");
+    assert_eq!(
+        (failed.state, failed.exit_code),
+        (TaskState::Failed, Some(3)),
+        "{failed:?}"
+    );
+    assert!(
+        failed.message.contains("exited with code 3"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        seen_after < Duration::from_secs(3),
+        "the exit was not seen promptly: {seen_after:?}"
+    );
 
-    let completed = executor.observe().await.expect("observe");
-    let completed = find(&completed, &done);
-    assert_eq!((completed.state, completed.exit_code), (TaskState::Complete, Some(0)));
+    let completed = observe_until(&executor, &done, Duration::from_secs(10), |o| {
+        o.state.is_terminal()
+    })
+    .await;
+    assert_eq!(
+        (completed.state, completed.exit_code),
+        (TaskState::Complete, Some(0))
+    );
 
-    let logs = executor.logs(failing.task_id, 10).await.expect("logs");
-    assert_eq!(logs, vec!["out".to_string(), "err".to_string()]);
-    assert_eq!(executor.logs(failing.task_id, 1).await.expect("logs"), vec!["err".to_string()]);
+    // stdout and stderr are stored apart: only the order within one stream is kept.
+    let mut logs = executor.logs(failing.task_id, 10).await.expect("logs");
+    logs.sort();
+    assert_eq!(
+        logs,
+        vec!["err".to_string(), "last".to_string(), "out".to_string()]
+    );
+    assert_eq!(
+        executor.logs(failing.task_id, 1).await.expect("logs"),
+        vec!["last".to_string()]
+    );
     // A task that already exited is not started again.
     let again = executor.start(&failing).await;
-    assert!(matches!(again, Err(ExecutorError::AlreadyEnded { state: TaskState::Failed, .. })));
+    assert!(matches!(
+        again,
+        Err(ExecutorError::AlreadyEnded {
+            state: TaskState::Failed,
+            ..
+        })
+    ));
 }
 
 #[tokio::test]
@@ -179,7 +279,11 @@ async fn docker_health_check_gates_running() {
     let run = run_spec(&node, "healthy", 1, spec);
     executor.start(&run).await.expect("start");
     let early = find(&executor.observe().await.expect("observe"), &run);
-    assert_eq!((early.state, early.health), (TaskState::Starting, Health::Starting), "{early:?}");
+    assert_eq!(
+        (early.state, early.health),
+        (TaskState::Starting, Health::Starting),
+        "{early:?}"
+    );
     let healthy = wait_for(&mut events, run.task_id, Duration::from_secs(20), |o| {
         o.state == TaskState::Running
     })
@@ -221,16 +325,31 @@ async fn docker_missing_image_is_rejected_without_a_pull() {
     let executor = engine(&node).await;
     let image = format!("shoal-test/missing-{:x}:v1", unique());
     let run = run_spec(&node, "ghost", 1, base_spec(&image));
-    let error = executor.start(&run).await.expect_err("the image does not exist");
-    assert!(matches!(error, ExecutorError::ImageNotFound { .. }), "{error:?}");
+    let error = executor
+        .start(&run)
+        .await
+        .expect_err("the image does not exist");
+    assert!(
+        matches!(error, ExecutorError::ImageNotFound { .. }),
+        "{error:?}"
+    );
     assert!(error.rejects_task());
     let message = error.to_string();
     assert!(
-        message.starts_with(&format!("image \"{image}\" not found locally and could not be pulled: ")),
+        message.starts_with(&format!(
+            "image \"{image}\" not found locally and could not be pulled: "
+        )),
         "{message}"
     );
-    assert_eq!(executor.pull_attempts(), 0, "pull policy Never pulls nothing");
-    assert!(executor.observe().await.expect("observe").is_empty(), "no container was created");
+    assert_eq!(
+        executor.pull_attempts(),
+        0,
+        "pull policy Never pulls nothing"
+    );
+    assert!(
+        executor.observe().await.expect("observe").is_empty(),
+        "no container was created"
+    );
 
     // With IfMissing, a pull from a registry address that refuses at once (loopback, no
     // listener) fails fast and says why.
@@ -241,7 +360,10 @@ async fn docker_missing_image_is_rejected_without_a_pull() {
         .await
         .expect("a refused pull fails quickly")
         .expect_err("the image does not exist");
-    assert!(matches!(error, ExecutorError::ImageNotFound { .. }), "{error:?}");
+    assert!(
+        matches!(error, ExecutorError::ImageNotFound { .. }),
+        "{error:?}"
+    );
     assert_eq!(pulling.pull_attempts(), 1);
     println!("{error}");
 }
@@ -251,8 +373,9 @@ async fn docker_adopts_existing_containers_by_label() {
     let node = test_node("adopt");
     let _cleanup = Cleanup::new(&node);
     let first = engine(&node).await;
-    let runs: Vec<RunSpec> =
-        (1..=2).map(|slot| run_spec(&node, "keep", slot, shell_spec(LONG_RUNNING))).collect();
+    let runs: Vec<RunSpec> = (1..=2)
+        .map(|slot| run_spec(&node, "keep", slot, shell_spec(LONG_RUNNING)))
+        .collect();
     for run in &runs {
         first.start(run).await.expect("start");
     }
@@ -286,10 +409,17 @@ async fn docker_adopts_existing_containers_by_label() {
         ..Default::default()
     };
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
-    second.client().create_container(Some(options), body).await.expect("raw create");
+    second
+        .client()
+        .create_container(Some(options), body)
+        .await
+        .expect("raw create");
     let created = find(&second.observe().await.expect("observe"), &third);
     assert_eq!(created.state, TaskState::Preparing);
-    second.start(&third).await.expect("start adopts the created container");
+    second
+        .start(&third)
+        .await
+        .expect("start adopts the created container");
     let running = find(&second.observe().await.expect("observe"), &third);
     assert_eq!(running.state, TaskState::Running);
     assert_eq!(running.container_id, created.container_id);
@@ -303,16 +433,26 @@ async fn docker_remove_removes() {
     let mut events = executor.events();
     let run = run_spec(&node, "gone", 1, shell_spec(LONG_RUNNING));
     executor.start(&run).await.expect("start");
-    let id = find(&executor.observe().await.expect("observe"), &run).container_id.expect("id");
+    let id = find(&executor.observe().await.expect("observe"), &run)
+        .container_id
+        .expect("id");
     executor.remove(run.task_id).await.expect("remove");
     assert!(executor.observe().await.expect("observe").is_empty());
     let inspected = executor.client().inspect_container(&id, None).await;
     assert!(inspected.is_err(), "the container still exists");
-    executor.remove(run.task_id).await.expect("removing again is fine");
-    executor.stop(run.task_id, Duration::ZERO).await.expect("stopping a removed task is fine");
-    let removal = wait_for(&mut events, run.task_id, Duration::from_secs(10), |o| o.removed)
+    executor
+        .remove(run.task_id)
         .await
-        .expect("removal event");
+        .expect("removing again is fine");
+    executor
+        .stop(run.task_id, Duration::ZERO)
+        .await
+        .expect("stopping a removed task is fine");
+    let removal = wait_for(&mut events, run.task_id, Duration::from_secs(10), |o| {
+        o.removed
+    })
+    .await
+    .expect("removal event");
     assert_eq!(removal.state, TaskState::Shutdown, "{removal:?}");
     let logs = executor.logs(run.task_id, 10).await;
     assert!(matches!(logs, Err(ExecutorError::NotFound(_))), "{logs:?}");
@@ -322,11 +462,17 @@ async fn docker_remove_removes() {
 async fn docker_connect_says_clearly_when_no_engine_answers() {
     let mut config = DockerConfig::new(test_node("noengine"));
     config.host = Some("unix:///nonexistent/shoal-test/docker.sock".into());
-    let error = DockerExecutor::connect(config).await.expect_err("no engine there");
-    assert!(matches!(error, ExecutorError::EngineUnavailable { .. }), "{error:?}");
+    let error = DockerExecutor::connect(config)
+        .await
+        .expect_err("no engine there");
+    assert!(
+        matches!(error, ExecutorError::EngineUnavailable { .. }),
+        "{error:?}"
+    );
     let message = error.to_string();
     assert!(
-        message.starts_with("no Docker engine answers at unix:///nonexistent/shoal-test/docker.sock"),
+        message
+            .starts_with("no Docker engine answers at unix:///nonexistent/shoal-test/docker.sock"),
         "{message}"
     );
 }
@@ -337,7 +483,10 @@ async fn docker_refuses_tasks_of_other_nodes_and_bad_specs() {
     let _cleanup = Cleanup::new(&node);
     let executor = engine(&node).await;
     let other = run_spec(&test_node("elsewhere"), "web", 1, shell_spec(LONG_RUNNING));
-    let error = executor.start(&other).await.expect_err("task of another node");
+    let error = executor
+        .start(&other)
+        .await
+        .expect_err("task of another node");
     assert!(error.rejects_task(), "{error}");
     let mut spec = shell_spec(LONG_RUNNING);
     spec.mounts = vec![shoal_scheduler::MountSpec {
@@ -346,7 +495,10 @@ async fn docker_refuses_tasks_of_other_nodes_and_bad_specs() {
         target: "/data".into(),
         read_only: false,
     }];
-    let error = executor.start(&run_spec(&node, "web", 1, spec)).await.expect_err("bad mount");
+    let error = executor
+        .start(&run_spec(&node, "web", 1, spec))
+        .await
+        .expect_err("bad mount");
     assert!(error.rejects_task(), "{error}");
     assert_eq!(count_containers(&executor, &node).await, 0);
 }
@@ -377,15 +529,20 @@ async fn measure_concurrent_starts() {
     }
     let line: Vec<String> = figures
         .iter()
-        .map(|(f, l, u)| format!("{{\"floor20_s\":{f:.3},\"exec20_limit8_s\":{l:.3},\"exec20_limit20_s\":{u:.3}}}"))
+        .map(|(f, l, u)| {
+            format!(
+                "{{\"floor20_s\":{f:.3},\"exec20_limit8_s\":{l:.3},\"exec20_limit20_s\":{u:.3}}}"
+            )
+        })
         .collect();
     println!("[{}]", line.join(","));
 }
 
 async fn timed_starts(node: &NodeId, n: usize, limit: usize) -> f64 {
     let executor = engine_with(node, |c| c.max_concurrent_starts = limit).await;
-    let runs: Vec<RunSpec> =
-        (1..=n as u64).map(|slot| run_spec(node, "bench", slot, shell_spec(LONG_RUNNING))).collect();
+    let runs: Vec<RunSpec> = (1..=n as u64)
+        .map(|slot| run_spec(node, "bench", slot, shell_spec(LONG_RUNNING)))
+        .collect();
     let begun = Instant::now();
     let results = futures::future::join_all(runs.iter().map(|r| executor.start(r))).await;
     let took = begun.elapsed().as_secs_f64();

@@ -60,7 +60,10 @@ pub(crate) fn shell_spec(script: &str) -> ServiceSpec {
 /// Ids unique across tests and concurrent test processes.
 pub(crate) fn unique() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     // Low bits of the clock and the pid keep runs apart; the counter keeps calls apart.
     let base = ((nanos as u64) & 0xffff_ffff) << 20 ^ (u64::from(std::process::id()) << 8);
     base.wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed) << 40)
@@ -80,7 +83,10 @@ pub(crate) fn run_spec(node: &NodeId, service: &str, slot: u64, spec: ServiceSpe
         slot: Some(slot),
         node_id: node.clone(),
         spec_version: 1,
-        spec: Arc::new(ServiceSpec { name: service.into(), ..spec }),
+        spec: Arc::new(ServiceSpec {
+            name: service.into(),
+            ..spec
+        }),
     }
 }
 
@@ -89,8 +95,10 @@ pub(crate) fn run_spec(node: &NodeId, service: &str, slot: u64, spec: ServiceSpe
 pub(crate) fn ensure_test_image() {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let result = BUILT.get_or_init(|| {
-        let script =
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/images/build-busybox-image.sh");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/images/build-busybox-image.sh"
+        );
         let output = std::process::Command::new("bash")
             .arg(script)
             .output()
@@ -153,7 +161,9 @@ impl Drop for Cleanup {
         let node = self.node.clone();
         // Drop cannot await, and may run inside a runtime: clean up on a thread of its own.
         let joined = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
             match runtime {
                 Ok(runtime) => runtime.block_on(remove_node_containers(&node)),
                 Err(e) => eprintln!("cleanup of {node}: no runtime: {e}"),
@@ -178,13 +188,19 @@ pub(crate) async fn remove_node_containers(node: &NodeId) {
     };
     let filters: HashMap<&str, Vec<String>> =
         HashMap::from([("label", vec![format!("{LABEL_NODE_ID}={node}")])]);
-    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
     let containers = match docker.list_containers(Some(options)).await {
         Ok(containers) => containers,
         Err(e) => return eprintln!("cleanup of {node}: {e}"),
     };
     for id in containers.into_iter().filter_map(|c| c.id) {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         if let Err(e) = docker.remove_container(&id, Some(options)).await {
             eprintln!("cleanup of {node}: removing {id}: {e}");
         }
@@ -200,7 +216,9 @@ pub(crate) async fn wait_for(
 ) -> Option<super::Observation> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let next = tokio::time::timeout_at(deadline, events.recv()).await.ok()??;
+        let next = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .ok()??;
         if next.task_id == task && pred(&next) {
             return Some(next);
         }

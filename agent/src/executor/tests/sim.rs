@@ -24,13 +24,19 @@ async fn sim_runs_stops_kills_and_removes() {
     assert_eq!(all.len(), 2);
     assert!(all.iter().all(|o| o.state == TaskState::Running), "{all:?}");
 
-    executor.stop(a.task_id, Duration::from_secs(1)).await.expect("stop");
+    executor
+        .stop(a.task_id, Duration::from_secs(1))
+        .await
+        .expect("stop");
     let stopped = wait_for(&mut events, a.task_id, Duration::from_secs(2), |o| {
         o.state == TaskState::Shutdown
     })
     .await;
     assert!(stopped.is_some(), "no Shutdown event for the stopped task");
-    assert!(matches!(executor.start(&a).await, Err(ExecutorError::AlreadyEnded { .. })));
+    assert!(matches!(
+        executor.start(&a).await,
+        Err(ExecutorError::AlreadyEnded { .. })
+    ));
 
     let sim = SimExecutor::new(SimConfig::new(node.clone()));
     let mut sim_events = sim.events();
@@ -44,9 +50,15 @@ async fn sim_runs_stops_kills_and_removes() {
     assert_eq!(failed.exit_code, Some(SIM_KILL_EXIT_CODE));
     sim.remove(b.task_id).await.expect("remove");
     assert!(sim.is_empty());
-    let gone = wait_for(&mut sim_events, b.task_id, Duration::from_secs(2), |o| o.removed).await;
+    let gone = wait_for(&mut sim_events, b.task_id, Duration::from_secs(2), |o| {
+        o.removed
+    })
+    .await;
     assert!(gone.is_some(), "no removal event");
-    assert!(matches!(sim.kill(b.task_id).await, Err(ExecutorError::NotFound(_))));
+    assert!(matches!(
+        sim.kill(b.task_id).await,
+        Err(ExecutorError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

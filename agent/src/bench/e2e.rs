@@ -1,0 +1,327 @@
+//! `shoal bench e2e`: shoal end to end on the local Docker engine with the locally built test
+//! image, next to the floor of the same engine (20 containers created and started straight
+//! through the Docker API, 8 callers at once, no orchestration).
+//!
+//! Figures: create 20 replicas until all run; the time `shoal service create` (the real CLI, a
+//! child process) takes to return; scale 20 -> 60; a rolling update of 20 with parallelism 5 and
+//! no delay; a killed container until its replacement runs; and, with the sim executor and 3
+//! agents, a dead worker until its tasks run elsewhere.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bollard::Docker;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use futures::StreamExt;
+use shoal_scheduler::{Command, DesiredState, ServiceMode, ServiceSpec, TaskState};
+
+use crate::daemon::{Agent, AgentConfig, ExecutorKind};
+use crate::worker::now;
+
+/// Flags of `shoal bench e2e`.
+#[derive(clap::Args, Debug)]
+pub struct E2eBenchArgs {
+    /// The image to run (must exist locally; build it with tests/images/build-busybox-image.sh).
+    #[arg(long, default_value = "shoal-test/busybox:latest")]
+    pub image: String,
+    /// Replicas created (scaled to three times as many).
+    #[arg(long, default_value_t = 20)]
+    pub replicas: u64,
+}
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// Runs the benchmark.
+pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
+    let docker = Docker::connect_with_local_defaults().context("connect to the local Docker engine")?;
+    docker.inspect_image(&args.image).await.with_context(|| {
+        format!("image {} is not on this engine; build it with tests/images/build-busybox-image.sh", args.image)
+    })?;
+    let floor = floor(&docker, &args.image, args.replicas as usize).await?;
+    println!("floor: {} containers straight through the Docker API in {floor:.2}s", args.replicas);
+
+    let dir = tempfile_dir("e2e")?;
+    let mut config = AgentConfig::for_tests(&dir, ExecutorKind::Docker);
+    config.metrics_addr = None;
+    let agent = Agent::start(config).await?;
+    let result = orchestrated(&agent, args).await;
+    let node = agent.node_id().to_string();
+    agent.shutdown().await;
+    remove_labelled(&docker, "io.shoal.node.id", &node).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let figures = result?;
+
+    let dead_worker = dead_worker().await?;
+    println!(
+        "shoal: create {n} {:.2}s (cli {:.2}s), scale {n}->{} {:.2}s, update {n} {:.2}s, \
+         replace killed {:.2}s, dead worker {dead_worker:.2}s",
+        figures.create,
+        figures.create_cli,
+        args.replicas * 3,
+        figures.scale,
+        figures.update,
+        figures.replace,
+        n = args.replicas
+    );
+    println!(
+        "{{\"bench\":\"e2e\",\"floor20_s\":{floor:.3},\"create20_s\":{:.3},\"create20_cli_s\":{:.3},\
+         \"scale20to60_s\":{:.3},\"update20_s\":{:.3},\"replace_killed_s\":{:.3},\"dead_worker_s\":{dead_worker:.3}}}",
+        figures.create, figures.create_cli, figures.scale, figures.update, figures.replace
+    );
+    Ok(())
+}
+
+struct Figures {
+    create: f64,
+    create_cli: f64,
+    scale: f64,
+    update: f64,
+    replace: f64,
+}
+
+async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figures> {
+    let n = args.replicas;
+    let quorum = agent.quorum();
+    let spec = bench_spec("bench", &args.image, n);
+
+    let started = Instant::now();
+    write(agent, Command::CreateService { spec, at: now() }).await?;
+    wait_running(agent, "bench", n, None).await?;
+    let create = started.elapsed().as_secs_f64();
+
+    let create_cli = cli_create(agent, &args.image, n).await?;
+
+    let service = find(agent, "bench")?;
+    let mut scaled = service.spec.clone();
+    scaled.mode = ServiceMode::Replicated { replicas: n * 3 };
+    let started = Instant::now();
+    write(agent, Command::UpdateService { id: service.id, expected_version: service.version, spec: scaled, at: now() })
+        .await?;
+    wait_running(agent, "bench", n * 3, None).await?;
+    let scale = started.elapsed().as_secs_f64();
+    let service = find(agent, "bench")?;
+    let mut back = service.spec.clone();
+    back.mode = ServiceMode::Replicated { replicas: n };
+    write(agent, Command::UpdateService { id: service.id, expected_version: service.version, spec: back, at: now() })
+        .await?;
+    wait_running(agent, "bench", n, None).await?;
+
+    let service = find(agent, "bench")?;
+    let mut updated = service.spec.clone();
+    updated.env.push("BENCH_VERSION=2".into());
+    updated.update.parallelism = 5;
+    updated.update.delay_ms = 0;
+    updated.update.monitor_ms = 0;
+    let started = Instant::now();
+    write(agent, Command::UpdateService { id: service.id, expected_version: service.version, spec: updated, at: now() })
+        .await?;
+    wait_running(agent, "bench", n, Some(service.version + 1)).await?;
+    let update = started.elapsed().as_secs_f64();
+
+    let replace = replace_killed(agent).await?;
+    let _ = quorum;
+    Ok(Figures { create, create_cli, scale, update, replace })
+}
+
+/// Kills one running container and times until the service runs its full count again.
+async fn replace_killed(agent: &Agent) -> anyhow::Result<f64> {
+    let state = agent.quorum().state();
+    let service = find(agent, "bench")?;
+    let victim = state
+        .tasks
+        .values()
+        .find(|t| t.service == service.id && t.status.state == TaskState::Running)
+        .and_then(|t| t.status.container_id.clone())
+        .context("a running container to kill")?;
+    let replicas = match service.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => 1,
+    };
+    drop(state);
+    let docker = Docker::connect_with_local_defaults()?;
+    let started = Instant::now();
+    docker.kill_container(&victim, None::<bollard::query_parameters::KillContainerOptions>).await?;
+    crate::bench::wait_until("the killed container is replaced", LIMIT, || {
+        let state = agent.quorum().state();
+        let running = state
+            .tasks
+            .values()
+            .filter(|t| t.service == service.id && t.desired == DesiredState::Running)
+            .filter(|t| t.status.state == TaskState::Running && t.status.container_id.as_deref() != Some(&victim))
+            .count() as u64;
+        running == replicas
+    })
+    .await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs the real CLI (`shoal service create`, waiting for convergence) and times it.
+async fn cli_create(agent: &Agent, image: &str, n: u64) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let socket = agent.socket().to_path_buf();
+    let image = image.to_string();
+    let started = Instant::now();
+    let output = tokio::process::Command::new(exe)
+        .args(["service", "create", "--quiet", "--name", "cli", "--replicas", &n.to_string()])
+        .arg("--socket")
+        .arg(&socket)
+        .args([image.as_str(), "sleep", "3600"])
+        .output()
+        .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    anyhow::ensure!(output.status.success(), "shoal service create failed: {}", String::from_utf8_lossy(&output.stderr));
+    let service = find(agent, "cli")?;
+    write(agent, Command::RemoveService { id: service.id, at: now() }).await?;
+    Ok(elapsed)
+}
+
+/// Three agents with the sim executor; a worker is killed; time until its tasks run elsewhere.
+async fn dead_worker() -> anyhow::Result<f64> {
+    let dirs: Vec<std::path::PathBuf> = (0..3).map(|i| tempfile_dir(&format!("sim{i}"))).collect::<Result<_, _>>()?;
+    let first = Agent::start(AgentConfig::for_tests(&dirs[0], ExecutorKind::Sim)).await?;
+    let seed = first.mesh().listen_addrs().await?.first().context("a listen address")?.to_string();
+    let mut others = Vec::new();
+    for dir in &dirs[1..] {
+        let mut config = AgentConfig::for_tests(dir, ExecutorKind::Sim);
+        config.join = vec![seed.clone()];
+        others.push(Agent::start(config).await?);
+    }
+    crate::bench::wait_until("three ready nodes", LIMIT, || {
+        first.quorum().state().nodes.values().filter(|n| n.state == shoal_scheduler::NodeState::Ready).count() == 3
+    })
+    .await?;
+    write(&first, Command::CreateService { spec: bench_spec("sim", "sim", 30), at: now() }).await?;
+    wait_running(&first, "sim", 30, None).await?;
+    let leader = *first.quorum().leader().borrow();
+    let victim_index = others.iter().position(|a| Some(a.mesh().local_peer_id()) != leader).unwrap_or(0);
+    let victim = others.remove(victim_index);
+    let victim_id = victim.node_id().clone();
+    let observer = if leader == Some(first.mesh().local_peer_id()) { &first } else { &others[0] };
+    let started = Instant::now();
+    victim.kill().await;
+    crate::bench::wait_until("the dead worker's tasks run elsewhere", LIMIT, || {
+        let state = observer.quorum().state();
+        let running: Vec<_> = state
+            .tasks
+            .values()
+            .filter(|t| t.desired == DesiredState::Running && t.status.state == TaskState::Running)
+            .collect();
+        let nodes: BTreeSet<_> = running.iter().filter_map(|t| t.node.as_ref()).collect();
+        running.len() == 30 && !nodes.contains(&victim_id)
+    })
+    .await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    first.shutdown().await;
+    for agent in others {
+        agent.shutdown().await;
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    Ok(elapsed)
+}
+
+fn bench_spec(name: &str, image: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        image: image.into(),
+        command: vec![],
+        args: vec!["sleep".into(), "3600".into()],
+        env: vec![],
+        mode: ServiceMode::Replicated { replicas },
+        constraints: vec![],
+        preferences: vec![],
+        strategy: Default::default(),
+        max_replicas_per_node: 0,
+        resources: Default::default(),
+        restart: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        health: None,
+        ports: vec![],
+        mounts: vec![],
+        labels: Default::default(),
+        stop_grace_ms: 1_000,
+    }
+}
+
+async fn write(agent: &Agent, command: Command) -> anyhow::Result<shoal_scheduler::Outcome> {
+    Ok(agent.quorum().write(command).await??)
+}
+
+fn find(agent: &Agent, name: &str) -> anyhow::Result<shoal_scheduler::Service> {
+    let state = agent.quorum().state();
+    state
+        .services
+        .values()
+        .find(|s| s.spec.name == name)
+        .cloned()
+        .with_context(|| format!("service {name} exists"))
+}
+
+/// Waits until `name` runs `n` tasks (of `version`, if given) and nothing else is left running.
+async fn wait_running(agent: &Agent, name: &str, n: u64, version: Option<u64>) -> anyhow::Result<()> {
+    crate::bench::wait_until(&format!("{name}: {n} running"), LIMIT, || {
+        let state = agent.quorum().state();
+        let Some(service) = state.services.values().find(|s| s.spec.name == name) else { return false };
+        let tasks = || state.tasks.values().filter(|t| t.service == service.id);
+        let running = tasks()
+            .filter(|t| t.desired == DesiredState::Running && t.status.state == TaskState::Running)
+            .filter(|t| version.is_none_or(|v| t.spec_version == v))
+            .count() as u64;
+        let leftovers = tasks().filter(|t| t.desired == DesiredState::Shutdown && !t.status.state.is_terminal()).count();
+        running == n && leftovers == 0
+    })
+    .await
+}
+
+/// The floor: `n` containers created and started straight through the API, 8 callers at once.
+async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<f64> {
+    let label = format!("floor-{}", std::process::id());
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let docker = docker.clone();
+            let label = label.clone();
+            let image = image.to_string();
+            async move {
+                let body = ContainerCreateBody {
+                    image: Some(image),
+                    cmd: Some(vec!["sleep".into(), "3600".into()]),
+                    labels: Some([("io.shoal.bench".to_string(), label)].into()),
+                    ..Default::default()
+                };
+                let name = format!("shoal-bench-floor-{}-{i}", std::process::id());
+                let options = CreateContainerOptionsBuilder::new().name(&name).build();
+                let created = docker.create_container(Some(options), body).await?;
+                docker.start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    remove_labelled(docker, "io.shoal.bench", &label).await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(elapsed)
+}
+
+async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
+    let filters = std::collections::HashMap::from([("label", vec![format!("{label}={value}")])]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let Ok(containers) = docker.list_containers(Some(options)).await else { return };
+    let remove = RemoveContainerOptionsBuilder::new().force(true).build();
+    for id in containers.into_iter().filter_map(|c| c.id) {
+        let _ = docker.remove_container(&id, Some(remove.clone())).await;
+    }
+}
+
+fn tempfile_dir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("shoal-bench-{tag}-{}-{}", std::process::id(), now().0));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+

@@ -1,0 +1,166 @@
+//! `shoal bench mesh`: N agents in one process on loopback bootstrap through one seed; measures
+//! the time until every agent's view is complete, then the steady-state mesh traffic per agent.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shoal_discovery::{MemberState, Mesh, MeshConfig, Multiaddr, NodeInfo};
+use shoal_metrics::prometheus_client::registry::Registry;
+
+/// Arguments of `shoal bench mesh`.
+#[derive(clap::Args, Debug)]
+pub struct MeshBenchArgs {
+    /// Number of agents started in this process.
+    #[arg(long, default_value_t = 10)]
+    pub agents: usize,
+    /// Length of the steady-state measurement window, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+/// One benchmark agent.
+struct BenchAgent {
+    mesh: Mesh,
+    registry: Registry,
+}
+
+/// Traffic of all agents at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    messages: u64,
+    payload_bytes: u64,
+    wire_bytes: u64,
+}
+
+/// Runs the benchmark and prints a human line, then the JSON result line last.
+pub async fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.agents >= 2, "--agents must be at least 2");
+    anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    let root = std::env::temp_dir().join(format!("shoal-bench-mesh-{}", std::process::id()));
+    let result = measure(args, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+async fn measure(args: &MeshBenchArgs, root: &std::path::Path) -> anyhow::Result<()> {
+    let n = args.agents;
+    let started = Instant::now();
+    let seed = start_agent(root.join("agent-0"), &[]).await?;
+    let seed_addr = seed
+        .mesh
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the seed has no listen address"))?;
+    let mut agents = vec![seed];
+    for i in 1..n {
+        agents.push(
+            start_agent(
+                root.join(format!("agent-{i}")),
+                std::slice::from_ref(&seed_addr),
+            )
+            .await?,
+        );
+    }
+    let all_started = started.elapsed();
+
+    let limit = Duration::from_secs(30) + Duration::from_millis(200 * n as u64);
+    let converged = wait_converged(&agents, limit).await?;
+    let converged_s = converged.as_secs_f64();
+
+    let before = sample(&agents);
+    let window = Duration::from_secs(args.seconds);
+    tokio::time::sleep(window).await;
+    let after = sample(&agents);
+    let per_agent_s = (n as f64) * window.as_secs_f64();
+    let msgs = (after.messages - before.messages) as f64 / per_agent_s;
+    let payload = (after.payload_bytes - before.payload_bytes) as f64 / per_agent_s;
+    let wire = (after.wire_bytes - before.wire_bytes) as f64 / per_agent_s;
+    let complete = count_complete(&agents).await?;
+
+    for agent in &agents {
+        let _ = agent.mesh.shutdown().await;
+    }
+    println!(
+        "mesh bench: {n} agents started in {:.2}s, every view complete after {converged_s:.2}s; \
+         steady state over {}s: {msgs:.1} msgs, {payload:.0} payload B, {wire:.0} wire B per agent per s \
+         ({complete}/{n} views still complete at the end)",
+        all_started.as_secs_f64(),
+        args.seconds
+    );
+    println!(
+        "{{\"bench\":\"mesh\",\"agents\":{n},\"converged_seconds\":{converged_s:.3},\
+         \"msgs_per_agent_per_s\":{msgs:.2},\"bytes_per_agent_per_s\":{wire:.0}}}"
+    );
+    Ok(())
+}
+
+async fn start_agent(dir: PathBuf, join: &[Multiaddr]) -> anyhow::Result<BenchAgent> {
+    let mut config = MeshConfig::for_tests(dir);
+    config.join = join.to_vec();
+    config.cluster = "bench".to_owned();
+    let mut registry = Registry::default();
+    let mesh = shoal_discovery::start(config, NodeInfo::default(), &mut registry).await?;
+    Ok(BenchAgent { mesh, registry })
+}
+
+/// Agents whose view holds every other agent alive.
+async fn count_complete(agents: &[BenchAgent]) -> anyhow::Result<usize> {
+    let want = agents.len() - 1;
+    let mut complete = 0;
+    for agent in agents {
+        let alive = agent
+            .mesh
+            .members()
+            .await?
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .count();
+        if alive == want {
+            complete += 1;
+        }
+    }
+    Ok(complete)
+}
+
+/// Time from the call until every view is complete (bounded by `limit`).
+async fn wait_converged(agents: &[BenchAgent], limit: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let complete = count_complete(agents).await?;
+        if complete == agents.len() {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "views incomplete after {limit:?}: {complete}/{} complete",
+            agents.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sample(agents: &[BenchAgent]) -> Sample {
+    let mut total = Sample::default();
+    for agent in agents {
+        let traffic = agent.mesh.traffic();
+        total.messages += traffic.messages;
+        total.payload_bytes += traffic.bytes;
+        total.wire_bytes += wire_bytes(&agent.registry);
+    }
+    total
+}
+
+/// Sum of libp2p's transport byte counters (`libp2p_bandwidth_bytes_total`) in a registry.
+fn wire_bytes(registry: &Registry) -> u64 {
+    let mut text = String::new();
+    if shoal_metrics::prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return 0;
+    }
+    text.lines()
+        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}

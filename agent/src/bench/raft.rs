@@ -1,0 +1,174 @@
+//! `shoal bench raft`: durable writes through a quorum of M managers in this process, over the
+//! real mesh on loopback and real redb files in a temp dir. C clients write concurrently for S
+//! seconds (each waits for its write to be committed and applied); reports writes/s and latency.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shoal_consensus::{Quorum, QuorumConfig};
+use shoal_discovery::{MemberState, Mesh, MeshConfig, Multiaddr, NodeInfo};
+use shoal_metrics::prometheus_client::registry::Registry;
+use shoal_scheduler::{Command, NodeId, NodeState, Timestamp};
+
+/// Arguments of `shoal bench raft`.
+#[derive(clap::Args, Debug)]
+pub struct RaftBenchArgs {
+    /// Number of managers (raft voters).
+    #[arg(long, default_value_t = 3)]
+    pub managers: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+    /// Measurement window in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+}
+
+/// One in-process agent: its mesh and its quorum.
+pub(crate) struct BenchManager {
+    pub(crate) mesh: Mesh,
+    pub(crate) quorum: Quorum,
+    pub(crate) dir: PathBuf,
+}
+
+impl BenchManager {
+    /// Stops it like a crash: the mesh dies without a goodbye, raft stops.
+    pub(crate) async fn kill(self) {
+        self.mesh.kill();
+        self.quorum.shutdown().await;
+    }
+}
+
+fn info(name: &str) -> NodeInfo {
+    NodeInfo {
+        hostname: name.to_owned(),
+        os: std::env::consts::OS.to_owned(),
+        arch: std::env::consts::ARCH.to_owned(),
+        runtime: "sim".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..NodeInfo::default()
+    }
+}
+
+async fn start_mesh(dir: &Path, name: &str, seeds: &[Multiaddr]) -> anyhow::Result<Mesh> {
+    let mut config = MeshConfig::for_tests(dir.join("mesh"));
+    config.join = seeds.to_vec();
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.suspect_after = Duration::from_millis(400);
+    config.dead_after = Duration::from_millis(800);
+    let mut registry = Registry::default();
+    Ok(shoal_discovery::start(config, info(name), &mut registry).await?)
+}
+
+/// Starts `n` managers (zero-config bootstrap through the first agent's address) and waits
+/// until all `n` are voters.
+pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<BenchManager>> {
+    let mut meshes = Vec::new();
+    let first = start_mesh(&root.join("m0"), "m0", &[]).await?;
+    let seed = first.listen_addrs().await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no listen address"))?;
+    meshes.push((root.join("m0"), first));
+    for i in 1..n {
+        let dir = root.join(format!("m{i}"));
+        meshes.push((dir.clone(), start_mesh(&dir, &format!("m{i}"), std::slice::from_ref(&seed)).await?));
+    }
+    for (_, mesh) in &meshes {
+        let mesh = mesh.clone();
+        let mut seen = 0;
+        for _ in 0..200 {
+            seen = mesh.members().await?.iter().filter(|m| m.state == MemberState::Alive).count();
+            if seen + 1 >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        anyhow::ensure!(seen + 1 >= n, "the mesh did not form");
+    }
+    let starts = meshes.iter().enumerate().map(|(i, (dir, mesh))| {
+        let mut config = QuorumConfig::new(dir.join("raft"), info(&format!("m{i}")));
+        config.bootstrap_window = Duration::from_millis(500);
+        config.target_managers = if n % 2 == 1 { n } else { n - 1 };
+        let mesh = mesh.clone();
+        async move {
+            let mut registry = Registry::default();
+            Quorum::start(config, mesh, &mut registry).await
+        }
+    });
+    let quorums = futures::future::join_all(starts).await;
+    let mut managers = Vec::new();
+    for ((dir, mesh), q) in meshes.into_iter().zip(quorums) {
+        managers.push(BenchManager { mesh, quorum: q?, dir });
+    }
+    let q0 = managers[0].quorum.clone();
+    let want = if n % 2 == 1 { n } else { n - 1 };
+    super::wait_until("all managers are voters", Duration::from_secs(30), || q0.status().voters.len() == want).await?;
+    Ok(managers)
+}
+
+/// A small, always-accepted command: a status change of one (absent) node is refused by the
+/// state machine without changing it, so the state stays small and every write costs the same.
+fn command(client: usize, seq: u64) -> Command {
+    Command::SetNodeState { id: NodeId::new(format!("bench-{client}")), state: NodeState::Ready, at: Timestamp(seq) }
+}
+
+/// Runs the benchmark and prints a human line, then the JSON result line last.
+pub async fn run(args: &RaftBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.managers >= 1 && args.clients >= 1 && args.seconds >= 1, "all arguments must be positive");
+    let root = std::env::temp_dir().join(format!("shoal-bench-raft-{}", std::process::id()));
+    let result = measure(args, &root).await;
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
+    let managers = start_managers(root, args.managers).await?;
+    let leader = managers.iter().position(|m| m.quorum.is_leader()).unwrap_or(0);
+    let window = Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let clients = (0..args.clients).map(|c| {
+        let q = managers[leader].quorum.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut seq = 0u64;
+            while started.elapsed() < window {
+                let t = Instant::now();
+                q.write(command(c, seq)).await.map_err(|e| anyhow::anyhow!("write: {e}"))?;
+                latencies.push(t.elapsed());
+                seq += 1;
+            }
+            anyhow::Ok(latencies)
+        })
+    });
+    let mut latencies = Vec::new();
+    for c in futures::future::join_all(clients).await {
+        latencies.extend(c??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for m in managers {
+        m.kill().await;
+    }
+    latencies.sort();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    };
+    let writes_per_s = latencies.len() as f64 / elapsed;
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    println!(
+        "raft: {} managers, {} clients: {} durable writes in {elapsed:.1} s = {writes_per_s:.0} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms",
+        args.managers,
+        args.clients,
+        latencies.len()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "raft",
+            "managers": args.managers,
+            "clients": args.clients,
+            "writes_per_s": writes_per_s.round(),
+            "p50_ms": (p50 * 100.0).round() / 100.0,
+            "p99_ms": (p99 * 100.0).round() / 100.0,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! `shoal bench ...`: the benchmark programs. Each prints a line for people and, last, one JSON
+//! line for scripts and the README's performance table.
+
+use clap::Subcommand;
+
+use crate::bench;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Placement and plan application on a synthetic cluster (the pure scheduler).
+    Scheduler(bench::scheduler::SchedulerBenchArgs),
+    /// Mesh convergence and idle traffic of N agents in one process on loopback.
+    Mesh(bench::mesh::MeshBenchArgs),
+    // RAFT_BENCH
+    /// End to end on the local Docker engine: create, scale, update, replace.
+    E2e(bench::e2e::E2eBenchArgs),
+}
+
+/// Runs a benchmark.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    match command {
+        BenchCommand::Scheduler(args) => bench::scheduler::run(&args),
+        BenchCommand::Mesh(args) => runtime()?.block_on(bench::mesh::run(&args)),
+        // RAFT_RUN
+        BenchCommand::E2e(args) => runtime()?.block_on(bench::e2e::run(&args)),
+    }
+}

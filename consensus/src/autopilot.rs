@@ -1,0 +1,380 @@
+//! Autopilot, on the leader only: keeps the manager (voter) count at its target — 1 while fewer
+//! than 3 eligible nodes, else the configured 3 or 5, never even — by promoting healthy,
+//! caught-up learners (preferring new hostnames and `node.labels.zone` values), adding learners
+//! when there are too few, removing managers that stayed dead past a grace (only while the
+//! remaining voters keep quorum), and demoting managers that are drained or asked to step down.
+//!
+//! The decision ([`plan`]) is a pure function of a [`View`]; [`run`] gathers the view and applies
+//! at most one membership change per round.
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ChangeMembers;
+use shoal_scheduler::{Availability, ClusterState, Command, NodeId, NodeRole};
+
+use crate::core::{Core, raft_id_of_str};
+use crate::join::MANAGER_LABEL;
+use crate::types::{RaftId, RaftNode};
+
+/// Entries a learner may lag behind the leader and still be promoted.
+const CAUGHT_UP_LAG: u64 = 64;
+
+/// One candidate node as the autopilot sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub(crate) id: RaftId,
+    pub(crate) node: RaftNode,
+    pub(crate) hostname: String,
+    pub(crate) zone: Option<String>,
+    pub(crate) alive: bool,
+    /// Alive, not drained, not asked to step down.
+    pub(crate) eligible: bool,
+    /// Matched log index (learners and voters, as the leader sees it).
+    pub(crate) matched: u64,
+}
+
+/// Everything a decision needs.
+#[derive(Debug, Clone)]
+pub(crate) struct View {
+    pub(crate) leader: RaftId,
+    pub(crate) target: usize,
+    pub(crate) voters: BTreeSet<RaftId>,
+    pub(crate) learners: BTreeSet<RaftId>,
+    pub(crate) candidates: BTreeMap<RaftId, Candidate>,
+    pub(crate) last_log: u64,
+    /// Voters dead for longer than the grace.
+    pub(crate) expired: BTreeSet<RaftId>,
+}
+
+/// What one round decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nothing to do.
+    Nothing,
+    /// Add these nodes as learners.
+    AddLearners(Vec<(RaftId, RaftNode)>),
+    /// Make `voters` the voter set; `remove` leaves the membership entirely.
+    Change { voters: BTreeSet<RaftId>, remove: BTreeSet<RaftId> },
+}
+
+fn odd_at_most(n: usize) -> usize {
+    if n == 0 { 0 } else if n % 2 == 0 { n - 1 } else { n }
+}
+
+/// The target voter count for `eligible` eligible nodes.
+pub(crate) fn target_for(eligible: usize, configured: usize) -> usize {
+    if eligible < 3 { 1 } else { odd_at_most(configured.min(eligible)) }
+}
+
+/// Decides one round.
+pub(crate) fn plan(v: &View) -> Decision {
+    let cand = |id: &RaftId| v.candidates.get(id);
+    let alive_voters = v.voters.iter().filter(|id| cand(id).is_some_and(|c| c.alive)).count();
+    if alive_voters < v.voters.len() / 2 + 1 {
+        return Decision::Nothing; // no quorum: nothing can commit
+    }
+    // Voters that stay: eligible ones, the leader, and the dead still within their grace.
+    let mut keep: BTreeSet<RaftId> = v
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| *id == v.leader || (!v.expired.contains(id) && cand(id).is_none_or(|c| c.eligible || !c.alive)))
+        .collect();
+    let remove: BTreeSet<RaftId> = v.voters.iter().copied().filter(|id| v.expired.contains(id)).collect();
+    // Promote caught-up, eligible learners, preferring new hostnames and zones.
+    let mut promotable: Vec<&Candidate> = v
+        .learners
+        .iter()
+        .filter_map(|id| cand(id))
+        .filter(|c| c.eligible && c.matched + CAUGHT_UP_LAG >= v.last_log)
+        .collect();
+    while keep.len() < v.target && !promotable.is_empty() {
+        let hosts: BTreeSet<&str> = keep.iter().filter_map(|id| cand(id)).map(|c| c.hostname.as_str()).collect();
+        let zones: BTreeSet<&str> = keep.iter().filter_map(|id| cand(id)).filter_map(|c| c.zone.as_deref()).collect();
+        let score = |c: &Candidate| {
+            u8::from(!hosts.contains(c.hostname.as_str())) * 2
+                + u8::from(c.zone.as_deref().is_some_and(|z| !zones.contains(z)))
+        };
+        let best = promotable.iter().enumerate().max_by(|(_, a), (_, b)| score(a).cmp(&score(b)).then(b.id.cmp(&a.id)));
+        let Some((i, _)) = best else { break };
+        keep.insert(promotable.remove(i).id);
+    }
+    // Never even, never above target: trim non-leader voters (they stay learners), the dead
+    // first, then those just promoted, then the highest ids.
+    while keep.len() > 1 && (keep.len() % 2 == 0 || keep.len() > v.target) {
+        let others = || keep.iter().rev().copied().filter(|id| *id != v.leader);
+        let victim = others()
+            .find(|id| cand(id).is_none_or(|c| !c.alive))
+            .or_else(|| others().find(|id| !v.voters.contains(id)))
+            .or_else(|| others().next());
+        match victim {
+            Some(id) => {
+                keep.remove(&id);
+            }
+            None => break,
+        }
+    }
+    if keep != v.voters {
+        return Decision::Change { voters: keep, remove };
+    }
+    // Enough voters? Otherwise bring in learners to catch up for a later promotion.
+    let wanted = v.target.saturating_sub(v.voters.len()) + 1;
+    let learners_ok = v.learners.iter().filter(|id| cand(id).is_some_and(|c| c.eligible)).count();
+    if v.voters.len() < v.target && learners_ok < wanted {
+        let new: Vec<(RaftId, RaftNode)> = v
+            .candidates
+            .values()
+            .filter(|c| c.eligible && !v.voters.contains(&c.id) && !v.learners.contains(&c.id))
+            .take(wanted - learners_ok)
+            .map(|c| (c.id, c.node.clone()))
+            .collect();
+        if !new.is_empty() {
+            return Decision::AddLearners(new);
+        }
+    }
+    Decision::Nothing
+}
+
+/// Runs rounds while this agent is leader.
+pub(crate) async fn run(core: Arc<Core>) {
+    let mut dead_since: HashMap<RaftId, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(core.config.autopilot_interval);
+    loop {
+        tick.tick().await;
+        if core.leader().map(|(id, _)| id) != Some(core.id) {
+            dead_since.clear();
+            continue;
+        }
+        let Some(view) = gather(&core, &mut dead_since) else {
+            continue;
+        };
+        let decision = plan(&view);
+        if decision != Decision::Nothing {
+            tracing::info!(?decision, "autopilot");
+        }
+        apply(&core, &view, decision).await;
+    }
+}
+
+fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View> {
+    let metrics = core.raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.membership();
+    if membership.get_joint_config().len() > 1 {
+        return None; // a change is in flight
+    }
+    let voters: BTreeSet<RaftId> = membership.voter_ids().collect();
+    let learners: BTreeSet<RaftId> = membership.learner_ids().collect();
+    let matched: BTreeMap<RaftId, u64> = metrics
+        .replication
+        .as_ref()
+        .map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map(|l| l.index).unwrap_or(0))).collect())
+        .unwrap_or_default();
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    let state = core.state();
+    let mut candidates = candidates_from(core, &state, &matched, last_log);
+    // Raft members the state does not know (yet): judge them by the mesh only.
+    for (id, node) in membership.nodes() {
+        candidates.entry(*id).or_insert_with(|| Candidate {
+            id: *id,
+            node: node.clone(),
+            hostname: node.peer_id.clone(),
+            zone: None,
+            alive: core.is_alive(node),
+            eligible: core.is_alive(node),
+            matched: matched.get(id).copied().unwrap_or(if *id == core.id { last_log } else { 0 }),
+        });
+    }
+    let now = Instant::now();
+    let grace = core.config.dead_manager_grace;
+    let mut expired = BTreeSet::new();
+    for id in &voters {
+        let alive = candidates.get(id).is_some_and(|c| c.alive);
+        if alive {
+            dead_since.remove(id);
+        } else if now.duration_since(*dead_since.entry(*id).or_insert(now)) >= grace {
+            expired.insert(*id);
+        }
+    }
+    // A manager that is dead but within its grace still counts: a blip must not shrink the set.
+    let in_grace = voters.iter().filter(|id| !expired.contains(id) && candidates.get(id).is_some_and(|c| !c.alive)).count();
+    let eligible = candidates.values().filter(|c| c.eligible).count() + in_grace;
+    Some(View {
+        leader: core.id,
+        target: target_for(eligible, core.config.target_managers),
+        voters,
+        learners,
+        candidates,
+        last_log,
+        expired,
+    })
+}
+
+fn candidates_from(
+    core: &Core,
+    state: &ClusterState,
+    matched: &BTreeMap<RaftId, u64>,
+    last_log: u64,
+) -> BTreeMap<RaftId, Candidate> {
+    let mut out = BTreeMap::new();
+    for node in state.nodes.values() {
+        let Some(id) = raft_id_of_str(node.id.as_str()) else { continue };
+        let raft_node = RaftNode { peer_id: node.id.to_string(), addrs: node.addresses.clone() };
+        let alive = core.is_alive(&raft_node);
+        let stepped_down = node.labels.get(MANAGER_LABEL).map(String::as_str) == Some("false");
+        let eligible = alive && node.availability != Availability::Drain && !stepped_down;
+        let matched = if id == core.id { last_log } else { matched.get(&id).copied().unwrap_or(0) };
+        out.insert(id, Candidate {
+            id,
+            node: raft_node,
+            hostname: node.hostname.clone(),
+            zone: node.labels.get("zone").cloned(),
+            alive,
+            eligible,
+            matched,
+        });
+    }
+    out
+}
+
+async fn apply(core: &Core, view: &View, decision: Decision) {
+    match decision {
+        Decision::Nothing => {}
+        Decision::AddLearners(nodes) => {
+            for (id, node) in nodes {
+                core.access.allow_peers([id]);
+                if let Err(e) = core.raft.add_learner(id, node, false).await {
+                    tracing::warn!(error = %e, "autopilot: add learner");
+                }
+            }
+        }
+        Decision::Change { voters, remove } => {
+            let mut changes = vec![ChangeMembers::ReplaceAllVoters(voters.clone())];
+            if !remove.is_empty() {
+                changes.push(ChangeMembers::RemoveNodes(remove.clone()));
+            }
+            let change = core.raft.change_membership(ChangeMembers::Batch(changes), true);
+            match tokio::time::timeout(Duration::from_secs(10), change).await {
+                Ok(Ok(_)) => record_roles(core, view, &voters).await,
+                Ok(Err(e)) => tracing::warn!(error = %e, "autopilot: membership change"),
+                Err(_) => tracing::warn!("autopilot: membership change timed out"),
+            }
+        }
+    }
+}
+
+/// Records the new manager set in the cluster state (node roles).
+async fn record_roles(core: &Core, view: &View, voters: &BTreeSet<RaftId>) {
+    let state = core.state();
+    for c in view.candidates.values() {
+        let Some(node) = state.nodes.get(&NodeId::new(&c.node.peer_id)) else { continue };
+        let role = if voters.contains(&c.id) { NodeRole::Manager } else { NodeRole::Worker };
+        if node.role == role {
+            continue;
+        }
+        let cmd = Command::UpdateNode {
+            id: node.id.clone(),
+            availability: None,
+            role: Some(role),
+            labels_set: vec![],
+            labels_remove: vec![],
+        };
+        if let Err(e) = core.write_as_leader(cmd, core.config.write_timeout).await {
+            tracing::debug!(error = ?e, "autopilot: recording a role");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: RaftId, host: &str, alive: bool, eligible: bool, matched: u64) -> Candidate {
+        Candidate {
+            id,
+            node: RaftNode { peer_id: format!("p{id}"), addrs: vec![] },
+            hostname: host.to_owned(),
+            zone: None,
+            alive,
+            eligible,
+            matched,
+        }
+    }
+
+    fn view(voters: &[RaftId], learners: &[RaftId], cands: Vec<Candidate>, expired: &[RaftId]) -> View {
+        let in_grace = voters.iter().filter(|id| !expired.contains(id) && cands.iter().any(|c| c.id == **id && !c.alive)).count();
+        let eligible = cands.iter().filter(|c| c.eligible).count() + in_grace;
+        View {
+            leader: voters[0],
+            target: target_for(eligible, 3),
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+            candidates: cands.into_iter().map(|c| (c.id, c)).collect(),
+            last_log: 100,
+            expired: expired.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn targets_are_odd() {
+        assert_eq!(target_for(1, 3), 1);
+        assert_eq!(target_for(2, 3), 1);
+        assert_eq!(target_for(3, 3), 3);
+        assert_eq!(target_for(4, 5), 3);
+        assert_eq!(target_for(9, 5), 5);
+    }
+
+    #[test]
+    fn replaces_an_expired_manager_with_a_caught_up_learner() {
+        let v = view(
+            &[1, 2, 3],
+            &[4, 5],
+            vec![
+                cand(1, "a", true, true, 100),
+                cand(2, "b", true, true, 100),
+                cand(3, "c", false, false, 50),
+                cand(4, "b", true, true, 99),
+                cand(5, "e", true, true, 98),
+            ],
+            &[3],
+        );
+        // 5 prefers a new hostname over 4 (same host as 2).
+        assert_eq!(plan(&v), Decision::Change { voters: [1, 2, 5].into(), remove: [3].into() });
+    }
+
+    #[test]
+    fn keeps_a_dead_manager_within_grace_and_without_quorum_does_nothing() {
+        let cands = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 100), cand(3, "c", false, false, 0)];
+        assert_eq!(plan(&view(&[1, 2, 3], &[], cands.clone(), &[])), Decision::Nothing);
+        let lost = vec![cand(1, "a", true, true, 100), cand(2, "b", false, false, 0), cand(3, "c", false, false, 0)];
+        assert_eq!(plan(&view(&[1, 2, 3], &[], lost, &[2, 3])), Decision::Nothing);
+    }
+
+    #[test]
+    fn grows_from_one_to_three_via_learners() {
+        let cands = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 0), cand(3, "c", true, true, 0)];
+        assert!(matches!(plan(&view(&[1], &[], cands.clone(), &[])), Decision::AddLearners(v) if v.len() == 2));
+        let caught = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 100), cand(3, "c", true, true, 100)];
+        assert_eq!(plan(&view(&[1], &[2, 3], caught, &[])), Decision::Change { voters: [1, 2, 3].into(), remove: [].into() });
+    }
+
+    #[test]
+    fn demotes_a_drained_manager() {
+        let cands = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", true, false, 100),
+            cand(3, "c", true, true, 100),
+            cand(4, "d", true, true, 100),
+        ];
+        assert_eq!(plan(&view(&[1, 2, 3], &[4], cands, &[])), Decision::Change { voters: [1, 3, 4].into(), remove: [].into() });
+    }
+
+    #[test]
+    fn never_even() {
+        // Two eligible nodes: target 1; a second healthy voter is trimmed.
+        let cands = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 100)];
+        assert_eq!(plan(&view(&[1, 2], &[], cands, &[])), Decision::Change { voters: [1].into(), remove: [].into() });
+    }
+}

@@ -1,0 +1,206 @@
+//! Zero-config bootstrap. An agent without raft state listens for a short window:
+//! - it hears a cluster (a member announcing a cluster id and a leader or a voter) -> it joins it;
+//! - it hears only unclustered agents -> the lowest PeerId initialises alone, the others join it;
+//! - it hears no one -> it initialises a single-voter cluster;
+//! - with `bootstrap_expect = N` it waits for N agents and the lowest initialises with all N voters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal_discovery::{Member, MemberState, PeerId, RaftMembership};
+use shoal_scheduler::{ClusterId, Command};
+
+use crate::core::{Core, raft_id_of_peer};
+use crate::error::ConsensusError;
+use crate::join::{join_via, self_node};
+use crate::types::{RaftId, RaftNode};
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// Forms or joins a cluster unless this agent already has raft state.
+pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ConsensusError> {
+    if core.raft.is_initialized().await.map_err(|e| ConsensusError::Raft(e.to_string()))? {
+        tracing::info!("raft state found on disk: rejoining as before");
+        return Ok(());
+    }
+    match core.config.bootstrap_expect {
+        Some(n) => expect(core, n).await,
+        None => zero_config(core).await,
+    }
+}
+
+/// A member that belongs to a cluster and is a manager there.
+fn clustered_manager(m: &Member) -> Option<(PeerId, String)> {
+    let cluster = m.info.cluster_id.clone()?;
+    (m.state == MemberState::Alive && m.info.raft.membership == RaftMembership::Voter).then_some((m.peer_id, cluster))
+}
+
+fn unclustered(m: &Member) -> bool {
+    m.state == MemberState::Alive && m.info.cluster_id.is_none() && !m.info.raft.initialized
+}
+
+async fn alive_members(core: &Core) -> Vec<Member> {
+    core.mesh.members().await.unwrap_or_default()
+}
+
+async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
+    let window_end = Instant::now() + core.config.bootstrap_window;
+    let mut heard_unclustered = BTreeSet::new();
+    while Instant::now() < window_end {
+        let members = alive_members(core).await;
+        if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
+            return join(core, via, cluster).await;
+        }
+        heard_unclustered.extend(members.iter().filter(|m| unclustered(m)).map(|m| m.peer_id));
+        tokio::time::sleep(POLL).await;
+    }
+    let lowest = heard_unclustered.iter().next().is_none_or(|p| core.peer < *p);
+    if lowest {
+        tracing::info!(peers = heard_unclustered.len(), "initialising a new cluster");
+        return initialise(core, BTreeMap::from([(core.id, core.me.clone())])).await;
+    }
+    // Someone lower initialises: wait until its cluster shows up, then join.
+    let give_up = Instant::now() + core.config.bootstrap_window * 10 + Duration::from_secs(5);
+    while Instant::now() < give_up {
+        let members = alive_members(core).await;
+        if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
+            return join(core, via, cluster).await;
+        }
+        // The lower agent vanished before initialising: start over as if alone.
+        let lower_alive = members
+            .iter()
+            .any(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && m.peer_id < core.peer && heard_unclustered.contains(&m.peer_id));
+        if !lower_alive {
+            tracing::info!("the agent expected to initialise is gone: initialising");
+            return initialise(core, BTreeMap::from([(core.id, core.me.clone())])).await;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(ConsensusError::JoinFailed("no cluster appeared after bootstrap".to_owned()))
+}
+
+async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
+    let deadline = Instant::now() + core.config.bootstrap_expect_timeout;
+    while Instant::now() < deadline {
+        let members = alive_members(core).await;
+        if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
+            return join(core, via, cluster).await;
+        }
+        let mut set: Vec<(PeerId, RaftNode)> = members
+            .iter()
+            .filter(|m| unclustered(m))
+            .map(|m| (m.peer_id, RaftNode { peer_id: m.peer_id.to_string(), addrs: m.addrs.iter().map(|a| a.to_string()).collect() }))
+            .collect();
+        set.push((core.peer, core.me.clone()));
+        set.sort_by_key(|(p, _)| *p);
+        if set.len() >= n {
+            set.truncate(n);
+            if !set.iter().any(|(p, _)| *p == core.peer) {
+                // Not among the n lowest: this agent joins whatever they form.
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            let voters: BTreeMap<RaftId, RaftNode> = set.iter().map(|(p, node)| (raft_id_of_peer(p), node.clone())).collect();
+            core.access.allow_peers(voters.keys().copied());
+            if set[0].0 == core.peer {
+                tracing::info!(voters = n, "bootstrap_expect reached: initialising");
+                return initialise(core, voters).await;
+            }
+            return wait_initialised(core, deadline).await;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(ConsensusError::JoinFailed(format!("bootstrap_expect: fewer than {n} agents appeared")))
+}
+
+/// Waits until the initialising agent's membership reached this agent.
+async fn wait_initialised(core: &Core, deadline: Instant) -> Result<(), ConsensusError> {
+    while Instant::now() < deadline {
+        if !core.voters().is_empty() {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(ConsensusError::JoinFailed("the initialising agent never replicated to this one".to_owned()))
+}
+
+async fn join(core: &Core, via: PeerId, cluster: String) -> Result<(), ConsensusError> {
+    let deadline = Instant::now() + core.config.write_timeout * 3;
+    join_via(core, via, cluster, deadline).await.map(|_| ())
+}
+
+/// Initialises raft with `voters` and records a fresh cluster id.
+async fn initialise(core: &Core, voters: BTreeMap<RaftId, RaftNode>) -> Result<(), ConsensusError> {
+    let cluster_id = new_cluster_id()?;
+    core.access.expect_cluster(cluster_id.clone());
+    core.raft.initialize(voters).await.map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    let deadline = Instant::now() + core.config.write_timeout * 2;
+    while Instant::now() < deadline {
+        if core.state().cluster_id.is_some() {
+            return Ok(());
+        }
+        if core.leader().is_some() {
+            let cmd = Command::InitCluster { cluster_id: ClusterId(cluster_id.clone()) };
+            if let Some((id, leader)) = core.leader() {
+                let result = if id == core.id {
+                    core.write_as_leader(cmd, core.config.write_timeout).await.map(|_| ()).map_err(|e| format!("{e:?}"))
+                } else {
+                    forward_init(core, &leader, cmd).await
+                };
+                match result {
+                    Ok(_) => return Ok(()),
+                    Err(e) => tracing::debug!(error = e, "InitCluster not committed yet"),
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(ConsensusError::Raft("the new cluster did not commit its id".to_owned()))
+}
+
+async fn forward_init(core: &Core, leader: &RaftNode, cmd: Command) -> Result<(), String> {
+    use crate::network::client::send;
+    use crate::network::messages::{RaftRequest, RaftResponse};
+    let peer = PeerId::from_str(&leader.peer_id).map_err(|e| e.to_string())?;
+    match send(&core.mesh, peer, core.access.cluster_id(), RaftRequest::Write(crate::types::LogCommand(cmd))).await {
+        Ok(RaftResponse::Write(Ok(_))) => Ok(()),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A random cluster id (`c` + 24 hex digits).
+fn new_cluster_id() -> Result<String, ConsensusError> {
+    let mut bytes = [0u8; 12];
+    getrandom::getrandom(&mut bytes).map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    Ok(std::iter::once("c".to_owned()).chain(bytes.iter().map(|b| format!("{b:02x}"))).collect())
+}
+
+/// Makes sure this agent is recorded as a node of the cluster (joiners are recorded by the
+/// leader; initialisers and `bootstrap_expect` voters record themselves). Bounded retries.
+pub(crate) async fn ensure_registered(core: Arc<Core>) {
+    let me = self_node(&core);
+    for _ in 0..100 {
+        let state = core.state();
+        if state.nodes.contains_key(&me.id) {
+            return;
+        }
+        if state.cluster_id.is_some() {
+            let result = match core.leader() {
+                Some((id, _)) if id == core.id => {
+                    core.write_as_leader(Command::UpsertNode { node: me.clone() }, core.config.write_timeout).await.map(|_| ())
+                        .map_err(|e| format!("{e:?}"))
+                }
+                Some((_, leader)) => forward_init(&core, &leader, Command::UpsertNode { node: me.clone() }).await,
+                None => Err("no leader".to_owned()),
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = e, "registering this node: retrying");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!("could not register this node in the cluster state");
+}

@@ -1,0 +1,48 @@
+//! The `shoal_raft_*` metric families, updated from openraft's metrics watch.
+
+use shoal_metrics::prometheus_client::metrics::counter::Counter;
+use shoal_metrics::prometheus_client::metrics::gauge::Gauge;
+use shoal_metrics::prometheus_client::registry::Registry;
+
+use crate::types::{RaftId, TypeConfig};
+
+/// The raft families of one agent.
+#[derive(Clone, Default)]
+pub(crate) struct RaftMetricsFamilies {
+    term: Gauge,
+    is_leader: Gauge,
+    last_log_index: Gauge,
+    applied_index: Gauge,
+    voters: Gauge,
+    leader_changes: Counter,
+    last_leader: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RaftMetricsFamilies {
+    /// Registers the families in `registry`.
+    pub(crate) fn register(registry: &mut Registry) -> RaftMetricsFamilies {
+        let m = RaftMetricsFamilies::default();
+        registry.register("shoal_raft_term", "Current raft term", m.term.clone());
+        registry.register("shoal_raft_is_leader", "1 if this agent is the raft leader", m.is_leader.clone());
+        registry.register("shoal_raft_last_log_index", "Index of the last raft log entry", m.last_log_index.clone());
+        registry.register("shoal_raft_applied_index", "Index of the last applied entry", m.applied_index.clone());
+        registry.register("shoal_raft_voters", "Number of raft voters (managers)", m.voters.clone());
+        registry.register("shoal_raft_leader_changes", "Leader changes seen by this agent", m.leader_changes.clone());
+        m
+    }
+
+    /// Updates the families from one metrics snapshot.
+    pub(crate) fn observe(&self, m: &openraft::RaftMetrics<TypeConfig>, me: RaftId) {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.term.set(clamp(m.current_term));
+        self.is_leader.set(i64::from(m.current_leader == Some(me)));
+        self.last_log_index.set(clamp(m.last_log_index.unwrap_or(0)));
+        self.applied_index.set(clamp(m.last_applied.as_ref().map(|l| l.index).unwrap_or(0)));
+        self.voters.set(clamp(m.membership_config.membership().voter_ids().count() as u64));
+        let leader = m.current_leader.unwrap_or(0);
+        let previous = self.last_leader.swap(leader, std::sync::atomic::Ordering::Relaxed);
+        if previous != leader && leader != 0 {
+            self.leader_changes.inc();
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Table tests for applying commands: validation, all-or-nothing, staleness, status reports.
+
+use crate::model::*;
+use crate::synthetic;
+use crate::testkit::*;
+use crate::{ApplyError, Command, Outcome};
+
+#[test]
+fn create_service_validates_and_assigns_ids() {
+    let mut state = cluster(1);
+    assert_eq!(create(&mut state, synthetic::spec("a", 1)), ServiceId(0));
+    assert_eq!(create(&mut state, synthetic::spec("b", 1)), ServiceId(1));
+    let mut bad = Vec::new();
+    for name in ["", "-x", "has space", &"n".repeat(64)] {
+        bad.push(synthetic::spec(name, 1));
+    }
+    let mut s = synthetic::spec("img", 1);
+    s.image.clear();
+    bad.push(s);
+    bad.push(synthetic::spec("many", super::service::MAX_REPLICAS + 1));
+    let mut s = synthetic::spec("port", 1);
+    s.ports.push(PortSpec {
+        target: 80,
+        published: 0,
+        protocol: PortProtocol::Tcp,
+        host_mode: true,
+    });
+    bad.push(s);
+    let before = state.clone();
+    for spec in bad {
+        let err = state.apply(&Command::CreateService {
+            spec,
+            at: Timestamp(1),
+        });
+        assert!(matches!(err, Err(ApplyError::InvalidSpec(_))), "{err:?}");
+    }
+    let dup = state.apply(&Command::CreateService {
+        spec: synthetic::spec("a", 1),
+        at: Timestamp(1),
+    });
+    assert_eq!(dup, Err(ApplyError::NameInUse("a".into())));
+    assert_eq!(state, before, "refused commands change nothing");
+}
+
+#[test]
+fn update_checks_version_and_keeps_previous_spec() {
+    let mut state = cluster(1);
+    let id = create(&mut state, synthetic::spec("a", 1));
+    let mut spec = synthetic::spec("a", 1);
+    spec.image = "nginx".into();
+    let stale = state.apply(&Command::UpdateService {
+        id,
+        expected_version: 7,
+        spec: spec.clone(),
+        at: Timestamp(1),
+    });
+    assert!(matches!(stale, Err(ApplyError::Stale(_))));
+    state
+        .apply(&Command::UpdateService {
+            id,
+            expected_version: 1,
+            spec,
+            at: Timestamp(1),
+        })
+        .expect("update");
+    let svc = &state.services[&id];
+    assert_eq!((svc.version, svc.previous_version), (2, Some(1)));
+    assert_eq!(
+        svc.previous_spec.as_ref().map(|s| s.image.as_str()),
+        Some("busybox:latest")
+    );
+    assert_eq!(
+        svc.update_status.as_ref().map(|u| u.state),
+        Some(UpdateState::Updating)
+    );
+    state
+        .apply(&Command::RollbackService {
+            id,
+            at: Timestamp(2),
+        })
+        .expect("rollback");
+    let svc = &state.services[&id];
+    assert_eq!(
+        (svc.version, svc.spec.image.as_str()),
+        (3, "busybox:latest")
+    );
+    assert!(svc.is_current(1) && !svc.is_current(2));
+}
+
+#[test]
+fn status_reports_only_move_forward_and_only_from_the_tasks_node() {
+    let mut state = cluster(2);
+    create(&mut state, synthetic::spec("a", 1));
+    pass(&mut state, 1);
+    let task = state.tasks.values().next().expect("task").clone();
+    let other = state
+        .nodes
+        .keys()
+        .find(|n| Some(*n) != task.node.as_ref())
+        .expect("other")
+        .clone();
+    let running = status_at(TaskState::Running, Timestamp(2));
+    let out = state.apply(&Command::ReportTaskStatus {
+        node: other,
+        reports: vec![(task.id, running.clone())],
+    });
+    assert_eq!(
+        out,
+        Ok(Outcome::StatusApplied {
+            accepted: 0,
+            ignored: 1
+        })
+    );
+    assert_eq!(
+        report(&mut state, task.id, TaskState::Running, 2),
+        Outcome::StatusApplied {
+            accepted: 1,
+            ignored: 0
+        }
+    );
+    assert_eq!(
+        report(&mut state, task.id, TaskState::Starting, 3),
+        Outcome::StatusApplied {
+            accepted: 0,
+            ignored: 1
+        }
+    );
+    assert_eq!(state.tasks[&task.id].status.state, TaskState::Running);
+}
+
+#[test]
+fn a_stale_plan_is_rejected_whole() {
+    let mut state = cluster(2);
+    let id = create(&mut state, synthetic::spec("a", 2));
+    let plan = crate::reconcile(&state, Timestamp(1));
+    let mut spec = synthetic::spec("a", 2);
+    spec.image = "v2".into();
+    state
+        .apply(&Command::UpdateService {
+            id,
+            expected_version: 1,
+            spec,
+            at: Timestamp(1),
+        })
+        .expect("update");
+    let before = state.clone();
+    let out = state.apply(&Command::ApplyPlan {
+        plan,
+        at: Timestamp(1),
+    });
+    assert!(matches!(out, Err(ApplyError::Stale(_))), "{out:?}");
+    assert_eq!(state, before);
+}
+
+#[test]
+fn a_plan_for_a_filled_slot_or_full_node_is_stale() {
+    let mut state = cluster(1);
+    let mut spec = synthetic::spec("a", 1);
+    spec.resources.reservations.memory_bytes = 20 * synthetic::GIB;
+    create(&mut state, spec);
+    let plan = crate::reconcile(&state, Timestamp(1));
+    state
+        .apply(&Command::ApplyPlan {
+            plan: plan.clone(),
+            at: Timestamp(1),
+        })
+        .expect("first");
+    let again = state.apply(&Command::ApplyPlan {
+        plan: plan.clone(),
+        at: Timestamp(1),
+    });
+    assert!(matches!(again, Err(ApplyError::Stale(_))), "{again:?}");
+    // Same plan against a state where the node became too small.
+    let mut other = cluster(1);
+    let mut spec = synthetic::spec("a", 1);
+    spec.resources.reservations.memory_bytes = 20 * synthetic::GIB;
+    create(&mut other, spec);
+    let node = first_node(&other);
+    other.nodes.get_mut(&node).expect("node").total.memory_bytes = synthetic::GIB;
+    let out = other.apply(&Command::ApplyPlan {
+        plan,
+        at: Timestamp(1),
+    });
+    assert!(matches!(out, Err(ApplyError::Stale(_))), "{out:?}");
+}
+
+#[test]
+fn node_down_orphans_and_removal_needs_down_or_force() {
+    let mut state = cluster(1);
+    create(&mut state, synthetic::spec("a", 2));
+    pass(&mut state, 1);
+    let node = first_node(&state);
+    let refused = state.apply(&Command::RemoveNode {
+        id: node.clone(),
+        force: false,
+        at: Timestamp(2),
+    });
+    assert!(matches!(refused, Err(ApplyError::Refused(_))));
+    state
+        .apply(&Command::SetNodeState {
+            id: node.clone(),
+            state: NodeState::Down,
+            at: Timestamp(2),
+        })
+        .expect("down");
+    assert!(
+        state
+            .tasks
+            .values()
+            .all(|t| t.status.state == TaskState::Orphaned)
+    );
+    state
+        .apply(&Command::RemoveNode {
+            id: node,
+            force: false,
+            at: Timestamp(3),
+        })
+        .expect("remove");
+    assert!(state.nodes.is_empty());
+}
+
+#[test]
+fn upsert_keeps_operator_fields() {
+    let mut state = cluster(1);
+    let id = first_node(&state);
+    let cmd = Command::UpdateNode {
+        id: id.clone(),
+        availability: Some(Availability::Drain),
+        role: None,
+        labels_set: vec![("x".into(), "1".into())],
+        labels_remove: vec![],
+    };
+    state.apply(&cmd).expect("update");
+    let mut fresh = state.nodes[&id].clone();
+    fresh.availability = Availability::Active;
+    fresh.labels.clear();
+    fresh.hostname = "renamed".into();
+    state
+        .apply(&Command::UpsertNode { node: fresh })
+        .expect("upsert");
+    let n = &state.nodes[&id];
+    assert_eq!(
+        (n.availability, n.labels.len(), n.hostname.as_str()),
+        (Availability::Drain, 2 + 1, "renamed")
+    );
+}
+
+#[test]
+fn prune_keeps_bounded_history() {
+    let mut state = cluster(1);
+    let id = create(&mut state, synthetic::spec("a", 1));
+    pass(&mut state, 1);
+    for t in 0..5 {
+        let task = live(&state, id)[0].id;
+        report(&mut state, task, TaskState::Failed, 10 + t);
+        pass(&mut state, 10 + t);
+    }
+    assert_eq!(state.tasks.len(), 6);
+    state
+        .apply(&Command::PruneTasks { keep_per_slot: 2 })
+        .expect("prune");
+    assert_eq!(state.tasks.len(), 3, "the live task and 2 ended ones");
+    state
+        .apply(&Command::RemoveService {
+            id,
+            at: Timestamp(20),
+        })
+        .expect("remove");
+    state
+        .apply(&Command::PruneTasks { keep_per_slot: 2 })
+        .expect("prune");
+    assert_eq!(
+        state.tasks.len(),
+        1,
+        "the unfinished task stays until it reports"
+    );
+}
+
+#[test]
+fn init_cluster_once() {
+    let mut state = ClusterState::default();
+    let id = ClusterId("c1".into());
+    state
+        .apply(&Command::InitCluster {
+            cluster_id: id.clone(),
+        })
+        .expect("init");
+    let again = state.apply(&Command::InitCluster {
+        cluster_id: ClusterId("c2".into()),
+    });
+    assert_eq!(again, Err(ApplyError::AlreadyInitialised(id)));
+}

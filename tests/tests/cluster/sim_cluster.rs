@@ -1,0 +1,81 @@
+//! Three agents with the in-memory executor: a worker dies and its tasks run elsewhere.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
+use shoal_agent::daemon::ExecutorKind;
+use shoal_scheduler::{DesiredState, NodeState, ServiceMode, ServiceSpec, TaskState};
+use shoal_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_workers_tasks_run_elsewhere() {
+    init_logging();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let first = start_agent(dirs[0].path(), ExecutorKind::Sim, vec![]).await;
+    let seed = join_addr(&first).await;
+    let second = start_agent(dirs[1].path(), ExecutorKind::Sim, vec![seed.clone()]).await;
+    let third = start_agent(dirs[2].path(), ExecutorKind::Sim, vec![seed]).await;
+    let client = client(&first);
+
+    // All three nodes are registered and ready.
+    eventually("three ready nodes", Duration::from_secs(20), || async {
+        let state = first.quorum().state();
+        (state.nodes.values().filter(|n| n.state == NodeState::Ready).count() == 3).then_some(())
+    })
+    .await;
+
+    let spec = ServiceSpec {
+        name: "spread".into(),
+        image: "sim".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        mode: ServiceMode::Replicated { replicas: 6 },
+        constraints: vec![],
+        preferences: vec![],
+        strategy: Default::default(),
+        max_replicas_per_node: 0,
+        resources: Default::default(),
+        restart: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        health: None,
+        ports: vec![],
+        mounts: vec![],
+        labels: Default::default(),
+        stop_grace_ms: 100,
+    };
+    let _: CreateServiceResponse = client.post(api::SERVICES, &CreateServiceRequest { spec }).await.expect("create");
+    wait_running(&client, "spread", 6, Duration::from_secs(20)).await;
+
+    // Kill a node that is not the leader: its tasks move to the survivors.
+    let leader = first.quorum().leader().borrow().map(|p| p.to_string());
+    let (victim, survivors) = if leader.as_deref() == Some(third.node_id().as_str()) {
+        (second, vec![first, third])
+    } else {
+        (third, vec![first, second])
+    };
+    let victim_id = victim.node_id().clone();
+    let killed_at = Instant::now();
+    victim.kill().await;
+    let client = shoal_tests::client(&survivors[0]);
+    eventually("tasks run on the survivors", Duration::from_secs(15), || async {
+        let state = survivors[0].quorum().state();
+        let running: Vec<_> = state
+            .tasks
+            .values()
+            .filter(|t| t.desired == DesiredState::Running && t.status.state == TaskState::Running)
+            .collect();
+        let nodes: BTreeSet<_> = running.iter().filter_map(|t| t.node.clone()).collect();
+        (running.len() == 6 && !nodes.contains(&victim_id)).then_some(())
+    })
+    .await;
+    let elapsed = killed_at.elapsed();
+    assert!(elapsed < Duration::from_secs(8), "replaced in {elapsed:?}");
+    let rows = tasks(&client, "spread").await;
+    assert_eq!(rows.iter().filter(|t| t.desired == DesiredState::Running).count(), 6);
+    for agent in survivors {
+        agent.shutdown().await;
+    }
+}
