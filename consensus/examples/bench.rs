@@ -3,35 +3,42 @@
 
 #![allow(missing_docs)]
 
-mod bench {
-    use std::time::{Duration, Instant};
+use std::time::{Duration, Instant};
 
-    pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
-        let started = Instant::now();
-        while !done() {
-            anyhow::ensure!(started.elapsed() < limit, "gave up after {limit:?} waiting for: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while !done() {
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "gave up after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-
-    #[path = "../../../agent/src/bench/raft.rs"]
-    pub mod raft;
+    Ok(())
 }
+
+#[path = "../../agent/src/bench/raft.rs"]
+mod raft;
 
 use clap::Parser;
 
 #[derive(clap::Parser)]
 enum Cli {
-    Raft(bench::raft::RaftBenchArgs),
+    Raft(raft::RaftBenchArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
     }
     match Cli::parse() {
-        Cli::Raft(a) => bench::raft::run(&a).await,
+        Cli::Raft(a) => raft::run(&a).await,
     }
 }

@@ -57,22 +57,39 @@ pub(crate) enum Decision {
     /// Add these nodes as learners.
     AddLearners(Vec<(RaftId, RaftNode)>),
     /// Make `voters` the voter set; `remove` leaves the membership entirely.
-    Change { voters: BTreeSet<RaftId>, remove: BTreeSet<RaftId> },
+    Change {
+        voters: BTreeSet<RaftId>,
+        remove: BTreeSet<RaftId>,
+    },
 }
 
 fn odd_at_most(n: usize) -> usize {
-    if n == 0 { 0 } else if n % 2 == 0 { n - 1 } else { n }
+    if n == 0 {
+        0
+    } else if n % 2 == 0 {
+        n - 1
+    } else {
+        n
+    }
 }
 
 /// The target voter count for `eligible` eligible nodes.
 pub(crate) fn target_for(eligible: usize, configured: usize) -> usize {
-    if eligible < 3 { 1 } else { odd_at_most(configured.min(eligible)) }
+    if eligible < 3 {
+        1
+    } else {
+        odd_at_most(configured.min(eligible))
+    }
 }
 
 /// Decides one round.
 pub(crate) fn plan(v: &View) -> Decision {
     let cand = |id: &RaftId| v.candidates.get(id);
-    let alive_voters = v.voters.iter().filter(|id| cand(id).is_some_and(|c| c.alive)).count();
+    let alive_voters = v
+        .voters
+        .iter()
+        .filter(|id| cand(id).is_some_and(|c| c.alive))
+        .count();
     if alive_voters < v.voters.len() / 2 + 1 {
         return Decision::Nothing; // no quorum: nothing can commit
     }
@@ -81,9 +98,17 @@ pub(crate) fn plan(v: &View) -> Decision {
         .voters
         .iter()
         .copied()
-        .filter(|id| *id == v.leader || (!v.expired.contains(id) && cand(id).is_none_or(|c| c.eligible || !c.alive)))
+        .filter(|id| {
+            *id == v.leader
+                || (!v.expired.contains(id) && cand(id).is_none_or(|c| c.eligible || !c.alive))
+        })
         .collect();
-    let remove: BTreeSet<RaftId> = v.voters.iter().copied().filter(|id| v.expired.contains(id)).collect();
+    let remove: BTreeSet<RaftId> = v
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| v.expired.contains(id))
+        .collect();
     // Promote caught-up, eligible learners, preferring new hostnames and zones.
     let mut promotable: Vec<&Candidate> = v
         .learners
@@ -92,13 +117,24 @@ pub(crate) fn plan(v: &View) -> Decision {
         .filter(|c| c.eligible && c.matched + CAUGHT_UP_LAG >= v.last_log)
         .collect();
     while keep.len() < v.target && !promotable.is_empty() {
-        let hosts: BTreeSet<&str> = keep.iter().filter_map(|id| cand(id)).map(|c| c.hostname.as_str()).collect();
-        let zones: BTreeSet<&str> = keep.iter().filter_map(|id| cand(id)).filter_map(|c| c.zone.as_deref()).collect();
+        let hosts: BTreeSet<&str> = keep
+            .iter()
+            .filter_map(|id| cand(id))
+            .map(|c| c.hostname.as_str())
+            .collect();
+        let zones: BTreeSet<&str> = keep
+            .iter()
+            .filter_map(|id| cand(id))
+            .filter_map(|c| c.zone.as_deref())
+            .collect();
         let score = |c: &Candidate| {
             u8::from(!hosts.contains(c.hostname.as_str())) * 2
                 + u8::from(c.zone.as_deref().is_some_and(|z| !zones.contains(z)))
         };
-        let best = promotable.iter().enumerate().max_by(|(_, a), (_, b)| score(a).cmp(&score(b)).then(b.id.cmp(&a.id)));
+        let best = promotable
+            .iter()
+            .enumerate()
+            .max_by(|(_, a), (_, b)| score(a).cmp(&score(b)).then(b.id.cmp(&a.id)));
         let Some((i, _)) = best else { break };
         keep.insert(promotable.remove(i).id);
     }
@@ -118,11 +154,18 @@ pub(crate) fn plan(v: &View) -> Decision {
         }
     }
     if keep != v.voters {
-        return Decision::Change { voters: keep, remove };
+        return Decision::Change {
+            voters: keep,
+            remove,
+        };
     }
     // Enough voters? Otherwise bring in learners to catch up for a later promotion.
     let wanted = v.target.saturating_sub(v.voters.len()) + 1;
-    let learners_ok = v.learners.iter().filter(|id| cand(id).is_some_and(|c| c.eligible)).count();
+    let learners_ok = v
+        .learners
+        .iter()
+        .filter(|id| cand(id).is_some_and(|c| c.eligible))
+        .count();
     if v.voters.len() < v.target && learners_ok < wanted {
         let new: Vec<(RaftId, RaftNode)> = v
             .candidates
@@ -170,7 +213,11 @@ fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View
     let matched: BTreeMap<RaftId, u64> = metrics
         .replication
         .as_ref()
-        .map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map(|l| l.index).unwrap_or(0))).collect())
+        .map(|r| {
+            r.iter()
+                .map(|(id, l)| (*id, l.as_ref().map(|l| l.index).unwrap_or(0)))
+                .collect()
+        })
         .unwrap_or_default();
     let last_log = metrics.last_log_index.unwrap_or(0);
     let state = core.state();
@@ -184,7 +231,10 @@ fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View
             zone: None,
             alive: core.is_alive(node),
             eligible: core.is_alive(node),
-            matched: matched.get(id).copied().unwrap_or(if *id == core.id { last_log } else { 0 }),
+            matched: matched
+                .get(id)
+                .copied()
+                .unwrap_or(if *id == core.id { last_log } else { 0 }),
         });
     }
     let now = Instant::now();
@@ -199,7 +249,10 @@ fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View
         }
     }
     // A manager that is dead but within its grace still counts: a blip must not shrink the set.
-    let in_grace = voters.iter().filter(|id| !expired.contains(id) && candidates.get(id).is_some_and(|c| !c.alive)).count();
+    let in_grace = voters
+        .iter()
+        .filter(|id| !expired.contains(id) && candidates.get(id).is_some_and(|c| !c.alive))
+        .count();
     let eligible = candidates.values().filter(|c| c.eligible).count() + in_grace;
     Some(View {
         leader: core.id,
@@ -220,21 +273,33 @@ fn candidates_from(
 ) -> BTreeMap<RaftId, Candidate> {
     let mut out = BTreeMap::new();
     for node in state.nodes.values() {
-        let Some(id) = raft_id_of_str(node.id.as_str()) else { continue };
-        let raft_node = RaftNode { peer_id: node.id.to_string(), addrs: node.addresses.clone() };
+        let Some(id) = raft_id_of_str(node.id.as_str()) else {
+            continue;
+        };
+        let raft_node = RaftNode {
+            peer_id: node.id.to_string(),
+            addrs: node.addresses.clone(),
+        };
         let alive = core.is_alive(&raft_node);
         let stepped_down = node.labels.get(MANAGER_LABEL).map(String::as_str) == Some("false");
         let eligible = alive && node.availability != Availability::Drain && !stepped_down;
-        let matched = if id == core.id { last_log } else { matched.get(&id).copied().unwrap_or(0) };
-        out.insert(id, Candidate {
+        let matched = if id == core.id {
+            last_log
+        } else {
+            matched.get(&id).copied().unwrap_or(0)
+        };
+        out.insert(
             id,
-            node: raft_node,
-            hostname: node.hostname.clone(),
-            zone: node.labels.get("zone").cloned(),
-            alive,
-            eligible,
-            matched,
-        });
+            Candidate {
+                id,
+                node: raft_node,
+                hostname: node.hostname.clone(),
+                zone: node.labels.get("zone").cloned(),
+                alive,
+                eligible,
+                matched,
+            },
+        );
     }
     out
 }
@@ -255,7 +320,9 @@ async fn apply(core: &Core, view: &View, decision: Decision) {
             if !remove.is_empty() {
                 changes.push(ChangeMembers::RemoveNodes(remove.clone()));
             }
-            let change = core.raft.change_membership(ChangeMembers::Batch(changes), true);
+            let change = core
+                .raft
+                .change_membership(ChangeMembers::Batch(changes), true);
             match tokio::time::timeout(Duration::from_secs(10), change).await {
                 Ok(Ok(_)) => record_roles(core, view, &voters).await,
                 Ok(Err(e)) => tracing::warn!(error = %e, "autopilot: membership change"),
@@ -269,8 +336,14 @@ async fn apply(core: &Core, view: &View, decision: Decision) {
 async fn record_roles(core: &Core, view: &View, voters: &BTreeSet<RaftId>) {
     let state = core.state();
     for c in view.candidates.values() {
-        let Some(node) = state.nodes.get(&NodeId::new(&c.node.peer_id)) else { continue };
-        let role = if voters.contains(&c.id) { NodeRole::Manager } else { NodeRole::Worker };
+        let Some(node) = state.nodes.get(&NodeId::new(&c.node.peer_id)) else {
+            continue;
+        };
+        let role = if voters.contains(&c.id) {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
+        };
         if node.role == role {
             continue;
         }
@@ -294,7 +367,10 @@ mod tests {
     fn cand(id: RaftId, host: &str, alive: bool, eligible: bool, matched: u64) -> Candidate {
         Candidate {
             id,
-            node: RaftNode { peer_id: format!("p{id}"), addrs: vec![] },
+            node: RaftNode {
+                peer_id: format!("p{id}"),
+                addrs: vec![],
+            },
             hostname: host.to_owned(),
             zone: None,
             alive,
@@ -303,8 +379,16 @@ mod tests {
         }
     }
 
-    fn view(voters: &[RaftId], learners: &[RaftId], cands: Vec<Candidate>, expired: &[RaftId]) -> View {
-        let in_grace = voters.iter().filter(|id| !expired.contains(id) && cands.iter().any(|c| c.id == **id && !c.alive)).count();
+    fn view(
+        voters: &[RaftId],
+        learners: &[RaftId],
+        cands: Vec<Candidate>,
+        expired: &[RaftId],
+    ) -> View {
+        let in_grace = voters
+            .iter()
+            .filter(|id| !expired.contains(id) && cands.iter().any(|c| c.id == **id && !c.alive))
+            .count();
         let eligible = cands.iter().filter(|c| c.eligible).count() + in_grace;
         View {
             leader: voters[0],
@@ -341,23 +425,59 @@ mod tests {
             &[3],
         );
         // 5 prefers a new hostname over 4 (same host as 2).
-        assert_eq!(plan(&v), Decision::Change { voters: [1, 2, 5].into(), remove: [3].into() });
+        assert_eq!(
+            plan(&v),
+            Decision::Change {
+                voters: [1, 2, 5].into(),
+                remove: [3].into()
+            }
+        );
     }
 
     #[test]
     fn keeps_a_dead_manager_within_grace_and_without_quorum_does_nothing() {
-        let cands = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 100), cand(3, "c", false, false, 0)];
-        assert_eq!(plan(&view(&[1, 2, 3], &[], cands.clone(), &[])), Decision::Nothing);
-        let lost = vec![cand(1, "a", true, true, 100), cand(2, "b", false, false, 0), cand(3, "c", false, false, 0)];
-        assert_eq!(plan(&view(&[1, 2, 3], &[], lost, &[2, 3])), Decision::Nothing);
+        let cands = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", true, true, 100),
+            cand(3, "c", false, false, 0),
+        ];
+        assert_eq!(
+            plan(&view(&[1, 2, 3], &[], cands.clone(), &[])),
+            Decision::Nothing
+        );
+        let lost = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", false, false, 0),
+            cand(3, "c", false, false, 0),
+        ];
+        assert_eq!(
+            plan(&view(&[1, 2, 3], &[], lost, &[2, 3])),
+            Decision::Nothing
+        );
     }
 
     #[test]
     fn grows_from_one_to_three_via_learners() {
-        let cands = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 0), cand(3, "c", true, true, 0)];
-        assert!(matches!(plan(&view(&[1], &[], cands.clone(), &[])), Decision::AddLearners(v) if v.len() == 2));
-        let caught = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 100), cand(3, "c", true, true, 100)];
-        assert_eq!(plan(&view(&[1], &[2, 3], caught, &[])), Decision::Change { voters: [1, 2, 3].into(), remove: [].into() });
+        let cands = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", true, true, 0),
+            cand(3, "c", true, true, 0),
+        ];
+        assert!(
+            matches!(plan(&view(&[1], &[], cands.clone(), &[])), Decision::AddLearners(v) if v.len() == 2)
+        );
+        let caught = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", true, true, 100),
+            cand(3, "c", true, true, 100),
+        ];
+        assert_eq!(
+            plan(&view(&[1], &[2, 3], caught, &[])),
+            Decision::Change {
+                voters: [1, 2, 3].into(),
+                remove: [].into()
+            }
+        );
     }
 
     #[test]
@@ -368,13 +488,25 @@ mod tests {
             cand(3, "c", true, true, 100),
             cand(4, "d", true, true, 100),
         ];
-        assert_eq!(plan(&view(&[1, 2, 3], &[4], cands, &[])), Decision::Change { voters: [1, 3, 4].into(), remove: [].into() });
+        assert_eq!(
+            plan(&view(&[1, 2, 3], &[4], cands, &[])),
+            Decision::Change {
+                voters: [1, 3, 4].into(),
+                remove: [].into()
+            }
+        );
     }
 
     #[test]
     fn never_even() {
         // Two eligible nodes: target 1; a second healthy voter is trimmed.
         let cands = vec![cand(1, "a", true, true, 100), cand(2, "b", true, true, 100)];
-        assert_eq!(plan(&view(&[1, 2], &[], cands, &[])), Decision::Change { voters: [1].into(), remove: [].into() });
+        assert_eq!(
+            plan(&view(&[1, 2], &[], cands, &[])),
+            Decision::Change {
+                voters: [1].into(),
+                remove: [].into()
+            }
+        );
     }
 }

@@ -21,7 +21,12 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Forms or joins a cluster unless this agent already has raft state.
 pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ConsensusError> {
-    if core.raft.is_initialized().await.map_err(|e| ConsensusError::Raft(e.to_string()))? {
+    if core
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| ConsensusError::Raft(e.to_string()))?
+    {
         tracing::info!("raft state found on disk: rejoining as before");
         return Ok(());
     }
@@ -34,7 +39,8 @@ pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ConsensusError> {
 /// A member that belongs to a cluster and is a manager there.
 fn clustered_manager(m: &Member) -> Option<(PeerId, String)> {
     let cluster = m.info.cluster_id.clone()?;
-    (m.state == MemberState::Alive && m.info.raft.membership == RaftMembership::Voter).then_some((m.peer_id, cluster))
+    (m.state == MemberState::Alive && m.info.raft.membership == RaftMembership::Voter)
+        .then_some((m.peer_id, cluster))
 }
 
 fn unclustered(m: &Member) -> bool {
@@ -56,9 +62,15 @@ async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
         heard_unclustered.extend(members.iter().filter(|m| unclustered(m)).map(|m| m.peer_id));
         tokio::time::sleep(POLL).await;
     }
-    let lowest = heard_unclustered.iter().next().is_none_or(|p| core.peer < *p);
+    let lowest = heard_unclustered
+        .iter()
+        .next()
+        .is_none_or(|p| core.peer < *p);
     if lowest {
-        tracing::info!(peers = heard_unclustered.len(), "initialising a new cluster");
+        tracing::info!(
+            peers = heard_unclustered.len(),
+            "initialising a new cluster"
+        );
         return initialise(core, BTreeMap::from([(core.id, core.me.clone())])).await;
     }
     // Someone lower initialises: wait until its cluster shows up, then join.
@@ -69,16 +81,20 @@ async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
             return join(core, via, cluster).await;
         }
         // The lower agent vanished before initialising: start over as if alone.
-        let lower_alive = members
-            .iter()
-            .any(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && m.peer_id < core.peer && heard_unclustered.contains(&m.peer_id));
+        let lower_alive = members.iter().any(|m| {
+            matches!(m.state, MemberState::Alive | MemberState::Suspect)
+                && m.peer_id < core.peer
+                && heard_unclustered.contains(&m.peer_id)
+        });
         if !lower_alive {
             tracing::info!("the agent expected to initialise is gone: initialising");
             return initialise(core, BTreeMap::from([(core.id, core.me.clone())])).await;
         }
         tokio::time::sleep(POLL).await;
     }
-    Err(ConsensusError::JoinFailed("no cluster appeared after bootstrap".to_owned()))
+    Err(ConsensusError::JoinFailed(
+        "no cluster appeared after bootstrap".to_owned(),
+    ))
 }
 
 async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
@@ -91,7 +107,15 @@ async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
         let mut set: Vec<(PeerId, RaftNode)> = members
             .iter()
             .filter(|m| unclustered(m))
-            .map(|m| (m.peer_id, RaftNode { peer_id: m.peer_id.to_string(), addrs: m.addrs.iter().map(|a| a.to_string()).collect() }))
+            .map(|m| {
+                (
+                    m.peer_id,
+                    RaftNode {
+                        peer_id: m.peer_id.to_string(),
+                        addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+                    },
+                )
+            })
             .collect();
         set.push((core.peer, core.me.clone()));
         set.sort_by_key(|(p, _)| *p);
@@ -102,7 +126,10 @@ async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            let voters: BTreeMap<RaftId, RaftNode> = set.iter().map(|(p, node)| (raft_id_of_peer(p), node.clone())).collect();
+            let voters: BTreeMap<RaftId, RaftNode> = set
+                .iter()
+                .map(|(p, node)| (raft_id_of_peer(p), node.clone()))
+                .collect();
             core.access.allow_peers(voters.keys().copied());
             if set[0].0 == core.peer {
                 tracing::info!(voters = n, "bootstrap_expect reached: initialising");
@@ -112,7 +139,9 @@ async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
         }
         tokio::time::sleep(POLL).await;
     }
-    Err(ConsensusError::JoinFailed(format!("bootstrap_expect: fewer than {n} agents appeared")))
+    Err(ConsensusError::JoinFailed(format!(
+        "bootstrap_expect: fewer than {n} agents appeared"
+    )))
 }
 
 /// Waits until the initialising agent's membership reached this agent.
@@ -123,7 +152,9 @@ async fn wait_initialised(core: &Core, deadline: Instant) -> Result<(), Consensu
         }
         tokio::time::sleep(POLL).await;
     }
-    Err(ConsensusError::JoinFailed("the initialising agent never replicated to this one".to_owned()))
+    Err(ConsensusError::JoinFailed(
+        "the initialising agent never replicated to this one".to_owned(),
+    ))
 }
 
 async fn join(core: &Core, via: PeerId, cluster: String) -> Result<(), ConsensusError> {
@@ -135,17 +166,25 @@ async fn join(core: &Core, via: PeerId, cluster: String) -> Result<(), Consensus
 async fn initialise(core: &Core, voters: BTreeMap<RaftId, RaftNode>) -> Result<(), ConsensusError> {
     let cluster_id = new_cluster_id()?;
     core.access.expect_cluster(cluster_id.clone());
-    core.raft.initialize(voters).await.map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    core.raft
+        .initialize(voters)
+        .await
+        .map_err(|e| ConsensusError::Raft(e.to_string()))?;
     let deadline = Instant::now() + core.config.write_timeout * 2;
     while Instant::now() < deadline {
         if core.state().cluster_id.is_some() {
             return Ok(());
         }
         if core.leader().is_some() {
-            let cmd = Command::InitCluster { cluster_id: ClusterId(cluster_id.clone()) };
+            let cmd = Command::InitCluster {
+                cluster_id: ClusterId(cluster_id.clone()),
+            };
             if let Some((id, leader)) = core.leader() {
                 let result = if id == core.id {
-                    core.write_as_leader(cmd, core.config.write_timeout).await.map(|_| ()).map_err(|e| format!("{e:?}"))
+                    core.write_as_leader(cmd, core.config.write_timeout)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:?}"))
                 } else {
                     forward_init(core, &leader, cmd).await
                 };
@@ -157,14 +196,23 @@ async fn initialise(core: &Core, voters: BTreeMap<RaftId, RaftNode>) -> Result<(
         }
         tokio::time::sleep(POLL).await;
     }
-    Err(ConsensusError::Raft("the new cluster did not commit its id".to_owned()))
+    Err(ConsensusError::Raft(
+        "the new cluster did not commit its id".to_owned(),
+    ))
 }
 
 async fn forward_init(core: &Core, leader: &RaftNode, cmd: Command) -> Result<(), String> {
     use crate::network::client::send;
     use crate::network::messages::{RaftRequest, RaftResponse};
     let peer = PeerId::from_str(&leader.peer_id).map_err(|e| e.to_string())?;
-    match send(&core.mesh, peer, core.access.cluster_id(), RaftRequest::Write(crate::types::LogCommand(cmd))).await {
+    match send(
+        &core.mesh,
+        peer,
+        core.access.cluster_id(),
+        RaftRequest::Write(crate::types::LogCommand(cmd)),
+    )
+    .await
+    {
         Ok(RaftResponse::Write(Ok(_))) => Ok(()),
         Ok(other) => Err(format!("{other:?}")),
         Err(e) => Err(e.to_string()),
@@ -175,7 +223,9 @@ async fn forward_init(core: &Core, leader: &RaftNode, cmd: Command) -> Result<()
 fn new_cluster_id() -> Result<String, ConsensusError> {
     let mut bytes = [0u8; 12];
     getrandom::getrandom(&mut bytes).map_err(|e| ConsensusError::Raft(e.to_string()))?;
-    Ok(std::iter::once("c".to_owned()).chain(bytes.iter().map(|b| format!("{b:02x}"))).collect())
+    Ok(std::iter::once("c".to_owned())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect())
 }
 
 /// Makes sure this agent is recorded as a node of the cluster (joiners are recorded by the
@@ -189,11 +239,17 @@ pub(crate) async fn ensure_registered(core: Arc<Core>) {
         }
         if state.cluster_id.is_some() {
             let result = match core.leader() {
-                Some((id, _)) if id == core.id => {
-                    core.write_as_leader(Command::UpsertNode { node: me.clone() }, core.config.write_timeout).await.map(|_| ())
-                        .map_err(|e| format!("{e:?}"))
+                Some((id, _)) if id == core.id => core
+                    .write_as_leader(
+                        Command::UpsertNode { node: me.clone() },
+                        core.config.write_timeout,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}")),
+                Some((_, leader)) => {
+                    forward_init(&core, &leader, Command::UpsertNode { node: me.clone() }).await
                 }
-                Some((_, leader)) => forward_init(&core, &leader, Command::UpsertNode { node: me.clone() }).await,
                 None => Err("no leader".to_owned()),
             };
             if let Err(e) = result {

@@ -31,7 +31,10 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 pub fn encode_bounded<T: Serialize>(value: &T, limit: usize) -> Result<Vec<u8>, CodecError> {
     let bytes = encode(value)?;
     if bytes.len() > limit {
-        return Err(CodecError::TooLarge { size: bytes.len(), limit });
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
     }
     Ok(bytes)
 }
@@ -44,7 +47,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 /// Decodes a CBOR value, refusing inputs larger than `limit` bytes before parsing.
 pub fn decode_bounded<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, CodecError> {
     if bytes.len() > limit {
-        return Err(CodecError::TooLarge { size: bytes.len(), limit });
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit,
+        });
     }
     decode(bytes)
 }

@@ -113,7 +113,10 @@ impl QuorumConfig {
             return bad("bootstrap_expect must be at least 1");
         }
         let t = self.timing;
-        if t.heartbeat.is_zero() || t.election_min <= t.heartbeat * 2 || t.election_max <= t.election_min {
+        if t.heartbeat.is_zero()
+            || t.election_min <= t.heartbeat * 2
+            || t.election_max <= t.election_min
+        {
             return bad("need 0 < 2 x heartbeat < election_min < election_max");
         }
         if self.snapshot_after_entries == 0 {
@@ -140,6 +143,8 @@ impl QuorumConfig {
             enable_pre_vote: Some(true),
             ..Default::default()
         };
-        config.validate().map_err(|e| ConsensusError::Config(e.to_string()))
+        config
+            .validate()
+            .map_err(|e| ConsensusError::Config(e.to_string()))
     }
 }

@@ -69,7 +69,10 @@ impl Core {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let membership = m.membership_config.membership();
-        membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
+            .collect()
     }
 
     /// Learners and their nodes.
@@ -77,7 +80,10 @@ impl Core {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let membership = m.membership_config.membership();
-        membership.learner_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect()
+        membership
+            .learner_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
+            .collect()
     }
 
     /// The mesh state of `peer` (None: never seen).
@@ -122,11 +128,17 @@ impl Core {
         let m = m.borrow_watched();
         let lease = self.config.timing.election_max * 2;
         m.current_leader == Some(self.id)
-            && m.last_quorum_acked.as_ref().is_some_and(|at| openraft::Instant::elapsed(&**at) <= lease)
+            && m.last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| openraft::Instant::elapsed(&**at) <= lease)
     }
 
     /// Writes `cmd` on this agent, which must be the leader.
-    pub(crate) async fn write_as_leader(&self, cmd: Command, timeout: Duration) -> Result<ApplyResult, ForwardFailure> {
+    pub(crate) async fn write_as_leader(
+        &self,
+        cmd: Command,
+        timeout: Duration,
+    ) -> Result<ApplyResult, ForwardFailure> {
         if !self.is_fresh_leader() {
             self.check_quorum()?;
         }
@@ -134,20 +146,27 @@ impl Core {
         match tokio::time::timeout(timeout, write).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(e)) => Err(match e.into_api_error() {
-                Some(ClientWriteError::ForwardToLeader(f)) => ForwardFailure::NotLeader(f.leader_node),
+                Some(ClientWriteError::ForwardToLeader(f)) => {
+                    ForwardFailure::NotLeader(f.leader_node)
+                }
                 Some(ClientWriteError::LogEntryDiscarded(_)) => ForwardFailure::Uncertain,
                 Some(other) => ForwardFailure::Failed(other.to_string()),
                 None => ForwardFailure::Failed("raft stopped".to_owned()),
             }),
             Err(_) => match self.check_quorum() {
                 Err(no_quorum) => Err(no_quorum),
-                Ok(()) => Err(ForwardFailure::Failed(format!("not committed within {timeout:?}"))),
+                Ok(()) => Err(ForwardFailure::Failed(format!(
+                    "not committed within {timeout:?}"
+                ))),
             },
         }
     }
 
     /// Confirms leadership with a quorum and returns the index a linearizable read must see.
-    pub(crate) async fn read_index_as_leader(&self, timeout: Duration) -> Result<u64, ForwardFailure> {
+    pub(crate) async fn read_index_as_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<u64, ForwardFailure> {
         if !self.is_fresh_leader() {
             self.check_quorum()?;
         }
@@ -163,7 +182,9 @@ impl Core {
             }),
             Err(_) => {
                 self.check_quorum()?;
-                Err(ForwardFailure::Failed(format!("leadership not confirmed within {timeout:?}")))
+                Err(ForwardFailure::Failed(format!(
+                    "leadership not confirmed within {timeout:?}"
+                )))
             }
         }
     }
@@ -171,7 +192,11 @@ impl Core {
     /// Waits until the local state machine applied `index`.
     pub(crate) async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
         let mut rx = self.shared.subscribe();
-        let reached = |s: &crate::storage::AppliedState| s.last_applied.as_ref().map(|l| l.index).unwrap_or(0) >= index;
-        tokio::time::timeout(timeout, rx.wait_for(reached)).await.is_ok_and(|r| r.is_ok())
+        let reached = |s: &crate::storage::AppliedState| {
+            s.last_applied.as_ref().map(|l| l.index).unwrap_or(0) >= index
+        };
+        tokio::time::timeout(timeout, rx.wait_for(reached))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }

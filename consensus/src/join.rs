@@ -35,8 +35,14 @@ pub(crate) fn self_node(core: &Core) -> Node {
         availability: Availability::Active,
         state: NodeState::Unknown,
         labels: info.labels.clone(),
-        platform: Platform { os: info.os.clone(), arch: info.arch.clone() },
-        total: Resources { nano_cpus: info.nano_cpus, memory_bytes: info.memory_bytes },
+        platform: Platform {
+            os: info.os.clone(),
+            arch: info.arch.clone(),
+        },
+        total: Resources {
+            nano_cpus: info.nano_cpus,
+            memory_bytes: info.memory_bytes,
+        },
         reserved: Resources::default(),
         runtime,
         version: info.version.clone(),
@@ -51,7 +57,11 @@ pub(crate) async fn join_via(
     deadline: Instant,
 ) -> Result<JoinAccepted, ConsensusError> {
     core.access.expect_cluster(cluster_id.clone());
-    let request = JoinRequest { node: self_node(core), raft_node: core.me.clone(), token: core.config.token.clone() };
+    let request = JoinRequest {
+        node: self_node(core),
+        raft_node: core.me.clone(),
+        token: core.config.token.clone(),
+    };
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
         let body = RaftRequest::Join(request.clone());
@@ -74,12 +84,19 @@ pub(crate) async fn join_via(
 }
 
 /// Handles a join request arriving at this agent (from the joiner or a forwarding manager).
-pub(crate) async fn handle(core: &Core, sender: PeerId, cluster: Option<&str>, req: JoinRequest) -> RaftResponse {
+pub(crate) async fn handle(
+    core: &Core,
+    sender: PeerId,
+    cluster: Option<&str>,
+    req: JoinRequest,
+) -> RaftResponse {
     let ours = core.access.cluster_id();
     if let (Some(ours), Some(theirs)) = (ours.as_deref(), cluster)
         && ours != theirs
     {
-        return RaftResponse::Join(Err(format!("refused: different cluster ({theirs}, not {ours})")));
+        return RaftResponse::Join(Err(format!(
+            "refused: different cluster ({theirs}, not {ours})"
+        )));
     }
     let from_member = core.voters().contains_key(&raft_id_of_peer(&sender));
     if !from_member && req.node.id.as_str() != sender.to_string() {
@@ -110,7 +127,8 @@ fn admitted_role(ours: Option<&Token>, presented: Option<&str>) -> Result<TokenR
         return Err("refused: this cluster requires a token".to_owned());
     };
     let presented = Token::parse(presented).map_err(|_| "refused: malformed token".to_owned())?;
-    ours.verify(&presented).ok_or_else(|| "refused: invalid token".to_owned())
+    ours.verify(&presented)
+        .ok_or_else(|| "refused: invalid token".to_owned())
 }
 
 async fn accept_as_leader(core: &Core, req: JoinRequest) -> Result<JoinAccepted, String> {
@@ -120,10 +138,15 @@ async fn accept_as_leader(core: &Core, req: JoinRequest) -> Result<JoinAccepted,
     core.access.allow_peers([joiner]);
     let mut node = req.node;
     if role == TokenRole::Worker {
-        node.labels.insert(MANAGER_LABEL.to_owned(), "false".to_owned());
+        node.labels
+            .insert(MANAGER_LABEL.to_owned(), "false".to_owned());
     }
-    let eligible = role == TokenRole::Manager && node.labels.get(MANAGER_LABEL).map(String::as_str) != Some("false");
-    match core.write_as_leader(Command::UpsertNode { node }, core.config.write_timeout).await {
+    let eligible = role == TokenRole::Manager
+        && node.labels.get(MANAGER_LABEL).map(String::as_str) != Some("false");
+    match core
+        .write_as_leader(Command::UpsertNode { node }, core.config.write_timeout)
+        .await
+    {
         Ok(Ok(_)) => {}
         Ok(Err(refused)) => return Err(format!("refused: {refused}")),
         Err(e) => return Err(format!("{e:?}")),
@@ -133,12 +156,23 @@ async fn accept_as_leader(core: &Core, req: JoinRequest) -> Result<JoinAccepted,
     let as_learner = eligible && (already || members < core.config.target_managers + 2);
     if as_learner
         && !already
-        && let Err(e) = core.raft.add_learner(joiner, req.raft_node.clone(), false).await
+        && let Err(e) = core
+            .raft
+            .add_learner(joiner, req.raft_node.clone(), false)
+            .await
     {
         return Err(format!("add learner: {e}"));
     }
-    let role = if as_learner { JoinedRole::Learner } else { JoinedRole::Worker };
-    Ok(JoinAccepted { cluster_id, role, managers: core.voters().into_values().collect() })
+    let role = if as_learner {
+        JoinedRole::Learner
+    } else {
+        JoinedRole::Worker
+    };
+    Ok(JoinAccepted {
+        cluster_id,
+        role,
+        managers: core.voters().into_values().collect(),
+    })
 }
 
 #[cfg(test)]
@@ -151,8 +185,14 @@ mod tests {
         let manager = ours.manager_token();
         let worker = ours.worker_token();
         assert_eq!(admitted_role(None, None), Ok(TokenRole::Manager));
-        assert_eq!(admitted_role(Some(&ours), manager.as_deref()), Ok(TokenRole::Manager));
-        assert_eq!(admitted_role(Some(&ours), Some(&worker)), Ok(TokenRole::Worker));
+        assert_eq!(
+            admitted_role(Some(&ours), manager.as_deref()),
+            Ok(TokenRole::Manager)
+        );
+        assert_eq!(
+            admitted_role(Some(&ours), Some(&worker)),
+            Ok(TokenRole::Worker)
+        );
         assert!(admitted_role(Some(&ours), None).is_err());
         let stranger = Token::generate_manager()?.worker_token();
         assert!(admitted_role(Some(&ours), Some(&stranger)).is_err());

@@ -17,4 +17,7 @@ pub const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024 * 1024;
 /// Entries per AppendEntries at most (openraft `max_payload_entries`).
 pub const MAX_PAYLOAD_ENTRIES: u64 = 512;
 
-const _: () = assert!(MAX_RPC_BYTES <= 16 * 1024 * 1024, "raft RPCs must fit the mesh's raft limit");
+const _: () = assert!(
+    MAX_RPC_BYTES <= 16 * 1024 * 1024,
+    "raft RPCs must fit the mesh's raft limit"
+);

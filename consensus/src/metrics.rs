@@ -23,11 +23,31 @@ impl RaftMetricsFamilies {
     pub(crate) fn register(registry: &mut Registry) -> RaftMetricsFamilies {
         let m = RaftMetricsFamilies::default();
         registry.register("shoal_raft_term", "Current raft term", m.term.clone());
-        registry.register("shoal_raft_is_leader", "1 if this agent is the raft leader", m.is_leader.clone());
-        registry.register("shoal_raft_last_log_index", "Index of the last raft log entry", m.last_log_index.clone());
-        registry.register("shoal_raft_applied_index", "Index of the last applied entry", m.applied_index.clone());
-        registry.register("shoal_raft_voters", "Number of raft voters (managers)", m.voters.clone());
-        registry.register("shoal_raft_leader_changes", "Leader changes seen by this agent", m.leader_changes.clone());
+        registry.register(
+            "shoal_raft_is_leader",
+            "1 if this agent is the raft leader",
+            m.is_leader.clone(),
+        );
+        registry.register(
+            "shoal_raft_last_log_index",
+            "Index of the last raft log entry",
+            m.last_log_index.clone(),
+        );
+        registry.register(
+            "shoal_raft_applied_index",
+            "Index of the last applied entry",
+            m.applied_index.clone(),
+        );
+        registry.register(
+            "shoal_raft_voters",
+            "Number of raft voters (managers)",
+            m.voters.clone(),
+        );
+        registry.register(
+            "shoal_raft_leader_changes",
+            "Leader changes seen by this agent",
+            m.leader_changes.clone(),
+        );
         m
     }
 
@@ -36,11 +56,17 @@ impl RaftMetricsFamilies {
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.term.set(clamp(m.current_term));
         self.is_leader.set(i64::from(m.current_leader == Some(me)));
-        self.last_log_index.set(clamp(m.last_log_index.unwrap_or(0)));
-        self.applied_index.set(clamp(m.last_applied.as_ref().map(|l| l.index).unwrap_or(0)));
-        self.voters.set(clamp(m.membership_config.membership().voter_ids().count() as u64));
+        self.last_log_index
+            .set(clamp(m.last_log_index.unwrap_or(0)));
+        self.applied_index
+            .set(clamp(m.last_applied.as_ref().map(|l| l.index).unwrap_or(0)));
+        self.voters.set(clamp(
+            m.membership_config.membership().voter_ids().count() as u64
+        ));
         let leader = m.current_leader.unwrap_or(0);
-        let previous = self.last_leader.swap(leader, std::sync::atomic::Ordering::Relaxed);
+        let previous = self
+            .last_leader
+            .swap(leader, std::sync::atomic::Ordering::Relaxed);
         if previous != leader && leader != 0 {
             self.leader_changes.inc();
         }

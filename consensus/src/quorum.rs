@@ -7,11 +7,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use shoal_metrics::prometheus_client::registry::Registry;
 use shoal_discovery::{
-    MemberState, MembershipChange, Mesh, NodeInfo, NodeRole, PeerId, RaftAnnouncement, RaftMembership,
-    ShoalProtocol,
+    MemberState, MembershipChange, Mesh, NodeInfo, NodeRole, PeerId, RaftAnnouncement,
+    RaftMembership, ShoalProtocol,
 };
+use shoal_metrics::prometheus_client::registry::Registry;
 use shoal_scheduler::{ClusterState, Command};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
@@ -60,25 +60,37 @@ pub struct Quorum {
 
 impl std::fmt::Debug for Quorum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Quorum").field("peer", &self.core.peer).finish_non_exhaustive()
+        f.debug_struct("Quorum")
+            .field("peer", &self.core.peer)
+            .finish_non_exhaustive()
     }
 }
 
 impl Quorum {
     /// Starts raft on `mesh`: opens storage, serves `/shoal/raft/1`, bootstraps or joins a cluster
     /// when there is no state on disk, and runs the autopilot while leader.
-    pub async fn start(config: QuorumConfig, mesh: Mesh, registry: &mut Registry) -> Result<Quorum, ConsensusError> {
+    pub async fn start(
+        config: QuorumConfig,
+        mesh: Mesh,
+        registry: &mut Registry,
+    ) -> Result<Quorum, ConsensusError> {
         config.validate()?;
         let token = config.token.as_deref().map(Token::parse).transpose()?;
         let raft_config = Arc::new(config.raft_config()?);
         let (log, sm) = storage::open(&config.data_dir)?;
         let peer = mesh.local_peer_id();
         let id = raft_id_of_peer(&peer);
-        let me = RaftNode { peer_id: peer.to_string(), addrs: config.advertise_addrs.clone() };
+        let me = RaftNode {
+            peer_id: peer.to_string(),
+            addrs: config.advertise_addrs.clone(),
+        };
         log.save_self(&me).await?;
         let shared = sm.shared();
         let access = Arc::new(Access::new(shared.clone()));
-        let network = NetworkFactory { mesh: mesh.clone(), access: access.clone() };
+        let network = NetworkFactory {
+            mesh: mesh.clone(),
+            access: access.clone(),
+        };
         let raft = Raft::new(id, raft_config, network, log, sm)
             .await
             .map_err(|e| ConsensusError::Raft(e.to_string()))?;
@@ -97,12 +109,21 @@ impl Quorum {
             leader_tx,
             liveness: RwLock::new(HashMap::new()),
         });
-        let quorum = Quorum { core: core.clone(), tasks: Arc::new(Mutex::new(Vec::new())) };
-        let inbound = mesh.serve(ShoalProtocol::Raft).await.map_err(|e| ConsensusError::Mesh(e.to_string()))?;
+        let quorum = Quorum {
+            core: core.clone(),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        let inbound = mesh
+            .serve(ShoalProtocol::Raft)
+            .await
+            .map_err(|e| ConsensusError::Mesh(e.to_string()))?;
         quorum.spawn(crate::network::server::run(core.clone(), inbound));
         refresh_liveness(&core).await;
         quorum.spawn(track_liveness(core.clone()));
-        quorum.spawn(track_leader(core.clone(), RaftMetricsFamilies::register(registry)));
+        quorum.spawn(track_leader(
+            core.clone(),
+            RaftMetricsFamilies::register(registry),
+        ));
         if let Err(e) = crate::bootstrap::run(&core).await {
             quorum.shutdown().await;
             return Err(e);
@@ -135,9 +156,14 @@ impl Quorum {
     /// Commits `cmd` and returns what applying it answered (a refused command is `Ok(Err(_))`).
     /// Works on any agent: followers forward to the leader.
     pub async fn write(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
-        let size = encode(&cmd).map_err(|e| WriteError::Raft(e.to_string()))?.len();
+        let size = encode(&cmd)
+            .map_err(|e| WriteError::Raft(e.to_string()))?
+            .len();
         if size > MAX_COMMAND_BYTES {
-            return Err(WriteError::TooLarge { size, limit: MAX_COMMAND_BYTES });
+            return Err(WriteError::TooLarge {
+                size,
+                limit: MAX_COMMAND_BYTES,
+            });
         }
         let timeout = self.core.config.write_timeout;
         let deadline = Instant::now() + timeout;
@@ -147,7 +173,9 @@ impl Quorum {
                 return Err(WriteError::Timeout(timeout));
             }
             let attempt = match self.core.leader() {
-                Some((id, _)) if id == self.core.id => self.core.write_as_leader(cmd.clone(), remaining).await,
+                Some((id, _)) if id == self.core.id => {
+                    self.core.write_as_leader(cmd.clone(), remaining).await
+                }
                 Some((_, leader)) => self.forward_write(&leader, cmd.clone()).await,
                 None => {
                     self.no_leader_yet()?;
@@ -178,19 +206,30 @@ impl Quorum {
             return Err(WriteError::NotInitialised);
         }
         self.core.check_quorum().map_err(|f| match f {
-            ForwardFailure::NoQuorum { reachable, voters } => WriteError::NoQuorum { reachable, voters },
+            ForwardFailure::NoQuorum { reachable, voters } => {
+                WriteError::NoQuorum { reachable, voters }
+            }
             other => WriteError::Forward(format!("{other:?}")),
         })
     }
 
-    async fn forward_write(&self, leader: &RaftNode, cmd: Command) -> Result<ApplyResult, ForwardFailure> {
-        let peer = PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
+    async fn forward_write(
+        &self,
+        leader: &RaftNode,
+        cmd: Command,
+    ) -> Result<ApplyResult, ForwardFailure> {
+        let peer =
+            PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
         let body = RaftRequest::Write(crate::types::LogCommand(cmd));
         match send(&self.core.mesh, peer, self.cluster_id(), body).await {
             Ok(RaftResponse::Write(r)) => r,
             Ok(RaftResponse::Refused(why)) => Err(ForwardFailure::Failed(why)),
-            Ok(other) => Err(ForwardFailure::Failed(format!("unexpected answer {other:?}"))),
-            Err(SendError::Unreachable(m)) | Err(SendError::Other(m)) => Err(ForwardFailure::Failed(m)),
+            Ok(other) => Err(ForwardFailure::Failed(format!(
+                "unexpected answer {other:?}"
+            ))),
+            Err(SendError::Unreachable(m)) | Err(SendError::Other(m)) => {
+                Err(ForwardFailure::Failed(m))
+            }
         }
     }
 
@@ -205,7 +244,9 @@ impl Quorum {
                 return Err(WriteError::Timeout(timeout));
             }
             let index = match self.core.leader() {
-                Some((id, _)) if id == self.core.id => self.core.read_index_as_leader(remaining).await,
+                Some((id, _)) if id == self.core.id => {
+                    self.core.read_index_as_leader(remaining).await
+                }
                 Some((_, leader)) => self.forward_read(&leader).await,
                 None => {
                     self.no_leader_yet()?;
@@ -232,10 +273,20 @@ impl Quorum {
     }
 
     async fn forward_read(&self, leader: &RaftNode) -> Result<u64, ForwardFailure> {
-        let peer = PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
-        match send(&self.core.mesh, peer, self.cluster_id(), RaftRequest::ReadIndex).await {
+        let peer =
+            PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
+        match send(
+            &self.core.mesh,
+            peer,
+            self.cluster_id(),
+            RaftRequest::ReadIndex,
+        )
+        .await
+        {
             Ok(RaftResponse::ReadIndex(r)) => r,
-            Ok(other) => Err(ForwardFailure::Failed(format!("unexpected answer {other:?}"))),
+            Ok(other) => Err(ForwardFailure::Failed(format!(
+                "unexpected answer {other:?}"
+            ))),
             Err(e) => Err(ForwardFailure::Failed(e.to_string())),
         }
     }
@@ -265,7 +316,11 @@ impl Quorum {
         let m = self.core.raft.metrics();
         let m = m.borrow_watched();
         let membership = m.membership_config.membership();
-        let peer_of = |id: u64| membership.get_node(&id).and_then(|n| PeerId::from_str(&n.peer_id).ok());
+        let peer_of = |id: u64| {
+            membership
+                .get_node(&id)
+                .and_then(|n| PeerId::from_str(&n.peer_id).ok())
+        };
         QuorumStatus {
             term: m.current_term,
             leader: m.current_leader.and_then(peer_of),
@@ -357,7 +412,10 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
             let m = rx.borrow_and_update();
             metrics.observe(&m, core.id);
             let leader = m.current_leader.and_then(|id| {
-                m.membership_config.membership().get_node(&id).and_then(|n| PeerId::from_str(&n.peer_id).ok())
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .and_then(|n| PeerId::from_str(&n.peer_id).ok())
             });
             let mem = m.membership_config.membership();
             let membership = if mem.voter_ids().any(|v| v == core.id) {
@@ -367,7 +425,12 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
             } else {
                 RaftMembership::None
             };
-            (leader, membership, m.current_term, mem.nodes().next().is_some())
+            (
+                leader,
+                membership,
+                m.current_term,
+                mem.nodes().next().is_some(),
+            )
         };
         core.leader_tx.send_if_modified(|current| {
             let changed = *current != leader;
@@ -375,12 +438,25 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
             changed
         });
         let cluster_id = core.access.cluster_id();
-        let now = (cluster_id.clone(), membership, leader.map(|p| p.to_string()));
+        let now = (
+            cluster_id.clone(),
+            membership,
+            leader.map(|p| p.to_string()),
+        );
         if announced.as_ref() != Some(&now) {
             let info = NodeInfo {
                 cluster_id,
-                role: if membership == RaftMembership::Voter { NodeRole::Manager } else { NodeRole::Worker },
-                raft: RaftAnnouncement { membership, leader: now.2.clone(), term, initialized },
+                role: if membership == RaftMembership::Voter {
+                    NodeRole::Manager
+                } else {
+                    NodeRole::Worker
+                },
+                raft: RaftAnnouncement {
+                    membership,
+                    leader: now.2.clone(),
+                    term,
+                    initialized,
+                },
                 ..core.config.node_info.clone()
             };
             if core.mesh.set_local_info(info).await.is_ok() {

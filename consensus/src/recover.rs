@@ -30,10 +30,14 @@ pub struct RecoverReport {
 /// Run it while the agent is stopped.
 pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
     if !crate::storage::has_state(data_dir) {
-        return Err(ConsensusError::NothingToRecover(data_dir.display().to_string()));
+        return Err(ConsensusError::NothingToRecover(
+            data_dir.display().to_string(),
+        ));
     }
     let (log, mut sm) = crate::storage::open(data_dir)?;
-    let me = log.read_self()?.ok_or_else(|| ConsensusError::NothingToRecover("no node identity recorded".into()))?;
+    let me = log
+        .read_self()?
+        .ok_or_else(|| ConsensusError::NothingToRecover("no node identity recorded".into()))?;
     let id = crate::core::raft_id_of_str(&me.peer_id)
         .ok_or_else(|| ConsensusError::Config(format!("invalid PeerId {}", me.peer_id)))?;
     let current = openraft::storage::RaftStateMachine::get_current_snapshot(&mut sm).await?;
@@ -54,20 +58,32 @@ pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
         last = Some(entry.log_id);
     }
     let Some(last) = last else {
-        return Err(ConsensusError::NothingToRecover("empty log and no snapshot".into()));
+        return Err(ConsensusError::NothingToRecover(
+            "empty log and no snapshot".into(),
+        ));
     };
     let voters = std::collections::BTreeSet::from([id]);
-    let membership = Membership::new(vec![voters], std::collections::BTreeMap::from([(id, me.clone())]))
-        .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+    let membership = Membership::new(
+        vec![voters],
+        std::collections::BTreeMap::from([(id, me.clone())]),
+    )
+    .map_err(|e| ConsensusError::Raft(e.to_string()))?;
     let meta = SnapshotMeta {
         last_log_id: Some(last.clone()),
         last_membership: StoredMembership::new(Some(last.clone()), membership),
     };
     let data = encode_state(&state)?;
     openraft::storage::RaftStateMachine::install_snapshot(&mut sm, &meta, data.clone()).await?;
-    let _ = StoredSnapshot { meta: meta.clone(), data };
+    let _ = StoredSnapshot {
+        meta: meta.clone(),
+        data,
+    };
     log.purge_all(&last).await?;
     log.save_committed_durable(&last).await?;
     tracing::warn!(peer = %me.peer_id, index = last.index, replayed, "recovered as a single-voter cluster");
-    Ok(RecoverReport { peer_id: me.peer_id, last_index: last.index, replayed })
+    Ok(RecoverReport {
+        peer_id: me.peer_id,
+        last_index: last.index,
+        replayed,
+    })
 }

@@ -36,7 +36,9 @@ pub struct Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Token").field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("Token")
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +67,10 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
 
 /// Compares in constant time (the length is public).
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 impl Token {
@@ -73,14 +78,20 @@ impl Token {
     pub fn generate_manager() -> Result<Token, ConsensusError> {
         let mut secret = [0u8; 32];
         getrandom::getrandom(&mut secret).map_err(|e| ConsensusError::Token(e.to_string()))?;
-        Ok(Token { mesh: digest(MESH_DOMAIN, &secret), role: TokenRole::Manager, secret })
+        Ok(Token {
+            mesh: digest(MESH_DOMAIN, &secret),
+            role: TokenRole::Manager,
+            secret,
+        })
     }
 
     /// Parses a token string.
     pub fn parse(s: &str) -> Result<Token, ConsensusError> {
-        let bad = || ConsensusError::Token("expected SHOAL1-<64 hex>-M<64 hex> or -W<64 hex>".into());
+        let bad =
+            || ConsensusError::Token("expected SHOAL1-<64 hex>-M<64 hex> or -W<64 hex>".into());
         let mut parts = s.trim().split('-');
-        let (Some(prefix), Some(mesh), Some(rest), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(prefix), Some(mesh), Some(rest), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(bad());
         };
@@ -95,7 +106,9 @@ impl Token {
         };
         let secret = unhex32(&rest[1..]).ok_or_else(bad)?;
         if role == TokenRole::Manager && !same(&digest(MESH_DOMAIN, &secret), &mesh) {
-            return Err(ConsensusError::Token("manager token does not match its mesh secret".into()));
+            return Err(ConsensusError::Token(
+                "manager token does not match its mesh secret".into(),
+            ));
         }
         Ok(Token { mesh, role, secret })
     }
@@ -112,7 +125,8 @@ impl Token {
 
     /// The manager token string (only from a manager token).
     pub fn manager_token(&self) -> Option<String> {
-        (self.role == TokenRole::Manager).then(|| format!("{PREFIX}-{}-M{}", hex(&self.mesh), hex(&self.secret)))
+        (self.role == TokenRole::Manager)
+            .then(|| format!("{PREFIX}-{}-M{}", hex(&self.mesh), hex(&self.secret)))
     }
 
     /// The worker token string.
@@ -130,10 +144,11 @@ impl Token {
             return None;
         }
         match presented.role {
-            TokenRole::Manager => same(&self.secret, &presented.secret).then_some(TokenRole::Manager),
-            TokenRole::Worker => {
-                same(&digest(WORKER_DOMAIN, &self.secret), &presented.secret).then_some(TokenRole::Worker)
+            TokenRole::Manager => {
+                same(&self.secret, &presented.secret).then_some(TokenRole::Manager)
             }
+            TokenRole::Worker => same(&digest(WORKER_DOMAIN, &self.secret), &presented.secret)
+                .then_some(TokenRole::Worker),
         }
     }
 }
@@ -145,7 +160,9 @@ mod tests {
     #[test]
     fn roles_round_trip_and_verify() -> Result<(), ConsensusError> {
         let m = Token::generate_manager()?;
-        let ms = m.manager_token().ok_or_else(|| ConsensusError::Token("no manager token".into()))?;
+        let ms = m
+            .manager_token()
+            .ok_or_else(|| ConsensusError::Token("no manager token".into()))?;
         let w = Token::parse(&m.worker_token())?;
         assert_eq!(Token::parse(&ms)?, m);
         assert_eq!(w.mesh_secret(), m.mesh_secret());
@@ -162,7 +179,13 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for s in ["", "SHOAL1", "SHOAL1-zz-Mzz", "SHOAL2-00-M00", "SHOAL1-a-b-c-d"] {
+        for s in [
+            "",
+            "SHOAL1",
+            "SHOAL1-zz-Mzz",
+            "SHOAL2-00-M00",
+            "SHOAL1-a-b-c-d",
+        ] {
             assert!(Token::parse(s).is_err(), "{s}");
         }
     }

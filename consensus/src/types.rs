@@ -53,7 +53,8 @@ openraft::declare_raft_types!(
 );
 
 /// A raft log entry of shoal.
-pub type Entry = openraft::Entry<LeaderIdCommitted, openraft::EntryPayload<LogCommand, RaftId, RaftNode>>;
+pub type Entry =
+    openraft::Entry<LeaderIdCommitted, openraft::EntryPayload<LogCommand, RaftId, RaftNode>>;
 /// The committed leader id used in log ids.
 pub type LeaderIdCommitted =
     <<TypeConfig as openraft::RaftTypeConfig>::LeaderId as openraft::vote::RaftLeaderId>::Committed;
@@ -78,7 +79,9 @@ pub type Membership = openraft::Membership<RaftId, RaftNode>;
 pub fn raft_id_of(peer_id_bytes: &[u8]) -> RaftId {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    peer_id_bytes.iter().fold(OFFSET, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
+    peer_id_bytes.iter().fold(OFFSET, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+    })
 }
 
 #[cfg(test)]

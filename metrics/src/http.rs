@@ -35,10 +35,19 @@ impl MetricsServer {
 }
 
 /// Binds `addr` and serves `registry` at `/metrics` until stopped.
-pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> Result<MetricsServer, MetricsError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| MetricsError::Bind { addr, source })?;
-    let local_addr = listener.local_addr().map_err(|source| MetricsError::Bind { addr, source })?;
-    let app = Router::new().route("/metrics", get(scrape)).with_state(registry);
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+) -> Result<MetricsServer, MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(registry);
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "the /metrics server stopped");
@@ -63,12 +72,21 @@ mod tests {
 
     #[tokio::test]
     async fn scrape_returns_agent_info_and_process_families() {
-        let registry = new_registry(AgentInfo { version: "0.1.0".into(), node_id: "12D3KooTest".into() });
-        let server = serve("127.0.0.1:0".parse().expect("literal address"), Arc::new(registry))
-            .await
-            .expect("bind loopback");
+        let registry = new_registry(AgentInfo {
+            version: "0.1.0".into(),
+            node_id: "12D3KooTest".into(),
+        });
+        let server = serve(
+            "127.0.0.1:0".parse().expect("literal address"),
+            Arc::new(registry),
+        )
+        .await
+        .expect("bind loopback");
         let body = http_get(server.local_addr, "/metrics").await;
-        assert!(body.contains("shoal_agent_info{version=\"0.1.0\",node_id=\"12D3KooTest\"} 1"), "{body}");
+        assert!(
+            body.contains("shoal_agent_info{version=\"0.1.0\",node_id=\"12D3KooTest\"} 1"),
+            "{body}"
+        );
         assert!(body.contains("process_open_fds "), "{body}");
         assert!(body.trim_end().ends_with("# EOF"), "{body}");
         server.stop();

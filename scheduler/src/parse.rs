@@ -5,8 +5,8 @@
 use std::fmt;
 
 use crate::model::{
-    Constraint, ConstraintKey, ConstraintOp, PlacementPreference, PortProtocol, PortSpec,
-    RestartCondition,
+    Constraint, ConstraintKey, ConstraintOp, MountKind, MountSpec, PlacementPreference,
+    PortProtocol, PortSpec, RestartCondition,
 };
 
 /// Why a user-supplied value was refused.
@@ -41,6 +41,16 @@ pub enum ParseError {
         "invalid port {input:?}: {reason} (expected [published:]target[/tcp|/udp] or mode=host,target=80,published=8080,protocol=tcp)"
     )]
     Port {
+        /// What was given.
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A mount is malformed.
+    #[error(
+        "invalid mount {input:?}: {reason} (expected type=bind|volume|tmpfs,source=...,target=/path[,readonly])"
+    )]
+    Mount {
         /// What was given.
         input: String,
         /// What is wrong.
@@ -207,6 +217,48 @@ pub fn duration_ms(input: &str) -> Result<u64, ParseError> {
     Ok(total)
 }
 
+/// Parses a mount in Docker's `--mount` form: `type=bind,source=/data,target=/data,readonly`
+/// (also `volume` and `tmpfs`; `src`, `dst`, `destination` and `ro` are accepted).
+pub fn mount(input: &str) -> Result<MountSpec, ParseError> {
+    let err = |reason| ParseError::Mount {
+        input: input.to_string(),
+        reason,
+    };
+    let mut spec = MountSpec {
+        kind: MountKind::Volume,
+        source: String::new(),
+        target: String::new(),
+        read_only: false,
+    };
+    for field in input.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let (key, value) = field.split_once('=').unwrap_or((field, "true"));
+        match key {
+            "type" => {
+                spec.kind = match value {
+                    "bind" => MountKind::Bind,
+                    "volume" => MountKind::Volume,
+                    "tmpfs" => MountKind::Tmpfs,
+                    _ => return Err(err("type is bind, volume or tmpfs")),
+                }
+            }
+            "source" | "src" => spec.source = value.to_string(),
+            "target" | "dst" | "destination" => spec.target = value.to_string(),
+            "readonly" | "ro" => spec.read_only = matches!(value, "true" | "1"),
+            _ => return Err(err("options are type, source, target and readonly")),
+        }
+    }
+    if !spec.target.starts_with('/') {
+        return Err(err("target must be an absolute path"));
+    }
+    if spec.kind != MountKind::Tmpfs && spec.source.is_empty() {
+        return Err(err("bind and volume mounts need a source"));
+    }
+    if spec.kind == MountKind::Bind && !spec.source.starts_with('/') {
+        return Err(err("a bind mount's source must be an absolute path"));
+    }
+    Ok(spec)
+}
+
 /// Parses `spread=node.labels.zone`.
 pub fn preference(input: &str) -> Result<PlacementPreference, ParseError> {
     let label = input
@@ -310,6 +362,33 @@ pub fn restart_condition(input: &str) -> Result<RestartCondition, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_parse_in_dockers_form() {
+        let bind = mount("type=bind,source=/data,target=/srv,readonly").expect("bind");
+        assert_eq!(
+            bind,
+            MountSpec {
+                kind: MountKind::Bind,
+                source: "/data".into(),
+                target: "/srv".into(),
+                read_only: true
+            }
+        );
+        let volume = mount("src=cache,dst=/cache").expect("volume by default");
+        assert_eq!(volume.kind, MountKind::Volume);
+        assert_eq!(mount("type=tmpfs,target=/tmp").expect("tmpfs").source, "");
+        for (text, why) in [
+            ("type=nfs,source=a,target=/b", "type is"),
+            ("type=bind,source=rel,target=/b", "absolute"),
+            ("type=volume,target=/b", "need a source"),
+            ("type=bind,source=/a,target=b", "target must be"),
+            ("colour=red,target=/b", "options are"),
+        ] {
+            let error = mount(text).expect_err(text).to_string();
+            assert!(error.contains(why), "{text}: {error}");
+        }
+    }
 
     #[test]
     fn constraints_parse_and_print_back() {

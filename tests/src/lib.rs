@@ -90,14 +90,22 @@ pub async fn wait_running(client: &ControlClient, name: &str, replicas: u64, tim
     .await
 }
 
-/// Ids of the running containers labelled with `label=value`, as the Docker CLI sees them.
-pub fn running_containers(label: &str, value: &str) -> Vec<String> {
-    docker_ids(&["ps", "-q", "--no-trunc", "--filter", &format!("label={label}={value}")])
+/// Ids of the running containers of `service` on `node`, as the Docker CLI sees them.
+pub fn running_containers(node: &str, service: &str) -> Vec<String> {
+    docker_ids(&["ps", "-q", "--no-trunc", "--filter", &node_filter(node), "--filter", &service_filter(service)])
 }
 
-/// Ids of all containers (running or not) labelled with `label=value`.
-pub fn all_containers(label: &str, value: &str) -> Vec<String> {
-    docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}={value}")])
+/// Ids of all containers (running or not) of `service` on `node`.
+pub fn all_containers(node: &str, service: &str) -> Vec<String> {
+    docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &node_filter(node), "--filter", &service_filter(service)])
+}
+
+fn node_filter(node: &str) -> String {
+    format!("label=io.shoal.node.id={node}")
+}
+
+fn service_filter(service: &str) -> String {
+    format!("label=io.shoal.service.id={service}")
 }
 
 fn docker_ids(args: &[&str]) -> Vec<String> {
@@ -121,7 +129,7 @@ pub fn docker_kill(id: &str) {
 
 /// Removes every container of node `node` (test clean-up, also after a failure).
 pub fn remove_node_containers(node: &str) {
-    let ids = all_containers("io.shoal.node.id", node);
+    let ids = docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &node_filter(node)]);
     if !ids.is_empty() {
         let _ = Process::new("docker").args(["rm", "-f"]).args(&ids).output();
     }

@@ -65,17 +65,30 @@ async fn start_mesh(dir: &Path, name: &str, seeds: &[Multiaddr]) -> anyhow::Resu
 pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<BenchManager>> {
     let mut meshes = Vec::new();
     let first = start_mesh(&root.join("m0"), "m0", &[]).await?;
-    let seed = first.listen_addrs().await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no listen address"))?;
+    let seed = first
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no listen address"))?;
     meshes.push((root.join("m0"), first));
     for i in 1..n {
         let dir = root.join(format!("m{i}"));
-        meshes.push((dir.clone(), start_mesh(&dir, &format!("m{i}"), std::slice::from_ref(&seed)).await?));
+        meshes.push((
+            dir.clone(),
+            start_mesh(&dir, &format!("m{i}"), std::slice::from_ref(&seed)).await?,
+        ));
     }
     for (_, mesh) in &meshes {
         let mesh = mesh.clone();
         let mut seen = 0;
         for _ in 0..200 {
-            seen = mesh.members().await?.iter().filter(|m| m.state == MemberState::Alive).count();
+            seen = mesh
+                .members()
+                .await?
+                .iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .count();
             if seen + 1 >= n {
                 break;
             }
@@ -96,23 +109,38 @@ pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<
     let quorums = futures::future::join_all(starts).await;
     let mut managers = Vec::new();
     for ((dir, mesh), q) in meshes.into_iter().zip(quorums) {
-        managers.push(BenchManager { mesh, quorum: q?, dir });
+        managers.push(BenchManager {
+            mesh,
+            quorum: q?,
+            dir,
+        });
     }
     let q0 = managers[0].quorum.clone();
     let want = if n % 2 == 1 { n } else { n - 1 };
-    super::wait_until("all managers are voters", Duration::from_secs(30), || q0.status().voters.len() == want).await?;
+    super::wait_until("all managers are voters", Duration::from_secs(30), || {
+        q0.status().voters.len() == want
+    })
+    .await?;
     Ok(managers)
 }
 
-/// A small, always-accepted command: a status change of one (absent) node is refused by the
-/// state machine without changing it, so the state stays small and every write costs the same.
+/// A small command: a status change of the client's own (absent) node. Whether the state
+/// machine accepts or refuses it, it is one durable, replicated, applied log entry, and the
+/// state stays small so every write costs the same.
 fn command(client: usize, seq: u64) -> Command {
-    Command::SetNodeState { id: NodeId::new(format!("bench-{client}")), state: NodeState::Ready, at: Timestamp(seq) }
+    Command::SetNodeState {
+        id: NodeId::new(format!("bench-{client}")),
+        state: NodeState::Ready,
+        at: Timestamp(seq),
+    }
 }
 
 /// Runs the benchmark and prints a human line, then the JSON result line last.
 pub async fn run(args: &RaftBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.managers >= 1 && args.clients >= 1 && args.seconds >= 1, "all arguments must be positive");
+    anyhow::ensure!(
+        args.managers >= 1 && args.clients >= 1 && args.seconds >= 1,
+        "all arguments must be positive"
+    );
     let root = std::env::temp_dir().join(format!("shoal-bench-raft-{}", std::process::id()));
     let result = measure(args, &root).await;
     let _ = std::fs::remove_dir_all(&root);
@@ -121,7 +149,10 @@ pub async fn run(args: &RaftBenchArgs) -> anyhow::Result<()> {
 
 async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
     let managers = start_managers(root, args.managers).await?;
-    let leader = managers.iter().position(|m| m.quorum.is_leader()).unwrap_or(0);
+    let leader = managers
+        .iter()
+        .position(|m| m.quorum.is_leader())
+        .unwrap_or(0);
     let window = Duration::from_secs(args.seconds);
     let started = Instant::now();
     let clients = (0..args.clients).map(|c| {
@@ -131,7 +162,11 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
             let mut seq = 0u64;
             while started.elapsed() < window {
                 let t = Instant::now();
-                q.write(command(c, seq)).await.map_err(|e| anyhow::anyhow!("write: {e}"))?;
+                // The inner result is the state machine's answer; either way it was committed.
+                let _applied = q
+                    .write(command(c, seq))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("write: {e}"))?;
                 latencies.push(t.elapsed());
                 seq += 1;
             }
@@ -149,7 +184,10 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
     latencies.sort();
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
-        latencies.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+        latencies
+            .get(i)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
     };
     let writes_per_s = latencies.len() as f64 / elapsed;
     let (p50, p99) = (pct(0.50), pct(0.99));

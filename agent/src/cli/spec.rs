@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::parse;
 use shoal_scheduler::{
-    FailureAction, HealthCheck, MountKind, MountSpec, ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode,
+    FailureAction, HealthCheck, ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode,
     ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
 };
 
@@ -184,7 +184,7 @@ impl SpecArgs {
             mounts: self
                 .mounts
                 .iter()
-                .map(|m| parse_mount(m).with_context(|| format!("--mount {m:?}")))
+                .map(|m| parse::mount(m).with_context(|| format!("--mount {m:?}")))
                 .collect::<anyhow::Result<_>>()?,
             labels: key_values("--label", &self.labels)?,
             stop_grace_ms: millis("--stop-grace-period", &self.stop_grace_period)?,
@@ -224,37 +224,6 @@ impl SpecArgs {
 
 fn millis(flag: &str, text: &str) -> anyhow::Result<u64> {
     parse::duration_ms(text).with_context(|| format!("{flag} {text:?}"))
-}
-
-/// Parses `type=bind,source=/data,target=/data[,readonly]` (also `volume` and `tmpfs`; `src`,
-/// `dst`, `destination` and `ro` are accepted as in Docker).
-fn parse_mount(text: &str) -> anyhow::Result<MountSpec> {
-    let mut kind = MountKind::Volume;
-    let (mut source, mut target, mut read_only) = (String::new(), String::new(), false);
-    for field in text.split(',').filter(|f| !f.is_empty()) {
-        let (key, value) = field.split_once('=').unwrap_or((field, "true"));
-        match key {
-            "type" => {
-                kind = match value {
-                    "bind" => MountKind::Bind,
-                    "volume" => MountKind::Volume,
-                    "tmpfs" => MountKind::Tmpfs,
-                    other => anyhow::bail!("unknown mount type {other:?}: use bind, volume or tmpfs"),
-                }
-            }
-            "source" | "src" => source = value.to_string(),
-            "target" | "dst" | "destination" => target = value.to_string(),
-            "readonly" | "ro" => read_only = matches!(value, "true" | "1"),
-            other => anyhow::bail!("unknown mount option {other:?}: use type, source, target, readonly"),
-        }
-    }
-    anyhow::ensure!(target.starts_with('/'), "a mount needs an absolute target=/path");
-    anyhow::ensure!(
-        kind == MountKind::Tmpfs || !source.is_empty(),
-        "a {} mount needs source=...",
-        if kind == MountKind::Bind { "bind" } else { "volume" }
-    );
-    Ok(MountSpec { kind, source, target, read_only })
 }
 
 fn ratio_permille(ratio: f64) -> anyhow::Result<u32> {

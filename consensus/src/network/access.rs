@@ -25,12 +25,21 @@ fn read<T: Clone>(lock: &RwLock<T>) -> T {
 
 impl Access {
     pub(crate) fn new(shared: Arc<Shared>) -> Access {
-        Access { shared, expected_cluster: RwLock::new(None), extra_peers: RwLock::new(HashSet::new()) }
+        Access {
+            shared,
+            expected_cluster: RwLock::new(None),
+            extra_peers: RwLock::new(HashSet::new()),
+        }
     }
 
     /// The cluster id this agent belongs to: the applied one, else the one it is joining.
     pub(crate) fn cluster_id(&self) -> Option<String> {
-        self.shared.state().cluster_id.as_ref().map(|c| c.0.clone()).or_else(|| read(&self.expected_cluster))
+        self.shared
+            .state()
+            .cluster_id
+            .as_ref()
+            .map(|c| c.0.clone())
+            .or_else(|| read(&self.expected_cluster))
     }
 
     /// Records the cluster this agent is joining or initialising.
@@ -52,12 +61,19 @@ impl Access {
     }
 
     /// Whether `sender` (claiming `cluster`) may send raft RPCs here.
-    pub(crate) fn allows(&self, raft: &Raft, sender: RaftId, cluster: Option<&str>) -> Result<(), String> {
+    pub(crate) fn allows(
+        &self,
+        raft: &Raft,
+        sender: RaftId,
+        cluster: Option<&str>,
+    ) -> Result<(), String> {
         let ours = self.cluster_id();
         if let (Some(ours), Some(theirs)) = (ours.as_deref(), cluster)
             && ours != theirs
         {
-            return Err(format!("different cluster ({theirs}, this agent is in {ours})"));
+            return Err(format!(
+                "different cluster ({theirs}, this agent is in {ours})"
+            ));
         }
         let metrics = raft.metrics();
         let membership = metrics.borrow_watched().membership_config.clone();

@@ -28,20 +28,39 @@ pub(crate) struct Assembler {
 
 impl Assembler {
     /// Adds one piece. `Ok(None)`: more to come; `Ok(Some)`: complete.
-    pub(crate) fn accept(&mut self, from: RaftId, chunk: SnapshotChunk) -> Result<Option<Assembled>, String> {
+    pub(crate) fn accept(
+        &mut self,
+        from: RaftId,
+        chunk: SnapshotChunk,
+    ) -> Result<Option<Assembled>, String> {
         if chunk.total > MAX_SNAPSHOT_BYTES as u64 {
             self.streams.remove(&from);
-            return Err(format!("snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}", chunk.total));
+            return Err(format!(
+                "snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}",
+                chunk.total
+            ));
         }
         if chunk.offset == 0 {
             // A new transfer replaces whatever this sender had in flight.
-            let capacity = usize::try_from(chunk.total).unwrap_or(0).min(64 * 1024 * 1024);
-            self.streams.insert(from, Partial { stream: chunk.stream, total: chunk.total, data: Vec::with_capacity(capacity) });
+            let capacity = usize::try_from(chunk.total)
+                .unwrap_or(0)
+                .min(64 * 1024 * 1024);
+            self.streams.insert(
+                from,
+                Partial {
+                    stream: chunk.stream,
+                    total: chunk.total,
+                    data: Vec::with_capacity(capacity),
+                },
+            );
         }
         let Some(partial) = self.streams.get_mut(&from) else {
             return Err("snapshot piece without a start".to_owned());
         };
-        if partial.stream != chunk.stream || partial.data.len() as u64 != chunk.offset || partial.total != chunk.total {
+        if partial.stream != chunk.stream
+            || partial.data.len() as u64 != chunk.offset
+            || partial.total != chunk.total
+        {
             self.streams.remove(&from);
             return Err("snapshot piece out of order".to_owned());
         }
@@ -59,7 +78,11 @@ impl Assembler {
         if done.data.len() as u64 != done.total {
             return Err("snapshot shorter than announced".to_owned());
         }
-        Ok(Some(Assembled { vote: chunk.vote, meta: chunk.meta, data: done.data }))
+        Ok(Some(Assembled {
+            vote: chunk.vote,
+            meta: chunk.meta,
+            data: done.data,
+        }))
     }
 }
 
@@ -82,12 +105,21 @@ mod tests {
     #[test]
     fn reassembles_in_order_and_refuses_gaps() {
         let mut a = Assembler::default();
-        assert!(matches!(a.accept(1, chunk(7, 0, 6, b"abc", false)), Ok(None)));
+        assert!(matches!(
+            a.accept(1, chunk(7, 0, 6, b"abc", false)),
+            Ok(None)
+        ));
         let done = a.accept(1, chunk(7, 3, 6, b"def", true));
         assert!(matches!(done, Ok(Some(ref s)) if s.data == b"abcdef"));
         assert!(a.accept(1, chunk(8, 0, 6, b"abc", false)).is_ok());
         assert!(a.accept(1, chunk(8, 4, 6, b"ef", true)).is_err(), "gap");
-        assert!(a.accept(1, chunk(8, 3, 6, b"def", true)).is_err(), "stream was dropped");
-        assert!(a.accept(2, chunk(9, 0, 2, b"abc", true)).is_err(), "longer than announced");
+        assert!(
+            a.accept(1, chunk(8, 3, 6, b"def", true)).is_err(),
+            "stream was dropped"
+        );
+        assert!(
+            a.accept(2, chunk(9, 0, 2, b"abc", true)).is_err(),
+            "longer than announced"
+        );
     }
 }

@@ -9,10 +9,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use openraft::RaftNetworkV2;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::RaftNetworkV2;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use shoal_discovery::{Mesh, PeerId, RequestError, ShoalProtocol};
 
 use super::access::Access;
@@ -54,15 +56,18 @@ pub(crate) async fn send(
         tracing::warn!(%peer, error = %e, "oversized raft request not sent");
         SendError::Other(e.to_string())
     })?;
-    let reply = mesh.request(peer, ShoalProtocol::Raft, bytes).await.map_err(|e| match e {
-        RequestError::Unreachable(m) => SendError::Unreachable(m),
-        RequestError::Closed => SendError::Unreachable("mesh closed".to_owned()),
-        RequestError::TooLarge { size, limit } => {
-            tracing::warn!(%peer, size, limit, "raft request exceeds the mesh limit");
-            SendError::Other(format!("request of {size} bytes exceeds {limit}"))
-        }
-        other => SendError::Other(other.to_string()),
-    })?;
+    let reply = mesh
+        .request(peer, ShoalProtocol::Raft, bytes)
+        .await
+        .map_err(|e| match e {
+            RequestError::Unreachable(m) => SendError::Unreachable(m),
+            RequestError::Closed => SendError::Unreachable("mesh closed".to_owned()),
+            RequestError::TooLarge { size, limit } => {
+                tracing::warn!(%peer, size, limit, "raft request exceeds the mesh limit");
+                SendError::Other(format!("request of {size} bytes exceeds {limit}"))
+            }
+            other => SendError::Other(other.to_string()),
+        })?;
     decode_bounded(&reply, MAX_RPC_BYTES).map_err(|e| SendError::Other(e.to_string()))
 }
 
@@ -81,7 +86,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         if peer.is_none() {
             tracing::warn!(target, peer_id = %node.peer_id, "raft member with an invalid PeerId");
         }
-        RaftPeer { mesh: self.mesh.clone(), access: self.access.clone(), target, peer }
+        RaftPeer {
+            mesh: self.mesh.clone(),
+            access: self.access.clone(),
+            target,
+            peer,
+        }
     }
 }
 
@@ -99,9 +109,15 @@ static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 const MIN_DATA_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl RaftPeer {
-    async fn call(&self, body: RaftRequest, option: &RPCOption) -> Result<RaftResponse, RPCError<TypeConfig>> {
+    async fn call(
+        &self,
+        body: RaftRequest,
+        option: &RPCOption,
+    ) -> Result<RaftResponse, RPCError<TypeConfig>> {
         let Some(peer) = self.peer else {
-            return Err(RPCError::Unreachable(Unreachable::from_string("invalid PeerId")));
+            return Err(RPCError::Unreachable(Unreachable::from_string(
+                "invalid PeerId",
+            )));
         };
         // openraft gives AppendEntries the heartbeat interval as TTL; a follower answers only
         // after its fsync, which on a busy disk takes longer. Timing out would resend the same

@@ -1,6 +1,8 @@
 //! The `/shoal/raft/1` messages: one request enum and one response enum, in CBOR.
 
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::Node;
 

@@ -72,8 +72,16 @@ fn may_forward(core: &Core, peer: &PeerId, cluster: Option<&str>) -> Result<(), 
     }
     let sender = raft_id_of_peer(peer);
     let is_member = core.voters().contains_key(&sender) || core.learners().contains_key(&sender);
-    let is_node = core.state().nodes.keys().any(|n| n.as_str() == peer.to_string());
-    if is_member || is_node { Ok(()) } else { Err("not a node of this cluster".to_owned()) }
+    let is_node = core
+        .state()
+        .nodes
+        .keys()
+        .any(|n| n.as_str() == peer.to_string());
+    if is_member || is_node {
+        Ok(())
+    } else {
+        Err("not a node of this cluster".to_owned())
+    }
 }
 
 async fn raft_rpc(core: &Core, sender: u64, body: RaftRequest) -> RaftResponse {
@@ -109,7 +117,10 @@ async fn snapshot_chunk(core: &Core, sender: u64, chunk: SnapshotChunk) -> RaftR
     match assembled {
         Ok(None) => RaftResponse::ChunkAccepted,
         Ok(Some(Assembled { vote, meta, data })) => {
-            let snapshot = Snapshot { meta, snapshot: data };
+            let snapshot = Snapshot {
+                meta,
+                snapshot: data,
+            };
             match core.raft.install_full_snapshot(vote, snapshot).await {
                 Ok(r) => RaftResponse::Snapshot(r),
                 Err(e) => RaftResponse::Refused(format!("install snapshot: {e}")),

@@ -42,7 +42,11 @@ impl LogStore {
     }
 
     /// Reads entries in `range`, stopping after `byte_budget` encoded bytes (at least one entry).
-    fn read_range(&self, range: (Bound<u64>, Bound<u64>), byte_budget: usize) -> io::Result<Vec<Entry>> {
+    fn read_range(
+        &self,
+        range: (Bound<u64>, Bound<u64>),
+        byte_budget: usize,
+    ) -> io::Result<Vec<Entry>> {
         let rtx = self.db.begin_read().map_err(io_err)?;
         let log = rtx.open_table(LOG).map_err(io_err)?;
         let mut out = Vec::new();
@@ -77,7 +81,9 @@ impl LogStore {
     /// Records which node this storage belongs to (for `recover`).
     pub(crate) async fn save_self(&self, node: &RaftNode) -> io::Result<()> {
         let bytes = encode(node).map_err(io_err)?;
-        self.writer.put(RecordTable::Meta, KEY_SELF, Some(bytes), true).await
+        self.writer
+            .put(RecordTable::Meta, KEY_SELF, Some(bytes), true)
+            .await
     }
 
     /// The node this storage belongs to, if recorded.
@@ -88,14 +94,21 @@ impl LogStore {
     /// Records the committed log id durably (for `recover`).
     pub(crate) async fn save_committed_durable(&self, committed: &LogId) -> io::Result<()> {
         let bytes = encode(committed).map_err(io_err)?;
-        self.writer.put(RecordTable::Meta, KEY_COMMITTED, Some(bytes), true).await
+        self.writer
+            .put(RecordTable::Meta, KEY_COMMITTED, Some(bytes), true)
+            .await
     }
 
     /// Deletes the whole log and records `purged` as the last purged log id (for `recover`).
     pub(crate) async fn purge_all(&self, purged: &LogId) -> io::Result<()> {
         self.writer.truncate_from(0).await?;
         self.writer
-            .put(RecordTable::Meta, KEY_PURGED, Some(encode(purged).map_err(io_err)?), true)
+            .put(
+                RecordTable::Meta,
+                KEY_PURGED,
+                Some(encode(purged).map_err(io_err)?),
+                true,
+            )
             .await
     }
 }
@@ -116,9 +129,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
         self.read_meta(KEY_VOTE)
     }
 
-    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
         // Bounded by bytes so that one AppendEntries message stays under the mesh's raft limit.
-        self.read_range((Bound::Included(start), Bound::Excluded(end)), MAX_APPEND_BYTES)
+        self.read_range(
+            (Bound::Included(start), Bound::Excluded(end)),
+            MAX_APPEND_BYTES,
+        )
     }
 }
 
@@ -128,7 +148,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged_log_id: Option<LogId> = self.read_meta(KEY_PURGED)?;
         let last_log_id = self.last_entry_id()?.or_else(|| last_purged_log_id.clone());
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -137,7 +160,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = encode(vote).map_err(io_err)?;
-        self.writer.put(RecordTable::Meta, KEY_VOTE, Some(bytes), true).await
+        self.writer
+            .put(RecordTable::Meta, KEY_VOTE, Some(bytes), true)
+            .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -147,14 +172,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(c) => Some(encode(&c).map_err(io_err)?),
             None => None,
         };
-        self.writer.put(RecordTable::Meta, KEY_COMMITTED, value, false).await
+        self.writer
+            .put(RecordTable::Meta, KEY_COMMITTED, value, false)
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
         self.read_meta(KEY_COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -71,8 +71,10 @@ pub enum StorageOpenError {
 /// Opens (or creates) the raft database in `data_dir` and returns the log store and the state
 /// machine that share it. The state machine is restored from the last stored snapshot.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| StorageOpenError::Dir { path: data_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StorageOpenError::Dir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let path = data_dir.join(DB_FILE);
     let db = create_with_retry(&path)?;
     let db = Arc::new(db);
@@ -107,11 +109,16 @@ fn create_with_retry(path: &Path) -> Result<Database, StorageOpenError> {
     loop {
         match Database::create(path) {
             Ok(db) => return Ok(db),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(source) => {
-                return Err(StorageOpenError::Open { path: path.to_path_buf(), source: Box::new(source) });
+                return Err(StorageOpenError::Open {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                });
             }
         }
     }

@@ -94,9 +94,22 @@ impl StateMachine {
             }
             None => (ClusterState::default(), None, StoredMembership::default()),
         };
-        let (applied, _) = watch::channel(AppliedState { last_applied: last_applied.clone(), applies: 0 });
-        let shared = Arc::new(Shared { state: RwLock::new(Arc::new(state)), applied });
-        Ok(StateMachine { shared, db, writer, last_applied, membership, applies: 0 })
+        let (applied, _) = watch::channel(AppliedState {
+            last_applied: last_applied.clone(),
+            applies: 0,
+        });
+        let shared = Arc::new(Shared {
+            state: RwLock::new(Arc::new(state)),
+            applied,
+        });
+        Ok(StateMachine {
+            shared,
+            db,
+            writer,
+            last_applied,
+            membership,
+            applies: 0,
+        })
     }
 
     /// The handle readers use.
@@ -108,7 +121,10 @@ impl StateMachine {
         self.applies += 1;
         let last_applied = self.last_applied.clone();
         let applies = self.applies;
-        self.shared.applied.send_replace(AppliedState { last_applied, applies });
+        self.shared.applied.send_replace(AppliedState {
+            last_applied,
+            applies,
+        });
     }
 }
 
@@ -123,7 +139,9 @@ fn read_current(db: &Database) -> io::Result<Option<StoredSnapshot>> {
 
 async fn write_current(writer: &Writer, stored: &StoredSnapshot) -> io::Result<()> {
     let bytes = encode_stored(stored).map_err(io_err)?;
-    writer.put(RecordTable::Snapshot, KEY_CURRENT, Some(bytes), true).await
+    writer
+        .put(RecordTable::Snapshot, KEY_CURRENT, Some(bytes), true)
+        .await
 }
 
 /// Builds a snapshot from a frozen view of the state.
@@ -143,14 +161,21 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .await
             .map_err(io_err)?
             .map_err(io_err)?;
-        let stored = StoredSnapshot { meta: self.meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: self.meta.clone(),
+            data,
+        };
         // A snapshot installed from the leader meanwhile may be newer: never replace it.
-        let newer_stored = read_current(&self.db)?.is_some_and(|s| s.meta.last_log_id > stored.meta.last_log_id);
+        let newer_stored =
+            read_current(&self.db)?.is_some_and(|s| s.meta.last_log_id > stored.meta.last_log_id);
         if !newer_stored {
             write_current(&self.writer, &stored).await?;
         }
         tracing::debug!(last = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
-        Ok(Snapshot { meta: stored.meta, snapshot: stored.data })
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: stored.data,
+        })
     }
 }
 
@@ -184,7 +209,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => Ok(Outcome::Done),
                     EntryPayload::Normal(cmd) => state.apply(&cmd.0),
                     EntryPayload::Membership(m) => {
-                        self.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        self.membership =
+                            StoredMembership::new(Some(entry.log_id.clone()), m.clone());
                         Ok(Outcome::Done)
                     }
                 };
@@ -202,16 +228,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             state: self.shared.state(),
-            meta: SnapshotMeta { last_log_id: self.last_applied.clone(), last_membership: self.membership.clone() },
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied.clone(),
+                last_membership: self.membership.clone(),
+            },
             writer: self.writer.clone(),
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let state = decode_state(&snapshot).map_err(io_err)?;
         let already_stored = read_current(&self.db)?.is_some_and(|s| s.meta == *meta);
         if !already_stored {
-            write_current(&self.writer, &StoredSnapshot { meta: meta.clone(), data: snapshot }).await?;
+            write_current(
+                &self.writer,
+                &StoredSnapshot {
+                    meta: meta.clone(),
+                    data: snapshot,
+                },
+            )
+            .await?;
         }
         self.shared.replace(state);
         self.last_applied = meta.last_log_id.clone();
@@ -222,6 +262,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(read_current(&self.db)?.map(|s| Snapshot { meta: s.meta, snapshot: s.data }))
+        Ok(read_current(&self.db)?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: s.data,
+        }))
     }
 }

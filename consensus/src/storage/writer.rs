@@ -34,13 +34,27 @@ pub(crate) enum RecordTable {
 /// One write, with how its sender learns it is done.
 pub(crate) enum WriteOp {
     /// Append encoded entries; `visible` fires after the non-durable commit, `flushed` after fsync.
-    Append { entries: Vec<(u64, Vec<u8>)>, flushed: IOFlushed<TypeConfig>, visible: Ack },
+    Append {
+        entries: Vec<(u64, Vec<u8>)>,
+        flushed: IOFlushed<TypeConfig>,
+        visible: Ack,
+    },
     /// Set (or delete, with `None`) one record; `done` fires after fsync if `durable`.
-    Put { table: RecordTable, key: &'static str, value: Option<Vec<u8>>, durable: bool, done: Ack },
+    Put {
+        table: RecordTable,
+        key: &'static str,
+        value: Option<Vec<u8>>,
+        durable: bool,
+        done: Ack,
+    },
     /// Delete log entries with index >= `from`.
     TruncateFrom { from: u64, done: Ack },
     /// Delete log entries with index <= `upto` and record the purged log id.
-    Purge { upto: u64, purged: Vec<u8>, done: Ack },
+    Purge {
+        upto: u64,
+        purged: Vec<u8>,
+        done: Ack,
+    },
 }
 
 type Ack = oneshot::Sender<io::Result<()>>;
@@ -55,13 +69,18 @@ impl Writer {
     /// Starts the writer thread for `db`.
     pub(crate) fn spawn(db: Arc<Database>) -> io::Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new().name("shoal-raft-writer".into()).spawn(move || run(db, rx))?;
+        std::thread::Builder::new()
+            .name("shoal-raft-writer".into())
+            .spawn(move || run(db, rx))?;
         Ok(Writer { tx })
     }
 
     /// Queues `op` and returns the receiver of its acknowledgement.
     async fn submit(&self, op: WriteOp) -> io::Result<()> {
-        self.tx.send(op).await.map_err(|_| io::Error::other("raft storage writer stopped"))
+        self.tx
+            .send(op)
+            .await
+            .map_err(|_| io::Error::other("raft storage writer stopped"))
     }
 
     /// Appends encoded entries; returns once they are readable. `flushed` fires once durable.
@@ -71,7 +90,12 @@ impl Writer {
         flushed: IOFlushed<TypeConfig>,
     ) -> io::Result<()> {
         let (visible, rx) = oneshot::channel();
-        self.submit(WriteOp::Append { entries, flushed, visible }).await?;
+        self.submit(WriteOp::Append {
+            entries,
+            flushed,
+            visible,
+        })
+        .await?;
         wait(rx).await
     }
 
@@ -84,7 +108,14 @@ impl Writer {
         durable: bool,
     ) -> io::Result<()> {
         let (done, rx) = oneshot::channel();
-        self.submit(WriteOp::Put { table, key, value, durable, done }).await?;
+        self.submit(WriteOp::Put {
+            table,
+            key,
+            value,
+            durable,
+            done,
+        })
+        .await?;
         wait(rx).await
     }
 
@@ -104,7 +135,8 @@ impl Writer {
 }
 
 async fn wait(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
-    rx.await.map_err(|_| io::Error::other("raft storage writer dropped a request"))?
+    rx.await
+        .map_err(|_| io::Error::other("raft storage writer dropped a request"))?
 }
 
 /// What must be answered after the durable commit of a round.
@@ -159,12 +191,22 @@ fn answer_visible(op: WriteOp, applied: &io::Result<()>, waiting: &mut Vec<After
         Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
     };
     match op {
-        WriteOp::Append { flushed, visible, .. } => {
+        WriteOp::Append {
+            flushed, visible, ..
+        } => {
             let _ = visible.send(copy());
             waiting.push(AfterFlush::Flushed(flushed));
         }
-        WriteOp::Put { durable: true, done, .. } => waiting.push(AfterFlush::Ack(done)),
-        WriteOp::Put { durable: false, done, .. }
+        WriteOp::Put {
+            durable: true,
+            done,
+            ..
+        } => waiting.push(AfterFlush::Ack(done)),
+        WriteOp::Put {
+            durable: false,
+            done,
+            ..
+        }
         | WriteOp::TruncateFrom { done, .. }
         | WriteOp::Purge { done, .. } => {
             let _ = done.send(copy());
@@ -187,7 +229,9 @@ fn apply_round(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
                         log.insert(*index, bytes.as_slice()).map_err(io_err)?;
                     }
                 }
-                WriteOp::Put { table, key, value, .. } => {
+                WriteOp::Put {
+                    table, key, value, ..
+                } => {
                     let t = match table {
                         RecordTable::Meta => &mut meta,
                         RecordTable::Snapshot => &mut snap,
@@ -220,7 +264,8 @@ fn durable_commit(db: &Database, seq: u64) -> io::Result<()> {
     tx.set_durability(Durability::Immediate).map_err(io_err)?;
     {
         let mut meta = tx.open_table(META).map_err(io_err)?;
-        meta.insert(KEY_FLUSH, seq.to_le_bytes().as_slice()).map_err(io_err)?;
+        meta.insert(KEY_FLUSH, seq.to_le_bytes().as_slice())
+            .map_err(io_err)?;
     }
     tx.commit().map_err(io_err)
 }

@@ -27,7 +27,10 @@ async fn three_managers_replicate_fail_over_and_catch_up() {
     let leader_peer = agents[leader].quorum.peer_id();
     for a in &agents {
         let q = a.quorum.clone();
-        eventually("leader known", T, || *q.leader().borrow() == Some(leader_peer)).await;
+        eventually("leader known", T, || {
+            *q.leader().borrow() == Some(leader_peer)
+        })
+        .await;
     }
     // Writes from every agent (followers forward), then a linearizable read on a follower.
     let mut acked = Vec::new();
@@ -37,8 +40,16 @@ async fn three_managers_replicate_fail_over_and_catch_up() {
         acked.push(name);
     }
     let follower = (leader + 1) % 3;
-    let state = agents[follower].quorum.read().await.unwrap_or_else(|e| panic!("read: {e}"));
-    assert_eq!(state.services.len(), 30, "a linearizable read sees every acknowledged write");
+    let state = agents[follower]
+        .quorum
+        .read()
+        .await
+        .unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(
+        state.services.len(),
+        30,
+        "a linearizable read sees every acknowledged write"
+    );
     // A refused command is committed and answered with the error.
     match agents[follower].quorum.write(create("svc-0")).await {
         Ok(Err(_)) => {}
@@ -46,19 +57,33 @@ async fn three_managers_replicate_fail_over_and_catch_up() {
     }
     // Kill the leader: a new one is elected and nothing acknowledged is lost.
     let killed = agents.remove(leader);
-    let killed_name = format!("node{}", killed.dir.file_name().map(|f| f.to_string_lossy().trim_start_matches('a').to_owned()).unwrap_or_default());
+    let killed_name = format!(
+        "node{}",
+        killed
+            .dir
+            .file_name()
+            .map(|f| f.to_string_lossy().trim_start_matches('a').to_owned())
+            .unwrap_or_default()
+    );
     let killed_dir = killed.kill().await;
     let started = Instant::now();
     write_ok(&agents[0].quorum, "after-failover").await;
     let failover = started.elapsed();
     acked.push("after-failover".into());
-    assert!(failover < Duration::from_secs(5), "failover took {failover:?}");
+    assert!(
+        failover < Duration::from_secs(5),
+        "failover took {failover:?}"
+    );
     let new_leader = leader_index(&agents).unwrap_or_else(|| panic!("no new leader"));
     assert_ne!(agents[new_leader].quorum.peer_id(), leader_peer);
     for a in &agents {
         let names = service_names(&a.quorum);
         for name in &acked {
-            assert!(names.contains(name), "{name} lost on {}", a.quorum.peer_id());
+            assert!(
+                names.contains(name),
+                "{name} lost on {}",
+                a.quorum.peer_id()
+            );
         }
     }
     // The old leader restarts from disk and catches up.
@@ -69,7 +94,10 @@ async fn three_managers_replicate_fail_over_and_catch_up() {
     let back = start_agent(&killed_dir, &killed_name, &[seed], |_| {}).await;
     let expected = agents[0].quorum.state().services.len();
     let q = back.quorum.clone();
-    eventually("restarted follower caught up", T, || q.state().services.len() == expected).await;
+    eventually("restarted follower caught up", T, || {
+        q.state().services.len() == expected
+    })
+    .await;
     assert_eq!(*back.quorum.state(), *agents[0].quorum.state());
     back.kill().await;
     for a in agents {
@@ -91,7 +119,10 @@ async fn five_managers_survive_two_failures() {
     write_ok(&agents[0].quorum, "after").await;
     for a in &agents {
         let q = a.quorum.clone();
-        eventually("replicated to survivors", T, || service_names(&q) == ["after", "before"]).await;
+        eventually("replicated to survivors", T, || {
+            service_names(&q) == ["after", "before"]
+        })
+        .await;
     }
     for a in agents {
         a.kill().await;
@@ -120,7 +151,10 @@ async fn compaction_then_snapshot_install_to_new_member() {
     let seed = addr(&first.mesh).await;
     let second = start_agent(&root.path().join("a1"), "node1", &[seed], small).await;
     let q = second.quorum.clone();
-    eventually("snapshot installed on the new member", T, || q.state().services.len() == 120).await;
+    eventually("snapshot installed on the new member", T, || {
+        q.state().services.len() == 120
+    })
+    .await;
     assert_eq!(*second.quorum.state(), *first.quorum.state());
     second.kill().await;
     first.kill().await;
@@ -133,7 +167,10 @@ async fn autopilot_replaces_a_dead_manager() {
     let mut agents = cluster(root.path(), 4, 3, |_| {}).await;
     write_ok(&agents[0].quorum, "x").await;
     let voters = agents[0].quorum.status().voters;
-    let spare = agents.iter().position(|a| !voters.contains(&a.quorum.peer_id())).unwrap_or_else(|| panic!("no spare"));
+    let spare = agents
+        .iter()
+        .position(|a| !voters.contains(&a.quorum.peer_id()))
+        .unwrap_or_else(|| panic!("no spare"));
     let spare_peer = agents[spare].quorum.peer_id();
     let victim = agents
         .iter()
@@ -142,10 +179,14 @@ async fn autopilot_replaces_a_dead_manager() {
     let victim_peer = agents[victim].quorum.peer_id();
     agents.remove(victim).kill().await;
     let q = agents[0].quorum.clone();
-    eventually("spare promoted and dead manager removed", Duration::from_secs(20), || {
-        let v = q.status().voters;
-        v.len() == 3 && v.contains(&spare_peer) && !v.contains(&victim_peer)
-    })
+    eventually(
+        "spare promoted and dead manager removed",
+        Duration::from_secs(20),
+        || {
+            let v = q.status().voters;
+            v.len() == 3 && v.contains(&spare_peer) && !v.contains(&victim_peer)
+        },
+    )
     .await;
     write_ok(&agents[0].quorum, "y").await;
     for a in agents {
@@ -178,16 +219,28 @@ async fn lost_quorum_fails_fast_then_recover() {
     }
     let elapsed = started.elapsed();
     match last {
-        Some(WriteError::NoQuorum { reachable: 1, voters: 3 }) => {}
+        Some(WriteError::NoQuorum {
+            reachable: 1,
+            voters: 3,
+        }) => {}
         other => panic!("expected `no quorum: 1 of 3`, got {other:?} after {elapsed:?}"),
     }
     assert_eq!(
-        WriteError::NoQuorum { reachable: 1, voters: 3 }.to_string(),
+        WriteError::NoQuorum {
+            reachable: 1,
+            voters: 3
+        }
+        .to_string(),
         "no quorum: 1 of 3 managers reachable"
     );
-    assert!(elapsed < Duration::from_secs(4), "no-quorum error took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "no-quorum error took {elapsed:?}"
+    );
     let dir = survivor.kill().await;
-    let report = crate::recover(&dir.join("raft")).await.unwrap_or_else(|e| panic!("recover: {e}"));
+    let report = crate::recover(&dir.join("raft"))
+        .await
+        .unwrap_or_else(|e| panic!("recover: {e}"));
     assert!(report.last_index > 0);
     let back = start_agent(&dir, "node0", &[], |_| {}).await;
     let q = back.quorum.clone();

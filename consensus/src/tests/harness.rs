@@ -62,7 +62,12 @@ pub(crate) fn mesh_config(dir: &Path, seeds: &[Multiaddr], token: Option<String>
     mc
 }
 
-pub(crate) async fn start_mesh(dir: &Path, name: &str, seeds: &[Multiaddr], token: Option<String>) -> Mesh {
+pub(crate) async fn start_mesh(
+    dir: &Path,
+    name: &str,
+    seeds: &[Multiaddr],
+    token: Option<String>,
+) -> Mesh {
     let mut registry = Registry::default();
     match shoal_discovery::start(mesh_config(dir, seeds, token), info(name), &mut registry).await {
         Ok(m) => m,
@@ -74,11 +79,17 @@ pub(crate) fn quorum_config(dir: &Path, name: &str) -> QuorumConfig {
     QuorumConfig::for_tests(dir.join("raft"), info(name))
 }
 
-pub(crate) async fn start_quorum(mesh: &Mesh, config: QuorumConfig) -> Result<Quorum, ConsensusError> {
+pub(crate) async fn start_quorum(
+    mesh: &Mesh,
+    config: QuorumConfig,
+) -> Result<Quorum, ConsensusError> {
     let mut registry = Registry::default();
-    tokio::time::timeout(Duration::from_secs(30), Quorum::start(config, mesh.clone(), &mut registry))
-        .await
-        .unwrap_or_else(|_| Err(ConsensusError::JoinFailed("start timed out".into())))
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        Quorum::start(config, mesh.clone(), &mut registry),
+    )
+    .await
+    .unwrap_or_else(|_| Err(ConsensusError::JoinFailed("start timed out".into())))
 }
 
 /// Starts an agent in `dir` (reusing its identity and raft data if present).
@@ -95,7 +106,11 @@ pub(crate) async fn start_agent(
         Ok(q) => q,
         Err(e) => panic!("quorum start of {name}: {e}"),
     };
-    Agent { mesh, quorum, dir: dir.to_path_buf() }
+    Agent {
+        mesh,
+        quorum,
+        dir: dir.to_path_buf(),
+    }
 }
 
 pub(crate) async fn addr(mesh: &Mesh) -> Multiaddr {
@@ -119,7 +134,10 @@ pub(crate) async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() 
 
 /// A write that creates one service named `name`.
 pub(crate) fn create(name: &str) -> Command {
-    Command::CreateService { spec: spec(name), at: Timestamp(1) }
+    Command::CreateService {
+        spec: spec(name),
+        at: Timestamp(1),
+    }
 }
 
 pub(crate) fn spec(name: &str) -> ServiceSpec {
@@ -148,7 +166,12 @@ pub(crate) fn spec(name: &str) -> ServiceSpec {
 
 /// Service names in a state.
 pub(crate) fn service_names(q: &Quorum) -> Vec<String> {
-    let mut names: Vec<String> = q.state().services.values().map(|s| s.spec.name.clone()).collect();
+    let mut names: Vec<String> = q
+        .state()
+        .services
+        .values()
+        .map(|s| s.spec.name.clone())
+        .collect();
     names.sort();
     names
 }
@@ -156,19 +179,31 @@ pub(crate) fn service_names(q: &Quorum) -> Vec<String> {
 /// Starts `n` agents with zero-config bootstrap: the first agent's mesh is the seed, all
 /// quorums start at once, the lowest PeerId initialises and the others join. Returns once
 /// `voters` managers exist.
-pub(crate) async fn cluster(root: &Path, n: usize, voters: usize, tweak: impl Fn(&mut QuorumConfig)) -> Vec<Agent> {
+pub(crate) async fn cluster(
+    root: &Path,
+    n: usize,
+    voters: usize,
+    tweak: impl Fn(&mut QuorumConfig),
+) -> Vec<Agent> {
     let first = start_mesh(&root.join("a0"), "node0", &[], None).await;
     let seed = addr(&first).await;
     let mut meshes = vec![(root.join("a0"), first)];
     for i in 1..n {
         let dir = root.join(format!("a{i}"));
-        meshes.push((dir.clone(), start_mesh(&dir, &format!("node{i}"), std::slice::from_ref(&seed), None).await));
+        meshes.push((
+            dir.clone(),
+            start_mesh(&dir, &format!("node{i}"), std::slice::from_ref(&seed), None).await,
+        ));
     }
     // Let the meshes see each other before the bootstrap window starts.
     let deadline = Instant::now() + Duration::from_secs(10);
     for (_, mesh) in &meshes {
         while Instant::now() < deadline {
-            let seen = mesh.members().await.map(|m| m.iter().filter(|m| m.state == shoal_discovery::MemberState::Alive).count());
+            let seen = mesh.members().await.map(|m| {
+                m.iter()
+                    .filter(|m| m.state == shoal_discovery::MemberState::Alive)
+                    .count()
+            });
             if seen.is_ok_and(|c| c + 1 >= n) {
                 break;
             }
@@ -190,7 +225,10 @@ pub(crate) async fn cluster(root: &Path, n: usize, voters: usize, tweak: impl Fn
         }
     }
     let q0 = agents[0].quorum.clone();
-    eventually(&format!("{voters} voters"), Duration::from_secs(20), || q0.status().voters.len() == voters).await;
+    eventually(&format!("{voters} voters"), Duration::from_secs(20), || {
+        q0.status().voters.len() == voters
+    })
+    .await;
     agents
 }
 

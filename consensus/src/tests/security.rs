@@ -22,12 +22,20 @@ async fn tokens_gate_joins_and_roles() {
     let m0 = start_mesh(&root.path().join("a0"), "node0", &[], mesh_secret.clone()).await;
     let mut c0 = quorum_config(&root.path().join("a0"), "node0");
     c0.token = manager_token.clone();
-    let q0 = start_quorum(&m0, c0).await.unwrap_or_else(|e| panic!("{e}"));
+    let q0 = start_quorum(&m0, c0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let seed = addr(&m0).await;
 
     // Right mesh secret, forged role secret: the mesh connects, the join is refused.
     let forged = format!("SHOAL1-{}-M{}", manager.mesh_secret(), "ab".repeat(32));
-    let m1 = start_mesh(&root.path().join("a1"), "node1", std::slice::from_ref(&seed), mesh_secret.clone()).await;
+    let m1 = start_mesh(
+        &root.path().join("a1"),
+        "node1",
+        std::slice::from_ref(&seed),
+        mesh_secret.clone(),
+    )
+    .await;
     let mut c1 = quorum_config(&root.path().join("a1"), "node1");
     c1.token = Some(forged);
     c1.write_timeout = Duration::from_secs(2);
@@ -38,19 +46,33 @@ async fn tokens_gate_joins_and_roles() {
     m1.kill();
 
     // A worker token joins as a worker: in the cluster state, never a raft member.
-    let m2 = start_mesh(&root.path().join("a2"), "node2", std::slice::from_ref(&seed), mesh_secret.clone()).await;
+    let m2 = start_mesh(
+        &root.path().join("a2"),
+        "node2",
+        std::slice::from_ref(&seed),
+        mesh_secret.clone(),
+    )
+    .await;
     let mut c2 = quorum_config(&root.path().join("a2"), "node2");
     c2.token = Some(manager.worker_token());
-    let q2 = start_quorum(&m2, c2).await.unwrap_or_else(|e| panic!("{e}"));
+    let q2 = start_quorum(&m2, c2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let worker = q2.peer_id();
     let q = q0.clone();
     eventually("worker recorded", Duration::from_secs(10), || {
-        q.state().nodes.keys().any(|n| n.as_str() == worker.to_string())
+        q.state()
+            .nodes
+            .keys()
+            .any(|n| n.as_str() == worker.to_string())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await; // a few autopilot rounds
     let status = q0.status();
-    assert!(!status.voters.contains(&worker) && !status.learners.contains(&worker), "a worker token made a raft member");
+    assert!(
+        !status.voters.contains(&worker) && !status.learners.contains(&worker),
+        "a worker token made a raft member"
+    );
 
     q2.shutdown().await;
     m2.kill();
@@ -67,7 +89,10 @@ async fn raft_rpcs_from_non_members_are_refused() {
     let outsider = start_mesh(&root.path().join("a1"), "node1", &[seed], None).await;
     let target = member.quorum.peer_id();
     let cluster = member.quorum.cluster_id();
-    let vote = VoteRequest::new(Vote::new(99, crate::raft_id_of_peer(&outsider.local_peer_id())), None);
+    let vote = VoteRequest::new(
+        Vote::new(99, crate::raft_id_of_peer(&outsider.local_peer_id())),
+        None,
+    );
     match send(&outsider, target, cluster, RaftRequest::Vote(vote)).await {
         Ok(RaftResponse::Refused(why)) => assert!(why.contains("not a raft member"), "{why}"),
         other => panic!("a non-member's vote must be refused, got {other:?}"),

@@ -1,8 +1,8 @@
 //! openraft's storage conformance suite against the redb log store and state machine.
 
 use openraft::StorageError;
-use openraft::type_config::TypeConfigExt;
 use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
 use tempfile::TempDir;
 
 use crate::storage::{self, LogStore, StateMachine};
@@ -21,7 +21,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redb_storage_passes_openraft_suite() {
-    let result = tokio::time::timeout(std::time::Duration::from_secs(60), Suite::test_all(RedbBuilder)).await;
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        Suite::test_all(RedbBuilder),
+    )
+    .await;
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("storage suite failed: {e}"),

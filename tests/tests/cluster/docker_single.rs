@@ -55,7 +55,7 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     // Create 3 replicas: 3 containers run, labelled with task, service and node.
     let id = create(&client, spec("web", 3)).await;
     wait_running(&client, "web", 3, CONVERGE).await;
-    let running = running_containers("io.shoal.service.id", &id.to_string());
+    let running = running_containers(&node, &id.to_string());
     assert_eq!(running.len(), 3, "three containers run");
     for container in &running {
         assert_eq!(container_label(container, "io.shoal.node.id"), node);
@@ -66,7 +66,7 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     // docker kill one: the restart policy (any) replaces it.
     docker_kill(&running[0]);
     eventually("the killed task is replaced", CONVERGE, || async {
-        let now = running_containers("io.shoal.service.id", &id.to_string());
+        let now = running_containers(&node, &id.to_string());
         (now.len() == 3 && !now.contains(&running[0])).then_some(())
     })
     .await;
@@ -79,14 +79,14 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     // Scale up, then down (highest slots go first).
     let _: ServiceId = client.post(&api::service_scale("web"), &ScaleRequest { replicas: 5 }).await.expect("scale up");
     wait_running(&client, "web", 5, CONVERGE).await;
-    assert_eq!(running_containers("io.shoal.service.id", &id.to_string()).len(), 5);
+    assert_eq!(running_containers(&node, &id.to_string()).len(), 5);
     let _: ServiceId = client.post(&api::service_scale("web"), &ScaleRequest { replicas: 2 }).await.expect("scale down");
     wait_running(&client, "web", 2, CONVERGE).await;
     eventually("surplus containers removed", CONVERGE, || async {
-        (running_containers("io.shoal.service.id", &id.to_string()).len() == 2).then_some(())
+        (running_containers(&node, &id.to_string()).len() == 2).then_some(())
     })
     .await;
-    let slots: Vec<String> = running_containers("io.shoal.service.id", &id.to_string())
+    let slots: Vec<String> = running_containers(&node, &id.to_string())
         .iter()
         .map(|c| container_label(c, "io.shoal.slot"))
         .collect();
@@ -104,7 +104,7 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
         .await
         .expect("update");
     eventually("all tasks on the new version", CONVERGE, || async {
-        let containers = running_containers("io.shoal.service.id", &id.to_string());
+        let containers = running_containers(&node, &id.to_string());
         let versions: Vec<String> = containers.iter().map(|c| container_label(c, "io.shoal.spec.version")).collect();
         (containers.len() == 2 && versions.iter().all(|v| *v == (service.version + 1).to_string())).then_some(())
     })
@@ -113,7 +113,7 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     // Remove: its containers are gone.
     let _: ServiceId = client.delete(&api::service("web")).await.expect("remove");
     eventually("containers removed", CONVERGE, || async {
-        all_containers("io.shoal.service.id", &id.to_string()).is_empty().then_some(())
+        all_containers(&node, &id.to_string()).is_empty().then_some(())
     })
     .await;
     agent.shutdown().await;
@@ -172,17 +172,17 @@ async fn a_restarted_agent_adopts_its_containers() {
     let client = client(&agent);
     let id = create(&client, spec("kept", 3)).await;
     wait_running(&client, "kept", 3, CONVERGE).await;
-    let before = running_containers("io.shoal.service.id", &id.to_string());
+    let before = running_containers(&node, &id.to_string());
     agent.shutdown().await;
 
     // Containers keep running while the agent is away; the restarted agent adopts them.
-    assert_eq!(running_containers("io.shoal.service.id", &id.to_string()).len(), 3);
+    assert_eq!(running_containers(&node, &id.to_string()).len(), 3);
     let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
     assert_eq!(agent.node_id().to_string(), node, "same identity after a restart");
     let client = shoal_tests::client(&agent);
     wait_running(&client, "kept", 3, CONVERGE).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut after = all_containers("io.shoal.service.id", &id.to_string());
+    let mut after = all_containers(&node, &id.to_string());
     let mut before_sorted = before.clone();
     after.sort();
     before_sorted.sort();
