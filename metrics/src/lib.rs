@@ -2,6 +2,7 @@
 //! can share a test process), the process collector, and the `/metrics` HTTP endpoint.
 //!
 //! # Layout
+//! - [`agent`]: the agent's own families (scheduler, cluster, dispatcher, executor).
 //! - [`registry`]: creating an agent's registry and the `shoal_agent_info` family.
 //! - [`process`]: CPU, memory and file descriptors of this process, read on each scrape.
 //! - [`http`]: the axum server that exposes a registry at `/metrics`.
@@ -9,10 +10,12 @@
 //! Subsystems register their own families into the registry handed to them at start-up
 //! (`shoal_mesh_*`, `shoal_raft_*`, ...); libp2p's own metrics go into the same registry.
 
+pub mod agent;
 pub mod http;
 pub mod process;
 pub mod registry;
 
+pub use agent::AgentMetrics;
 pub use http::{MetricsServer, serve};
 pub use prometheus_client;
 pub use registry::{AgentInfo, new_registry};

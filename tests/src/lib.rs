@@ -19,7 +19,10 @@ pub const TEST_IMAGE: &str = "shoal-test/busybox:latest";
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
@@ -33,7 +36,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -43,8 +49,14 @@ pub fn ensure_test_image() {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/build-busybox-image.sh");
-        let status = Process::new("bash").arg(&script).status().expect("run the image build script");
-        assert!(status.success(), "building {TEST_IMAGE} failed: see the output above");
+        let status = Process::new("bash")
+            .arg(&script)
+            .status()
+            .expect("run the image build script");
+        assert!(
+            status.success(),
+            "building {TEST_IMAGE} failed: see the output above"
+        );
     });
 }
 
@@ -74,7 +86,10 @@ pub async fn service_row(client: &ControlClient, name: &str) -> Option<ServiceRo
 
 /// The task rows of `name`.
 pub async fn tasks(client: &ControlClient, name: &str) -> Vec<TaskRow> {
-    client.get(&api::service_tasks(name)).await.unwrap_or_default()
+    client
+        .get(&api::service_tasks(name))
+        .await
+        .unwrap_or_default()
 }
 
 /// Waits until `name` has `replicas` tasks running and nothing left to stop.
@@ -92,12 +107,28 @@ pub async fn wait_running(client: &ControlClient, name: &str, replicas: u64, tim
 
 /// Ids of the running containers of `service` on `node`, as the Docker CLI sees them.
 pub fn running_containers(node: &str, service: &str) -> Vec<String> {
-    docker_ids(&["ps", "-q", "--no-trunc", "--filter", &node_filter(node), "--filter", &service_filter(service)])
+    docker_ids(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &node_filter(node),
+        "--filter",
+        &service_filter(service),
+    ])
 }
 
 /// Ids of all containers (running or not) of `service` on `node`.
 pub fn all_containers(node: &str, service: &str) -> Vec<String> {
-    docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &node_filter(node), "--filter", &service_filter(service)])
+    docker_ids(&[
+        "ps",
+        "-aq",
+        "--no-trunc",
+        "--filter",
+        &node_filter(node),
+        "--filter",
+        &service_filter(service),
+    ])
 }
 
 fn node_filter(node: &str) -> String {
@@ -109,21 +140,38 @@ fn service_filter(service: &str) -> String {
 }
 
 fn docker_ids(args: &[&str]) -> Vec<String> {
-    let output = Process::new("docker").args(args).output().expect("the docker CLI runs");
-    assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+    let output = Process::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// A label value of a container.
 pub fn container_label(id: &str, label: &str) -> String {
     let format = format!("{{{{index .Config.Labels \"{label}\"}}}}");
-    let output = Process::new("docker").args(["inspect", "--format", &format, id]).output().expect("docker inspect");
+    let output = Process::new("docker")
+        .args(["inspect", "--format", &format, id])
+        .output()
+        .expect("docker inspect");
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// `docker kill` a container.
 pub fn docker_kill(id: &str) {
-    let status = Process::new("docker").args(["kill", id]).status().expect("docker kill");
+    let status = Process::new("docker")
+        .args(["kill", id])
+        .status()
+        .expect("docker kill");
     assert!(status.success(), "docker kill {id} failed");
 }
 
@@ -131,7 +179,10 @@ pub fn docker_kill(id: &str) {
 pub fn remove_node_containers(node: &str) {
     let ids = docker_ids(&["ps", "-aq", "--no-trunc", "--filter", &node_filter(node)]);
     if !ids.is_empty() {
-        let _ = Process::new("docker").args(["rm", "-f"]).args(&ids).output();
+        let _ = Process::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .output();
     }
 }
 

@@ -35,12 +35,19 @@ const LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs the benchmark.
 pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
-    let docker = Docker::connect_with_local_defaults().context("connect to the local Docker engine")?;
+    let docker =
+        Docker::connect_with_local_defaults().context("connect to the local Docker engine")?;
     docker.inspect_image(&args.image).await.with_context(|| {
-        format!("image {} is not on this engine; build it with tests/images/build-busybox-image.sh", args.image)
+        format!(
+            "image {} is not on this engine; build it with tests/images/build-busybox-image.sh",
+            args.image
+        )
     })?;
     let floor = floor(&docker, &args.image, args.replicas as usize).await?;
-    println!("floor: {} containers straight through the Docker API in {floor:.2}s", args.replicas);
+    println!(
+        "floor: {} containers straight through the Docker API in {floor:.2}s",
+        args.replicas
+    );
 
     let dir = tempfile_dir("e2e")?;
     let mut config = AgentConfig::for_tests(&dir, ExecutorKind::Docker);
@@ -97,15 +104,31 @@ async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figu
     let mut scaled = service.spec.clone();
     scaled.mode = ServiceMode::Replicated { replicas: n * 3 };
     let started = Instant::now();
-    write(agent, Command::UpdateService { id: service.id, expected_version: service.version, spec: scaled, at: now() })
-        .await?;
+    write(
+        agent,
+        Command::UpdateService {
+            id: service.id,
+            expected_version: service.version,
+            spec: scaled,
+            at: now(),
+        },
+    )
+    .await?;
     wait_running(agent, "bench", n * 3, None).await?;
     let scale = started.elapsed().as_secs_f64();
     let service = find(agent, "bench")?;
     let mut back = service.spec.clone();
     back.mode = ServiceMode::Replicated { replicas: n };
-    write(agent, Command::UpdateService { id: service.id, expected_version: service.version, spec: back, at: now() })
-        .await?;
+    write(
+        agent,
+        Command::UpdateService {
+            id: service.id,
+            expected_version: service.version,
+            spec: back,
+            at: now(),
+        },
+    )
+    .await?;
     wait_running(agent, "bench", n, None).await?;
 
     let service = find(agent, "bench")?;
@@ -115,14 +138,28 @@ async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figu
     updated.update.delay_ms = 0;
     updated.update.monitor_ms = 0;
     let started = Instant::now();
-    write(agent, Command::UpdateService { id: service.id, expected_version: service.version, spec: updated, at: now() })
-        .await?;
+    write(
+        agent,
+        Command::UpdateService {
+            id: service.id,
+            expected_version: service.version,
+            spec: updated,
+            at: now(),
+        },
+    )
+    .await?;
     wait_running(agent, "bench", n, Some(service.version + 1)).await?;
     let update = started.elapsed().as_secs_f64();
 
     let replace = replace_killed(agent).await?;
     let _ = quorum;
-    Ok(Figures { create, create_cli, scale, update, replace })
+    Ok(Figures {
+        create,
+        create_cli,
+        scale,
+        update,
+        replace,
+    })
 }
 
 /// Kills one running container and times until the service runs its full count again.
@@ -142,14 +179,22 @@ async fn replace_killed(agent: &Agent) -> anyhow::Result<f64> {
     drop(state);
     let docker = Docker::connect_with_local_defaults()?;
     let started = Instant::now();
-    docker.kill_container(&victim, None::<bollard::query_parameters::KillContainerOptions>).await?;
+    docker
+        .kill_container(
+            &victim,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await?;
     crate::bench::wait_until("the killed container is replaced", LIMIT, || {
         let state = agent.quorum().state();
         let running = state
             .tasks
             .values()
             .filter(|t| t.service == service.id && t.desired == DesiredState::Running)
-            .filter(|t| t.status.state == TaskState::Running && t.status.container_id.as_deref() != Some(&victim))
+            .filter(|t| {
+                t.status.state == TaskState::Running
+                    && t.status.container_id.as_deref() != Some(&victim)
+            })
             .count() as u64;
         running == replicas
     })
@@ -164,24 +209,51 @@ async fn cli_create(agent: &Agent, image: &str, n: u64) -> anyhow::Result<f64> {
     let image = image.to_string();
     let started = Instant::now();
     let output = tokio::process::Command::new(exe)
-        .args(["service", "create", "--quiet", "--name", "cli", "--replicas", &n.to_string()])
+        .args([
+            "service",
+            "create",
+            "--quiet",
+            "--name",
+            "cli",
+            "--replicas",
+            &n.to_string(),
+        ])
         .arg("--socket")
         .arg(&socket)
         .args([image.as_str(), "sleep", "3600"])
         .output()
         .await?;
     let elapsed = started.elapsed().as_secs_f64();
-    anyhow::ensure!(output.status.success(), "shoal service create failed: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "shoal service create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let service = find(agent, "cli")?;
-    write(agent, Command::RemoveService { id: service.id, at: now() }).await?;
+    write(
+        agent,
+        Command::RemoveService {
+            id: service.id,
+            at: now(),
+        },
+    )
+    .await?;
     Ok(elapsed)
 }
 
 /// Three agents with the sim executor; a worker is killed; time until its tasks run elsewhere.
 async fn dead_worker() -> anyhow::Result<f64> {
-    let dirs: Vec<std::path::PathBuf> = (0..3).map(|i| tempfile_dir(&format!("sim{i}"))).collect::<Result<_, _>>()?;
+    let dirs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| tempfile_dir(&format!("sim{i}")))
+        .collect::<Result<_, _>>()?;
     let first = Agent::start(AgentConfig::for_tests(&dirs[0], ExecutorKind::Sim)).await?;
-    let seed = first.mesh().listen_addrs().await?.first().context("a listen address")?.to_string();
+    let seed = first
+        .mesh()
+        .listen_addrs()
+        .await?
+        .first()
+        .context("a listen address")?
+        .to_string();
     let mut others = Vec::new();
     for dir in &dirs[1..] {
         let mut config = AgentConfig::for_tests(dir, ExecutorKind::Sim);
@@ -189,16 +261,37 @@ async fn dead_worker() -> anyhow::Result<f64> {
         others.push(Agent::start(config).await?);
     }
     crate::bench::wait_until("three ready nodes", LIMIT, || {
-        first.quorum().state().nodes.values().filter(|n| n.state == shoal_scheduler::NodeState::Ready).count() == 3
+        first
+            .quorum()
+            .state()
+            .nodes
+            .values()
+            .filter(|n| n.state == shoal_scheduler::NodeState::Ready)
+            .count()
+            == 3
     })
     .await?;
-    write(&first, Command::CreateService { spec: bench_spec("sim", "sim", 30), at: now() }).await?;
+    write(
+        &first,
+        Command::CreateService {
+            spec: bench_spec("sim", "sim", 30),
+            at: now(),
+        },
+    )
+    .await?;
     wait_running(&first, "sim", 30, None).await?;
     let leader = *first.quorum().leader().borrow();
-    let victim_index = others.iter().position(|a| Some(a.mesh().local_peer_id()) != leader).unwrap_or(0);
+    let victim_index = others
+        .iter()
+        .position(|a| Some(a.mesh().local_peer_id()) != leader)
+        .unwrap_or(0);
     let victim = others.remove(victim_index);
     let victim_id = victim.node_id().clone();
-    let observer = if leader == Some(first.mesh().local_peer_id()) { &first } else { &others[0] };
+    let observer = if leader == Some(first.mesh().local_peer_id()) {
+        &first
+    } else {
+        &others[0]
+    };
     let started = Instant::now();
     victim.kill().await;
     crate::bench::wait_until("the dead worker's tasks run elsewhere", LIMIT, || {
@@ -262,16 +355,25 @@ fn find(agent: &Agent, name: &str) -> anyhow::Result<shoal_scheduler::Service> {
 }
 
 /// Waits until `name` runs `n` tasks (of `version`, if given) and nothing else is left running.
-async fn wait_running(agent: &Agent, name: &str, n: u64, version: Option<u64>) -> anyhow::Result<()> {
+async fn wait_running(
+    agent: &Agent,
+    name: &str,
+    n: u64,
+    version: Option<u64>,
+) -> anyhow::Result<()> {
     crate::bench::wait_until(&format!("{name}: {n} running"), LIMIT, || {
         let state = agent.quorum().state();
-        let Some(service) = state.services.values().find(|s| s.spec.name == name) else { return false };
+        let Some(service) = state.services.values().find(|s| s.spec.name == name) else {
+            return false;
+        };
         let tasks = || state.tasks.values().filter(|t| t.service == service.id);
         let running = tasks()
             .filter(|t| t.desired == DesiredState::Running && t.status.state == TaskState::Running)
             .filter(|t| version.is_none_or(|v| t.spec_version == v))
             .count() as u64;
-        let leftovers = tasks().filter(|t| t.desired == DesiredState::Shutdown && !t.status.state.is_terminal()).count();
+        let leftovers = tasks()
+            .filter(|t| t.desired == DesiredState::Shutdown && !t.status.state.is_terminal())
+            .count();
         running == n && leftovers == 0
     })
     .await
@@ -296,7 +398,12 @@ async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<f64> {
                 let name = format!("shoal-bench-floor-{}-{i}", std::process::id());
                 let options = CreateContainerOptionsBuilder::new().name(&name).build();
                 let created = docker.create_container(Some(options), body).await?;
-                docker.start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>).await?;
+                docker
+                    .start_container(
+                        &created.id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await?;
                 Ok(())
             }
         })
@@ -311,8 +418,13 @@ async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<f64> {
 
 async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
     let filters = std::collections::HashMap::from([("label", vec![format!("{label}={value}")])]);
-    let options = bollard::query_parameters::ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-    let Ok(containers) = docker.list_containers(Some(options)).await else { return };
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(containers) = docker.list_containers(Some(options)).await else {
+        return;
+    };
     let remove = RemoveContainerOptionsBuilder::new().force(true).build();
     for id in containers.into_iter().filter_map(|c| c.id) {
         let _ = docker.remove_container(&id, Some(remove.clone())).await;
@@ -320,8 +432,11 @@ async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
 }
 
 fn tempfile_dir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shoal-bench-{tag}-{}-{}", std::process::id(), now().0));
+    let dir = std::env::temp_dir().join(format!(
+        "shoal-bench-{tag}-{}-{}",
+        std::process::id(),
+        now().0
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
-

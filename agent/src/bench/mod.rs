@@ -10,10 +10,17 @@ pub mod scheduler;
 use std::time::{Duration, Instant};
 
 /// Polls `done` every 10 ms until it holds, or fails after `limit`.
-pub async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     while !done() {
-        anyhow::ensure!(started.elapsed() < limit, "gave up after {limit:?} waiting for: {what}");
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "gave up after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())

@@ -45,13 +45,21 @@ pub fn run(args: &SchedulerBenchArgs) -> anyhow::Result<()> {
         Outcome::PlanApplied { created } => created.len(),
         other => anyhow::bail!("unexpected outcome of the plan: {other:?}"),
     };
-    anyhow::ensure!(created as u64 == args.tasks, "created {created} tasks, expected {}", args.tasks);
+    anyhow::ensure!(
+        created as u64 == args.tasks,
+        "created {created} tasks, expected {}",
+        args.tasks
+    );
     println!(
         "scheduler: {} nodes x {} tasks{}: placed {placed} in {seconds:.3} s \
          (reconcile+placement {:.3} s, apply {:.3} s)",
         args.nodes,
         args.tasks,
-        if args.constraint { " (constraint: 1/3 of nodes)" } else { "" },
+        if args.constraint {
+            " (constraint: 1/3 of nodes)"
+        } else {
+            ""
+        },
         planned.as_secs_f64(),
         seconds - planned.as_secs_f64(),
     );

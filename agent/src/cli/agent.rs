@@ -76,7 +76,9 @@ impl AgentArgs {
         let metrics_addr: Option<SocketAddr> = match self.metrics_addr.as_str() {
             "off" | "" => None,
             addr => Some(addr.parse().map_err(|_| {
-                anyhow::anyhow!("--metrics-addr {addr:?}: expected HOST:PORT such as 127.0.0.1:9464, or off")
+                anyhow::anyhow!(
+                    "--metrics-addr {addr:?}: expected HOST:PORT such as 127.0.0.1:9464, or off"
+                )
             })?),
         };
         let labels = self
@@ -89,7 +91,10 @@ impl AgentArgs {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(AgentConfig {
-            data_dir: self.data_dir.clone().unwrap_or_else(crate::paths::default_data_dir),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(crate::paths::default_data_dir),
             listen: self.listen.clone(),
             advertise: self.advertise.clone(),
             join: self.join.clone(),
@@ -111,6 +116,8 @@ impl AgentArgs {
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::daemon::init_logging();
     let config = args.to_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(crate::daemon::run_until_signal(config))
 }

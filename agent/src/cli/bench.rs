@@ -19,7 +19,11 @@ pub enum BenchCommand {
 
 /// Runs a benchmark.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
     match command {
         BenchCommand::Scheduler(args) => bench::scheduler::run(&args),
         BenchCommand::Mesh(args) => runtime()?.block_on(bench::mesh::run(&args)),

@@ -34,7 +34,9 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Recover(args) => {
             let dir = args.data_dir.unwrap_or_else(crate::paths::default_data_dir);
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(shoal_consensus::recover(&dir))?;
             println!(
                 "recovered: {} is now a single-manager cluster. Start `shoal agent` there; \

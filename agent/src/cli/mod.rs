@@ -83,5 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// A small runtime for client commands.
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }

@@ -49,8 +49,16 @@ async fn list(args: NodeListArgs) -> anyhow::Result<()> {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            let me = if row.id.as_str() == info.node_id { " *" } else { "" };
-            let leader = if info.leader.as_deref() == Some(row.id.as_str()) { "leader" } else { "" };
+            let me = if row.id.as_str() == info.node_id {
+                " *"
+            } else {
+                ""
+            };
+            let leader = if info.leader.as_deref() == Some(row.id.as_str()) {
+                "leader"
+            } else {
+                ""
+            };
             vec![
                 format!("{}{me}", row.id),
                 row.hostname.clone(),
@@ -63,7 +71,16 @@ async fn list(args: NodeListArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let headers = ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "ROLE", "RUNTIME", "TASKS", "VERSION"];
+    let headers = [
+        "ID",
+        "HOSTNAME",
+        "STATUS",
+        "AVAILABILITY",
+        "ROLE",
+        "RUNTIME",
+        "TASKS",
+        "VERSION",
+    ];
     print!("{}", table(&headers, &cells));
     Ok(())
 }

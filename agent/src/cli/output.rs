@@ -63,7 +63,13 @@ mod tests {
 
     #[test]
     fn table_pads_columns_to_the_widest_cell() {
-        let text = table(&["ID", "NAME"], &[vec!["a".into(), "web".into()], vec!["long-id".into(), "x".into()]]);
+        let text = table(
+            &["ID", "NAME"],
+            &[
+                vec!["a".into(), "web".into()],
+                vec!["long-id".into(), "x".into()],
+            ],
+        );
         assert_eq!(text, "ID        NAME\na         web\nlong-id   x\n");
     }
 

@@ -115,8 +115,9 @@ pub struct RemoveArgs {
 }
 
 fn parse_scale(text: &str) -> Result<(String, u64), String> {
-    let (name, replicas) =
-        text.split_once('=').ok_or_else(|| format!("expected SERVICE=REPLICAS, got {text:?}"))?;
+    let (name, replicas) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected SERVICE=REPLICAS, got {text:?}"))?;
     let replicas = replicas
         .parse()
         .map_err(|_| format!("replicas must be a whole number, got {replicas:?} in {text:?}"))?;
@@ -139,8 +140,9 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let spec = args.spec.to_spec()?;
     let name = spec.name.clone();
     let client = client(&args.client);
-    let created: CreateServiceResponse =
-        client.post(api::SERVICES, &CreateServiceRequest { spec }).await?;
+    let created: CreateServiceResponse = client
+        .post(api::SERVICES, &CreateServiceRequest { spec })
+        .await?;
     if args.quiet {
         println!("{}", created.id);
     } else {
@@ -172,7 +174,10 @@ async fn wait_converged(
         }
         if row.running == row.desired && tasks_settled(&tasks) {
             if show_progress {
-                println!("verify: service {name} converged in {:.1}s", started.elapsed().as_secs_f64());
+                println!(
+                    "verify: service {name} converged in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
             }
             return Ok(());
         }
@@ -200,18 +205,34 @@ fn progress_line(row: &ServiceRow, tasks: &[TaskRow]) -> String {
     for task in tasks.iter().filter(|t| t.desired != DesiredState::Shutdown) {
         *counts.entry(task.state).or_default() += 1;
     }
-    let detail: Vec<String> = counts.iter().map(|(state, n)| format!("{n} {state:?}").to_lowercase()).collect();
+    let detail: Vec<String> = counts
+        .iter()
+        .map(|(state, n)| format!("{n} {state:?}").to_lowercase())
+        .collect();
     let problem = tasks
         .iter()
         .filter(|t| t.desired != DesiredState::Shutdown && !t.message.is_empty())
-        .filter(|t| matches!(t.state, TaskState::Pending | TaskState::Rejected | TaskState::Failed))
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Pending | TaskState::Rejected | TaskState::Failed
+            )
+        })
         .map(|t| format!(" — {}: {}", t.name, t.message))
         .next()
         .unwrap_or_default();
-    format!("overall progress: {}/{} running ({}){problem}", row.running, row.desired, detail.join(", "))
+    format!(
+        "overall progress: {}/{} running ({}){problem}",
+        row.running,
+        row.desired,
+        detail.join(", ")
+    )
 }
 
-async fn find_row(client: &crate::control::client::ControlClient, name: &str) -> anyhow::Result<ServiceRow> {
+async fn find_row(
+    client: &crate::control::client::ControlClient,
+    name: &str,
+) -> anyhow::Result<ServiceRow> {
     let rows: Vec<ServiceRow> = client.get(api::SERVICES).await?;
     rows.into_iter()
         .find(|row| row.name == name || row.id.to_string() == name)
@@ -240,12 +261,20 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &cells));
+    print!(
+        "{}",
+        table(
+            &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+            &cells
+        )
+    );
     Ok(())
 }
 
 async fn ps(args: PsArgs) -> anyhow::Result<()> {
-    let mut rows: Vec<TaskRow> = client(&args.client).get(&api::service_tasks(&args.service)).await?;
+    let mut rows: Vec<TaskRow> = client(&args.client)
+        .get(&api::service_tasks(&args.service))
+        .await?;
     if args.running {
         rows.retain(|row| row.desired != DesiredState::Shutdown);
     }
@@ -258,7 +287,10 @@ async fn ps(args: PsArgs) -> anyhow::Result<()> {
         .map(|row| {
             let current = format!("{:?} {}", row.state, age(now, row.since.0));
             let error = match row.state {
-                TaskState::Failed | TaskState::Rejected | TaskState::Orphaned | TaskState::Pending => row.message.clone(),
+                TaskState::Failed
+                | TaskState::Rejected
+                | TaskState::Orphaned
+                | TaskState::Pending => row.message.clone(),
                 _ => String::new(),
             };
             vec![
@@ -272,20 +304,37 @@ async fn ps(args: PsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let headers = ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"];
+    let headers = [
+        "ID",
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ];
     print!("{}", table(&headers, &cells));
     Ok(())
 }
 
 async fn inspect(args: NameArgs) -> anyhow::Result<()> {
-    let service: serde_json::Value = client(&args.client).get(&api::service(&args.service)).await?;
+    let service: serde_json::Value = client(&args.client)
+        .get(&api::service(&args.service))
+        .await?;
     print_json(&service)
 }
 
 async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     let client = client(&args.client);
     for (name, replicas) in &args.targets {
-        let _: ServiceId = client.post(&api::service_scale(name), &ScaleRequest { replicas: *replicas }).await?;
+        let _: ServiceId = client
+            .post(
+                &api::service_scale(name),
+                &ScaleRequest {
+                    replicas: *replicas,
+                },
+            )
+            .await?;
         println!("{name} scaled to {replicas}");
     }
     if !args.detach {
@@ -308,6 +357,10 @@ async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
             }
         }
     }
-    anyhow::ensure!(failed == 0, "{failed} of {} services could not be removed", args.services.len());
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} services could not be removed",
+        args.services.len()
+    );
     Ok(())
 }

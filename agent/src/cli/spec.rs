@@ -9,13 +9,15 @@ use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::parse;
 use shoal_scheduler::{
-    FailureAction, HealthCheck, ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode,
-    ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
+    FailureAction, HealthCheck, ResourceRequirements, Resources, RestartCondition, RestartPolicy,
+    ServiceMode, ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
 };
 
 /// Parses a duration such as `500ms`, `10s` or `1m30s`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    parse::duration_ms(text).map(Duration::from_millis).map_err(|e| e.to_string())
+    parse::duration_ms(text)
+        .map(Duration::from_millis)
+        .map_err(|e| e.to_string())
 }
 
 /// Everything `service create` accepts about what to run and how.
@@ -129,12 +131,18 @@ impl SpecArgs {
     pub fn to_spec(&self) -> anyhow::Result<ServiceSpec> {
         let mode = match self.mode.as_str() {
             "global" => ServiceMode::Global,
-            _ => ServiceMode::Replicated { replicas: self.replicas },
+            _ => ServiceMode::Replicated {
+                replicas: self.replicas,
+            },
         };
         let update = UpdateConfig {
             parallelism: self.update_parallelism,
             delay_ms: millis("--update-delay", &self.update_delay)?,
-            order: if self.update_order == "start-first" { UpdateOrder::StartFirst } else { UpdateOrder::StopFirst },
+            order: if self.update_order == "start-first" {
+                UpdateOrder::StartFirst
+            } else {
+                UpdateOrder::StopFirst
+            },
             failure_action: match self.update_failure_action.as_str() {
                 "continue" => FailureAction::Continue,
                 "rollback" => FailureAction::Rollback,
@@ -160,7 +168,11 @@ impl SpecArgs {
                 .iter()
                 .map(|p| parse::preference(p).with_context(|| format!("--placement-pref {p:?}")))
                 .collect::<anyhow::Result<_>>()?,
-            strategy: if self.placement_strategy == "binpack" { Strategy::Binpack } else { Strategy::Spread },
+            strategy: if self.placement_strategy == "binpack" {
+                Strategy::Binpack
+            } else {
+                Strategy::Spread
+            },
             max_replicas_per_node: self.replicas_max_per_node,
             resources: self.resources()?,
             restart: RestartPolicy {
@@ -193,10 +205,14 @@ impl SpecArgs {
 
     fn resources(&self) -> anyhow::Result<ResourceRequirements> {
         let cpus = |flag: &str, value: &Option<String>| -> anyhow::Result<u64> {
-            value.as_deref().map_or(Ok(0), |v| parse::cpus(v).with_context(|| format!("{flag} {v:?}")))
+            value.as_deref().map_or(Ok(0), |v| {
+                parse::cpus(v).with_context(|| format!("{flag} {v:?}"))
+            })
         };
         let bytes = |flag: &str, value: &Option<String>| -> anyhow::Result<u64> {
-            value.as_deref().map_or(Ok(0), |v| parse::size(v).with_context(|| format!("{flag} {v:?}")))
+            value.as_deref().map_or(Ok(0), |v| {
+                parse::size(v).with_context(|| format!("{flag} {v:?}"))
+            })
         };
         Ok(ResourceRequirements {
             reservations: Resources {
@@ -211,7 +227,9 @@ impl SpecArgs {
     }
 
     fn health(&self) -> anyhow::Result<Option<HealthCheck>> {
-        let Some(command) = &self.health_cmd else { return Ok(None) };
+        let Some(command) = &self.health_cmd else {
+            return Ok(None);
+        };
         Ok(Some(HealthCheck {
             command: command.clone(),
             interval_ms: millis("--health-interval", &self.health_interval)?,

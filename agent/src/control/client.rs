@@ -51,7 +51,9 @@ pub struct ControlClient {
 impl ControlClient {
     /// A client of the agent listening on `socket`.
     pub fn new(socket: impl AsRef<Path>) -> Self {
-        ControlClient { socket: socket.as_ref().to_path_buf() }
+        ControlClient {
+            socket: socket.as_ref().to_path_buf(),
+        }
     }
 
     /// `GET path`, decoding JSON.
@@ -60,7 +62,11 @@ impl ControlClient {
     }
 
     /// `POST path` with a JSON body, decoding JSON.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.call(Method::POST, path, Some(body)).await
     }
 
@@ -89,10 +95,19 @@ impl ControlClient {
         Err(ClientError::Api { status, message })
     }
 
-    async fn exchange(&self, method: Method, path: &str, payload: Vec<u8>) -> Result<(StatusCode, Bytes), ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        payload: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
@@ -104,7 +119,10 @@ impl ControlClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = response.status();
         let bytes = response
             .into_body()

@@ -42,17 +42,29 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into() }
+        ApiError {
+            status,
+            message: message.into(),
+        }
     }
 
     fn no_such_service(name: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, format!("no such service: {name} (see `shoal service ls`)"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such service: {name} (see `shoal service ls`)"),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody { error: self.message })).into_response()
+        (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -77,7 +89,10 @@ pub fn router(state: ControlState) -> Router {
     Router::new()
         .route(api::INFO, get(info))
         .route(api::SERVICES, get(list_services).post(create_service))
-        .route("/v1/services/{name}", get(inspect_service).delete(remove_service))
+        .route(
+            "/v1/services/{name}",
+            get(inspect_service).delete(remove_service),
+        )
         .route("/v1/services/{name}/tasks", get(service_tasks))
         .route("/v1/services/{name}/scale", post(scale_service))
         .route("/v1/services/{name}/update", post(update_service))
@@ -87,7 +102,10 @@ pub fn router(state: ControlState) -> Router {
 }
 
 /// Binds the socket at `path` (replacing a stale one), owner-only, and serves until aborted.
-pub async fn serve(path: &Path, state: ControlState) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    path: &Path,
+    state: ControlState,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
@@ -112,7 +130,10 @@ async fn write(state: &ControlState, command: Command) -> Result<Outcome, ApiErr
     match state.quorum.write(command).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(error)) => Err(error.into()),
-        Err(error) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+        Err(error) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            error.to_string(),
+        )),
     }
 }
 
@@ -132,7 +153,9 @@ async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<InfoResponse>
     }))
 }
 
-async fn list_services(State(state): State<Arc<ControlState>>) -> ApiResult<Vec<views::ServiceRow>> {
+async fn list_services(
+    State(state): State<Arc<ControlState>>,
+) -> ApiResult<Vec<views::ServiceRow>> {
     Ok(Json(views::service_rows(&cluster(&state))))
 }
 
@@ -140,9 +163,20 @@ async fn create_service(
     State(state): State<Arc<ControlState>>,
     Json(request): Json<CreateServiceRequest>,
 ) -> ApiResult<CreateServiceResponse> {
-    match write(&state, Command::CreateService { spec: request.spec, at: now() }).await? {
+    match write(
+        &state,
+        Command::CreateService {
+            spec: request.spec,
+            at: now(),
+        },
+    )
+    .await?
+    {
         Outcome::ServiceCreated(id) => Ok(Json(CreateServiceResponse { id })),
-        other => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected outcome {other:?}"))),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("unexpected outcome {other:?}"),
+        )),
     }
 }
 
@@ -151,7 +185,8 @@ async fn inspect_service(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<shoal_scheduler::Service> {
     let cluster = cluster(&state);
-    let service = views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
+    let service =
+        views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
     Ok(Json(service.clone()))
 }
 
@@ -160,7 +195,8 @@ async fn service_tasks(
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<Vec<views::TaskRow>> {
     let cluster = cluster(&state);
-    let service = views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
+    let service =
+        views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
     Ok(Json(views::task_rows(&cluster, service)))
 }
 
@@ -179,7 +215,8 @@ async fn scale_service(
     Json(request): Json<ScaleRequest>,
 ) -> ApiResult<ServiceId> {
     let cluster = cluster(&state);
-    let service = views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
+    let service =
+        views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
     if service.spec.mode == ServiceMode::Global {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -187,8 +224,15 @@ async fn scale_service(
         ));
     }
     let mut spec = service.spec.clone();
-    spec.mode = ServiceMode::Replicated { replicas: request.replicas };
-    let command = Command::UpdateService { id: service.id, expected_version: service.version, spec, at: now() };
+    spec.mode = ServiceMode::Replicated {
+        replicas: request.replicas,
+    };
+    let command = Command::UpdateService {
+        id: service.id,
+        expected_version: service.version,
+        spec,
+        at: now(),
+    };
     write(&state, command).await?;
     Ok(Json(service.id))
 }
@@ -199,8 +243,12 @@ async fn update_service(
     Json(request): Json<UpdateServiceRequest>,
 ) -> ApiResult<ServiceId> {
     let id = service_id(&state, &name)?;
-    let command =
-        Command::UpdateService { id, expected_version: request.expected_version, spec: request.spec, at: now() };
+    let command = Command::UpdateService {
+        id,
+        expected_version: request.expected_version,
+        spec: request.spec,
+        at: now(),
+    };
     write(&state, command).await?;
     Ok(Json(id))
 }
@@ -220,5 +268,7 @@ async fn list_nodes(State(state): State<Arc<ControlState>>) -> ApiResult<Vec<vie
 
 fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiError> {
     let cluster = cluster(state);
-    views::find_service(&cluster, name).map(|s| s.id).ok_or_else(|| ApiError::no_such_service(name))
+    views::find_service(&cluster, name)
+        .map(|s| s.id)
+        .ok_or_else(|| ApiError::no_such_service(name))
 }

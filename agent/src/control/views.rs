@@ -76,19 +76,32 @@ pub struct NodeRow {
 
 /// The rows of `service ls`, in name order.
 pub fn service_rows(state: &ClusterState) -> Vec<ServiceRow> {
-    let mut rows: Vec<ServiceRow> = state.services.values().map(|service| service_row(state, service)).collect();
+    let mut rows: Vec<ServiceRow> = state
+        .services
+        .values()
+        .map(|service| service_row(state, service))
+        .collect();
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     rows
 }
 
 fn service_row(state: &ClusterState, service: &Service) -> ServiceRow {
-    let tasks = || state.tasks.values().filter(|task| task.service == service.id);
+    let tasks = || {
+        state
+            .tasks
+            .values()
+            .filter(|task| task.service == service.id)
+    };
     let running = tasks()
-        .filter(|task| task.status.state == TaskState::Running && task.desired == DesiredState::Running)
+        .filter(|task| {
+            task.status.state == TaskState::Running && task.desired == DesiredState::Running
+        })
         .count() as u64;
     let desired = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => tasks().filter(|task| task.desired == DesiredState::Running).count() as u64,
+        ServiceMode::Global => tasks()
+            .filter(|task| task.desired == DesiredState::Running)
+            .count() as u64,
     };
     ServiceRow {
         id: service.id,
@@ -100,9 +113,18 @@ fn service_row(state: &ClusterState, service: &Service) -> ServiceRow {
         running,
         desired,
         image: service.spec.image.clone(),
-        ports: service.spec.ports.iter().map(port_text).collect::<Vec<_>>().join(", "),
+        ports: service
+            .spec
+            .ports
+            .iter()
+            .map(port_text)
+            .collect::<Vec<_>>()
+            .join(", "),
         version: service.version,
-        update: service.update_status.as_ref().map(|status| format!("{:?}", status.state).to_lowercase()),
+        update: service
+            .update_status
+            .as_ref()
+            .map(|status| format!("{:?}", status.state).to_lowercase()),
     }
 }
 
@@ -125,7 +147,11 @@ pub fn find_service<'a>(state: &'a ClusterState, name_or_id: &str) -> Option<&'a
 
 /// The rows of `service ps`: current tasks first by slot, then their history, newest first.
 pub fn task_rows(state: &ClusterState, service: &Service) -> Vec<TaskRow> {
-    let mut tasks: Vec<&Task> = state.tasks.values().filter(|task| task.service == service.id).collect();
+    let mut tasks: Vec<&Task> = state
+        .tasks
+        .values()
+        .filter(|task| task.service == service.id)
+        .collect();
     tasks.sort_by(|a, b| {
         let live = |t: &Task| t.desired == DesiredState::Shutdown;
         (live(a), a.slot, a.node.as_ref(), std::cmp::Reverse(a.id)).cmp(&(
@@ -135,21 +161,40 @@ pub fn task_rows(state: &ClusterState, service: &Service) -> Vec<TaskRow> {
             std::cmp::Reverse(b.id),
         ))
     });
-    tasks.into_iter().map(|task| task_row(state, service, task)).collect()
+    tasks
+        .into_iter()
+        .map(|task| task_row(state, service, task))
+        .collect()
 }
 
 fn task_row(state: &ClusterState, service: &Service, task: &Task) -> TaskRow {
     let node = task.node.as_ref();
     let node_name = node
-        .map(|id| state.nodes.get(id).map(|n| n.hostname.clone()).unwrap_or_else(|| id.to_string()))
+        .map(|id| {
+            state
+                .nodes
+                .get(id)
+                .map(|n| n.hostname.clone())
+                .unwrap_or_else(|| id.to_string())
+        })
         .unwrap_or_default();
     let suffix = match (task.slot, node) {
         (Some(slot), _) => slot.to_string(),
-        (None, Some(node)) => node.as_str().chars().rev().take(8).collect::<String>().chars().rev().collect(),
+        (None, Some(node)) => node
+            .as_str()
+            .chars()
+            .rev()
+            .take(8)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect(),
         (None, None) => task.id.to_string(),
     };
     let image = match (task.spec_version == service.version, &service.previous_spec) {
-        (false, Some(previous)) if Some(task.spec_version) == service.previous_version => previous.image.clone(),
+        (false, Some(previous)) if Some(task.spec_version) == service.previous_version => {
+            previous.image.clone()
+        }
         _ => service.spec.image.clone(),
     };
     TaskRow {
@@ -167,7 +212,11 @@ fn task_row(state: &ClusterState, service: &Service, task: &Task) -> TaskRow {
 
 /// The rows of `node ls`, in hostname order.
 pub fn node_rows(state: &ClusterState) -> Vec<NodeRow> {
-    let mut rows: Vec<NodeRow> = state.nodes.values().map(|node| node_row(state, node)).collect();
+    let mut rows: Vec<NodeRow> = state
+        .nodes
+        .values()
+        .map(|node| node_row(state, node))
+        .collect();
     rows.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
     rows
 }

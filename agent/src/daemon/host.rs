@@ -12,7 +12,9 @@ pub fn hostname() -> String {
 
 /// CPUs this process may use.
 pub fn cpus() -> u64 {
-    std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1)
 }
 
 /// Total memory in bytes (`MemTotal` of `/proc/meminfo`), 0 if unknown.
@@ -35,7 +37,10 @@ mod tests {
 
     #[test]
     fn mem_total_is_read_in_kib() {
-        assert_eq!(parse_mem_total("MemFree: 1 kB\nMemTotal:  2048 kB\n"), Some(2 * 1024 * 1024));
+        assert_eq!(
+            parse_mem_total("MemFree: 1 kB\nMemTotal:  2048 kB\n"),
+            Some(2 * 1024 * 1024)
+        );
         assert_eq!(parse_mem_total("nothing"), None);
     }
 

@@ -21,7 +21,9 @@ pub use config::{AgentConfig, ExecutorKind};
 
 use crate::dispatch::leader_link::{self, LeaderView};
 use crate::dispatch::router;
-use crate::executor::{DockerConfig, DockerExecutor, Executor, PullPolicy, RuntimeInfo, SimConfig, SimExecutor};
+use crate::executor::{
+    DockerConfig, DockerExecutor, Executor, PullPolicy, RuntimeInfo, SimConfig, SimExecutor,
+};
 use crate::leader::{self, LeaderContext};
 use crate::worker::{self, WorkerHandle};
 
@@ -55,34 +57,67 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").into(),
             node_id: node_id.to_string(),
         });
-        let mesh = shoal_discovery::start(mesh_config(&config)?, info.clone(), &mut registry).await?;
-        let advertise = mesh.listen_addrs().await?.iter().map(|a| a.to_string()).collect();
-        let quorum = Quorum::start(quorum_config(&config, info, advertise), mesh.clone(), &mut registry).await?;
+        let metrics = shoal_metrics::AgentMetrics::register(&mut registry);
+        let mesh =
+            shoal_discovery::start(mesh_config(&config)?, info.clone(), &mut registry).await?;
+        let advertise = mesh
+            .listen_addrs()
+            .await?
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let quorum = Quorum::start(
+            quorum_config(&config, info, advertise),
+            mesh.clone(),
+            &mut registry,
+        )
+        .await?;
 
         let mut tasks = JoinSet::new();
         let (reports_tx, reports_rx) = mpsc::channel(REPORTS_CAPACITY);
         let worker = executor.clone().map(|executor| {
-            let (handle, task) = worker::spawn(node_id.clone(), executor, reports_tx);
+            let (handle, task) =
+                worker::spawn(node_id.clone(), executor, reports_tx, metrics.clone());
             tasks.spawn(async move {
                 let _ = task.await;
             });
             handle
         });
         let (local_tx, local_rx) = watch::channel(None);
-        let view = LeaderView { leader: quorum.leader(), local: local_rx };
+        let view = LeaderView {
+            leader: quorum.leader(),
+            local: local_rx,
+        };
         let context = LeaderContext {
             local: node_id.clone(),
             quorum: quorum.clone(),
             mesh: mesh.clone(),
             local_worker: worker.clone(),
             down_grace: config.down_grace,
+            metrics,
         };
         tasks.spawn(leader::supervise(context, quorum.leader(), local_tx));
-        tasks.spawn(router::run(mesh.serve(ShoalProtocol::Dispatch).await?, view.clone(), worker.clone()));
+        tasks.spawn(router::run(
+            mesh.serve(ShoalProtocol::Dispatch).await?,
+            view.clone(),
+            worker.clone(),
+        ));
         if let Some(worker) = worker.clone() {
-            tasks.spawn(leader_link::run(node_id.clone(), mesh.clone(), view, worker, reports_rx));
+            tasks.spawn(leader_link::run(
+                node_id.clone(),
+                mesh.clone(),
+                view,
+                worker,
+                reports_rx,
+            ));
         }
-        tasks.spawn(node_record::keep_registered(quorum.clone(), mesh.clone(), node_id.clone(), runtime.clone(), config.labels.clone()));
+        tasks.spawn(node_record::keep_registered(
+            quorum.clone(),
+            mesh.clone(),
+            node_id.clone(),
+            runtime.clone(),
+            config.labels.clone(),
+        ));
 
         let metrics = match config.metrics_addr {
             Some(addr) => Some(shoal_metrics::serve(addr, Arc::new(registry)).await?),
@@ -101,7 +136,16 @@ impl Agent {
             let _ = server.await;
         });
         tracing::info!(node = %node_id, runtime = runtime_name(runtime.runtime), "agent started");
-        Ok(Agent { node_id, mesh, quorum, socket, executor, worker, metrics, tasks })
+        Ok(Agent {
+            node_id,
+            mesh,
+            quorum,
+            socket,
+            executor,
+            worker,
+            metrics,
+            tasks,
+        })
     }
 
     /// This agent's node id (its PeerId).
@@ -167,7 +211,11 @@ impl Agent {
 /// Runs an agent until SIGINT or SIGTERM, then shuts it down gracefully.
 pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
     let agent = Agent::start(config).await?;
-    println!("shoal agent {} running; control socket {}", agent.node_id(), agent.socket().display());
+    println!(
+        "shoal agent {} running; control socket {}",
+        agent.node_id(),
+        agent.socket().display()
+    );
     wait_for_signal().await?;
     agent.shutdown().await;
     Ok(())
@@ -187,12 +235,16 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,libp2p=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot restrict the data dir {}", dir.display()))
 }
@@ -224,7 +276,9 @@ async fn describe_runtime(executor: Option<&dyn Executor>) -> RuntimeInfo {
     if let Some(executor) = executor {
         match executor.describe().await {
             Ok(info) => return info,
-            Err(error) => tracing::warn!(%error, "cannot describe the runtime; using the host's facts"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot describe the runtime; using the host's facts")
+            }
         }
     }
     RuntimeInfo {
@@ -264,7 +318,11 @@ fn node_info(config: &AgentConfig, runtime: &RuntimeInfo) -> NodeInfo {
 fn parse_addrs(flag: &str, addrs: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
     addrs
         .iter()
-        .map(|a| a.parse().with_context(|| format!("{flag} {a:?} is not a multiaddr such as /ip4/10.0.0.5/tcp/7946")))
+        .map(|a| {
+            a.parse().with_context(|| {
+                format!("{flag} {a:?} is not a multiaddr such as /ip4/10.0.0.5/tcp/7946")
+            })
+        })
         .collect()
 }
 

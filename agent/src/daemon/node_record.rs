@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use shoal_consensus::Quorum;
 use shoal_discovery::Mesh;
-use shoal_scheduler::{Availability, Command, Node, NodeId, NodeRole, NodeState, Platform, Resources};
+use shoal_scheduler::{
+    Availability, Command, Node, NodeId, NodeRole, NodeState, Platform, Resources,
+};
 
 use super::host;
 use crate::executor::RuntimeInfo;
@@ -29,7 +31,8 @@ pub async fn keep_registered(
     loop {
         let wanted = record(&mesh, &node, &runtime, &labels).await;
         let state = quorum.state();
-        let stale = state.cluster_id.is_some() && state.nodes.get(&node).is_none_or(|n| differs(n, &wanted));
+        let stale = state.cluster_id.is_some()
+            && state.nodes.get(&node).is_none_or(|n| differs(n, &wanted));
         drop(state);
         if stale {
             match quorum.write(Command::UpsertNode { node: wanted }).await {
@@ -59,8 +62,19 @@ fn differs(recorded: &Node, wanted: &Node) -> bool {
         || recorded.version != wanted.version
 }
 
-async fn record(mesh: &Mesh, node: &NodeId, runtime: &RuntimeInfo, labels: &BTreeMap<String, String>) -> Node {
-    let addresses = mesh.listen_addrs().await.unwrap_or_default().iter().map(|a| a.to_string()).collect();
+async fn record(
+    mesh: &Mesh,
+    node: &NodeId,
+    runtime: &RuntimeInfo,
+    labels: &BTreeMap<String, String>,
+) -> Node {
+    let addresses = mesh
+        .listen_addrs()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
     Node {
         id: node.clone(),
         hostname: host::hostname(),
@@ -69,7 +83,10 @@ async fn record(mesh: &Mesh, node: &NodeId, runtime: &RuntimeInfo, labels: &BTre
         availability: Availability::Active,
         state: NodeState::Ready,
         labels: labels.clone(),
-        platform: Platform { os: runtime.os.clone(), arch: runtime.arch.clone() },
+        platform: Platform {
+            os: runtime.os.clone(),
+            arch: runtime.arch.clone(),
+        },
         total: runtime.total(),
         reserved: Resources::default(),
         runtime: runtime.runtime,

@@ -15,9 +15,12 @@ use shoal_scheduler::{ClusterState, Command, NodeId, NodeState};
 use tokio::sync::mpsc;
 
 use super::assignments;
-use super::messages::{Assignment, AssignmentSet, DispatchRequest, DispatchResponse, decode, encode};
+use super::messages::{
+    Assignment, AssignmentSet, DispatchRequest, DispatchResponse, decode, encode,
+};
 use crate::worker::{WorkerHandle, now};
 use shoal_discovery::ShoalProtocol;
+use shoal_metrics::agent::{OpResult, PushLabels};
 
 /// How often sessions are checked for silence.
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -46,6 +49,8 @@ pub struct DispatcherContext {
     pub local_worker: Option<WorkerHandle>,
     /// Heartbeat silence after which a node may be marked down.
     pub down_grace: Duration,
+    /// The agent's metric families.
+    pub metrics: shoal_metrics::AgentMetrics,
 }
 
 /// A worker as the dispatcher tracks it.
@@ -97,7 +102,12 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn new(context: DispatcherContext) -> Self {
-        Dispatcher { context, epoch: now().0, sessions: HashMap::new(), marking: HashSet::new() }
+        Dispatcher {
+            context,
+            epoch: now().0,
+            sessions: HashMap::new(),
+            marking: HashSet::new(),
+        }
     }
 
     /// Pushes every worker whose assignment set changed since it was last sent.
@@ -117,19 +127,27 @@ impl Dispatcher {
     }
 
     fn session(&mut self, node: &NodeId) -> &mut Session {
-        self.sessions.entry(node.clone()).or_insert_with(|| Session {
-            last_heard: Instant::now(),
-            holds: None,
-            version: 0,
-            sent: Vec::new(),
-        })
+        self.sessions
+            .entry(node.clone())
+            .or_insert_with(|| Session {
+                last_heard: Instant::now(),
+                holds: None,
+                version: 0,
+                sent: Vec::new(),
+            })
     }
 
     /// Sends `node` its current set, without waiting for the answer.
     fn push(&mut self, node: NodeId) {
         let epoch = self.epoch;
-        let Some(session) = self.sessions.get(&node) else { return };
-        let set = AssignmentSet { term: epoch, version: session.version, tasks: session.sent.clone() };
+        let Some(session) = self.sessions.get(&node) else {
+            return;
+        };
+        let set = AssignmentSet {
+            term: epoch,
+            version: session.version,
+            tasks: session.sent.clone(),
+        };
         if node == self.context.local {
             if let Some(worker) = self.context.local_worker.clone() {
                 tokio::spawn(async move {
@@ -138,24 +156,38 @@ impl Dispatcher {
             }
             return;
         }
-        let Ok(peer) = node.as_str().parse::<PeerId>() else { return };
+        let Ok(peer) = node.as_str().parse::<PeerId>() else {
+            return;
+        };
         let mesh = self.context.mesh.clone();
+        let pushes = self.context.metrics.dispatcher_pushes.clone();
         tokio::spawn(async move {
             let request = encode(&DispatchRequest::Assign(set));
-            match mesh.request(peer, ShoalProtocol::Dispatch, request).await {
+            let result = match mesh.request(peer, ShoalProtocol::Dispatch, request).await {
                 Ok(bytes) => match decode::<DispatchResponse>(&bytes) {
-                    Ok(DispatchResponse::Ack) => {}
-                    Ok(other) => tracing::debug!(%peer, ?other, "worker refused assignments"),
-                    Err(error) => tracing::debug!(%peer, %error, "bad answer to assignments"),
+                    Ok(DispatchResponse::Ack) => OpResult::Ok,
+                    Ok(other) => {
+                        tracing::debug!(%peer, ?other, "worker refused assignments");
+                        OpResult::Error
+                    }
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "bad answer to assignments");
+                        OpResult::Error
+                    }
                 },
                 // The next heartbeat shows the worker's old version and triggers a resend.
-                Err(error) => tracing::debug!(%peer, %error, "cannot push assignments"),
-            }
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "cannot push assignments");
+                    OpResult::Error
+                }
+            };
+            pushes.get_or_create(&PushLabels { result }).inc();
         });
     }
 
     async fn on_heartbeat(&mut self, heartbeat: Heartbeat) {
         let epoch = self.epoch;
+        self.context.metrics.dispatcher_heartbeats.inc();
         let session = self.session(&heartbeat.node);
         session.last_heard = Instant::now();
         session.holds = heartbeat.holds;
@@ -174,12 +206,18 @@ impl Dispatcher {
             Ok(members) => members,
             Err(_) => return,
         };
-        let liveness: HashMap<String, MemberState> =
-            members.into_iter().map(|m| (m.peer_id.to_string(), m.state)).collect();
+        let liveness: HashMap<String, MemberState> = members
+            .into_iter()
+            .map(|m| (m.peer_id.to_string(), m.state))
+            .collect();
         let grace = self.context.down_grace;
         let mut to_mark = Vec::new();
         let local = self.context.local.clone();
-        for node in state.nodes.values().filter(|n| n.state == NodeState::Ready && n.id != local) {
+        for node in state
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready && n.id != local)
+        {
             let silent = self.session(&node.id).last_heard.elapsed() > grace;
             let heard_by_mesh = liveness.get(node.id.as_str());
             let gone = match heard_by_mesh {
@@ -199,14 +237,25 @@ impl Dispatcher {
     /// Writes `node`'s new liveness through raft unless it already has it.
     async fn mark_if_needed(&mut self, node: &NodeId, target: NodeState) {
         let state: Arc<ClusterState> = self.context.quorum.state();
-        let Some(current) = state.nodes.get(node) else { return };
+        let Some(current) = state.nodes.get(node) else {
+            return;
+        };
         if current.state == target || self.marking.contains(node) {
             return;
         }
         self.marking.insert(node.clone());
-        let command = Command::SetNodeState { id: node.clone(), state: target, at: now() };
+        let command = Command::SetNodeState {
+            id: node.clone(),
+            state: target,
+            at: now(),
+        };
         match self.context.quorum.write(command).await {
-            Ok(Ok(_)) => tracing::info!(%node, state = ?target, "node state changed"),
+            Ok(Ok(_)) => {
+                if target == NodeState::Down {
+                    self.context.metrics.dispatcher_nodes_marked_down.inc();
+                }
+                tracing::info!(%node, state = ?target, "node state changed")
+            }
             Ok(Err(error)) => tracing::debug!(%node, %error, "node state not changed"),
             Err(error) => tracing::warn!(%node, %error, "cannot record node state"),
         }

@@ -92,13 +92,27 @@ async fn deliver(
     let local = view.local.borrow().clone();
     if let Some(local) = local {
         let (done, outcome) = oneshot::channel();
-        let pending = PendingReports { node: node.clone(), reports, done };
-        local.reports.send(pending).await.map_err(|_| "leader duties ended".to_string())?;
-        return outcome.await.map_err(|_| "leader duties ended".to_string())?;
+        let pending = PendingReports {
+            node: node.clone(),
+            reports,
+            done,
+        };
+        local
+            .reports
+            .send(pending)
+            .await
+            .map_err(|_| "leader duties ended".to_string())?;
+        return outcome
+            .await
+            .map_err(|_| "leader duties ended".to_string())?;
     }
     let leader = (*view.leader.borrow()).ok_or_else(|| "no leader known".to_string())?;
     let answer = mesh
-        .request(leader, ShoalProtocol::Dispatch, encode(&DispatchRequest::Report { reports }))
+        .request(
+            leader,
+            ShoalProtocol::Dispatch,
+            encode(&DispatchRequest::Report { reports }),
+        )
         .await
         .map_err(|e| e.to_string())?;
     match decode::<DispatchResponse>(&answer).map_err(|e| e.to_string())? {
@@ -112,7 +126,10 @@ async fn send_heartbeat(node: &NodeId, mesh: &Mesh, view: &LeaderView, worker: &
     let holds = worker.holds();
     let local = view.local.borrow().clone();
     if let Some(local) = local {
-        let _ = local.heartbeats.try_send(Heartbeat { node: node.clone(), holds });
+        let _ = local.heartbeats.try_send(Heartbeat {
+            node: node.clone(),
+            holds,
+        });
         return;
     }
     let leader = *view.leader.borrow();

@@ -30,7 +30,11 @@ pub fn channel() -> (mpsc::Sender<PendingReports>, mpsc::Receiver<PendingReports
 }
 
 /// Writes queued reports until the queue closes.
-pub async fn run(quorum: Quorum, mut queue: mpsc::Receiver<PendingReports>) {
+pub async fn run(
+    quorum: Quorum,
+    mut queue: mpsc::Receiver<PendingReports>,
+    metrics: shoal_metrics::AgentMetrics,
+) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         let mut count = batch[0].reports.len();
@@ -44,26 +48,37 @@ pub async fn run(quorum: Quorum, mut queue: mpsc::Receiver<PendingReports>) {
             }
         }
         write_batch(&quorum, batch).await;
+        metrics.dispatcher_reports.inc_by(count as u64);
     }
 }
 
 /// One command per reporting node, written concurrently; every waiter hears the outcome.
 async fn write_batch(quorum: &Quorum, batch: Vec<PendingReports>) {
-    let mut by_node: BTreeMap<NodeId, (Vec<(TaskId, TaskStatus)>, Vec<oneshot::Sender<Result<(), String>>>)> =
-        BTreeMap::new();
+    let mut by_node: BTreeMap<
+        NodeId,
+        (
+            Vec<(TaskId, TaskStatus)>,
+            Vec<oneshot::Sender<Result<(), String>>>,
+        ),
+    > = BTreeMap::new();
     for pending in batch {
         let entry = by_node.entry(pending.node).or_default();
         entry.0.extend(pending.reports);
         entry.1.push(pending.done);
     }
-    let writes = by_node.into_iter().map(|(node, (reports, waiters))| async move {
-        let outcome = match quorum.write(Command::ReportTaskStatus { node, reports }).await {
-            Ok(_) => Ok(()),
-            Err(error) => Err(error.to_string()),
-        };
-        for waiter in waiters {
-            let _ = waiter.send(outcome.clone());
-        }
-    });
+    let writes = by_node
+        .into_iter()
+        .map(|(node, (reports, waiters))| async move {
+            let outcome = match quorum
+                .write(Command::ReportTaskStatus { node, reports })
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(error) => Err(error.to_string()),
+            };
+            for waiter in waiters {
+                let _ = waiter.send(outcome.clone());
+            }
+        });
     futures::future::join_all(writes).await;
 }

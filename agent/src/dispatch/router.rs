@@ -13,7 +13,11 @@ use super::reports::PendingReports;
 use crate::worker::WorkerHandle;
 
 /// Serves dispatch requests until the mesh stops delivering them.
-pub async fn run(mut inbound: mpsc::Receiver<InboundRequest>, view: LeaderView, worker: Option<WorkerHandle>) {
+pub async fn run(
+    mut inbound: mpsc::Receiver<InboundRequest>,
+    view: LeaderView,
+    worker: Option<WorkerHandle>,
+) {
     while let Some(request) = inbound.recv().await {
         let view = view.clone();
         let worker = worker.clone();
@@ -23,7 +27,9 @@ pub async fn run(mut inbound: mpsc::Receiver<InboundRequest>, view: LeaderView, 
                 Ok(message) => handle(peer, message, &view, worker.as_ref()).await,
                 Err(error) => {
                     tracing::warn!(%peer, %error, "refusing a malformed dispatch request");
-                    DispatchResponse::Retry { reason: error.to_string() }
+                    DispatchResponse::Retry {
+                        reason: error.to_string(),
+                    }
                 }
             };
             request.respond(encode(&answer));
@@ -45,22 +51,39 @@ async fn handle(
             }
             match worker {
                 Some(worker) if worker.assign(set).await.is_ok() => DispatchResponse::Ack,
-                _ => DispatchResponse::Retry { reason: "this node runs no worker".into() },
+                _ => DispatchResponse::Retry {
+                    reason: "this node runs no worker".into(),
+                },
             }
         }
         DispatchRequest::Heartbeat { holds } => {
             let local = view.local.borrow().clone();
-            let Some(local) = local else { return DispatchResponse::NotLeader };
+            let Some(local) = local else {
+                return DispatchResponse::NotLeader;
+            };
             match local.heartbeats.try_send(Heartbeat { node, holds }) {
                 Ok(()) => DispatchResponse::Ack,
-                Err(_) => DispatchResponse::Retry { reason: "dispatcher busy".into() },
+                Err(_) => DispatchResponse::Retry {
+                    reason: "dispatcher busy".into(),
+                },
             }
         }
         DispatchRequest::Report { reports } => {
             let local = view.local.borrow().clone();
-            let Some(local) = local else { return DispatchResponse::NotLeader };
+            let Some(local) = local else {
+                return DispatchResponse::NotLeader;
+            };
             let (done, outcome) = oneshot::channel();
-            if local.reports.send(PendingReports { node, reports, done }).await.is_err() {
+            if local
+                .reports
+                .send(PendingReports {
+                    node,
+                    reports,
+                    done,
+                })
+                .await
+                .is_err()
+            {
                 return DispatchResponse::NotLeader;
             }
             match outcome.await {

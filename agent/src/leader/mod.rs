@@ -2,6 +2,7 @@
 //! the dispatcher and the report batcher. [`supervise`] starts them when leadership is gained
 //! and stops them when it is lost.
 
+pub mod gauges;
 pub mod orchestrator;
 
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct LeaderContext {
     pub local_worker: Option<WorkerHandle>,
     /// Heartbeat silence after which a node may be marked down.
     pub down_grace: Duration,
+    /// The agent's metric families.
+    pub metrics: shoal_metrics::AgentMetrics,
 }
 
 /// Follows leadership: while this agent leads, runs the duties and publishes their intake on
@@ -64,11 +67,18 @@ pub async fn supervise(
 }
 
 /// Starts the orchestrator, dispatcher and batcher; dropping the set stops them.
-fn start_duties(context: &LeaderContext, local: &watch::Sender<Option<LocalLeader>>) -> JoinSet<()> {
+fn start_duties(
+    context: &LeaderContext,
+    local: &watch::Sender<Option<LocalLeader>>,
+) -> JoinSet<()> {
     let mut duties = JoinSet::new();
     let (report_queue, report_intake) = reports::channel();
     let (heartbeat_queue, heartbeat_intake) = dispatcher::heartbeat_channel();
-    duties.spawn(reports::run(context.quorum.clone(), report_intake));
+    duties.spawn(reports::run(
+        context.quorum.clone(),
+        report_intake,
+        context.metrics.clone(),
+    ));
     duties.spawn(dispatcher::run(
         DispatcherContext {
             local: context.local.clone(),
@@ -76,10 +86,17 @@ fn start_duties(context: &LeaderContext, local: &watch::Sender<Option<LocalLeade
             mesh: context.mesh.clone(),
             local_worker: context.local_worker.clone(),
             down_grace: context.down_grace,
+            metrics: context.metrics.clone(),
         },
         heartbeat_intake,
     ));
-    duties.spawn(orchestrator::run(context.quorum.clone()));
-    local.send_replace(Some(LocalLeader { reports: report_queue, heartbeats: heartbeat_queue }));
+    duties.spawn(orchestrator::run(
+        context.quorum.clone(),
+        context.metrics.clone(),
+    ));
+    local.send_replace(Some(LocalLeader {
+        reports: report_queue,
+        heartbeats: heartbeat_queue,
+    }));
     duties
 }

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use shoal_consensus::Quorum;
+use shoal_metrics::AgentMetrics;
+use shoal_metrics::agent::{PlanLabels, PlanResult};
 use shoal_scheduler::{ApplyError, Command, Timestamp};
 use tokio::time::Instant;
 
@@ -21,18 +23,35 @@ const WRITE_RETRY: Duration = Duration::from_millis(100);
 const MAX_IDLE: Duration = Duration::from_secs(2);
 
 /// Runs passes until the state watch closes.
-pub async fn run(quorum: Quorum) {
+pub async fn run(quorum: Quorum, metrics: AgentMetrics) {
     let mut applied = quorum.watch();
     loop {
         let state = quorum.state();
         let at = now();
+        let started = std::time::Instant::now();
         let plan = shoal_scheduler::reconcile::reconcile(&state, at);
+        metrics
+            .scheduler_pass_seconds
+            .observe(started.elapsed().as_secs_f64());
+        crate::leader::gauges::update(&metrics, &state);
         let wake_at: Option<Timestamp> = plan.wake_at;
         drop(state);
         if !plan.is_empty() {
             let placed = plan.placed_count();
-            match quorum.write(Command::ApplyPlan { plan, at }).await {
+            metrics.scheduler_unplaceable_tasks.set(unplaceable(&plan));
+            let result = quorum.write(Command::ApplyPlan { plan, at }).await;
+            let outcome = match &result {
+                Ok(Ok(_)) => PlanResult::Committed,
+                Ok(Err(ApplyError::Stale(_))) => PlanResult::Stale,
+                _ => PlanResult::Failed,
+            };
+            metrics
+                .scheduler_plans
+                .get_or_create(&PlanLabels { result: outcome })
+                .inc();
+            match result {
                 Ok(Ok(_)) => {
+                    metrics.scheduler_placements.inc_by(placed as u64);
                     tracing::debug!(placed, "plan committed");
                     continue;
                 }
@@ -51,6 +70,11 @@ pub async fn run(quorum: Quorum) {
             return;
         }
     }
+}
+
+/// Tasks of the plan that stay without a node.
+fn unplaceable(plan: &shoal_scheduler::Plan) -> i64 {
+    (plan.creates.iter().filter(|c| !c.assigned).count() + plan.messages.len()) as i64
 }
 
 /// Waits for a state change (then debounces) or for `wake_at`. False when the watch closed.

@@ -18,6 +18,9 @@ use shoal_scheduler::{NodeId, TaskId, TaskState, TaskStatus, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use shoal_metrics::AgentMetrics;
+use shoal_metrics::agent::{ExecutorOpLabels, OpResult};
+
 use crate::dispatch::messages::{Assignment, AssignmentSet};
 use crate::executor::{Executor, Observation};
 
@@ -75,6 +78,7 @@ pub fn spawn(
     node: NodeId,
     executor: Arc<dyn Executor>,
     reports: mpsc::Sender<Vec<(TaskId, TaskStatus)>>,
+    metrics: AgentMetrics,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (inputs, input_rx) = mpsc::channel(INPUT_CAPACITY);
     let (holds_tx, holds) = watch::channel(None);
@@ -91,6 +95,7 @@ pub fn spawn(
         busy: HashSet::new(),
         unseen: HashMap::new(),
         operations: JoinSet::new(),
+        metrics,
     };
     let task = tokio::spawn(worker.run(input_rx));
     (WorkerHandle { inputs, holds }, task)
@@ -101,6 +106,7 @@ struct Done {
     task: TaskId,
     action: Action,
     result: Result<(), crate::executor::ExecutorError>,
+    took: Duration,
 }
 
 struct Worker {
@@ -123,6 +129,7 @@ struct Worker {
     /// Started tasks awaiting their first observation, with when their start finished.
     unseen: HashMap<TaskId, Instant>,
     operations: JoinSet<Done>,
+    metrics: AgentMetrics,
 }
 
 impl Worker {
@@ -205,6 +212,7 @@ impl Worker {
 
     fn on_done(&mut self, done: Done) {
         self.busy.remove(&done.task);
+        self.record_operation(&done);
         match (done.action, done.result) {
             (Action::Start, Ok(())) if !self.observed.contains_key(&done.task) => {
                 self.busy.insert(done.task);
@@ -231,8 +239,12 @@ impl Worker {
 
     /// Decides and starts what moves every task toward its desired state.
     fn converge(&mut self) {
-        let expired: Vec<TaskId> =
-            self.unseen.iter().filter(|(_, at)| at.elapsed() > UNSEEN_GRACE).map(|(task, _)| *task).collect();
+        let expired: Vec<TaskId> = self
+            .unseen
+            .iter()
+            .filter(|(_, at)| at.elapsed() > UNSEEN_GRACE)
+            .map(|(task, _)| *task)
+            .collect();
         for task in expired {
             self.unseen.remove(&task);
             self.busy.remove(&task);
@@ -275,11 +287,14 @@ impl Worker {
             self.busy.insert(task);
             self.report(task, TaskState::Starting, String::new(), None, None);
             self.operations.spawn(async move {
+                let started = Instant::now();
                 let result = executor.start(&spec).await;
+                let took = started.elapsed();
                 Done {
                     task,
                     action,
                     result,
+                    took,
                 }
             });
             return;
@@ -292,16 +307,54 @@ impl Worker {
             .unwrap_or(DEFAULT_STOP_GRACE);
         self.busy.insert(task);
         self.operations.spawn(async move {
+            let started = Instant::now();
             let result = match executor.stop(task, grace).await {
                 Ok(()) => executor.remove(task).await,
                 Err(error) => Err(error),
             };
+            let took = started.elapsed();
             Done {
                 task,
                 action,
                 result,
+                took,
             }
         });
+    }
+
+    fn record_operation(&self, done: &Done) {
+        let op = if done.action == Action::Start {
+            "start"
+        } else {
+            "stop_remove"
+        };
+        let result = if done.result.is_ok() {
+            OpResult::Ok
+        } else {
+            OpResult::Error
+        };
+        let labels = ExecutorOpLabels {
+            op: op.into(),
+            result,
+        };
+        self.metrics
+            .executor_operations
+            .get_or_create(&labels)
+            .inc();
+        self.metrics
+            .executor_operation_seconds
+            .get_or_create(&labels)
+            .observe(done.took.as_secs_f64());
+    }
+
+    /// Records how long `task` took from creation to running.
+    fn observe_scheduling_delay(&self, task: TaskId) {
+        if let Some(assignment) = self.assignments.get(&task) {
+            let delay = now().millis_since(assignment.task.created_at);
+            self.metrics
+                .task_scheduling_delay_seconds
+                .observe(delay as f64 / 1000.0);
+        }
     }
 
     fn run_spec(&self, task: TaskId) -> Option<crate::executor::RunSpec> {
@@ -343,6 +396,9 @@ impl Worker {
             return;
         }
         self.reported.insert(task, state);
+        if state == TaskState::Running {
+            self.observe_scheduling_delay(task);
+        }
         let status = TaskStatus {
             state,
             message,

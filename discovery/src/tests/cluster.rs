@@ -53,7 +53,10 @@ async fn twelve_agents_converge_detect_a_crash_and_see_a_leave() -> anyhow::Resu
         text.contains("shoal_mesh_peers{state=\"alive\"} 11"),
         "{text}"
     );
-    assert!(text.contains("shoal_mesh_messages_total{protocol=\"gossip\",direction=\"in\"}"));
+    assert!(
+        text.contains("shoal_mesh_messages_total{protocol=\"Gossip\",direction=\"In\"}"),
+        "{text}"
+    );
     assert!(text.contains("libp2p_"));
 
     // Crash: no Left is sent; everyone must declare it Dead within dead_after + 1 s.

@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest, UpdateServiceRequest};
+use shoal_agent::control::api::{
+    self, CreateServiceRequest, CreateServiceResponse, ScaleRequest, UpdateServiceRequest,
+};
 use shoal_agent::daemon::ExecutorKind;
 use shoal_scheduler::{
-    DesiredState, HealthCheck, RestartCondition, Service, ServiceId, ServiceMode, ServiceSpec, TaskState,
-    UpdateOrder,
+    DesiredState, HealthCheck, RestartCondition, Service, ServiceId, ServiceMode, ServiceSpec,
+    TaskState, UpdateOrder,
 };
 use shoal_tests::*;
 
@@ -36,9 +38,14 @@ fn spec(name: &str, replicas: u64) -> ServiceSpec {
     }
 }
 
-async fn create(client: &shoal_agent::control::client::ControlClient, spec: ServiceSpec) -> ServiceId {
-    let created: CreateServiceResponse =
-        client.post(api::SERVICES, &CreateServiceRequest { spec }).await.expect("service created");
+async fn create(
+    client: &shoal_agent::control::client::ControlClient,
+    spec: ServiceSpec,
+) -> ServiceId {
+    let created: CreateServiceResponse = client
+        .post(api::SERVICES, &CreateServiceRequest { spec })
+        .await
+        .expect("service created");
     created.id
 }
 
@@ -72,15 +79,22 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     .await;
     let rows = tasks(&client, "web").await;
     assert!(
-        rows.iter().any(|t| t.desired == DesiredState::Shutdown && t.state == TaskState::Failed),
+        rows.iter()
+            .any(|t| t.desired == DesiredState::Shutdown && t.state == TaskState::Failed),
         "the killed task is kept in history as failed: {rows:#?}"
     );
 
     // Scale up, then down (highest slots go first).
-    let _: ServiceId = client.post(&api::service_scale("web"), &ScaleRequest { replicas: 5 }).await.expect("scale up");
+    let _: ServiceId = client
+        .post(&api::service_scale("web"), &ScaleRequest { replicas: 5 })
+        .await
+        .expect("scale up");
     wait_running(&client, "web", 5, CONVERGE).await;
     assert_eq!(running_containers(&node, &id.to_string()).len(), 5);
-    let _: ServiceId = client.post(&api::service_scale("web"), &ScaleRequest { replicas: 2 }).await.expect("scale down");
+    let _: ServiceId = client
+        .post(&api::service_scale("web"), &ScaleRequest { replicas: 2 })
+        .await
+        .expect("scale down");
     wait_running(&client, "web", 2, CONVERGE).await;
     eventually("surplus containers removed", CONVERGE, || async {
         (running_containers(&node, &id.to_string()).len() == 2).then_some(())
@@ -90,7 +104,10 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
         .iter()
         .map(|c| container_label(c, "io.shoal.slot"))
         .collect();
-    assert!(slots.iter().all(|s| s == "1" || s == "2"), "lowest slots stay: {slots:?}");
+    assert!(
+        slots.iter().all(|s| s == "1" || s == "2"),
+        "lowest slots stay: {slots:?}"
+    );
 
     // Rolling update, start-first, parallelism 2: every task ends on the new version.
     let service: Service = client.get(&api::service("web")).await.expect("inspect");
@@ -100,20 +117,35 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     next.update.order = UpdateOrder::StartFirst;
     next.update.monitor_ms = 200;
     let _: ServiceId = client
-        .post(&api::service_update("web"), &UpdateServiceRequest { spec: next, expected_version: service.version })
+        .post(
+            &api::service_update("web"),
+            &UpdateServiceRequest {
+                spec: next,
+                expected_version: service.version,
+            },
+        )
         .await
         .expect("update");
     eventually("all tasks on the new version", CONVERGE, || async {
         let containers = running_containers(&node, &id.to_string());
-        let versions: Vec<String> = containers.iter().map(|c| container_label(c, "io.shoal.spec.version")).collect();
-        (containers.len() == 2 && versions.iter().all(|v| *v == (service.version + 1).to_string())).then_some(())
+        let versions: Vec<String> = containers
+            .iter()
+            .map(|c| container_label(c, "io.shoal.spec.version"))
+            .collect();
+        (containers.len() == 2
+            && versions
+                .iter()
+                .all(|v| *v == (service.version + 1).to_string()))
+        .then_some(())
     })
     .await;
 
     // Remove: its containers are gone.
     let _: ServiceId = client.delete(&api::service("web")).await.expect("remove");
     eventually("containers removed", CONVERGE, || async {
-        all_containers(&node, &id.to_string()).is_empty().then_some(())
+        all_containers(&node, &id.to_string())
+            .is_empty()
+            .then_some(())
     })
     .await;
     agent.shutdown().await;
@@ -138,14 +170,21 @@ async fn an_unhealthy_task_is_replaced_and_a_missing_image_is_rejected() {
         start_period_ms: 0,
     });
     create(&client, sick).await;
-    eventually("the unhealthy task fails and is replaced", CONVERGE, || async {
-        let rows = tasks(&client, "sick").await;
-        let failed = rows.iter().filter(|t| t.state == TaskState::Failed).count();
-        (failed >= 1 && rows.len() >= 2).then_some(())
-    })
+    eventually(
+        "the unhealthy task fails and is replaced",
+        CONVERGE,
+        || async {
+            let rows = tasks(&client, "sick").await;
+            let failed = rows.iter().filter(|t| t.state == TaskState::Failed).count();
+            (failed >= 1 && rows.len() >= 2).then_some(())
+        },
+    )
     .await;
     let rows = tasks(&client, "sick").await;
-    assert!(rows.iter().all(|t| t.state != TaskState::Running), "never running while unhealthy: {rows:#?}");
+    assert!(
+        rows.iter().all(|t| t.state != TaskState::Running),
+        "never running while unhealthy: {rows:#?}"
+    );
 
     // A missing image (never pulled) rejects the task with a clear message.
     let mut missing = spec("ghost", 1);
@@ -153,11 +192,22 @@ async fn an_unhealthy_task_is_replaced_and_a_missing_image_is_rejected() {
     missing.restart.condition = RestartCondition::None;
     create(&client, missing).await;
     let rejected = eventually("the task is rejected", CONVERGE, || async {
-        tasks(&client, "ghost").await.into_iter().find(|t| t.state == TaskState::Rejected)
+        tasks(&client, "ghost")
+            .await
+            .into_iter()
+            .find(|t| t.state == TaskState::Rejected)
     })
     .await;
-    assert!(rejected.message.contains("shoal-test/does-not-exist:1"), "message names the image: {}", rejected.message);
-    assert!(rejected.message.contains("not found"), "message says what is wrong: {}", rejected.message);
+    assert!(
+        rejected.message.contains("shoal-test/does-not-exist:1"),
+        "message names the image: {}",
+        rejected.message
+    );
+    assert!(
+        rejected.message.contains("not found"),
+        "message says what is wrong: {}",
+        rejected.message
+    );
     agent.shutdown().await;
 }
 
@@ -178,7 +228,11 @@ async fn a_restarted_agent_adopts_its_containers() {
     // Containers keep running while the agent is away; the restarted agent adopts them.
     assert_eq!(running_containers(&node, &id.to_string()).len(), 3);
     let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
-    assert_eq!(agent.node_id().to_string(), node, "same identity after a restart");
+    assert_eq!(
+        agent.node_id().to_string(),
+        node,
+        "same identity after a restart"
+    );
     let client = shoal_tests::client(&agent);
     wait_running(&client, "kept", 3, CONVERGE).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -11,7 +11,9 @@ use shoal_tests::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_workers_tasks_run_elsewhere() {
     init_logging();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
     let first = start_agent(dirs[0].path(), ExecutorKind::Sim, vec![]).await;
     let seed = join_addr(&first).await;
     let second = start_agent(dirs[1].path(), ExecutorKind::Sim, vec![seed.clone()]).await;
@@ -21,7 +23,13 @@ async fn a_dead_workers_tasks_run_elsewhere() {
     // All three nodes are registered and ready.
     eventually("three ready nodes", Duration::from_secs(20), || async {
         let state = first.quorum().state();
-        (state.nodes.values().filter(|n| n.state == NodeState::Ready).count() == 3).then_some(())
+        (state
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready)
+            .count()
+            == 3)
+            .then_some(())
     })
     .await;
 
@@ -46,7 +54,10 @@ async fn a_dead_workers_tasks_run_elsewhere() {
         labels: Default::default(),
         stop_grace_ms: 100,
     };
-    let _: CreateServiceResponse = client.post(api::SERVICES, &CreateServiceRequest { spec }).await.expect("create");
+    let _: CreateServiceResponse = client
+        .post(api::SERVICES, &CreateServiceRequest { spec })
+        .await
+        .expect("create");
     wait_running(&client, "spread", 6, Duration::from_secs(20)).await;
 
     // Kill a node that is not the leader: its tasks move to the survivors.
@@ -60,21 +71,32 @@ async fn a_dead_workers_tasks_run_elsewhere() {
     let killed_at = Instant::now();
     victim.kill().await;
     let client = shoal_tests::client(&survivors[0]);
-    eventually("tasks run on the survivors", Duration::from_secs(15), || async {
-        let state = survivors[0].quorum().state();
-        let running: Vec<_> = state
-            .tasks
-            .values()
-            .filter(|t| t.desired == DesiredState::Running && t.status.state == TaskState::Running)
-            .collect();
-        let nodes: BTreeSet<_> = running.iter().filter_map(|t| t.node.clone()).collect();
-        (running.len() == 6 && !nodes.contains(&victim_id)).then_some(())
-    })
+    eventually(
+        "tasks run on the survivors",
+        Duration::from_secs(15),
+        || async {
+            let state = survivors[0].quorum().state();
+            let running: Vec<_> = state
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.desired == DesiredState::Running && t.status.state == TaskState::Running
+                })
+                .collect();
+            let nodes: BTreeSet<_> = running.iter().filter_map(|t| t.node.clone()).collect();
+            (running.len() == 6 && !nodes.contains(&victim_id)).then_some(())
+        },
+    )
     .await;
     let elapsed = killed_at.elapsed();
     assert!(elapsed < Duration::from_secs(8), "replaced in {elapsed:?}");
     let rows = tasks(&client, "spread").await;
-    assert_eq!(rows.iter().filter(|t| t.desired == DesiredState::Running).count(), 6);
+    assert_eq!(
+        rows.iter()
+            .filter(|t| t.desired == DesiredState::Running)
+            .count(),
+        6
+    );
     for agent in survivors {
         agent.shutdown().await;
     }
