@@ -24,11 +24,15 @@ pub async fn wait_until(
 #[path = "../../agent/src/bench/raft.rs"]
 mod raft;
 
+#[path = "../../agent/src/bench/failover.rs"]
+mod failover;
+
 use clap::Parser;
 
 #[derive(clap::Parser)]
 enum Cli {
     Raft(raft::RaftBenchArgs),
+    Failover(failover::FailoverBenchArgs),
 }
 
 #[tokio::main]
@@ -40,5 +44,6 @@ async fn main() -> anyhow::Result<()> {
     }
     match Cli::parse() {
         Cli::Raft(a) => raft::run(&a).await,
+        Cli::Failover(a) => failover::run(&a).await,
     }
 }

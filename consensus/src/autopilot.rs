@@ -316,18 +316,30 @@ async fn apply(core: &Core, view: &View, decision: Decision) {
             }
         }
         Decision::Change { voters, remove } => {
-            let mut changes = vec![ChangeMembers::ReplaceAllVoters(voters.clone())];
+            // Two steps: the voter change (removed voters stay learners), then the removal.
+            let replace = ChangeMembers::ReplaceAllVoters(voters.clone());
+            if !change(core, replace).await {
+                return;
+            }
+            record_roles(core, view, &voters).await;
             if !remove.is_empty() {
-                changes.push(ChangeMembers::RemoveNodes(remove.clone()));
+                let _ = change(core, ChangeMembers::RemoveNodes(remove)).await;
             }
-            let change = core
-                .raft
-                .change_membership(ChangeMembers::Batch(changes), true);
-            match tokio::time::timeout(Duration::from_secs(10), change).await {
-                Ok(Ok(_)) => record_roles(core, view, &voters).await,
-                Ok(Err(e)) => tracing::warn!(error = %e, "autopilot: membership change"),
-                Err(_) => tracing::warn!("autopilot: membership change timed out"),
-            }
+        }
+    }
+}
+
+async fn change(core: &Core, change: ChangeMembers<RaftId, RaftNode>) -> bool {
+    let call = core.raft.change_membership(change, true);
+    match tokio::time::timeout(Duration::from_secs(10), call).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "autopilot: membership change");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("autopilot: membership change timed out");
+            false
         }
     }
 }

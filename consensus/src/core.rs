@@ -4,6 +4,7 @@
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -21,6 +22,9 @@ use crate::network::messages::ForwardFailure;
 use crate::storage::state_machine::Shared;
 use crate::token::Token;
 use crate::types::{ApplyResult, LogCommand, Raft, RaftId, RaftNode, raft_id_of};
+
+/// How often a waiting leader re-checks that a quorum is reachable.
+const QUORUM_CHECK: Duration = Duration::from_millis(100);
 
 /// The raft id of a PeerId.
 pub fn raft_id_of_peer(peer: &PeerId) -> RaftId {
@@ -143,9 +147,9 @@ impl Core {
             self.check_quorum()?;
         }
         let write = self.raft.client_write(LogCommand(cmd));
-        match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(match e.into_api_error() {
+        match self.bounded(timeout, write).await? {
+            Some(Ok(resp)) => Ok(resp.data),
+            Some(Err(e)) => Err(match e.into_api_error() {
                 Some(ClientWriteError::ForwardToLeader(f)) => {
                     ForwardFailure::NotLeader(f.leader_node)
                 }
@@ -153,12 +157,29 @@ impl Core {
                 Some(other) => ForwardFailure::Failed(other.to_string()),
                 None => ForwardFailure::Failed("raft stopped".to_owned()),
             }),
-            Err(_) => match self.check_quorum() {
-                Err(no_quorum) => Err(no_quorum),
-                Ok(()) => Err(ForwardFailure::Failed(format!(
-                    "not committed within {timeout:?}"
-                ))),
-            },
+            None => Err(ForwardFailure::Failed(format!("not committed within {timeout:?}"))),
+        }
+    }
+
+    /// Awaits `fut` for at most `timeout`, failing early with `NoQuorum` once the mesh sees too
+    /// few voters alive (a leader that lost its quorum would otherwise wait for the timeout).
+    async fn bounded<T>(&self, timeout: Duration, fut: impl Future<Output = T>) -> Result<Option<T>, ForwardFailure> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let check = tokio::time::Instant::now() + QUORUM_CHECK;
+            tokio::select! {
+                out = &mut fut => return Ok(Some(out)),
+                _ = tokio::time::sleep_until(check.min(deadline)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        self.check_quorum()?;
+                        return Ok(None);
+                    }
+                    if !self.is_fresh_leader() {
+                        self.check_quorum()?;
+                    }
+                }
+            }
         }
     }
 
@@ -171,21 +192,16 @@ impl Core {
             self.check_quorum()?;
         }
         let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
-        match tokio::time::timeout(timeout, read).await {
-            Ok(Ok(read_id)) => Ok(read_id.index()),
-            Ok(Err(e)) => Err(match e.into_api_error() {
+        match self.bounded(timeout, read).await? {
+            Some(Ok(read_id)) => Ok(read_id.index()),
+            Some(Err(e)) => Err(match e.into_api_error() {
                 Some(openraft::errors::LinearizableReadError::ForwardToLeader(f)) => {
                     ForwardFailure::NotLeader(f.leader_node)
                 }
                 Some(other) => ForwardFailure::Failed(other.to_string()),
                 None => ForwardFailure::Failed("raft stopped".to_owned()),
             }),
-            Err(_) => {
-                self.check_quorum()?;
-                Err(ForwardFailure::Failed(format!(
-                    "leadership not confirmed within {timeout:?}"
-                )))
-            }
+            None => Err(ForwardFailure::Failed(format!("leadership not confirmed within {timeout:?}"))),
         }
     }
 

@@ -29,7 +29,7 @@ pub struct RecoverReport {
 /// Rewrites the raft data in `data_dir` into a single-voter cluster of the node that owns it.
 /// Run it while the agent is stopped.
 pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
-    if !crate::storage::has_state(data_dir) {
+    if !data_dir.join(crate::storage::DB_FILE).exists() {
         return Err(ConsensusError::NothingToRecover(
             data_dir.display().to_string(),
         ));

@@ -677,16 +677,19 @@ impl EventLoop {
                     self.reject_peer(peer, "probe_malformed", &"bad peer id");
                     return;
                 };
-                let now = Instant::now();
-                if target == *self.swarm.local_peer_id() || self.view.heard_recently(&target, now) {
+                if target == *self.swarm.local_peer_id() {
                     ProbeResponse::Heard
-                } else if self.swarm.is_connected(&target) {
+                } else if self.view.get(&target).is_some() || self.swarm.is_connected(&target) {
+                    // Vouch only with fresh evidence: answering from our own view would hand
+                    // the asker a heartbeat up to `suspect_after` old as if it were new, and
+                    // delay the death of a crashed node by that much.
                     let ping = probe::encode(&ProbeRequest::Ping);
+                    let addrs = self.known_addrs(&target);
                     let id = self
                         .swarm
                         .behaviour_mut()
                         .probe
-                        .send_request(&target, Frame::Data(ping));
+                        .send_request_with_addresses(&target, Frame::Data(ping), addrs);
                     self.probes
                         .insert(id, ProbePurpose::Relay { target, channel });
                     return;

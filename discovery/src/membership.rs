@@ -238,14 +238,6 @@ impl View {
         alive
     }
 
-    /// Whether `peer` was heard from within the suspect threshold.
-    pub(crate) fn heard_recently(&self, peer: &PeerId, now: Instant) -> bool {
-        self.members.get(peer).is_some_and(|m| {
-            m.state == MemberState::Alive
-                && now.saturating_duration_since(m.last_heard) < self.thresholds.suspect_after
-        })
-    }
-
     /// Folds one heartbeat in.
     pub(crate) fn on_heartbeat(
         &mut self,

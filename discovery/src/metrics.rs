@@ -1,7 +1,7 @@
 //! shoal's own mesh metric families (`shoal_mesh_*`), registered into the agent's registry next
 //! to libp2p's. Cloning is shallow: every clone updates the same series.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -11,7 +11,7 @@ use crate::membership::MemberState;
 use crate::protocol::ShoalProtocol;
 
 /// What a message counter is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrafficKind {
     /// Heartbeats and leaves on gossipsub.
     Gossip,
@@ -25,6 +25,25 @@ pub enum TrafficKind {
     Control,
 }
 
+impl TrafficKind {
+    /// The lower-case label value (`gossip`, `probe`, `raft`, `dispatch`, `control`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Gossip => "gossip",
+            Self::Probe => "probe",
+            Self::Raft => "raft",
+            Self::Dispatch => "dispatch",
+            Self::Control => "control",
+        }
+    }
+}
+
+impl EncodeLabelValue for TrafficKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.label().encode(encoder)
+    }
+}
+
 impl From<ShoalProtocol> for TrafficKind {
     fn from(p: ShoalProtocol) -> Self {
         match p {
@@ -36,12 +55,28 @@ impl From<ShoalProtocol> for TrafficKind {
 }
 
 /// Inbound or outbound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Received.
     In,
     /// Sent.
     Out,
+}
+
+impl Direction {
+    /// The lower-case label value (`in`, `out`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::In => "in",
+            Self::Out => "out",
+        }
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        self.label().encode(encoder)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]

@@ -60,18 +60,18 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let figures = result?;
 
-    let dead_worker = dead_worker().await?;
+    let n = args.replicas;
     println!(
-        "shoal: create {n} {:.2}s (cli {:.2}s), scale {n}->{} {:.2}s, update {n} {:.2}s, \
-         replace killed {:.2}s, dead worker {dead_worker:.2}s",
+        "shoal: create {n} {:.2}s (cli {:.2}s), scale {n}->{} {:.2}s, update {n} {:.2}s, replace killed {:.2}s",
         figures.create,
         figures.create_cli,
-        args.replicas * 3,
+        n * 3,
         figures.scale,
         figures.update,
         figures.replace,
-        n = args.replicas
     );
+    let dead_worker = dead_worker().await?;
+    println!("sim: a dead worker's tasks run elsewhere after {dead_worker:.2}s");
     println!(
         "{{\"bench\":\"e2e\",\"floor20_s\":{floor:.3},\"create20_s\":{:.3},\"create20_cli_s\":{:.3},\
          \"scale20to60_s\":{:.3},\"update20_s\":{:.3},\"replace_killed_s\":{:.3},\"dead_worker_s\":{dead_worker:.3}}}",

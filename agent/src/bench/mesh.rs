@@ -132,12 +132,32 @@ async fn wait_converged(agents: &[BenchAgent], limit: Duration) -> anyhow::Resul
         if complete == agents.len() {
             return Ok(started.elapsed());
         }
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "views incomplete after {limit:?}: {complete}/{} complete",
-            agents.len()
-        );
+        if started.elapsed() >= limit {
+            report_views(agents).await;
+            anyhow::bail!(
+                "views incomplete after {limit:?}: {complete}/{} complete",
+                agents.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prints every agent's view by state and its connection count (to diagnose a failed run).
+async fn report_views(agents: &[BenchAgent]) {
+    for (i, agent) in agents.iter().enumerate() {
+        let Ok(members) = agent.mesh.members().await else {
+            continue;
+        };
+        let count = |state: MemberState| members.iter().filter(|m| m.state == state).count();
+        let connected = agent.mesh.connected_peers().await.map_or(0, |p| p.len());
+        eprintln!(
+            "agent {i}: alive {} suspect {} dead {} left {} connected {connected}",
+            count(MemberState::Alive),
+            count(MemberState::Suspect),
+            count(MemberState::Dead),
+            count(MemberState::Left),
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! real mesh on loopback and real redb files in a temp dir. C clients write concurrently for S
 //! seconds (each waits for its write to be committed and applied); reports writes/s and latency.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shoal_consensus::{Quorum, QuorumConfig};
@@ -28,7 +28,6 @@ pub struct RaftBenchArgs {
 pub(crate) struct BenchManager {
     pub(crate) mesh: Mesh,
     pub(crate) quorum: Quorum,
-    pub(crate) dir: PathBuf,
 }
 
 impl BenchManager {
@@ -39,7 +38,8 @@ impl BenchManager {
     }
 }
 
-fn info(name: &str) -> NodeInfo {
+/// What a benchmark agent announces.
+pub(crate) fn bench_info(name: &str) -> NodeInfo {
     NodeInfo {
         hostname: name.to_owned(),
         os: std::env::consts::OS.to_owned(),
@@ -50,21 +50,22 @@ fn info(name: &str) -> NodeInfo {
     }
 }
 
-async fn start_mesh(dir: &Path, name: &str, seeds: &[Multiaddr]) -> anyhow::Result<Mesh> {
+/// Starts a loopback mesh for a benchmark agent.
+pub(crate) async fn start_bench_mesh(dir: &Path, name: &str, seeds: &[Multiaddr]) -> anyhow::Result<Mesh> {
     let mut config = MeshConfig::for_tests(dir.join("mesh"));
     config.join = seeds.to_vec();
     config.heartbeat_interval = Duration::from_millis(100);
     config.suspect_after = Duration::from_millis(400);
     config.dead_after = Duration::from_millis(800);
     let mut registry = Registry::default();
-    Ok(shoal_discovery::start(config, info(name), &mut registry).await?)
+    Ok(shoal_discovery::start(config, bench_info(name), &mut registry).await?)
 }
 
 /// Starts `n` managers (zero-config bootstrap through the first agent's address) and waits
 /// until all `n` are voters.
 pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<BenchManager>> {
     let mut meshes = Vec::new();
-    let first = start_mesh(&root.join("m0"), "m0", &[]).await?;
+    let first = start_bench_mesh(&root.join("m0"), "m0", &[]).await?;
     let seed = first
         .listen_addrs()
         .await?
@@ -76,7 +77,7 @@ pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<
         let dir = root.join(format!("m{i}"));
         meshes.push((
             dir.clone(),
-            start_mesh(&dir, &format!("m{i}"), std::slice::from_ref(&seed)).await?,
+            start_bench_mesh(&dir, &format!("m{i}"), std::slice::from_ref(&seed)).await?,
         ));
     }
     for (_, mesh) in &meshes {
@@ -97,8 +98,9 @@ pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<
         anyhow::ensure!(seen + 1 >= n, "the mesh did not form");
     }
     let starts = meshes.iter().enumerate().map(|(i, (dir, mesh))| {
-        let mut config = QuorumConfig::new(dir.join("raft"), info(&format!("m{i}")));
+        let mut config = QuorumConfig::new(dir.join("raft"), bench_info(&format!("m{i}")));
         config.bootstrap_window = Duration::from_millis(500);
+        config.dead_manager_grace = Duration::from_secs(1);
         config.target_managers = if n % 2 == 1 { n } else { n - 1 };
         let mesh = mesh.clone();
         async move {

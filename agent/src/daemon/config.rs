@@ -64,7 +64,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             metrics_addr: None,
             down_grace: Duration::from_secs(2),
-            bootstrap_window: Duration::from_millis(400),
+            bootstrap_window: Duration::from_millis(1200),
             never_pull: true,
         }
     }

@@ -77,14 +77,13 @@ async fn three_managers_replicate_fail_over_and_catch_up() {
     let new_leader = leader_index(&agents).unwrap_or_else(|| panic!("no new leader"));
     assert_ne!(agents[new_leader].quorum.peer_id(), leader_peer);
     for a in &agents {
-        let names = service_names(&a.quorum);
-        for name in &acked {
-            assert!(
-                names.contains(name),
-                "{name} lost on {}",
-                a.quorum.peer_id()
-            );
-        }
+        let q = a.quorum.clone();
+        let all = acked.clone();
+        eventually("every acknowledged write on every survivor", T, move || {
+            let names = service_names(&q);
+            all.iter().all(|n| names.contains(n))
+        })
+        .await;
     }
     // The old leader restarts from disk and catches up.
     for i in 0..10 {

@@ -27,8 +27,11 @@ async fn tokens_gate_joins_and_roles() {
         .unwrap_or_else(|e| panic!("{e}"));
     let seed = addr(&m0).await;
 
-    // Right mesh secret, forged role secret: the mesh connects, the join is refused.
-    let forged = format!("SHOAL1-{}-M{}", manager.mesh_secret(), "ab".repeat(32));
+    // Right mesh secret, forged role secret: the mesh connects, the join is refused. (A forged
+    // manager token is already refused locally: its secret must hash to the mesh secret.)
+    let forged_manager = format!("SHOAL1-{}-M{}", manager.mesh_secret(), "ab".repeat(32));
+    assert!(Token::parse(&forged_manager).is_err());
+    let forged = format!("SHOAL1-{}-W{}", manager.mesh_secret(), "ab".repeat(32));
     let m1 = start_mesh(
         &root.path().join("a1"),
         "node1",

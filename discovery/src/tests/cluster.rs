@@ -54,7 +54,7 @@ async fn twelve_agents_converge_detect_a_crash_and_see_a_leave() -> anyhow::Resu
         "{text}"
     );
     assert!(
-        text.contains("shoal_mesh_messages_total{protocol=\"Gossip\",direction=\"In\"}"),
+        text.contains("shoal_mesh_messages_total{protocol=\"gossip\",direction=\"in\"}"),
         "{text}"
     );
     assert!(text.contains("libp2p_"));
