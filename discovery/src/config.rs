@@ -90,7 +90,8 @@ impl MeshConfig {
             indirect_probes: 3,
             target_peers: 8,
             max_connections: 512,
-            max_connections_per_peer: 1,
+            // Two, so that a simultaneous dial from both ends is not refused on both sides.
+            max_connections_per_peer: 2,
             max_members: 4096,
             forget_after: Duration::from_secs(300),
             command_buffer: 1024,

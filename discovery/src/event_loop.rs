@@ -32,6 +32,8 @@ use crate::protocol::ShoalProtocol;
 
 /// How often thresholds are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How often an agent with fewer connections than it aims for dials more known members.
+const TOP_UP_EVERY: Duration = Duration::from_secs(1);
 /// How often seeds are dialled again while no peer is connected.
 const REJOIN_EVERY: Duration = Duration::from_secs(2);
 
@@ -57,6 +59,7 @@ pub(crate) struct EventLoop {
     pub(crate) libp2p_metrics: libp2p::metrics::Metrics,
     pub(crate) probe_cursor: usize,
     pub(crate) last_join_attempt: Instant,
+    pub(crate) last_top_up: Instant,
     pub(crate) bootstrapped: bool,
     pub(crate) last_tick: Instant,
 }
@@ -470,6 +473,36 @@ impl EventLoop {
         }
         self.emit(tick.changes);
         self.rejoin_if_alone();
+        self.top_up_connections(now);
+    }
+
+    /// Dials alive members we are not connected to while below `target_peers` (idle
+    /// connections close, and gossip needs a few links per agent to stay connected).
+    fn top_up_connections(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_top_up) < TOP_UP_EVERY {
+            return;
+        }
+        self.last_top_up = now;
+        let connected = self.swarm.connected_peers().count();
+        let missing = self.config.target_peers.saturating_sub(connected);
+        if missing == 0 {
+            return;
+        }
+        let local = *self.swarm.local_peer_id();
+        let candidates: Vec<PeerId> = self
+            .view
+            .alive_except(&local)
+            .into_iter()
+            .filter(|p| !self.swarm.is_connected(p))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let start = self.probe_cursor % candidates.len();
+        for peer in candidates.iter().cycle().skip(start).take(missing.min(candidates.len())) {
+            self.maybe_connect(*peer);
+        }
+        self.probe_cursor = self.probe_cursor.wrapping_add(missing);
     }
 
     fn rejoin_if_alone(&mut self) {
@@ -739,13 +772,11 @@ impl EventLoop {
     }
 }
 
-/// A malformed, truncated or oversized inbound request (a response cut short is just a remote
-/// that gave up, so outbound failures only count `InvalidData`).
+/// A malformed inbound exchange. The codec already turns malformed, truncated and oversized
+/// requests into [`Frame::Rejected`]; an end of file here is a remote that gave up (its request
+/// timed out, or its connection closed), which is no misbehaviour.
 fn is_malformed(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-    )
+    e.kind() == io::ErrorKind::InvalidData
 }
 
 /// Maps a libp2p failure to the handle's error.

@@ -23,6 +23,10 @@ use crate::{identity, transport};
 
 /// How long `start` waits for its listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection that no behaviour needs (not a gossip mesh link, no request in flight)
+/// stays open. Kademlia queries connect to many peers; without a short timeout every agent would
+/// end up connected to every other one, and each connection costs pings, gossip and CPU.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Capacity of the membership change broadcast.
 const CHANGES_CAPACITY: usize = 4096;
 
@@ -46,7 +50,7 @@ pub async fn start(
         behaviour,
         peer_id,
         libp2p::swarm::Config::with_tokio_executor()
-            .with_idle_connection_timeout(Duration::from_secs(300)),
+            .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT),
     );
     listen(&mut swarm, &config).await?;
     for addr in &config.advertise {
@@ -95,6 +99,7 @@ pub async fn start(
         libp2p_metrics: libp2p::metrics::Metrics::new(registry),
         probe_cursor: 0,
         last_join_attempt: Instant::now(),
+        last_top_up: Instant::now(),
         bootstrapped: false,
         last_tick: Instant::now(),
         config,

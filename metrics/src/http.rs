@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::encoding::text::encode;
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::MetricsError;
+use crate::text_format;
 
 /// The content type of the OpenMetrics text exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -57,11 +58,26 @@ pub async fn serve(
     Ok(MetricsServer { local_addr, task })
 }
 
-async fn scrape(State(registry): State<Arc<Registry>>) -> Response {
+/// Serves OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format
+/// to everyone else.
+async fn scrape(State(registry): State<Arc<Registry>>, headers: HeaderMap) -> Response {
     let mut body = String::with_capacity(16 * 1024);
-    match encode(&mut body, &registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response(),
+    if encode(&mut body, &registry).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();
+    }
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response()
+    } else {
+        let text = text_format::from_openmetrics(&body);
+        (
+            [(header::CONTENT_TYPE, text_format::TEXT_CONTENT_TYPE)],
+            text,
+        )
+            .into_response()
     }
 }
 
@@ -82,21 +98,30 @@ mod tests {
         )
         .await
         .expect("bind loopback");
-        let body = http_get(server.local_addr, "/metrics").await;
+        let body = http_get(
+            server.local_addr,
+            "/metrics",
+            "application/openmetrics-text",
+        )
+        .await;
         assert!(
             body.contains("shoal_agent_info{version=\"0.1.0\",node_id=\"12D3KooTest\"} 1"),
             "{body}"
         );
         assert!(body.contains("process_open_fds "), "{body}");
         assert!(body.trim_end().ends_with("# EOF"), "{body}");
+        let text = http_get(server.local_addr, "/metrics", "text/plain").await;
+        assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+        assert!(text.contains("# TYPE shoal_agent_info gauge"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
         server.stop();
     }
 
     /// A minimal HTTP/1.0 GET over a raw TCP stream.
-    async fn http_get(addr: SocketAddr, path: &str) -> String {
+    async fn http_get(addr: SocketAddr, path: &str, accept: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut response = String::new();
         stream.read_to_string(&mut response).await.expect("read");

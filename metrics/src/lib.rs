@@ -5,6 +5,7 @@
 //! - [`agent`]: the agent's own families (scheduler, cluster, dispatcher, executor).
 //! - [`registry`]: creating an agent's registry and the `shoal_agent_info` family.
 //! - [`process`]: CPU, memory and file descriptors of this process, read on each scrape.
+//! - [`text_format`]: the classic Prometheus text format, for scrapers that do not ask for OpenMetrics.
 //! - [`http`]: the axum server that exposes a registry at `/metrics`.
 //!
 //! Subsystems register their own families into the registry handed to them at start-up
@@ -14,6 +15,7 @@ pub mod agent;
 pub mod http;
 pub mod process;
 pub mod registry;
+pub mod text_format;
 
 pub use agent::AgentMetrics;
 pub use http::{MetricsServer, serve};

@@ -194,3 +194,51 @@ impl Drop for ContainerGuard {
         remove_node_containers(&self.0);
     }
 }
+
+/// Scrapes `/metrics` of `addr` in the classic text format.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to /metrics");
+    let request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n";
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the scrape");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the scrape");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed), if present.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// Starts an agent that serves `/metrics` on a free loopback port.
+pub async fn start_agent_with_metrics(
+    dir: &Path,
+    executor: ExecutorKind,
+    join: Vec<String>,
+) -> Agent {
+    let mut config = AgentConfig::for_tests(dir, executor);
+    config.join = join;
+    config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    Agent::start(config).await.expect("agent starts")
+}

@@ -110,12 +110,8 @@ pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<
     });
     let quorums = futures::future::join_all(starts).await;
     let mut managers = Vec::new();
-    for ((dir, mesh), q) in meshes.into_iter().zip(quorums) {
-        managers.push(BenchManager {
-            mesh,
-            quorum: q?,
-            dir,
-        });
+    for ((_, mesh), q) in meshes.into_iter().zip(quorums) {
+        managers.push(BenchManager { mesh, quorum: q? });
     }
     let q0 = managers[0].quorum.clone();
     let want = if n % 2 == 1 { n } else { n - 1 };

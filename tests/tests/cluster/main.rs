@@ -2,4 +2,5 @@
 //! One test binary, one module per scenario.
 
 mod docker_single;
+mod metrics;
 mod sim_cluster;

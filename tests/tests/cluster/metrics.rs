@@ -1,0 +1,180 @@
+//! `/metrics` of running agents: the families exist, their values follow the cluster, and the
+//! exposition passes `promtool check metrics`.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
+use shoal_agent::daemon::ExecutorKind;
+use shoal_scheduler::{ServiceMode, ServiceSpec};
+use shoal_tests::*;
+
+fn sim_spec(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        image: "sim".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        mode: ServiceMode::Replicated { replicas },
+        constraints: vec![],
+        preferences: vec![],
+        strategy: Default::default(),
+        max_replicas_per_node: 0,
+        resources: Default::default(),
+        restart: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        health: None,
+        ports: vec![],
+        mounts: vec![],
+        labels: Default::default(),
+        stop_grace_ms: 100,
+    }
+}
+
+/// Runs `promtool check metrics` on the exposition; panics with its complaints.
+fn promtool_check(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian's `prometheus` package; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let output = child.wait_with_output().expect("promtool finishes");
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && complaints.trim().is_empty(),
+        "promtool check metrics: {complaints}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_follow_the_cluster_and_pass_promtool() {
+    init_logging();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = start_agent_with_metrics(dir.path(), ExecutorKind::Sim, vec![]).await;
+    let addr = agent.metrics_addr().expect("metrics served");
+    let client = client(&agent);
+    let _: CreateServiceResponse = client
+        .post(
+            api::SERVICES,
+            &CreateServiceRequest {
+                spec: sim_spec("web", 4),
+            },
+        )
+        .await
+        .expect("create");
+    wait_running(&client, "web", 4, Duration::from_secs(20)).await;
+
+    let exposition = eventually(
+        "the gauges show 4 running tasks",
+        Duration::from_secs(10),
+        || async {
+            let text = scrape(addr).await;
+            (sample(&text, "shoal_cluster_tasks{state=\"running\"}") == Some(4.0)).then_some(text)
+        },
+    )
+    .await;
+    for family in [
+        "shoal_agent_info",
+        "shoal_mesh_peers",
+        "shoal_raft_term",
+        "shoal_raft_is_leader",
+        "shoal_raft_leader_changes_total",
+        "shoal_scheduler_pass_seconds",
+        "shoal_scheduler_placements_total",
+        "shoal_cluster_nodes",
+        "shoal_dispatcher_heartbeats_total",
+        "shoal_executor_operations_total",
+        "shoal_task_scheduling_delay_seconds",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(
+            exposition.contains(&format!("# TYPE {family}")),
+            "family {family} is exposed"
+        );
+    }
+    assert!(
+        exposition.contains("# TYPE libp2p_"),
+        "libp2p's own metrics share the registry"
+    );
+    assert_eq!(sample(&exposition, "shoal_raft_is_leader"), Some(1.0));
+    assert_eq!(
+        sample(
+            &exposition,
+            "shoal_service_replicas_desired{service=\"web\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        sample(
+            &exposition,
+            "shoal_service_replicas_running{service=\"web\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(sample(&exposition, "shoal_cluster_services"), Some(1.0));
+    assert!(sample(&exposition, "shoal_scheduler_placements_total").is_some_and(|n| n >= 4.0));
+    promtool_check(&exposition);
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_shows_in_leader_changes() {
+    init_logging();
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let first = start_agent_with_metrics(dirs[0].path(), ExecutorKind::Sim, vec![]).await;
+    let seed = join_addr(&first).await;
+    let mut agents = vec![first];
+    for dir in &dirs[1..] {
+        agents.push(
+            start_agent_with_metrics(dir.path(), ExecutorKind::Sim, vec![seed.clone()]).await,
+        );
+    }
+    eventually("three voters", Duration::from_secs(30), || async {
+        (agents[0].quorum().status().voters.len() == 3).then_some(())
+    })
+    .await;
+    let leader = agents[0].quorum().leader().borrow().expect("a leader");
+    let index = agents
+        .iter()
+        .position(|a| a.mesh().local_peer_id() == leader)
+        .expect("the leader is one of us");
+    let survivor = agents
+        .iter()
+        .find(|a| a.mesh().local_peer_id() != leader)
+        .expect("a survivor");
+    let addr = survivor.metrics_addr().expect("metrics served");
+    let before = sample(&scrape(addr).await, "shoal_raft_leader_changes_total")
+        .expect("leader changes exposed");
+    let victim = agents.remove(index);
+    victim.kill().await;
+    eventually(
+        "a survivor saw the leader change",
+        Duration::from_secs(10),
+        || async {
+            let now = sample(&scrape(addr).await, "shoal_raft_leader_changes_total")?;
+            (now > before).then_some(())
+        },
+    )
+    .await;
+    for agent in agents {
+        agent.shutdown().await;
+    }
+}
