@@ -130,7 +130,32 @@ async fn metrics_follow_the_cluster_and_pass_promtool() {
     assert_eq!(sample(&exposition, "shoal_cluster_services"), Some(1.0));
     assert!(sample(&exposition, "shoal_scheduler_placements_total").is_some_and(|n| n >= 4.0));
     promtool_check(&exposition);
+    dashboard_queries_name_exposed_families(&exposition);
     agent.shutdown().await;
+}
+
+/// Every metric the Grafana dashboard queries is one the agent exposes.
+fn dashboard_queries_name_exposed_families(exposition: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../metrics/dashboards/shoal-grafana.json"
+    );
+    let dashboard = std::fs::read_to_string(path).expect("the dashboard is in the repo");
+    let names: std::collections::BTreeSet<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("shoal_") || word.starts_with("process_"))
+        .collect();
+    assert!(
+        names.len() >= 10,
+        "the dashboard queries shoal's families: {names:?}"
+    );
+    for name in names {
+        let family = name.trim_end_matches("_bucket");
+        assert!(
+            exposition.contains(family),
+            "the dashboard queries {name}, which no agent exposes"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
