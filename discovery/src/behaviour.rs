@@ -12,14 +12,16 @@ use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, 
 
 use crate::address_filter::AddressFilter;
 use crate::codec::FrameCodec;
+use crate::envelope;
 use crate::config::MeshConfig;
 use crate::error::MeshError;
 use crate::protocol::{
-    IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_PROTOCOL, ShoalProtocol,
+    IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES, PROBE_PROTOCOL,
+    ShoalProtocol,
 };
 
 /// Largest gossip message (a heartbeat with its NodeInfo).
-pub(crate) const GOSSIP_MAX_BYTES: usize = 64 * 1024;
+pub(crate) const GOSSIP_MAX_BYTES: usize = PROBE_MAX_RESPONSE_BYTES;
 
 /// Every behaviour of the mesh.
 #[derive(NetworkBehaviour)]
@@ -80,13 +82,13 @@ impl MeshBehaviour {
             ping,
             kad,
             mdns: mdns.into(),
-            gossipsub: gossipsub_behaviour(keypair, config)?,
+            gossipsub: gossipsub_behaviour(config)?,
             raft: shoal_rr(ShoalProtocol::Raft, config.request_timeout),
             dispatch: shoal_rr(ShoalProtocol::Dispatch, config.request_timeout),
             control: shoal_rr(ShoalProtocol::Control, config.request_timeout),
             probe: rr(
                 StreamProtocol::new(PROBE_PROTOCOL),
-                FrameCodec::new(PROBE_MAX_BYTES, PROBE_MAX_BYTES),
+                FrameCodec::new(PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES),
                 probe_timeout(config),
             ),
         })
@@ -134,7 +136,6 @@ fn rr(
 }
 
 fn gossipsub_behaviour(
-    keypair: &Keypair,
     config: &MeshConfig,
 ) -> Result<gossipsub::Behaviour, MeshError> {
     let err = |reason: String| MeshError::Behaviour {
@@ -144,25 +145,27 @@ fn gossipsub_behaviour(
     let gossip_config = gossipsub::ConfigBuilder::default()
         .heartbeat_interval(config.heartbeat_interval.min(Duration::from_secs(1)))
         .heartbeat_initial_delay(Duration::from_millis(100))
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        // shoal signs and checks its payloads itself (see `envelope`): once per distinct
+        // message, before it is forwarded, instead of once per received copy.
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::new(&envelope::message_id(&m.data))
+        })
         .max_transmit_size(GOSSIP_MAX_BYTES)
-        // A small mesh and no flood publishing: every copy of a heartbeat costs a signature
-        // check at the receiver, and per-agent traffic should not grow with the cluster.
-        .mesh_n(4)
-        .mesh_n_low(3)
-        .mesh_n_high(6)
-        .mesh_outbound_min(1)
-        .gossip_lazy(3)
+        .mesh_n(5)
+        .mesh_n_low(4)
+        .mesh_n_high(8)
+        .mesh_outbound_min(2)
+        .gossip_lazy(4)
         .flood_publish(false)
-        .idontwant_message_size_threshold(64)
+        // Heartbeats are small: announcing "don't send me that" would cost as much as the copy.
+        .idontwant_message_size_threshold(1024)
         .history_length(4)
         .history_gossip(2)
         .duplicate_cache_time(Duration::from_secs(30))
         .build()
         .map_err(|e| err(e.to_string()))?;
-    gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
-        gossip_config,
-    )
-    .map_err(|e| err(e.to_owned()))
+    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
+        .map_err(|e| err(e.to_owned()))
 }

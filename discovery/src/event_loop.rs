@@ -21,6 +21,7 @@ use crate::address_filter::allowed_in_open_mode;
 use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent};
 use crate::codec::Frame;
 use crate::config::MeshConfig;
+use crate::envelope::{self, EnvelopeError};
 use crate::error::{MeshError, RequestError};
 use crate::handle::{Command, InboundRequest, Responder};
 use crate::membership::{
@@ -32,6 +33,13 @@ use crate::protocol::ShoalProtocol;
 
 /// How often thresholds are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// A full heartbeat goes out at least this often (beats in between carry only its version).
+const FULL_HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
+/// After a start or a change of what is announced, heartbeats stay full this long, so that peers
+/// whose gossip links were still forming get the announcement without having to fetch it.
+pub(crate) const FULL_AFTER_CHANGE: Duration = Duration::from_secs(3);
+/// A fetch of a member's full heartbeat is not repeated sooner than this.
+const FETCH_RETRY: Duration = Duration::from_millis(300);
 /// How often an agent with fewer connections than it aims for dials more known members.
 const TOP_UP_EVERY: Duration = Duration::from_secs(1);
 /// How often seeds are dialled again while no peer is connected.
@@ -43,6 +51,8 @@ type RrEvent = request_response::Event<Frame, Vec<u8>>;
 /// Owns the Swarm and everything only the Swarm's owner may touch.
 pub(crate) struct EventLoop {
     pub(crate) swarm: Swarm<MeshBehaviour>,
+    /// Signs this agent's gossip (see `envelope`).
+    pub(crate) keypair: libp2p::identity::Keypair,
     pub(crate) config: MeshConfig,
     pub(crate) commands: mpsc::Receiver<Command>,
     /// For responders; weak, so that dropping every handle ends the loop.
@@ -60,6 +70,12 @@ pub(crate) struct EventLoop {
     pub(crate) probe_cursor: usize,
     pub(crate) last_join_attempt: Instant,
     pub(crate) last_top_up: Instant,
+    /// Version of the last full heartbeat published, and when.
+    pub(crate) announced: Option<(u64, Instant)>,
+    /// Heartbeats are full until then (see [`FULL_AFTER_CHANGE`]).
+    pub(crate) full_until: Instant,
+    /// Members whose full heartbeat is being fetched, since when (bounded by the view's size).
+    pub(crate) fetching: HashMap<PeerId, Instant>,
     pub(crate) bootstrapped: bool,
     pub(crate) last_tick: Instant,
 }
@@ -143,7 +159,11 @@ impl EventLoop {
                 let _ = reply.send(self.view.members());
             }
             Command::SetLocalInfo { info, reply } => {
+                let changed = self.info != info;
                 self.info = info;
+                if changed {
+                    self.publish_heartbeat();
+                }
                 let _ = reply.send(());
             }
             Command::Dial { addr, reply } => {
@@ -315,8 +335,21 @@ impl EventLoop {
             MeshBehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
             MeshBehaviourEvent::Gossipsub(event) => {
                 self.libp2p_metrics.record(&event);
-                if let gossipsub::Event::Message { message, .. } = event {
-                    self.on_gossip(message);
+                if let gossipsub::Event::Message {
+                    propagation_source,
+                    message_id,
+                    message,
+                } = event
+                {
+                    let verdict = self.on_gossip(propagation_source, message);
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            verdict,
+                        );
                 }
             }
             MeshBehaviourEvent::Raft(event) => self.on_rr_event(ShoalProtocol::Raft, event),
@@ -362,16 +395,32 @@ impl EventLoop {
         }
     }
 
-    fn on_gossip(&mut self, message: gossipsub::Message) {
+    /// Folds one distinct gossip message in; the verdict decides whether gossipsub forwards it.
+    fn on_gossip(
+        &mut self,
+        via: PeerId,
+        message: gossipsub::Message,
+    ) -> gossipsub::MessageAcceptance {
         let size = message.data.len();
         self.metrics
             .message(TrafficKind::Gossip, Direction::In, size);
-        let Some(source) = message.source else {
-            self.metrics.rejected("gossip_unsigned");
-            return;
+        let (source, body) = match envelope::open(&message.data) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let reason = match e {
+                    EnvelopeError::Malformed => "gossip_malformed",
+                    EnvelopeError::BadSignature => "gossip_bad_signature",
+                };
+                self.metrics.rejected(reason);
+                tracing::warn!(reason, size, "gossip message rejected");
+                return gossipsub::MessageAcceptance::Reject;
+            }
         };
+        if source == *self.swarm.local_peer_id() {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
         let now = Instant::now();
-        let changes = match probe::decode::<GossipMessage>(&message.data) {
+        let changes = match probe::decode::<GossipMessage>(&body) {
             Some(GossipMessage::Heartbeat(hb)) => {
                 let changes = self.view.on_heartbeat(source, &hb, now);
                 let learned = changes.iter().any(|c| {
@@ -386,14 +435,22 @@ impl EventLoop {
                 }
                 changes
             }
+            Some(GossipMessage::Beat { seq, version }) => {
+                let outcome = self.view.on_beat(source, seq, version, now);
+                if outcome.fetch {
+                    self.fetch_heartbeat(source, version, via, now);
+                }
+                outcome.changes
+            }
             Some(GossipMessage::Leave { seq }) => self.view.on_leave(source, seq, now),
             None => {
                 self.metrics.rejected("gossip_malformed");
                 tracing::warn!(peer = %source, size, "malformed heartbeat ignored");
-                Vec::new()
+                return gossipsub::MessageAcceptance::Reject;
             }
         };
         self.emit(changes);
+        gossipsub::MessageAcceptance::Accept
     }
 
     fn evidence(&mut self, peer: PeerId) {
@@ -422,7 +479,10 @@ impl EventLoop {
     }
 
     fn publish(&mut self, message: &GossipMessage) {
-        let data = probe::encode(message);
+        let Some(data) = envelope::seal(&self.keypair, probe::encode(message)) else {
+            tracing::warn!("cannot sign a gossip message");
+            return;
+        };
         let size = data.len();
         match self
             .swarm
@@ -438,15 +498,66 @@ impl EventLoop {
         }
     }
 
+    /// Publishes a small beat, or the full heartbeat when what we announce changed or the last
+    /// full one is old.
     fn publish_heartbeat(&mut self) {
         self.seq += 1;
-        let addrs = self.announced_addrs().iter().map(|a| a.to_vec()).collect();
-        let message = GossipMessage::Heartbeat(Heartbeat {
-            seq: self.seq,
-            addrs,
-            info: self.info.clone(),
+        let heartbeat = self.local_heartbeat();
+        let version = heartbeat.version();
+        let now = Instant::now();
+        let changed = self.announced.is_none_or(|(announced, _)| announced != version);
+        if changed {
+            self.full_until = now + FULL_AFTER_CHANGE;
+        }
+        let stale = self.announced.is_none_or(|(_, at)| {
+            now.saturating_duration_since(at) >= FULL_HEARTBEAT_EVERY
         });
+        let full = changed || stale || now < self.full_until;
+        let message = if full {
+            self.announced = Some((version, now));
+            GossipMessage::Heartbeat(heartbeat)
+        } else {
+            GossipMessage::Beat {
+                seq: self.seq,
+                version,
+            }
+        };
         self.publish(&message);
+    }
+
+    /// What this agent announces, with its current sequence number.
+    fn local_heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            seq: self.seq,
+            addrs: self.announced_addrs().iter().map(|a| a.to_vec()).collect(),
+            info: self.info.clone(),
+        }
+    }
+
+    /// Asks `via` (the peer that forwarded the beat, so a connected one) for `target`'s full
+    /// heartbeat; its answer is believed only if it has the version `target` signed.
+    fn fetch_heartbeat(&mut self, target: PeerId, version: u64, via: PeerId, now: Instant) {
+        if self
+            .fetching
+            .get(&target)
+            .is_some_and(|since| now.saturating_duration_since(*since) < FETCH_RETRY)
+        {
+            return;
+        }
+        if self.fetching.len() >= self.config.max_members {
+            self.fetching
+                .retain(|_, since| now.saturating_duration_since(*since) < FETCH_RETRY);
+        }
+        self.fetching.insert(target, now);
+        let question = probe::encode(&ProbeRequest::InfoOf(target.to_bytes()));
+        self.metrics
+            .message(TrafficKind::Probe, Direction::Out, question.len());
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .probe
+            .send_request(&via, Frame::Data(question));
+        self.probes.insert(id, ProbePurpose::Fetch { target, version });
     }
 
     /// The advertise addresses if set, else the concrete listen addresses.
@@ -705,6 +816,18 @@ impl EventLoop {
         let question = probe::decode::<ProbeRequest>(request);
         let answer = match question {
             Some(ProbeRequest::Ping) => ProbeResponse::Ack,
+            Some(ProbeRequest::InfoOf(bytes)) => {
+                let Ok(target) = PeerId::from_bytes(&bytes) else {
+                    self.reject_peer(peer, "probe_malformed", &"bad peer id");
+                    return;
+                };
+                let held = if target == *self.swarm.local_peer_id() {
+                    Some(self.local_heartbeat())
+                } else {
+                    self.view.heartbeat_of(&target)
+                };
+                ProbeResponse::Info(held.map(Box::new))
+            }
             Some(ProbeRequest::DoYouHear(bytes)) => {
                 let Ok(target) = PeerId::from_bytes(&bytes) else {
                     self.reject_peer(peer, "probe_malformed", &"bad peer id");
@@ -766,6 +889,15 @@ impl EventLoop {
             }
             (ProbePurpose::Relay { channel, .. }, _) => {
                 self.respond_probe(channel, ProbeResponse::NotHeard)
+            }
+            (ProbePurpose::Fetch { target, version }, Some(ProbeResponse::Info(Some(hb)))) => {
+                let changes = self.view.on_fetched(target, &hb, version, Instant::now());
+                if !changes.is_empty() {
+                    self.fetching.remove(&target);
+                    self.learn_addrs(target, hb.decoded_addrs());
+                    self.maybe_connect(target);
+                }
+                self.emit(changes);
             }
             _ => {}
         }

@@ -9,6 +9,7 @@
 //! - `event_loop`: the Swarm's only owner.
 //! - [`handle`]: [`Mesh`] and [`InboundRequest`].
 //! - [`protocol`] and `codec`: protocol names, size bounds and the framed byte codec.
+//! - `envelope`: the signed envelope of gossip messages (checked once per distinct message).
 //! - `probe`: the internal `/shoal/probe/1` liveness probes.
 //! - [`membership`]: [`NodeInfo`], [`Member`], [`MembershipChange`] and the view's fold.
 //! - [`address_filter`]: open mode's loopback/private/link-local policy.
@@ -18,6 +19,7 @@ pub mod address_filter;
 mod behaviour;
 mod codec;
 pub mod config;
+mod envelope;
 mod error;
 mod event_loop;
 pub mod handle;

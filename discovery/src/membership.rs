@@ -146,8 +146,17 @@ pub enum MembershipChange {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum GossipMessage {
-    /// "I am alive, this is me."
+    /// "I am alive, this is me": the full announcement, sent at start, whenever what the agent
+    /// announces changes, and at a low rate.
     Heartbeat(Heartbeat),
+    /// "I am alive, and what I announce has this version": the small periodic heartbeat. A
+    /// receiver that does not hold that version asks for it on the probe protocol.
+    Beat {
+        /// Sequence number (shared with full heartbeats).
+        seq: u64,
+        /// [`Heartbeat::version`] of what the sender announces.
+        version: u64,
+    },
     /// "I am leaving", with a sequence number above every heartbeat sent before.
     Leave {
         /// Sequence number.
@@ -156,7 +165,7 @@ pub(crate) enum GossipMessage {
 }
 
 /// One heartbeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Heartbeat {
     /// Strictly increasing per sender (starts at its start time, so restarts go forward).
     pub seq: u64,
@@ -167,6 +176,13 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// A hash of what is announced (addresses and info, not the sequence number): the version a
+    /// small [`GossipMessage::Beat`] refers to. A full heartbeat fetched from a third party is
+    /// only believed if its version is the one its author signed in a beat.
+    pub(crate) fn version(&self) -> u64 {
+        version_of(&self.addrs, &self.info)
+    }
+
     pub(crate) fn decoded_addrs(&self) -> Vec<Multiaddr> {
         self.addrs
             .iter()
@@ -174,6 +190,26 @@ impl Heartbeat {
             .filter_map(|bytes| Multiaddr::try_from(bytes.clone()).ok())
             .collect()
     }
+}
+
+/// The version of announced `addrs` and `info` (see [`Heartbeat::version`]).
+pub(crate) fn version_of(addrs: &[Vec<u8>], info: &NodeInfo) -> u64 {
+    use sha2::{Digest, Sha256};
+    // Encoding plain data into a Vec cannot fail; an empty encoding would only make every
+    // version mismatch (more fetches), never a wrong match of different infos.
+    let bytes = cbor4ii::serde::to_vec(Vec::new(), &(addrs, info)).unwrap_or_default();
+    let hash = Sha256::digest(&bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// What folding a small beat in produced.
+#[derive(Debug, Default)]
+pub(crate) struct BeatOutcome {
+    pub changes: Vec<MembershipChange>,
+    /// The sender announces something we do not hold: fetch its full heartbeat.
+    pub fetch: bool,
 }
 
 /// Liveness thresholds and bounds of the view.
@@ -191,6 +227,8 @@ pub(crate) struct View {
     local: PeerId,
     thresholds: Thresholds,
     members: HashMap<PeerId, Member>,
+    /// Version of the announcement held for each member.
+    versions: HashMap<PeerId, u64>,
 }
 
 /// What one tick of the view produced.
@@ -207,6 +245,7 @@ impl View {
             local,
             thresholds,
             members: HashMap::new(),
+            versions: HashMap::new(),
         }
     }
 
@@ -238,7 +277,105 @@ impl View {
         alive
     }
 
-    /// Folds one heartbeat in.
+    /// The full heartbeat of a member as held here (to answer a fetch).
+    pub(crate) fn heartbeat_of(&self, peer: &PeerId) -> Option<Heartbeat> {
+        let m = self.members.get(peer)?;
+        Some(Heartbeat {
+            seq: m.seq,
+            addrs: m.addrs.iter().map(|a| a.to_vec()).collect(),
+            info: m.info.clone(),
+        })
+    }
+
+    /// Folds one small beat in: liveness, and whether the announcement must be fetched.
+    pub(crate) fn on_beat(
+        &mut self,
+        from: PeerId,
+        seq: u64,
+        version: u64,
+        now: Instant,
+    ) -> BeatOutcome {
+        if from == self.local {
+            return BeatOutcome::default();
+        }
+        let held = self.versions.get(&from) == Some(&version);
+        let Some(existing) = self.members.get_mut(&from) else {
+            return BeatOutcome {
+                changes: Vec::new(),
+                fetch: self.members.len() < self.thresholds.max_members,
+            };
+        };
+        if seq <= existing.seq {
+            return BeatOutcome::default();
+        }
+        let previous = existing.state;
+        existing.seq = seq;
+        existing.last_heard = now;
+        existing.state = MemberState::Alive;
+        let changes = match previous {
+            MemberState::Dead | MemberState::Left => vec![MembershipChange::Joined(existing.clone())],
+            MemberState::Suspect => vec![MembershipChange::Alive(from)],
+            MemberState::Alive => Vec::new(),
+        };
+        BeatOutcome {
+            changes,
+            fetch: !held,
+        }
+    }
+
+    /// Folds in a full heartbeat fetched (from its author or a third party) after a beat
+    /// announced `wanted`. Refused unless its version is `wanted`; liveness is left to beats.
+    pub(crate) fn on_fetched(
+        &mut self,
+        from: PeerId,
+        hb: &Heartbeat,
+        wanted: u64,
+        now: Instant,
+    ) -> Vec<MembershipChange> {
+        if from == self.local || hb.version() != wanted {
+            return Vec::new();
+        }
+        match self.members.get(&from) {
+            Some(m) => {
+                let mut hb = hb.clone();
+                // Keep the newest sequence number: the fetched copy may be older than the beat.
+                hb.seq = hb.seq.max(m.seq);
+                let last_heard = m.last_heard;
+                let state = m.state;
+                let changes = self.apply_info(from, &hb);
+                if let Some(m) = self.members.get_mut(&from) {
+                    m.last_heard = last_heard;
+                    m.state = state;
+                }
+                changes
+            }
+            None => self.on_heartbeat(from, hb, now),
+        }
+    }
+
+    /// Replaces a known member's info and addresses; `Updated` if they changed.
+    fn apply_info(&mut self, from: PeerId, hb: &Heartbeat) -> Vec<MembershipChange> {
+        let version = hb.version();
+        let addrs = hb.decoded_addrs();
+        let Some(existing) = self.members.get_mut(&from) else {
+            return Vec::new();
+        };
+        self.versions.insert(from, version);
+        let previous = existing.clone();
+        existing.seq = hb.seq;
+        existing.info = hb.info.clone();
+        existing.addrs = addrs;
+        if previous.info != existing.info || previous.addrs != existing.addrs {
+            vec![MembershipChange::Updated {
+                previous,
+                current: existing.clone(),
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Folds one full heartbeat in.
     pub(crate) fn on_heartbeat(
         &mut self,
         from: PeerId,
@@ -263,6 +400,7 @@ impl View {
                 last_heard: now,
             };
             self.members.insert(from, member.clone());
+            self.versions.insert(from, hb.version());
             return vec![MembershipChange::Joined(member)];
         };
         if hb.seq <= existing.seq {
@@ -275,6 +413,7 @@ impl View {
         existing.info = hb.info.clone();
         existing.addrs = addrs;
         let current = existing.clone();
+        self.versions.insert(from, hb.version());
         match previous.state {
             MemberState::Dead | MemberState::Left => vec![MembershipChange::Joined(current)],
             MemberState::Suspect | MemberState::Alive => {
@@ -353,6 +492,7 @@ impl View {
         }
         for peer in forget {
             self.members.remove(&peer);
+            self.versions.remove(&peer);
         }
         tick
     }
@@ -419,6 +559,34 @@ mod tests {
             v.on_heartbeat(p, &hb(4, "b"), t1 + Duration::from_secs(3))[..],
             [MembershipChange::Joined(_)]
         ));
+    }
+
+    #[test]
+    fn beats_keep_alive_and_ask_for_unknown_versions() {
+        let mut v = view();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        let first = hb(1, "a");
+        let out = v.on_beat(p, 1, first.version(), t0);
+        assert!(out.changes.is_empty() && out.fetch, "unknown member: fetch, no Joined yet");
+        assert!(
+            v.on_fetched(p, &hb(1, "forged"), first.version(), t0).is_empty(),
+            "a fetched heartbeat must match the signed version"
+        );
+        assert!(matches!(
+            v.on_fetched(p, &first, first.version(), t0)[..],
+            [MembershipChange::Joined(_)]
+        ));
+        let out = v.on_beat(p, 2, first.version(), t0 + Duration::from_millis(900));
+        assert!(out.changes.is_empty() && !out.fetch, "same version: liveness only");
+        assert!(v.tick(t0 + Duration::from_millis(1500)).changes.is_empty());
+        let renamed = hb(3, "b");
+        let out = v.on_beat(p, 3, renamed.version(), t0 + Duration::from_secs(2));
+        assert!(out.fetch, "new version: fetch");
+        let changes = v.on_fetched(p, &hb(1, "b"), renamed.version(), t0);
+        assert!(matches!(changes[..], [MembershipChange::Updated { .. }]));
+        assert_eq!(v.get(&p).map(|m| m.seq), Some(3), "sequence never goes back");
+        assert!(v.on_beat(p, 3, renamed.version(), t0).changes.is_empty());
     }
 
     #[test]

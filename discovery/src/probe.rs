@@ -5,6 +5,8 @@ use libp2p::PeerId;
 use libp2p::request_response::ResponseChannel;
 use serde::{Deserialize, Serialize};
 
+use crate::membership::Heartbeat;
+
 /// A probe request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ProbeRequest {
@@ -12,10 +14,13 @@ pub(crate) enum ProbeRequest {
     Ping,
     /// Indirect: does the receiver hear this peer (PeerId bytes)?
     DoYouHear(Vec<u8>),
+    /// The full heartbeat the receiver holds for this peer (PeerId bytes; the receiver's own if
+    /// it is the receiver): asked after a small beat announced a version we do not hold.
+    InfoOf(Vec<u8>),
 }
 
 /// A probe response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ProbeResponse {
     /// Answer to `Ping`.
     Ack,
@@ -23,6 +28,8 @@ pub(crate) enum ProbeResponse {
     Heard,
     /// The receiver does not hear the peer.
     NotHeard,
+    /// Answer to `InfoOf`: the heartbeat held, if any.
+    Info(Option<Box<Heartbeat>>),
 }
 
 /// Why we sent an outbound probe.
@@ -32,6 +39,8 @@ pub(crate) enum ProbePurpose {
     Direct(PeerId),
     /// We asked someone else about a suspect.
     Indirect(PeerId),
+    /// We asked for the full heartbeat of `target`, announced with `version`.
+    Fetch { target: PeerId, version: u64 },
     /// Someone asked us about the target; answer them when our ping resolves.
     Relay {
         target: PeerId,

@@ -19,8 +19,10 @@ pub const KAD_PROTOCOL: &str = "/shoal/kad/1";
 pub const IDENTIFY_PROTOCOL: &str = "/shoal/id/1";
 
 const MIB: usize = 1024 * 1024;
-/// Upper bound of a probe message in either direction.
+/// Upper bound of a probe request.
 pub(crate) const PROBE_MAX_BYTES: usize = 1024;
+/// Upper bound of a probe response (it may carry a full heartbeat, as large as a gossip message).
+pub(crate) const PROBE_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// shoal's own request/response protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -85,6 +85,7 @@ pub async fn start(
     };
     let mut event_loop = EventLoop {
         swarm,
+        keypair,
         command_sender: commands_tx.downgrade(),
         commands: commands_rx,
         changes: changes.clone(),
@@ -100,6 +101,9 @@ pub async fn start(
         probe_cursor: 0,
         last_join_attempt: Instant::now(),
         last_top_up: Instant::now(),
+        announced: None,
+        full_until: Instant::now(),
+        fetching: HashMap::new(),
         bootstrapped: false,
         last_tick: Instant::now(),
         config,

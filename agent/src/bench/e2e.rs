@@ -220,7 +220,8 @@ async fn cli_create(agent: &Agent, image: &str, n: u64) -> anyhow::Result<f64> {
         ])
         .arg("--socket")
         .arg(&socket)
-        .args([image.as_str(), "sleep", "3600"])
+        .arg(image.as_str())
+        .args(workload())
         .output()
         .await?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -316,12 +317,19 @@ async fn dead_worker() -> anyhow::Result<f64> {
     Ok(elapsed)
 }
 
+/// What every benchmark container runs: a process that waits and exits at once on SIGTERM, as a
+/// well-behaved service does (a bare `sleep` as PID 1 ignores SIGTERM and would time every stop
+/// at its grace period instead of at shoal's speed).
+fn workload() -> Vec<String> {
+    ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"].map(String::from).to_vec()
+}
+
 fn bench_spec(name: &str, image: &str, replicas: u64) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         image: image.into(),
         command: vec![],
-        args: vec!["sleep".into(), "3600".into()],
+        args: workload(),
         env: vec![],
         mode: ServiceMode::Replicated { replicas },
         constraints: vec![],
@@ -391,7 +399,7 @@ async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<f64> {
             async move {
                 let body = ContainerCreateBody {
                     image: Some(image),
-                    cmd: Some(vec!["sleep".into(), "3600".into()]),
+                    cmd: Some(workload()),
                     labels: Some([("io.shoal.bench".to_string(), label)].into()),
                     ..Default::default()
                 };

@@ -63,10 +63,12 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
         println!("failover {}: {:.3} s", round + 1, took.as_secs_f64());
         managers.push(replace(root, round, &managers).await?);
         let q0 = managers[0].quorum.clone();
-        let want = args.managers;
-        super::wait_until("the manager count is restored", Duration::from_secs(30), || {
-            let s = q0.status();
-            s.voters.len() == want && s.learners.is_empty()
+        let mut alive: Vec<_> = managers.iter().map(|m| m.quorum.peer_id()).collect();
+        alive.sort();
+        super::wait_until("every live agent is a voter again", Duration::from_secs(30), || {
+            let mut voters = q0.status().voters;
+            voters.sort();
+            voters == alive
         })
         .await?;
         // Let the new voter settle (heartbeats, leases) before the next kill.

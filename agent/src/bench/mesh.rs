@@ -97,12 +97,37 @@ async fn measure(args: &MeshBenchArgs, root: &std::path::Path) -> anyhow::Result
 }
 
 async fn start_agent(dir: PathBuf, join: &[Multiaddr]) -> anyhow::Result<BenchAgent> {
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut config = MeshConfig::for_tests(dir);
     config.join = join.to_vec();
     config.cluster = "bench".to_owned();
     let mut registry = Registry::default();
-    let mesh = shoal_discovery::start(config, NodeInfo::default(), &mut registry).await?;
+    let mesh = shoal_discovery::start(config, bench_info(&dir_name), &mut registry).await?;
     Ok(BenchAgent { mesh, registry })
+}
+
+/// What a typical agent announces (so that heartbeat sizes are realistic).
+fn bench_info(name: &str) -> NodeInfo {
+    NodeInfo {
+        hostname: format!("bench-{name}.example.internal"),
+        labels: [
+            ("zone".to_owned(), "eu-west-1a".to_owned()),
+            ("rack".to_owned(), "r12".to_owned()),
+            ("disk".to_owned(), "ssd".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        os: "linux".to_owned(),
+        arch: "x86_64".to_owned(),
+        nano_cpus: 8_000_000_000,
+        memory_bytes: 32 << 30,
+        runtime: "sim".to_owned(),
+        version: "0.1.0".to_owned(),
+        ..NodeInfo::default()
+    }
 }
 
 /// Agents whose view holds every other agent alive.

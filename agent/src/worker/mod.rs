@@ -27,7 +27,7 @@ use crate::executor::{Executor, Observation};
 pub use converge::Action;
 
 /// How often the worker re-reads every container, in case an event was missed.
-const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
+const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 /// Executor operations run at once (Docker handles ~8 concurrent callers well).
 const MAX_CONCURRENT_OPERATIONS: usize = 16;
 /// How long a started task may go unobserved before its absence counts as a vanished container.
@@ -94,6 +94,7 @@ pub fn spawn(
         reported: HashMap::new(),
         busy: HashSet::new(),
         unseen: HashMap::new(),
+        seen_at: HashMap::new(),
         operations: JoinSet::new(),
         metrics,
     };
@@ -123,20 +124,30 @@ struct Worker {
     observed: HashMap<TaskId, Observation>,
     /// The last state reported per task, so that each state is reported once.
     reported: HashMap<TaskId, TaskState>,
-    /// Tasks with an operation in flight, or started and not yet seen by the executor's events
-    /// (with the time the start finished), so a start is never mistaken for a vanished container.
+    /// Tasks with an executor operation in flight (bounded by [`MAX_CONCURRENT_OPERATIONS`]).
     busy: HashSet<TaskId>,
-    /// Started tasks awaiting their first observation, with when their start finished.
+    /// Started tasks not yet seen by the executor's events, with when their start finished, so
+    /// a start is never mistaken for a vanished container. They do not count as busy.
     unseen: HashMap<TaskId, Instant>,
+    /// When each observed task was last seen by an event or a resync.
+    seen_at: HashMap<TaskId, Instant>,
     operations: JoinSet<Done>,
     metrics: AgentMetrics,
 }
 
 impl Worker {
     async fn run(mut self, mut inputs: mpsc::Receiver<WorkerInput>) {
-        self.resync().await;
-        let mut resync = tokio::time::interval(RESYNC_INTERVAL);
+        // Adopt what already runs before acting on anything.
+        let started = Instant::now();
+        let initial = self.executor.observe().await;
+        self.on_resync(started, initial);
+        let mut resync = tokio::time::interval_at(
+            tokio::time::Instant::now() + RESYNC_INTERVAL,
+            RESYNC_INTERVAL,
+        );
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut resyncs: JoinSet<(Instant, crate::executor::Result<Vec<Observation>>)> =
+            JoinSet::new();
         loop {
             tokio::select! {
                 input = inputs.recv() => match input {
@@ -147,7 +158,14 @@ impl Worker {
                 Some(done) = self.operations.join_next(), if !self.operations.is_empty() => {
                     if let Ok(done) = done { self.on_done(done); }
                 }
-                _ = resync.tick() => self.resync().await,
+                _ = resync.tick(), if resyncs.is_empty() => {
+                    // Off the actor's path: inspecting every container takes a while.
+                    let executor = self.executor.clone();
+                    resyncs.spawn(async move { (Instant::now(), executor.observe().await) });
+                }
+                Some(Ok((started, all))) = resyncs.join_next(), if !resyncs.is_empty() => {
+                    self.on_resync(started, all);
+                }
             }
             self.converge();
         }
@@ -183,9 +201,8 @@ impl Worker {
 
     fn on_observation(&mut self, observation: Observation) {
         let task = observation.task_id;
-        if self.unseen.remove(&task).is_some() {
-            self.busy.remove(&task);
-        }
+        self.unseen.remove(&task);
+        self.seen_at.insert(task, Instant::now());
         if observation.removed {
             self.observed.remove(&task);
         } else {
@@ -194,17 +211,28 @@ impl Worker {
         self.report_observation(&observation);
     }
 
-    async fn resync(&mut self) {
-        match self.executor.observe().await {
+    /// Folds in a full observation of the runtime (the safety net for missed events).
+    /// Events seen after `started` are newer than the resync and win over it.
+    fn on_resync(&mut self, started: Instant, observed: crate::executor::Result<Vec<Observation>>) {
+        match observed {
             Ok(all) => {
-                let seen: HashSet<TaskId> = all.iter().map(|o| o.task_id).collect();
-                self.observed
-                    .retain(|task, _| seen.contains(task) || self.busy.contains(task));
-                for observation in all {
-                    self.observed
-                        .insert(observation.task_id, observation.clone());
+                let newer = |seen_at: &HashMap<TaskId, Instant>, task: &TaskId| {
+                    seen_at.get(task).is_some_and(|at| *at > started)
+                };
+                let listed: HashSet<TaskId> = all.iter().map(|o| o.task_id).collect();
+                let (busy, seen_at) = (&self.busy, &self.seen_at);
+                self.observed.retain(|task, _| {
+                    listed.contains(task) || busy.contains(task) || newer(seen_at, task)
+                });
+                let fresh: Vec<Observation> =
+                    all.into_iter().filter(|o| !newer(&self.seen_at, &o.task_id)).collect();
+                for observation in fresh {
+                    self.seen_at.insert(observation.task_id, started);
+                    self.observed.insert(observation.task_id, observation.clone());
                     self.report_observation(&observation);
                 }
+                let observed = &self.observed;
+                self.seen_at.retain(|task, _| observed.contains_key(task));
             }
             Err(error) => tracing::warn!(%error, "cannot observe the runtime; will retry"),
         }
@@ -215,7 +243,6 @@ impl Worker {
         self.record_operation(&done);
         match (done.action, done.result) {
             (Action::Start, Ok(())) if !self.observed.contains_key(&done.task) => {
-                self.busy.insert(done.task);
                 self.unseen.insert(done.task, Instant::now());
             }
             (_, Ok(())) => {}
@@ -239,23 +266,10 @@ impl Worker {
 
     /// Decides and starts what moves every task toward its desired state.
     fn converge(&mut self) {
-        let expired: Vec<TaskId> = self
-            .unseen
-            .iter()
-            .filter(|(_, at)| at.elapsed() > UNSEEN_GRACE)
-            .map(|(task, _)| *task)
-            .collect();
-        for task in expired {
-            self.unseen.remove(&task);
-            self.busy.remove(&task);
-        }
-        let actions = converge::plan(
-            &self.assignments,
-            &self.observed,
-            &self.reported,
-            &self.busy,
-            self.told,
-        );
+        self.unseen.retain(|_, at| at.elapsed() <= UNSEEN_GRACE);
+        let mut skip = self.busy.clone();
+        skip.extend(self.unseen.keys().copied());
+        let actions = converge::plan(&self.assignments, &self.observed, &self.reported, &skip, self.told);
         for (task, action) in actions {
             match action {
                 Action::ReportShutdown => {

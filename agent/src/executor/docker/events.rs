@@ -10,6 +10,7 @@ use std::time::Duration;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::EventsOptionsBuilder;
 use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use shoal_scheduler::TaskState;
 use tokio::sync::mpsc;
 
@@ -21,6 +22,8 @@ use crate::executor::{EVENTS_CHANNEL_CAPACITY, Observation};
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait before reopening a broken stream.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Container inspections in flight at once while turning events into observations.
+const MAX_CONCURRENT_INSPECTIONS: usize = 16;
 
 /// Starts a watcher task and returns its channel. The task ends when the receiver is dropped.
 pub(super) fn subscribe(inner: Arc<Inner>) -> mpsc::Receiver<Observation> {
@@ -88,10 +91,21 @@ async fn run_stream(
             }
         }
     }
+    // Inspections run concurrently (a burst of 60 starts must not queue behind one another),
+    // and their observations are delivered in event order.
+    let mut inspections = FuturesOrdered::new();
     loop {
         let item = tokio::select! {
             _ = tx.closed() => return StreamEnd::Closed,
-            item = stream.next() => item,
+            Some(observation) = inspections.next(), if !inspections.is_empty() => {
+                if let Some(observation) = observation
+                    && tx.send(observation).await.is_err()
+                {
+                    return StreamEnd::Closed;
+                }
+                continue;
+            }
+            item = stream.next(), if inspections.len() < MAX_CONCURRENT_INSPECTIONS => item,
         };
         match item {
             Some(Ok(event)) => {
@@ -99,11 +113,7 @@ async fn run_stream(
                 if let Some(nanos) = event.time_nano {
                     *since_nanos = Some(nanos);
                 }
-                if let Some(observation) = observation_of(inner, &event).await
-                    && tx.send(observation).await.is_err()
-                {
-                    return StreamEnd::Closed;
-                }
+                inspections.push_back(observation_of(inner, event));
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "docker event stream broke; reopening");
@@ -135,7 +145,7 @@ fn is_relevant(action: &str) -> bool {
 }
 
 /// Turns one event into an observation, inspecting the container for its full state.
-async fn observation_of(inner: &Inner, event: &EventMessage) -> Option<Observation> {
+async fn observation_of(inner: &Inner, event: EventMessage) -> Option<Observation> {
     if event.typ != Some(EventMessageTypeEnum::CONTAINER) {
         return None;
     }
