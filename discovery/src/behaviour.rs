@@ -12,8 +12,8 @@ use libp2p::{StreamProtocol, connection_limits, gossipsub, identify, kad, mdns, 
 
 use crate::address_filter::AddressFilter;
 use crate::codec::FrameCodec;
-use crate::envelope;
 use crate::config::MeshConfig;
+use crate::envelope;
 use crate::error::MeshError;
 use crate::protocol::{
     IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES, PROBE_PROTOCOL,
@@ -135,9 +135,7 @@ fn rr(
     )
 }
 
-fn gossipsub_behaviour(
-    config: &MeshConfig,
-) -> Result<gossipsub::Behaviour, MeshError> {
+fn gossipsub_behaviour(config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
     let err = |reason: String| MeshError::Behaviour {
         behaviour: "gossipsub",
         reason,

@@ -54,7 +54,8 @@ pub(crate) fn seal(keypair: &Keypair, body: Vec<u8>) -> Option<Vec<u8>> {
 pub(crate) fn open(data: &[u8]) -> Result<(PeerId, Vec<u8>), EnvelopeError> {
     let envelope: Envelope =
         cbor4ii::serde::from_slice(data).map_err(|_| EnvelopeError::Malformed)?;
-    let key = PublicKey::try_decode_protobuf(&envelope.key).map_err(|_| EnvelopeError::Malformed)?;
+    let key =
+        PublicKey::try_decode_protobuf(&envelope.key).map_err(|_| EnvelopeError::Malformed)?;
     if !key.verify(&signed_bytes(&envelope.body), &envelope.sig) {
         return Err(EnvelopeError::BadSignature);
     }

@@ -505,13 +505,15 @@ impl EventLoop {
         let heartbeat = self.local_heartbeat();
         let version = heartbeat.version();
         let now = Instant::now();
-        let changed = self.announced.is_none_or(|(announced, _)| announced != version);
+        let changed = self
+            .announced
+            .is_none_or(|(announced, _)| announced != version);
         if changed {
             self.full_until = now + FULL_AFTER_CHANGE;
         }
-        let stale = self.announced.is_none_or(|(_, at)| {
-            now.saturating_duration_since(at) >= FULL_HEARTBEAT_EVERY
-        });
+        let stale = self
+            .announced
+            .is_none_or(|(_, at)| now.saturating_duration_since(at) >= FULL_HEARTBEAT_EVERY);
         let full = changed || stale || now < self.full_until;
         let message = if full {
             self.announced = Some((version, now));
@@ -557,7 +559,8 @@ impl EventLoop {
             .behaviour_mut()
             .probe
             .send_request(&via, Frame::Data(question));
-        self.probes.insert(id, ProbePurpose::Fetch { target, version });
+        self.probes
+            .insert(id, ProbePurpose::Fetch { target, version });
     }
 
     /// The advertise addresses if set, else the concrete listen addresses.
@@ -610,7 +613,12 @@ impl EventLoop {
             return;
         }
         let start = self.probe_cursor % candidates.len();
-        for peer in candidates.iter().cycle().skip(start).take(missing.min(candidates.len())) {
+        for peer in candidates
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(missing.min(candidates.len()))
+        {
             self.maybe_connect(*peer);
         }
         self.probe_cursor = self.probe_cursor.wrapping_add(missing);

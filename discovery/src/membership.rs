@@ -313,7 +313,9 @@ impl View {
         existing.last_heard = now;
         existing.state = MemberState::Alive;
         let changes = match previous {
-            MemberState::Dead | MemberState::Left => vec![MembershipChange::Joined(existing.clone())],
+            MemberState::Dead | MemberState::Left => {
+                vec![MembershipChange::Joined(existing.clone())]
+            }
             MemberState::Suspect => vec![MembershipChange::Alive(from)],
             MemberState::Alive => Vec::new(),
         };
@@ -568,9 +570,13 @@ mod tests {
         let t0 = Instant::now();
         let first = hb(1, "a");
         let out = v.on_beat(p, 1, first.version(), t0);
-        assert!(out.changes.is_empty() && out.fetch, "unknown member: fetch, no Joined yet");
         assert!(
-            v.on_fetched(p, &hb(1, "forged"), first.version(), t0).is_empty(),
+            out.changes.is_empty() && out.fetch,
+            "unknown member: fetch, no Joined yet"
+        );
+        assert!(
+            v.on_fetched(p, &hb(1, "forged"), first.version(), t0)
+                .is_empty(),
             "a fetched heartbeat must match the signed version"
         );
         assert!(matches!(
@@ -578,14 +584,21 @@ mod tests {
             [MembershipChange::Joined(_)]
         ));
         let out = v.on_beat(p, 2, first.version(), t0 + Duration::from_millis(900));
-        assert!(out.changes.is_empty() && !out.fetch, "same version: liveness only");
+        assert!(
+            out.changes.is_empty() && !out.fetch,
+            "same version: liveness only"
+        );
         assert!(v.tick(t0 + Duration::from_millis(1500)).changes.is_empty());
         let renamed = hb(3, "b");
         let out = v.on_beat(p, 3, renamed.version(), t0 + Duration::from_secs(2));
         assert!(out.fetch, "new version: fetch");
         let changes = v.on_fetched(p, &hb(1, "b"), renamed.version(), t0);
         assert!(matches!(changes[..], [MembershipChange::Updated { .. }]));
-        assert_eq!(v.get(&p).map(|m| m.seq), Some(3), "sequence never goes back");
+        assert_eq!(
+            v.get(&p).map(|m| m.seq),
+            Some(3),
+            "sequence never goes back"
+        );
         assert!(v.on_beat(p, 3, renamed.version(), t0).changes.is_empty());
     }
 

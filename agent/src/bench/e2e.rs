@@ -231,13 +231,13 @@ async fn cli_create(agent: &Agent, image: &str, n: u64) -> anyhow::Result<f64> {
         String::from_utf8_lossy(&output.stderr)
     );
     let service = find(agent, "cli")?;
-    write(
-        agent,
-        Command::RemoveService {
-            id: service.id,
-            at: now(),
-        },
-    )
+    write(agent, Command::RemoveService { id: service.id, at: now() }).await?;
+    // Let its containers go before the next figure, so that they do not share the engine.
+    crate::bench::wait_until("the cli service's tasks end", LIMIT, || {
+        let state = agent.quorum().state();
+        let mut tasks = state.tasks.values().filter(|t| t.service == service.id);
+        tasks.all(|t| t.status.state.is_terminal())
+    })
     .await?;
     Ok(elapsed)
 }
