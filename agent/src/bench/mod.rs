@@ -2,9 +2,9 @@
 //! line for people and, last, one JSON line.
 
 pub mod e2e;
-// pub mod failover;
+pub mod failover;
 pub mod mesh;
-// pub mod raft;
+pub mod raft;
 pub mod scheduler;
 
 use std::time::{Duration, Instant};

@@ -12,7 +12,10 @@ pub enum BenchCommand {
     Scheduler(bench::scheduler::SchedulerBenchArgs),
     /// Mesh convergence and idle traffic of N agents in one process on loopback.
     Mesh(bench::mesh::MeshBenchArgs),
-    // RAFT_BENCH
+    /// Durable raft writes over the real mesh on loopback.
+    Raft(bench::raft::RaftBenchArgs),
+    /// Time from a leader's death to the next committed write.
+    Failover(bench::failover::FailoverBenchArgs),
     /// End to end on the local Docker engine: create, scale, update, replace.
     E2e(bench::e2e::E2eBenchArgs),
 }
@@ -27,7 +30,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Scheduler(args) => bench::scheduler::run(&args),
         BenchCommand::Mesh(args) => runtime()?.block_on(bench::mesh::run(&args)),
-        // RAFT_RUN
+        BenchCommand::Raft(args) => runtime()?.block_on(bench::raft::run(&args)),
+        BenchCommand::Failover(args) => runtime()?.block_on(bench::failover::run(&args)),
         BenchCommand::E2e(args) => runtime()?.block_on(bench::e2e::run(&args)),
     }
 }

@@ -60,6 +60,15 @@ impl Access {
         g.extend(peers);
     }
 
+    /// Whether `sender` is a node of the applied cluster state that may become a manager.
+    fn is_manager_candidate(&self, sender: RaftId) -> bool {
+        let state = self.shared.state();
+        state.nodes.values().any(|n| {
+            n.labels.get(crate::join::MANAGER_LABEL).map(String::as_str) != Some("false")
+                && crate::core::raft_id_of_str(n.id.as_str()) == Some(sender)
+        })
+    }
+
     /// Whether `sender` (claiming `cluster`) may send raft RPCs here.
     pub(crate) fn allows(
         &self,
@@ -82,6 +91,11 @@ impl Access {
             return Ok(());
         }
         if read(&self.extra_peers).contains(&sender) {
+            return Ok(());
+        }
+        // A node admitted to the cluster as a manager candidate: it may be a voter in a
+        // membership this agent has not received yet (a just-promoted manager asking for votes).
+        if self.is_manager_candidate(sender) {
             return Ok(());
         }
         let no_members = members.nodes().next().is_none();
