@@ -23,6 +23,6 @@ pub fn new_registry(info: AgentInfo) -> Registry {
         "Static facts about this agent (version and node id)",
         Info::new(info),
     );
-    registry.register_collector(Box::new(ProcessCollector::default()));
+    registry.register_collector(Box::new(ProcessCollector));
     registry
 }

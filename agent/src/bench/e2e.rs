@@ -231,7 +231,14 @@ async fn cli_create(agent: &Agent, image: &str, n: u64) -> anyhow::Result<f64> {
         String::from_utf8_lossy(&output.stderr)
     );
     let service = find(agent, "cli")?;
-    write(agent, Command::RemoveService { id: service.id, at: now() }).await?;
+    write(
+        agent,
+        Command::RemoveService {
+            id: service.id,
+            at: now(),
+        },
+    )
+    .await?;
     // Let its containers go before the next figure, so that they do not share the engine.
     crate::bench::wait_until("the cli service's tasks end", LIMIT, || {
         let state = agent.quorum().state();
@@ -321,7 +328,9 @@ async fn dead_worker() -> anyhow::Result<f64> {
 /// well-behaved service does (a bare `sleep` as PID 1 ignores SIGTERM and would time every stop
 /// at its grace period instead of at shoal's speed).
 fn workload() -> Vec<String> {
-    ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"].map(String::from).to_vec()
+    ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn bench_spec(name: &str, image: &str, replicas: u64) -> ServiceSpec {

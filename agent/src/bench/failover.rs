@@ -25,7 +25,10 @@ pub struct FailoverBenchArgs {
 
 /// Runs the benchmark and prints a human line, then the JSON result line last.
 pub async fn run(args: &FailoverBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.managers >= 3 && args.managers % 2 == 1, "--managers must be odd and at least 3");
+    anyhow::ensure!(
+        args.managers >= 3 && args.managers % 2 == 1,
+        "--managers must be odd and at least 3"
+    );
     anyhow::ensure!(args.kills >= 1, "--kills must be at least 1");
     let root = std::env::temp_dir().join(format!("shoal-bench-failover-{}", std::process::id()));
     let result = measure(args, &root).await;
@@ -34,14 +37,21 @@ pub async fn run(args: &FailoverBenchArgs) -> anyhow::Result<()> {
 }
 
 fn probe(round: usize, seq: u64) -> Command {
-    Command::SetNodeState { id: NodeId::new(format!("failover-{round}")), state: NodeState::Ready, at: Timestamp(seq) }
+    Command::SetNodeState {
+        id: NodeId::new(format!("failover-{round}")),
+        state: NodeState::Ready,
+        at: Timestamp(seq),
+    }
 }
 
 async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
     let mut managers = start_managers(root, args.managers).await?;
     let mut times = Vec::new();
     for round in 0..args.kills {
-        let leader = managers.iter().position(|m| m.quorum.is_leader()).ok_or_else(|| anyhow::anyhow!("no leader"))?;
+        let leader = managers
+            .iter()
+            .position(|m| m.quorum.is_leader())
+            .ok_or_else(|| anyhow::anyhow!("no leader"))?;
         // A committed write right before the kill: the cluster is healthy and the leader is busy.
         let _before = managers[leader].quorum.write(probe(round, 0)).await?;
         let victim = managers.remove(leader);
@@ -53,7 +63,10 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
             match survivor.write(probe(round, seq)).await {
                 Ok(_) => break,
                 Err(e) => {
-                    anyhow::ensure!(killed_at.elapsed() < Duration::from_secs(30), "no commit after the kill: {e}");
+                    anyhow::ensure!(
+                        killed_at.elapsed() < Duration::from_secs(30),
+                        "no commit after the kill: {e}"
+                    );
                     seq += 1;
                 }
             }
@@ -65,11 +78,15 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
         let q0 = managers[0].quorum.clone();
         let mut alive: Vec<_> = managers.iter().map(|m| m.quorum.peer_id()).collect();
         alive.sort();
-        super::wait_until("every live agent is a voter again", Duration::from_secs(30), || {
-            let mut voters = q0.status().voters;
-            voters.sort();
-            voters == alive
-        })
+        super::wait_until(
+            "every live agent is a voter again",
+            Duration::from_secs(30),
+            || {
+                let mut voters = q0.status().voters;
+                voters.sort();
+                voters == alive
+            },
+        )
         .await?;
         // Let the new voter settle (heartbeats, leases) before the next kill.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -97,10 +114,20 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
 }
 
 /// Starts a fresh agent that joins through a survivor.
-async fn replace(root: &Path, round: usize, managers: &[BenchManager]) -> anyhow::Result<BenchManager> {
+async fn replace(
+    root: &Path,
+    round: usize,
+    managers: &[BenchManager],
+) -> anyhow::Result<BenchManager> {
     let name = format!("r{round}");
     let dir = root.join(&name);
-    let seed = managers[0].mesh.listen_addrs().await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no address"))?;
+    let seed = managers[0]
+        .mesh
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no address"))?;
     let mesh = start_bench_mesh(&dir, &name, &[seed]).await?;
     let mut config = QuorumConfig::new(dir.join("raft"), bench_info(&name));
     config.bootstrap_window = Duration::from_millis(300);

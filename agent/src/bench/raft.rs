@@ -51,7 +51,11 @@ pub(crate) fn bench_info(name: &str) -> NodeInfo {
 }
 
 /// Starts a loopback mesh for a benchmark agent.
-pub(crate) async fn start_bench_mesh(dir: &Path, name: &str, seeds: &[Multiaddr]) -> anyhow::Result<Mesh> {
+pub(crate) async fn start_bench_mesh(
+    dir: &Path,
+    name: &str,
+    seeds: &[Multiaddr],
+) -> anyhow::Result<Mesh> {
     let mut config = MeshConfig::for_tests(dir.join("mesh"));
     config.join = seeds.to_vec();
     config.heartbeat_interval = Duration::from_millis(100);

@@ -36,7 +36,7 @@ pub enum Command {
     Agent(Box<AgentArgs>),
     /// Manage services: create, list, inspect, scale, update, remove.
     #[command(subcommand)]
-    Service(service::ServiceCommand),
+    Service(Box<service::ServiceCommand>),
     /// Inspect and manage the cluster's nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -74,7 +74,7 @@ impl ClientOptions {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Agent(args) => agent::run(*args),
-        Command::Service(command) => client_runtime()?.block_on(service::run(command)),
+        Command::Service(command) => client_runtime()?.block_on(service::run(*command)),
         Command::Node(command) => client_runtime()?.block_on(node::run(command)),
         Command::Cluster(command) => cluster::run(command),
         Command::Bench(command) => bench::run(command),

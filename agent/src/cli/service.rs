@@ -20,7 +20,7 @@ pub enum ServiceCommand {
     /// Create a service and wait until its tasks run (unless --detach).
     ///
     /// Example: shoal service create --name web --replicas 3 -p 8080:80 nginx:alpine
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List services.
     #[command(alias = "list")]
     Ls(ListArgs),
@@ -127,7 +127,7 @@ fn parse_scale(text: &str) -> Result<(String, u64), String> {
 /// Runs a service command.
 pub async fn run(command: ServiceCommand) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Create(args) => create(args).await,
+        ServiceCommand::Create(args) => create(*args).await,
         ServiceCommand::Ls(args) => list(args).await,
         ServiceCommand::Ps(args) => ps(args).await,
         ServiceCommand::Inspect(args) => inspect(args).await,

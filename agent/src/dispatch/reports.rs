@@ -52,23 +52,24 @@ pub async fn run(
     }
 }
 
+/// One node's reports in a batch, and who waits for them.
+#[derive(Default)]
+struct NodeBatch {
+    reports: Vec<(TaskId, TaskStatus)>,
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
 /// One command per reporting node, written concurrently; every waiter hears the outcome.
 async fn write_batch(quorum: &Quorum, batch: Vec<PendingReports>) {
-    let mut by_node: BTreeMap<
-        NodeId,
-        (
-            Vec<(TaskId, TaskStatus)>,
-            Vec<oneshot::Sender<Result<(), String>>>,
-        ),
-    > = BTreeMap::new();
+    let mut by_node: BTreeMap<NodeId, NodeBatch> = BTreeMap::new();
     for pending in batch {
         let entry = by_node.entry(pending.node).or_default();
-        entry.0.extend(pending.reports);
-        entry.1.push(pending.done);
+        entry.reports.extend(pending.reports);
+        entry.waiters.push(pending.done);
     }
     let writes = by_node
         .into_iter()
-        .map(|(node, (reports, waiters))| async move {
+        .map(|(node, NodeBatch { reports, waiters })| async move {
             let outcome = match quorum
                 .write(Command::ReportTaskStatus { node, reports })
                 .await

@@ -224,11 +224,14 @@ impl Worker {
                 self.observed.retain(|task, _| {
                     listed.contains(task) || busy.contains(task) || newer(seen_at, task)
                 });
-                let fresh: Vec<Observation> =
-                    all.into_iter().filter(|o| !newer(&self.seen_at, &o.task_id)).collect();
+                let fresh: Vec<Observation> = all
+                    .into_iter()
+                    .filter(|o| !newer(&self.seen_at, &o.task_id))
+                    .collect();
                 for observation in fresh {
                     self.seen_at.insert(observation.task_id, started);
-                    self.observed.insert(observation.task_id, observation.clone());
+                    self.observed
+                        .insert(observation.task_id, observation.clone());
                     self.report_observation(&observation);
                 }
                 let observed = &self.observed;
@@ -269,7 +272,13 @@ impl Worker {
         self.unseen.retain(|_, at| at.elapsed() <= UNSEEN_GRACE);
         let mut skip = self.busy.clone();
         skip.extend(self.unseen.keys().copied());
-        let actions = converge::plan(&self.assignments, &self.observed, &self.reported, &skip, self.told);
+        let actions = converge::plan(
+            &self.assignments,
+            &self.observed,
+            &self.reported,
+            &skip,
+            self.told,
+        );
         for (task, action) in actions {
             match action {
                 Action::ReportShutdown => {
