@@ -114,7 +114,7 @@ pub(crate) fn plan(v: &View) -> Decision {
         .learners
         .iter()
         .filter_map(|id| cand(id))
-        .filter(|c| c.eligible && c.matched + CAUGHT_UP_LAG >= v.last_log)
+        .filter(|c| c.eligible && c.matched > 0 && c.matched + CAUGHT_UP_LAG >= v.last_log)
         .collect();
     while keep.len() < v.target && !promotable.is_empty() {
         let hosts: BTreeSet<&str> = keep

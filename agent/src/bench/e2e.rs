@@ -53,6 +53,14 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
     let mut config = AgentConfig::for_tests(&dir, ExecutorKind::Docker);
     config.metrics_addr = None;
     let agent = Agent::start(config).await?;
+    crate::bench::wait_until("this node is ready", LIMIT, || {
+        let state = agent.quorum().state();
+        state
+            .nodes
+            .get(agent.node_id())
+            .is_some_and(|n| n.state == shoal_scheduler::NodeState::Ready)
+    })
+    .await?;
     let result = orchestrated(&agent, args).await;
     let node = agent.node_id().to_string();
     agent.shutdown().await;
