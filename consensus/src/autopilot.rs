@@ -229,8 +229,8 @@ fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View
             node: node.clone(),
             hostname: node.peer_id.clone(),
             zone: None,
-            alive: core.is_alive(node),
-            eligible: core.is_alive(node),
+            alive: !core.is_dead(node),
+            eligible: !core.is_dead(node),
             matched: matched
                 .get(id)
                 .copied()
@@ -280,7 +280,8 @@ fn candidates_from(
             peer_id: node.id.to_string(),
             addrs: node.addresses.clone(),
         };
-        let alive = core.is_alive(&raft_node);
+        // Only a member the mesh declared dead counts as gone: a suspect is still a manager.
+        let alive = !core.is_dead(&raft_node);
         let stepped_down = node.labels.get(MANAGER_LABEL).map(String::as_str) == Some("false");
         let eligible = alive && node.availability != Availability::Drain && !stepped_down;
         let matched = if id == core.id {

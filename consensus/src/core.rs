@@ -110,6 +110,17 @@ impl Core {
         }
     }
 
+    /// Whether the mesh declared `node` dead or departed (suspects are not dead yet).
+    pub(crate) fn is_dead(&self, node: &RaftNode) -> bool {
+        if node.peer_id == self.me.peer_id {
+            return false;
+        }
+        match PeerId::from_str(&node.peer_id) {
+            Ok(p) => matches!(self.peer_state(&p), Some(MemberState::Dead | MemberState::Left) | None),
+            Err(_) => true,
+        }
+    }
+
     /// `(reachable, total)` voters as the mesh sees them.
     pub(crate) fn voter_reachability(&self) -> (usize, usize) {
         let voters = self.voters();

@@ -23,6 +23,12 @@ use crate::protocol::{
 /// Largest gossip message (a heartbeat with its NodeInfo).
 pub(crate) const GOSSIP_MAX_BYTES: usize = PROBE_MAX_RESPONSE_BYTES;
 
+/// Closest peers a Kademlia query looks for.
+const KAD_REPLICATION: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(5) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
+
 /// Every behaviour of the mesh.
 #[derive(NetworkBehaviour)]
 pub(crate) struct MeshBehaviour {
@@ -57,11 +63,12 @@ impl MeshBehaviour {
                 .with_interval(config.suspect_after)
                 .with_timeout(config.suspect_after),
         );
-        let mut kad = kad::Behaviour::with_config(
-            peer_id,
-            MemoryStore::new(peer_id),
-            kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
-        );
+        let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+        // shoal stores no records; Kademlia only finds peers. Narrow queries contact (and so
+        // connect to) fewer peers.
+        kad_config.set_replication_factor(KAD_REPLICATION);
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if config.mdns {
             Some(

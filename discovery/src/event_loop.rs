@@ -310,7 +310,7 @@ impl EventLoop {
             MeshBehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
-                    self.learn_addrs(peer_id, info.listen_addrs);
+                    self.learn_addrs(peer_id, info.listen_addrs, true);
                 }
             }
             MeshBehaviourEvent::Ping(event) => {
@@ -328,7 +328,7 @@ impl EventLoop {
             }
             MeshBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
-                    self.learn_addrs(peer, vec![addr]);
+                    self.learn_addrs(peer, vec![addr], true);
                     self.maybe_connect(peer);
                 }
             }
@@ -359,17 +359,22 @@ impl EventLoop {
         }
     }
 
-    /// Records addresses of `peer` (filtered in open mode) for Kademlia and dialing.
-    fn learn_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+    /// Records addresses of `peer` (filtered in open mode) for dialing and, when `for_kad`, for
+    /// Kademlia. Members learned from gossip are not fed to Kademlia: while its routing table
+    /// holds fewer than 20 peers every insertion starts a bootstrap query, and those queries
+    /// would connect every agent to every other one.
+    fn learn_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, for_kad: bool) {
         let open = self.config.token.is_none();
         for addr in addrs {
             if open && !allowed_in_open_mode(&addr) {
                 continue;
             }
-            self.swarm
-                .behaviour_mut()
-                .kad
-                .add_address(&peer, addr.clone());
+            if for_kad {
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .add_address(&peer, addr.clone());
+            }
             self.swarm.add_peer_address(peer, addr);
         }
         if !self.bootstrapped && self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
@@ -430,7 +435,7 @@ impl EventLoop {
                     )
                 });
                 if learned {
-                    self.learn_addrs(source, hb.decoded_addrs());
+                    self.learn_addrs(source, hb.decoded_addrs(), false);
                     self.maybe_connect(source);
                 }
                 changes
@@ -902,7 +907,7 @@ impl EventLoop {
                 let changes = self.view.on_fetched(target, &hb, version, Instant::now());
                 if !changes.is_empty() {
                     self.fetching.remove(&target);
-                    self.learn_addrs(target, hb.decoded_addrs());
+                    self.learn_addrs(target, hb.decoded_addrs(), false);
                     self.maybe_connect(target);
                 }
                 self.emit(changes);

@@ -102,6 +102,9 @@ impl Access {
         if no_members && ours.is_some() && cluster == ours.as_deref() {
             return Ok(());
         }
-        Err("not a raft member".to_owned())
+        Err(format!(
+            "not a raft member (this agent: cluster {ours:?}, {} members; sender claims {cluster:?})",
+            members.nodes().count()
+        ))
     }
 }
