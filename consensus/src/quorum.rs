@@ -86,7 +86,7 @@ impl Quorum {
         };
         log.save_self(&me).await?;
         let shared = sm.shared();
-        let access = Arc::new(Access::new(shared.clone()));
+        let access = Arc::new(Access::new(id, shared.clone()));
         let network = NetworkFactory {
             mesh: mesh.clone(),
             access: access.clone(),

@@ -67,8 +67,7 @@ impl MeshBehaviour {
         // shoal stores no records; Kademlia only finds peers. Narrow queries contact (and so
         // connect to) fewer peers.
         kad_config.set_replication_factor(KAD_REPLICATION);
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+        let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if config.mdns {
             Some(

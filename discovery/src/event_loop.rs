@@ -322,9 +322,9 @@ impl EventLoop {
             }
             MeshBehaviourEvent::Kad(event) => {
                 self.libp2p_metrics.record(&event);
-                if let kad::Event::RoutingUpdated { peer, .. } = event {
-                    self.maybe_connect(peer);
-                }
+                // Kademlia's routing updates are not dialled: its own queries connect, and
+                // `top_up_connections` keeps this agent at `target_peers` at a bounded pace.
+                let _: &kad::Event = &event;
             }
             MeshBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
@@ -435,8 +435,9 @@ impl EventLoop {
                     )
                 });
                 if learned {
+                    // Not dialled here: a burst of new members would all pass the
+                    // `target_peers` check before any dial completes.
                     self.learn_addrs(source, hb.decoded_addrs(), false);
-                    self.maybe_connect(source);
                 }
                 changes
             }
@@ -908,7 +909,6 @@ impl EventLoop {
                 if !changes.is_empty() {
                     self.fetching.remove(&target);
                     self.learn_addrs(target, hb.decoded_addrs(), false);
-                    self.maybe_connect(target);
                 }
                 self.emit(changes);
             }

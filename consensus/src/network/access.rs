@@ -1,6 +1,7 @@
-//! Who may talk raft to this agent: the members of its raft membership, plus the peers it
-//! explicitly expects (the other agents of a `bootstrap_expect` set), plus — while it has no
-//! membership yet — senders of the cluster it asked to join.
+//! Who may talk raft to this agent: the members of its raft membership, the peers it explicitly
+//! expects (the other agents of a `bootstrap_expect` set, joiners), the manager candidates of
+//! its cluster state (a just-promoted voter it has not heard of yet), and — while it is not a
+//! voter itself (joining, or a learner replaying old memberships) — any sender of its cluster.
 
 use openraft::async_runtime::WatchReceiver;
 use std::collections::HashSet;
@@ -11,6 +12,7 @@ use crate::types::{Raft, RaftId};
 
 /// Shared between the network server, bootstrap and join. Locks are held only for copies.
 pub(crate) struct Access {
+    local: RaftId,
     shared: Arc<Shared>,
     expected_cluster: RwLock<Option<String>>,
     extra_peers: RwLock<HashSet<RaftId>>,
@@ -24,8 +26,9 @@ fn read<T: Clone>(lock: &RwLock<T>) -> T {
 }
 
 impl Access {
-    pub(crate) fn new(shared: Arc<Shared>) -> Access {
+    pub(crate) fn new(local: RaftId, shared: Arc<Shared>) -> Access {
         Access {
+            local,
             shared,
             expected_cluster: RwLock::new(None),
             extra_peers: RwLock::new(HashSet::new()),
@@ -98,8 +101,11 @@ impl Access {
         if self.is_manager_candidate(sender) {
             return Ok(());
         }
-        let no_members = members.nodes().next().is_none();
-        if no_members && ours.is_some() && cluster == ours.as_deref() {
+        // Not a voter here (joining, or a learner replaying old memberships that predate the
+        // current leader): anyone of this cluster may replicate to it. A non-voter cannot be
+        // disrupted into an election.
+        let voter_here = members.voter_ids().any(|v| v == self.local);
+        if !voter_here && ours.is_some() && cluster == ours.as_deref() {
             return Ok(());
         }
         Err(format!(
