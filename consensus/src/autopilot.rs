@@ -66,7 +66,7 @@ pub(crate) enum Decision {
 fn odd_at_most(n: usize) -> usize {
     if n == 0 {
         0
-    } else if n % 2 == 0 {
+    } else if n.is_multiple_of(2) {
         n - 1
     } else {
         n
@@ -113,18 +113,18 @@ pub(crate) fn plan(v: &View) -> Decision {
     let mut promotable: Vec<&Candidate> = v
         .learners
         .iter()
-        .filter_map(|id| cand(id))
+        .filter_map(&cand)
         .filter(|c| c.eligible && c.matched > 0 && c.matched + CAUGHT_UP_LAG >= v.last_log)
         .collect();
     while keep.len() < v.target && !promotable.is_empty() {
         let hosts: BTreeSet<&str> = keep
             .iter()
-            .filter_map(|id| cand(id))
+            .filter_map(&cand)
             .map(|c| c.hostname.as_str())
             .collect();
         let zones: BTreeSet<&str> = keep
             .iter()
-            .filter_map(|id| cand(id))
+            .filter_map(&cand)
             .filter_map(|c| c.zone.as_deref())
             .collect();
         let score = |c: &Candidate| {
@@ -140,7 +140,7 @@ pub(crate) fn plan(v: &View) -> Decision {
     }
     // Never even, never above target: trim non-leader voters (they stay learners), the dead
     // first, then those just promoted, then the highest ids.
-    while keep.len() > 1 && (keep.len() % 2 == 0 || keep.len() > v.target) {
+    while keep.len() > 1 && (keep.len().is_multiple_of(2) || keep.len() > v.target) {
         let others = || keep.iter().rev().copied().filter(|id| *id != v.leader);
         let victim = others()
             .find(|id| cand(id).is_none_or(|c| !c.alive))

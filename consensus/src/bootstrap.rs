@@ -209,7 +209,7 @@ async fn forward_init(core: &Core, leader: &RaftNode, cmd: Command) -> Result<()
         &core.mesh,
         peer,
         core.access.cluster_id(),
-        RaftRequest::Write(crate::types::LogCommand(cmd)),
+        RaftRequest::Write(Box::new(crate::types::LogCommand(cmd))),
     )
     .await
     {

@@ -106,7 +106,10 @@ impl QuorumConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConsensusError> {
         let bad = |m: &str| Err(ConsensusError::Config(m.to_owned()));
-        if self.target_managers == 0 || self.target_managers % 2 == 0 || self.target_managers > 7 {
+        if self.target_managers == 0
+            || self.target_managers.is_multiple_of(2)
+            || self.target_managers > 7
+        {
             return bad("target managers must be 1, 3, 5 or 7");
         }
         if self.bootstrap_expect == Some(0) {

@@ -116,7 +116,10 @@ impl Core {
             return false;
         }
         match PeerId::from_str(&node.peer_id) {
-            Ok(p) => matches!(self.peer_state(&p), Some(MemberState::Dead | MemberState::Left) | None),
+            Ok(p) => matches!(
+                self.peer_state(&p),
+                Some(MemberState::Dead | MemberState::Left) | None
+            ),
             Err(_) => true,
         }
     }
@@ -168,13 +171,19 @@ impl Core {
                 Some(other) => ForwardFailure::Failed(other.to_string()),
                 None => ForwardFailure::Failed("raft stopped".to_owned()),
             }),
-            None => Err(ForwardFailure::Failed(format!("not committed within {timeout:?}"))),
+            None => Err(ForwardFailure::Failed(format!(
+                "not committed within {timeout:?}"
+            ))),
         }
     }
 
     /// Awaits `fut` for at most `timeout`, failing early with `NoQuorum` once the mesh sees too
     /// few voters alive (a leader that lost its quorum would otherwise wait for the timeout).
-    async fn bounded<T>(&self, timeout: Duration, fut: impl Future<Output = T>) -> Result<Option<T>, ForwardFailure> {
+    async fn bounded<T>(
+        &self,
+        timeout: Duration,
+        fut: impl Future<Output = T>,
+    ) -> Result<Option<T>, ForwardFailure> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut fut = std::pin::pin!(fut);
         loop {
@@ -212,7 +221,9 @@ impl Core {
                 Some(other) => ForwardFailure::Failed(other.to_string()),
                 None => ForwardFailure::Failed("raft stopped".to_owned()),
             }),
-            None => Err(ForwardFailure::Failed(format!("leadership not confirmed within {timeout:?}"))),
+            None => Err(ForwardFailure::Failed(format!(
+                "leadership not confirmed within {timeout:?}"
+            ))),
         }
     }
 

@@ -220,7 +220,7 @@ impl Quorum {
     ) -> Result<ApplyResult, ForwardFailure> {
         let peer =
             PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
-        let body = RaftRequest::Write(crate::types::LogCommand(cmd));
+        let body = RaftRequest::Write(Box::new(crate::types::LogCommand(cmd)));
         match send(&self.core.mesh, peer, self.cluster_id(), body).await {
             Ok(RaftResponse::Write(r)) => r,
             Ok(RaftResponse::Refused(why)) => Err(ForwardFailure::Failed(why)),

@@ -12,7 +12,7 @@ use openraft::EntryPayload;
 use shoal_scheduler::ClusterState;
 
 use crate::error::ConsensusError;
-use crate::storage::snapshot::{StoredSnapshot, decode_state, encode_state};
+use crate::storage::snapshot::{decode_state, encode_state};
 use crate::types::{LogId, Membership, SnapshotMeta, StoredMembership};
 
 /// What `recover` did.
@@ -69,15 +69,11 @@ pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
     )
     .map_err(|e| ConsensusError::Raft(e.to_string()))?;
     let meta = SnapshotMeta {
-        last_log_id: Some(last.clone()),
-        last_membership: StoredMembership::new(Some(last.clone()), membership),
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(last), membership),
     };
     let data = encode_state(&state)?;
-    openraft::storage::RaftStateMachine::install_snapshot(&mut sm, &meta, data.clone()).await?;
-    let _ = StoredSnapshot {
-        meta: meta.clone(),
-        data,
-    };
+    openraft::storage::RaftStateMachine::install_snapshot(&mut sm, &meta, data).await?;
     log.purge_all(&last).await?;
     log.save_committed_durable(&last).await?;
     tracing::warn!(peer = %me.peer_id, index = last.index, replayed, "recovered as a single-voter cluster");

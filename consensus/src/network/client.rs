@@ -199,7 +199,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             let done = end == data.len();
             let chunk = SnapshotChunk {
                 stream,
-                vote: vote.clone(),
+                vote,
                 meta: snapshot.meta.clone(),
                 offset: offset as u64,
                 total,

@@ -30,7 +30,7 @@ pub enum RaftRequest {
     /// One piece of a snapshot.
     SnapshotChunk(SnapshotChunk),
     /// A write forwarded by a follower to the leader.
-    Write(LogCommand),
+    Write(Box<LogCommand>),
     /// A follower asks the leader for a linearizable read index.
     ReadIndex,
     /// A new agent asks to join the cluster.

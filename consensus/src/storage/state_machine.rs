@@ -95,7 +95,7 @@ impl StateMachine {
             None => (ClusterState::default(), None, StoredMembership::default()),
         };
         let (applied, _) = watch::channel(AppliedState {
-            last_applied: last_applied.clone(),
+            last_applied,
             applies: 0,
         });
         let shared = Arc::new(Shared {
@@ -119,7 +119,7 @@ impl StateMachine {
 
     fn publish(&mut self) {
         self.applies += 1;
-        let last_applied = self.last_applied.clone();
+        let last_applied = self.last_applied;
         let applies = self.applies;
         self.shared.applied.send_replace(AppliedState {
             last_applied,
@@ -184,7 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.last_applied.clone(), self.membership.clone()))
+        Ok((self.last_applied, self.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -209,12 +209,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => Ok(Outcome::Done),
                     EntryPayload::Normal(cmd) => state.apply(&cmd.0),
                     EntryPayload::Membership(m) => {
-                        self.membership =
-                            StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Ok(Outcome::Done)
                     }
                 };
-                self.last_applied = Some(entry.log_id.clone());
+                self.last_applied = Some(entry.log_id);
                 if let Some(r) = responder {
                     r.send(response);
                 }
@@ -229,7 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             db: self.db.clone(),
             state: self.shared.state(),
             meta: SnapshotMeta {
-                last_log_id: self.last_applied.clone(),
+                last_log_id: self.last_applied,
                 last_membership: self.membership.clone(),
             },
             writer: self.writer.clone(),
@@ -254,7 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await?;
         }
         self.shared.replace(state);
-        self.last_applied = meta.last_log_id.clone();
+        self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.publish();
         tracing::info!(last = ?meta.last_log_id, "snapshot installed");

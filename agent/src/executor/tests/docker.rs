@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
-use futures::StreamExt;
 use shoal_scheduler::{HealthCheck, NodeId, Runtime, TaskState};
 
 use super::{
-    Cleanup, TEST_IMAGE, base_spec, engine, engine_with, remove_node_containers, run_spec,
-    shell_spec, test_node, unique, wait_for,
+    Cleanup, TEST_IMAGE, base_spec, engine, engine_with, run_spec, shell_spec, test_node, unique,
+    wait_for,
 };
 use crate::executor::{
     DockerConfig, DockerExecutor, Executor, ExecutorError, Health, LABEL_NODE_ID, LABEL_SERVICE_ID,
@@ -501,83 +500,4 @@ async fn docker_refuses_tasks_of_other_nodes_and_bad_specs() {
         .expect_err("bad mount");
     assert!(error.rejects_task(), "{error}");
     assert_eq!(count_containers(&executor, &node).await, 0);
-}
-
-/// Not a test but a measurement (run with `--ignored --nocapture`): 20 containers started
-/// straight through the API by 8 concurrent callers (the floor), then 20 concurrent
-/// `Executor::start` calls, with the executor's default and with no start limit.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run with --ignored --nocapture"]
-async fn measure_concurrent_starts() {
-    const N: usize = 20;
-    let node = test_node("measure");
-    let _cleanup = Cleanup::new(&node);
-    let executor = engine(&node).await;
-    let mut figures = Vec::new();
-    for round in 0..3 {
-        let floor = raw_floor(&executor, &node, N).await;
-        remove_node_containers(&node).await;
-        let limited = timed_starts(&node, N, 8).await;
-        remove_node_containers(&node).await;
-        let unlimited = timed_starts(&node, N, N).await;
-        remove_node_containers(&node).await;
-        println!(
-            "round {round}: floor(8 callers) {floor:.2} s, executor(limit 8) {limited:.2} s, \
-             executor(limit {N}) {unlimited:.2} s"
-        );
-        figures.push((floor, limited, unlimited));
-    }
-    let line: Vec<String> = figures
-        .iter()
-        .map(|(f, l, u)| {
-            format!(
-                "{{\"floor20_s\":{f:.3},\"exec20_limit8_s\":{l:.3},\"exec20_limit20_s\":{u:.3}}}"
-            )
-        })
-        .collect();
-    println!("[{}]", line.join(","));
-}
-
-async fn timed_starts(node: &NodeId, n: usize, limit: usize) -> f64 {
-    let executor = engine_with(node, |c| c.max_concurrent_starts = limit).await;
-    let runs: Vec<RunSpec> = (1..=n as u64)
-        .map(|slot| run_spec(node, "bench", slot, shell_spec(LONG_RUNNING)))
-        .collect();
-    let begun = Instant::now();
-    let results = futures::future::join_all(runs.iter().map(|r| executor.start(r))).await;
-    let took = begun.elapsed().as_secs_f64();
-    for result in results {
-        result.expect("start");
-    }
-    took
-}
-
-async fn raw_floor(executor: &DockerExecutor, node: &NodeId, n: usize) -> f64 {
-    let docker = executor.client().clone();
-    let begun = Instant::now();
-    let results: Vec<Result<(), bollard::errors::Error>> = futures::stream::iter(0..n)
-        .map(|i| {
-            let docker = docker.clone();
-            let name = format!("shoal-floor-{:x}-{i}", unique());
-            let labels = HashMap::from([(LABEL_NODE_ID.to_string(), node.to_string())]);
-            async move {
-                let body = ContainerCreateBody {
-                    image: Some(TEST_IMAGE.into()),
-                    cmd: Some(vec!["sh".into(), "-c".into(), LONG_RUNNING.into()]),
-                    labels: Some(labels),
-                    ..Default::default()
-                };
-                let options = CreateContainerOptionsBuilder::new().name(&name).build();
-                let created = docker.create_container(Some(options), body).await?;
-                docker.start_container(&created.id, None).await
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let took = begun.elapsed().as_secs_f64();
-    for result in results {
-        result.expect("raw create/start");
-    }
-    took
 }
