@@ -51,15 +51,30 @@ async fn alive_members(core: &Core) -> Vec<Member> {
     core.mesh.members().await.unwrap_or_default()
 }
 
+/// Whether some connected peer has not announced itself in the membership view yet.
+async fn connected_but_unheard(core: &Core, members: &[Member]) -> bool {
+    let heard: BTreeSet<PeerId> = members.iter().map(|m| m.peer_id).collect();
+    let connected = core.mesh.connected_peers().await.unwrap_or_default();
+    connected.iter().any(|peer| !heard.contains(peer))
+}
+
 async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
     let window_end = Instant::now() + core.config.bootstrap_window;
+    // Peers we are connected to but have not heard announce themselves yet may belong to a
+    // cluster: deciding without them could start a second cluster next to theirs. Wait for
+    // them, up to a bound.
+    let hard_end = window_end + core.config.bootstrap_window * 4;
     let mut heard_unclustered = BTreeSet::new();
-    while Instant::now() < window_end {
+    loop {
+        let now = Instant::now();
         let members = alive_members(core).await;
         if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
             return join(core, via, cluster).await;
         }
         heard_unclustered.extend(members.iter().filter(|m| unclustered(m)).map(|m| m.peer_id));
+        if now >= hard_end || (now >= window_end && !connected_but_unheard(core, &members).await) {
+            break;
+        }
         tokio::time::sleep(POLL).await;
     }
     let lowest = heard_unclustered
