@@ -2,9 +2,33 @@
 
 use shoal_metrics::prometheus_client::metrics::counter::Counter;
 use shoal_metrics::prometheus_client::metrics::gauge::Gauge;
+use shoal_metrics::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use shoal_metrics::prometheus_client::registry::Registry;
 
 use crate::types::{RaftId, TypeConfig};
+
+/// Snapshot figures, shared between the state machine (which builds snapshots) and the registry.
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotMetrics {
+    /// Time to encode and durably store one snapshot.
+    pub(crate) duration: Histogram,
+    /// Size of the last snapshot built, in bytes.
+    pub(crate) size: Gauge,
+}
+
+impl Default for SnapshotMetrics {
+    fn default() -> Self {
+        SnapshotMetrics {
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            size: Gauge::default(),
+        }
+    }
+}
+
+/// Latency of committed writes as this agent's callers see them (forwarding included).
+pub(crate) fn commit_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
 
 /// The raft families of one agent.
 #[derive(Clone, Default)]
@@ -20,8 +44,27 @@ pub(crate) struct RaftMetricsFamilies {
 
 impl RaftMetricsFamilies {
     /// Registers the families in `registry`.
-    pub(crate) fn register(registry: &mut Registry) -> RaftMetricsFamilies {
+    pub(crate) fn register(
+        registry: &mut Registry,
+        snapshots: &SnapshotMetrics,
+        commits: &Histogram,
+    ) -> RaftMetricsFamilies {
         let m = RaftMetricsFamilies::default();
+        registry.register(
+            "shoal_raft_commit_seconds",
+            "Time from proposing a write on this agent to its applied outcome",
+            commits.clone(),
+        );
+        registry.register(
+            "shoal_raft_snapshot_seconds",
+            "Time to build and durably store a snapshot",
+            snapshots.duration.clone(),
+        );
+        registry.register(
+            "shoal_raft_snapshot_bytes",
+            "Size of the last snapshot built",
+            snapshots.size.clone(),
+        );
         registry.register("shoal_raft_term", "Current raft term", m.term.clone());
         registry.register(
             "shoal_raft_is_leader",

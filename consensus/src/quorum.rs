@@ -11,6 +11,7 @@ use shoal_discovery::{
     MemberState, MembershipChange, Mesh, NodeInfo, NodeRole, PeerId, RaftAnnouncement,
     RaftMembership, ShoalProtocol,
 };
+use shoal_metrics::prometheus_client::metrics::histogram::Histogram;
 use shoal_metrics::prometheus_client::registry::Registry;
 use shoal_scheduler::{ClusterState, Command};
 use tokio::sync::watch;
@@ -56,6 +57,8 @@ pub struct QuorumStatus {
 pub struct Quorum {
     core: Arc<Core>,
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    /// `shoal_raft_commit_seconds`.
+    commits: Histogram,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -86,6 +89,8 @@ impl Quorum {
         };
         log.save_self(&me).await?;
         let shared = sm.shared();
+        let snapshot_metrics = sm.snapshot_metrics();
+        let commits = crate::metrics::commit_histogram();
         let access = Arc::new(Access::new(id, shared.clone()));
         let network = NetworkFactory {
             mesh: mesh.clone(),
@@ -112,6 +117,7 @@ impl Quorum {
         let quorum = Quorum {
             core: core.clone(),
             tasks: Arc::new(Mutex::new(Vec::new())),
+            commits: commits.clone(),
         };
         let inbound = mesh
             .serve(ShoalProtocol::Raft)
@@ -122,7 +128,7 @@ impl Quorum {
         quorum.spawn(track_liveness(core.clone()));
         quorum.spawn(track_leader(
             core.clone(),
-            RaftMetricsFamilies::register(registry),
+            RaftMetricsFamilies::register(registry, &snapshot_metrics, &commits),
         ));
         if let Err(e) = crate::bootstrap::run(&core).await {
             quorum.shutdown().await;
@@ -156,6 +162,15 @@ impl Quorum {
     /// Commits `cmd` and returns what applying it answered (a refused command is `Ok(Err(_))`).
     /// Works on any agent: followers forward to the leader.
     pub async fn write(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
+        let started = Instant::now();
+        let result = self.write_once(cmd).await;
+        if result.is_ok() {
+            self.commits.observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn write_once(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
         let size = encode(&cmd)
             .map_err(|e| WriteError::Raft(e.to_string()))?
             .len();

@@ -22,6 +22,7 @@ use super::snapshot::{StoredSnapshot, decode_state, decode_stored, encode_state,
 use super::writer::{RecordTable, Writer};
 use super::{KEY_CURRENT, SNAPSHOT};
 use crate::codec::io_err;
+use crate::metrics::SnapshotMetrics;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// The snapshot data openraft moves around: the CBOR of a `ClusterState`.
@@ -82,6 +83,7 @@ pub struct StateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     applies: u64,
+    snapshot_metrics: SnapshotMetrics,
 }
 
 impl StateMachine {
@@ -109,7 +111,13 @@ impl StateMachine {
             last_applied,
             membership,
             applies: 0,
+            snapshot_metrics: SnapshotMetrics::default(),
         })
+    }
+
+    /// The snapshot figures this state machine records (register them to expose them).
+    pub(crate) fn snapshot_metrics(&self) -> SnapshotMetrics {
+        self.snapshot_metrics.clone()
     }
 
     /// The handle readers use.
@@ -146,6 +154,7 @@ async fn write_current(writer: &Writer, stored: &StoredSnapshot) -> io::Result<(
 
 /// Builds a snapshot from a frozen view of the state.
 pub struct SnapshotBuilder {
+    metrics: SnapshotMetrics,
     db: Arc<Database>,
     state: Arc<ClusterState>,
     meta: SnapshotMeta,
@@ -156,6 +165,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let started = std::time::Instant::now();
         let state = self.state.clone();
         let data = tokio::task::spawn_blocking(move || encode_state(&state))
             .await
@@ -171,6 +181,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         if !newer_stored {
             write_current(&self.writer, &stored).await?;
         }
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .size
+            .set(i64::try_from(stored.data.len()).unwrap_or(i64::MAX));
         tracing::debug!(last = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
         Ok(Snapshot {
             meta: stored.meta,
@@ -225,6 +241,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         SnapshotBuilder {
+            metrics: self.snapshot_metrics.clone(),
             db: self.db.clone(),
             state: self.shared.state(),
             meta: SnapshotMeta {

@@ -94,6 +94,8 @@ async fn metrics_follow_the_cluster_and_pass_promtool() {
         "shoal_raft_term",
         "shoal_raft_is_leader",
         "shoal_raft_leader_changes_total",
+        "shoal_raft_commit_seconds",
+        "shoal_mesh_messages_total",
         "shoal_scheduler_pass_seconds",
         "shoal_scheduler_placements_total",
         "shoal_cluster_nodes",
