@@ -67,6 +67,14 @@ async fn metrics_follow_the_cluster_and_pass_promtool() {
     let dir = tempfile::tempdir().expect("tempdir");
     let agent = start_agent_with_metrics(dir.path(), ExecutorKind::Sim, vec![]).await;
     let addr = agent.metrics_addr().expect("metrics served");
+    // A second agent, so that the mesh carries traffic worth counting.
+    let peer_dir = tempfile::tempdir().expect("tempdir");
+    let peer = start_agent(
+        peer_dir.path(),
+        ExecutorKind::Sim,
+        vec![join_addr(&agent).await],
+    )
+    .await;
     let client = client(&agent);
     let _: CreateServiceResponse = client
         .post(
@@ -80,11 +88,12 @@ async fn metrics_follow_the_cluster_and_pass_promtool() {
     wait_running(&client, "web", 4, Duration::from_secs(20)).await;
 
     let exposition = eventually(
-        "the gauges show 4 running tasks",
+        "the gauges show 4 running tasks and mesh traffic",
         Duration::from_secs(10),
         || async {
             let text = scrape(addr).await;
-            (sample(&text, "shoal_cluster_tasks{state=\"running\"}") == Some(4.0)).then_some(text)
+            let running = sample(&text, "shoal_cluster_tasks{state=\"running\"}") == Some(4.0);
+            (running && text.contains("shoal_mesh_bytes_total{")).then_some(text)
         },
     )
     .await;
@@ -130,9 +139,18 @@ async fn metrics_follow_the_cluster_and_pass_promtool() {
         Some(4.0)
     );
     assert_eq!(sample(&exposition, "shoal_cluster_services"), Some(1.0));
+    assert_eq!(
+        sample(
+            &exposition,
+            "shoal_cluster_nodes{state=\"ready\",availability=\"active\",role=\"worker\"}"
+        )
+        .map(|n| n >= 1.0),
+        Some(true)
+    );
     assert!(sample(&exposition, "shoal_scheduler_placements_total").is_some_and(|n| n >= 4.0));
     promtool_check(&exposition);
     dashboard_queries_name_exposed_families(&exposition);
+    peer.shutdown().await;
     agent.shutdown().await;
 }
 
