@@ -192,10 +192,26 @@ async fn a_failover_shows_in_leader_changes() {
             start_agent_with_metrics(dir.path(), ExecutorKind::Sim, vec![seed.clone()]).await,
         );
     }
-    eventually("three voters", Duration::from_secs(30), || async {
-        (agents[0].quorum().status().voters.len() == 3).then_some(())
-    })
+    // Wait until every agent sees the final three-voter configuration, and commit a write in
+    // it: killing the leader of a one-voter or joint configuration would lose the quorum.
+    eventually(
+        "three voters everywhere",
+        Duration::from_secs(30),
+        || async {
+            agents
+                .iter()
+                .all(|a| a.quorum().status().voters.len() == 3)
+                .then_some(())
+        },
+    )
     .await;
+    let settle = shoal_scheduler::Command::PruneTasks { keep_per_slot: 5 };
+    agents[0]
+        .quorum()
+        .write(settle)
+        .await
+        .expect("a write commits")
+        .expect("prune applies");
     let leader = agents[0].quorum().leader().borrow().expect("a leader");
     let index = agents
         .iter()
