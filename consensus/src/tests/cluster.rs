@@ -246,6 +246,13 @@ async fn lost_quorum_fails_fast_then_recover() {
     eventually("single-voter leader", T, || q.is_leader()).await;
     assert_eq!(back.quorum.status().voters.len(), 1);
     write_ok(&back.quorum, "after-recover").await;
-    assert_eq!(service_names(&back.quorum), ["after-recover", "kept"]);
+    // Everything acknowledged survives. The write refused with "no quorum" was never
+    // acknowledged; if it reached the survivor's log, recover keeps it (like etcd's
+    // --force-new-cluster), so both outcomes are correct.
+    let names = service_names(&back.quorum);
+    assert!(
+        names == ["after-recover", "kept"] || names == ["after-recover", "kept", "lost"],
+        "after recover: {names:?}"
+    );
     back.kill().await;
 }
