@@ -195,7 +195,11 @@ pub(crate) async fn run(core: Arc<Core>) {
             continue;
         };
         let decision = plan(&view);
-        if decision != Decision::Nothing {
+        if decision == Decision::Nothing {
+            // Keep node roles in the cluster state in step with the voters, including the
+            // first voter, which was never promoted.
+            record_roles(&core, &view, &view.voters).await;
+        } else {
             tracing::info!(?decision, "autopilot");
         }
         apply(&core, &view, decision).await;
