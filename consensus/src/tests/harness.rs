@@ -228,11 +228,27 @@ pub(crate) async fn cluster(
             Err(e) => panic!("quorum start: {e}"),
         }
     }
-    let q0 = agents[0].quorum.clone();
-    eventually(&format!("{voters} voters"), Duration::from_secs(20), || {
-        q0.status().voters.len() == voters
-    })
-    .await;
+    // Every agent must see the final, uniform configuration: killing managers while a joint
+    // configuration is still in flight could leave its old half without a majority.
+    for agent in &agents {
+        let quorum = agent.quorum.clone();
+        eventually(
+            &format!("{voters} voters, uniform"),
+            Duration::from_secs(20),
+            || {
+                use openraft::async_runtime::WatchReceiver;
+                let metrics = quorum.raft().metrics().borrow_watched().clone();
+                let uniform = metrics
+                    .membership_config
+                    .membership()
+                    .get_joint_config()
+                    .len()
+                    == 1;
+                uniform && quorum.status().voters.len() == voters
+            },
+        )
+        .await;
+    }
     agents
 }
 
