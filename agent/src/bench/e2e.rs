@@ -342,27 +342,11 @@ fn workload() -> Vec<String> {
 }
 
 fn bench_spec(name: &str, image: &str, replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        image: image.into(),
-        command: vec![],
-        args: workload(),
-        env: vec![],
-        mode: ServiceMode::Replicated { replicas },
-        constraints: vec![],
-        preferences: vec![],
-        strategy: Default::default(),
-        max_replicas_per_node: 0,
-        resources: Default::default(),
-        restart: Default::default(),
-        update: Default::default(),
-        rollback: Default::default(),
-        health: None,
-        ports: vec![],
-        mounts: vec![],
-        labels: Default::default(),
-        stop_grace_ms: 1_000,
-    }
+    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
+    spec.image = image.into();
+    spec.args = workload();
+    spec.stop_grace_ms = 1_000;
+    spec
 }
 
 async fn write(agent: &Agent, command: Command) -> anyhow::Result<shoal_scheduler::Outcome> {

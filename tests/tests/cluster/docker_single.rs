@@ -7,35 +7,19 @@ use shoal_agent::control::api::{
 };
 use shoal_agent::daemon::ExecutorKind;
 use shoal_scheduler::{
-    DesiredState, HealthCheck, RestartCondition, Service, ServiceId, ServiceMode, ServiceSpec,
-    TaskState, UpdateOrder,
+    DesiredState, HealthCheck, RestartCondition, Service, ServiceId, ServiceSpec, TaskState,
+    UpdateOrder,
 };
 use shoal_tests::*;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
 fn spec(name: &str, replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        image: TEST_IMAGE.into(),
-        command: vec![],
-        args: vec!["sleep".into(), "3600".into()],
-        env: vec![],
-        mode: ServiceMode::Replicated { replicas },
-        constraints: vec![],
-        preferences: vec![],
-        strategy: Default::default(),
-        max_replicas_per_node: 0,
-        resources: Default::default(),
-        restart: Default::default(),
-        update: Default::default(),
-        rollback: Default::default(),
-        health: None,
-        ports: vec![],
-        mounts: vec![],
-        labels: Default::default(),
-        stop_grace_ms: 1_000,
-    }
+    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
+    spec.image = TEST_IMAGE.into();
+    spec.args = vec!["sleep".into(), "3600".into()];
+    spec.stop_grace_ms = 1_000;
+    spec
 }
 
 async fn create(

@@ -7,31 +7,14 @@ use std::time::Duration;
 
 use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
 use shoal_agent::daemon::ExecutorKind;
-use shoal_scheduler::{ServiceMode, ServiceSpec};
+use shoal_scheduler::ServiceSpec;
 use shoal_tests::*;
 
 fn sim_spec(name: &str, replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        name: name.into(),
-        image: "sim".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        mode: ServiceMode::Replicated { replicas },
-        constraints: vec![],
-        preferences: vec![],
-        strategy: Default::default(),
-        max_replicas_per_node: 0,
-        resources: Default::default(),
-        restart: Default::default(),
-        update: Default::default(),
-        rollback: Default::default(),
-        health: None,
-        ports: vec![],
-        mounts: vec![],
-        labels: Default::default(),
-        stop_grace_ms: 100,
-    }
+    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
+    spec.image = "sim".into();
+    spec.stop_grace_ms = 100;
+    spec
 }
 
 /// Runs `promtool check metrics` on the exposition; panics with its complaints.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
 use shoal_agent::daemon::ExecutorKind;
-use shoal_scheduler::{DesiredState, NodeState, ServiceMode, ServiceSpec, TaskState};
+use shoal_scheduler::{DesiredState, NodeState, TaskState};
 use shoal_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -33,27 +33,9 @@ async fn a_dead_workers_tasks_run_elsewhere() {
     })
     .await;
 
-    let spec = ServiceSpec {
-        name: "spread".into(),
-        image: "sim".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        mode: ServiceMode::Replicated { replicas: 6 },
-        constraints: vec![],
-        preferences: vec![],
-        strategy: Default::default(),
-        max_replicas_per_node: 0,
-        resources: Default::default(),
-        restart: Default::default(),
-        update: Default::default(),
-        rollback: Default::default(),
-        health: None,
-        ports: vec![],
-        mounts: vec![],
-        labels: Default::default(),
-        stop_grace_ms: 100,
-    };
+    let mut spec = shoal_scheduler::synthetic::spec("spread", 6);
+    spec.image = "sim".into();
+    spec.stop_grace_ms = 100;
     let _: CreateServiceResponse = client
         .post(api::SERVICES, &CreateServiceRequest { spec })
         .await

@@ -8,17 +8,14 @@
 mod docker;
 mod sim;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
-use shoal_scheduler::{
-    NodeId, ResourceRequirements, RestartPolicy, ServiceId, ServiceMode, ServiceSpec, Strategy,
-    TaskId, UpdateConfig,
-};
+use shoal_scheduler::{NodeId, ServiceId, ServiceSpec, TaskId};
 
 use super::{DockerConfig, DockerExecutor, LABEL_NODE_ID, PullPolicy, RunSpec};
 
@@ -27,27 +24,10 @@ pub(crate) const TEST_IMAGE: &str = "shoal-test/busybox:latest";
 
 /// A minimal spec for `image`: one replica, no limits, no health check, 1 s grace.
 pub(crate) fn base_spec(image: &str) -> ServiceSpec {
-    ServiceSpec {
-        name: "svc".into(),
-        image: image.into(),
-        command: Vec::new(),
-        args: Vec::new(),
-        env: Vec::new(),
-        mode: ServiceMode::Replicated { replicas: 1 },
-        constraints: Vec::new(),
-        preferences: Vec::new(),
-        strategy: Strategy::Spread,
-        max_replicas_per_node: 0,
-        resources: ResourceRequirements::default(),
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::default(),
-        health: None,
-        ports: Vec::new(),
-        mounts: Vec::new(),
-        labels: BTreeMap::new(),
-        stop_grace_ms: 1_000,
-    }
+    let mut spec = shoal_scheduler::synthetic::spec("svc", 1);
+    spec.image = image.into();
+    spec.stop_grace_ms = 1_000;
+    spec
 }
 
 /// A spec running `script` with `sh -c` in the test image.
