@@ -242,3 +242,37 @@ pub async fn start_agent_with_metrics(
     config.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     Agent::start(config).await.expect("agent starts")
 }
+
+/// One agent on the real Docker engine in a temporary data dir, with its control client; its
+/// containers are removed when `guard` is dropped, even if the test fails.
+pub struct DockerAgent {
+    /// The agent.
+    pub agent: Agent,
+    /// Its node id.
+    pub node: String,
+    /// A control client of it.
+    pub client: ControlClient,
+    /// Its data dir (kept for restarts).
+    pub dir: tempfile::TempDir,
+    /// Removes the node's containers when dropped: bind it for the whole test.
+    pub guard: ContainerGuard,
+}
+
+impl DockerAgent {
+    /// Builds the test image if needed and starts an agent that runs it.
+    pub async fn start() -> DockerAgent {
+        init_logging();
+        ensure_test_image();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
+        let node = agent.node_id().to_string();
+        let client = client(&agent);
+        DockerAgent {
+            guard: ContainerGuard(node.clone()),
+            agent,
+            node,
+            client,
+            dir,
+        }
+    }
+}

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::ClientOptions;
 use super::client::client;
-use super::output::{Format, print_json, table};
+use super::output::{Format, print_listing};
 use crate::control::api;
 use crate::control::views::NodeRow;
 
@@ -39,38 +39,6 @@ pub async fn run(command: NodeCommand) -> anyhow::Result<()> {
 async fn list(args: NodeListArgs) -> anyhow::Result<()> {
     let info: api::InfoResponse = client(&args.client).get(api::INFO).await?;
     let rows: Vec<NodeRow> = client(&args.client).get(api::NODES).await?;
-    if args.quiet {
-        rows.iter().for_each(|row| println!("{}", row.id));
-        return Ok(());
-    }
-    if args.format == Format::Json {
-        return print_json(&rows);
-    }
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            let me = if row.id.as_str() == info.node_id {
-                " *"
-            } else {
-                ""
-            };
-            let leader = if info.leader.as_deref() == Some(row.id.as_str()) {
-                "leader"
-            } else {
-                ""
-            };
-            vec![
-                format!("{}{me}", row.id),
-                row.hostname.clone(),
-                row.state.clone(),
-                row.availability.clone(),
-                format!("{} {leader}", row.role).trim_end().to_string(),
-                row.runtime.clone(),
-                row.tasks.to_string(),
-                row.version.clone(),
-            ]
-        })
-        .collect();
     let headers = [
         "ID",
         "HOSTNAME",
@@ -81,6 +49,33 @@ async fn list(args: NodeListArgs) -> anyhow::Result<()> {
         "TASKS",
         "VERSION",
     ];
-    print!("{}", table(&headers, &cells));
-    Ok(())
+    print_listing(
+        &rows,
+        args.format,
+        args.quiet,
+        |row| row.id.to_string(),
+        &headers,
+        |row| {
+            let me = if row.id.as_str() == info.node_id {
+                " *"
+            } else {
+                ""
+            };
+            let leader = if info.leader.as_deref() == Some(row.id.as_str()) {
+                " leader"
+            } else {
+                ""
+            };
+            vec![
+                format!("{}{me}", row.id),
+                row.hostname.clone(),
+                row.state.clone(),
+                row.availability.clone(),
+                format!("{}{leader}", row.role),
+                row.runtime.clone(),
+                row.tasks.to_string(),
+                row.version.clone(),
+            ]
+        },
+    )
 }

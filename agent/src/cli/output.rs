@@ -45,6 +45,28 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Prints a listing the way every `ls` command does: only ids with `--quiet`, JSON with
+/// `--format json`, otherwise a table of `cells` under `headers`.
+pub fn print_listing<T: Serialize>(
+    rows: &[T],
+    format: Format,
+    quiet: bool,
+    id: impl Fn(&T) -> String,
+    headers: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if quiet {
+        rows.iter().for_each(|row| println!("{}", id(row)));
+        return Ok(());
+    }
+    if format == Format::Json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+    print!("{}", table(headers, &cells));
+    Ok(())
+}
+
 /// `3 seconds ago`-style age of a timestamp.
 pub fn age(now_ms: u64, then_ms: u64) -> String {
     let seconds = now_ms.saturating_sub(then_ms) / 1000;

@@ -9,7 +9,7 @@ use shoal_scheduler::{DesiredState, ServiceId, TaskState};
 
 use super::ClientOptions;
 use super::client::{client, now_ms};
-use super::output::{Format, age, print_json, table};
+use super::output::{Format, age, print_json, print_listing, table};
 use super::spec::SpecArgs;
 use crate::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
 use crate::control::views::{ServiceRow, TaskRow};
@@ -241,16 +241,14 @@ async fn find_row(
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let rows: Vec<ServiceRow> = client(&args.client).get(api::SERVICES).await?;
-    if args.quiet {
-        rows.iter().for_each(|row| println!("{}", row.id));
-        return Ok(());
-    }
-    if args.format == Format::Json {
-        return print_json(&rows);
-    }
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
+    let headers = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"];
+    print_listing(
+        &rows,
+        args.format,
+        args.quiet,
+        |row| row.id.to_string(),
+        &headers,
+        |row| {
             vec![
                 row.id.to_string(),
                 row.name.clone(),
@@ -259,16 +257,8 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
                 row.image.clone(),
                 row.ports.clone(),
             ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-            &cells
-        )
-    );
-    Ok(())
+        },
+    )
 }
 
 async fn ps(args: PsArgs) -> anyhow::Result<()> {

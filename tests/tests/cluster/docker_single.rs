@@ -35,13 +35,13 @@ async fn create(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_runs_scales_heals_updates_and_goes_away() {
-    init_logging();
-    ensure_test_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
-    let node = agent.node_id().to_string();
-    let _guard = ContainerGuard(node.clone());
-    let client = client(&agent);
+    let DockerAgent {
+        agent,
+        node,
+        client,
+        dir: _dir,
+        guard: _guard,
+    } = DockerAgent::start().await;
 
     // Create 3 replicas: 3 containers run, labelled with task, service and node.
     let id = create(&client, spec("web", 3)).await;
@@ -137,12 +137,13 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unhealthy_task_is_replaced_and_a_missing_image_is_rejected() {
-    init_logging();
-    ensure_test_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
-    let _guard = ContainerGuard(agent.node_id().to_string());
-    let client = client(&agent);
+    let DockerAgent {
+        agent,
+        client,
+        dir: _dir,
+        guard: _guard,
+        ..
+    } = DockerAgent::start().await;
 
     // A task whose health check fails is never Running, and is replaced.
     let mut sick = spec("sick", 1);
@@ -197,13 +198,13 @@ async fn an_unhealthy_task_is_replaced_and_a_missing_image_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_agent_adopts_its_containers() {
-    init_logging();
-    ensure_test_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
-    let node = agent.node_id().to_string();
-    let _guard = ContainerGuard(node.clone());
-    let client = client(&agent);
+    let DockerAgent {
+        agent,
+        node,
+        client,
+        dir,
+        guard: _guard,
+    } = DockerAgent::start().await;
     let id = create(&client, spec("kept", 3)).await;
     wait_running(&client, "kept", 3, CONVERGE).await;
     let before = running_containers(&node, &id.to_string());
