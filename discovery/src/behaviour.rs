@@ -15,6 +15,7 @@ use crate::codec::FrameCodec;
 use crate::config::MeshConfig;
 use crate::envelope;
 use crate::error::MeshError;
+use crate::keep_alive::KeepAlive;
 use crate::protocol::{
     IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES, PROBE_PROTOCOL,
     ShoalProtocol,
@@ -34,6 +35,7 @@ const KAD_REPLICATION: std::num::NonZeroUsize = match std::num::NonZeroUsize::ne
 pub(crate) struct MeshBehaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) filter: AddressFilter,
+    pub(crate) keep_alive: KeepAlive,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
@@ -59,14 +61,19 @@ impl MeshBehaviour {
                 .with_push_listen_addr_updates(true),
         );
         let ping = ping::Behaviour::new(
+            // Pings are the watchers' evidence (see `overlay`): one per heartbeat interval.
             ping::Config::new()
-                .with_interval(config.suspect_after)
+                .with_interval(config.heartbeat_interval)
                 .with_timeout(config.suspect_after),
         );
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         // shoal stores no records; Kademlia only finds peers. Narrow queries contact (and so
-        // connect to) fewer peers.
+        // connect to) fewer peers. The routing table holds only what the event loop adds (seeds
+        // and a few overlay neighbours): every insertion into a small table starts a bootstrap
+        // query, and inserting every connected peer would connect every agent to every other.
         kad_config.set_replication_factor(KAD_REPLICATION);
+        kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if config.mdns {
@@ -84,6 +91,7 @@ impl MeshBehaviour {
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
             filter: AddressFilter::new(config.token.is_none()),
+            keep_alive: KeepAlive::default(),
             identify,
             ping,
             kad,

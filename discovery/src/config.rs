@@ -45,8 +45,15 @@ pub struct MeshConfig {
     pub request_timeout: Duration,
     /// Number of peers asked to probe a suspect on our behalf.
     pub indirect_probes: usize,
+    /// Number of ring successors each agent watches (pings, suspects, declares dead); every
+    /// member is watched by this many others.
+    pub watchers: usize,
     /// The mesh dials peers it learns about until it has this many connections.
     pub target_peers: usize,
+    /// Above this many connected peers, the mesh closes the connections nobody uses: not a ring
+    /// neighbour, not a gossip mesh link, not opened in the last few seconds, and not used by a
+    /// shoal request for [`MeshConfig::request_timeout`] times three.
+    pub peers_high_water: usize,
     /// Upper bound of established connections.
     pub max_connections: u32,
     /// Upper bound of established connections per peer.
@@ -88,7 +95,9 @@ impl MeshConfig {
             dead_after: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             indirect_probes: 3,
+            watchers: 3,
             target_peers: 8,
+            peers_high_water: 16,
             max_connections: 512,
             // Two, so that a simultaneous dial from both ends is not refused on both sides.
             max_connections_per_peer: 2,
@@ -132,6 +141,12 @@ impl MeshConfig {
         }
         if self.dead_after <= self.suspect_after {
             return bad("dead_after must be longer than suspect_after");
+        }
+        if self.peers_high_water < self.target_peers {
+            return bad("peers_high_water must be at least target_peers");
+        }
+        if self.watchers == 0 {
+            return bad("watchers must be at least 1");
         }
         if self.command_buffer == 0 || self.inbound_buffer == 0 {
             return bad("channel capacities must be non-zero");

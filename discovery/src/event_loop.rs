@@ -3,7 +3,7 @@
 //! It never awaits another subsystem: inbound requests go to their consumer with `try_send`,
 //! and responses come back as commands.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,11 @@ use crate::envelope::{self, EnvelopeError};
 use crate::error::{MeshError, RequestError};
 use crate::handle::{Command, InboundRequest, Responder};
 use crate::membership::{
-    GossipMessage, Heartbeat, MAX_HEARTBEAT_ADDRS, MemberState, MembershipChange, NodeInfo, View,
+    GossipMessage, Heartbeat, MAX_HEARTBEAT_ADDRS, MemberState, MembershipChange, NodeInfo, Rumor,
+    View,
 };
 use crate::metrics::{Direction, MeshMetrics, TrafficKind};
+use crate::overlay::{self, Ring};
 use crate::probe::{self, ProbePurpose, ProbeRequest, ProbeResponse};
 use crate::protocol::ShoalProtocol;
 
@@ -42,6 +44,8 @@ pub(crate) const FULL_AFTER_CHANGE: Duration = Duration::from_secs(3);
 const FETCH_RETRY: Duration = Duration::from_millis(300);
 /// How often an agent with fewer connections than it aims for dials more known members.
 const TOP_UP_EVERY: Duration = Duration::from_secs(1);
+/// A connection this young is never closed for being unused.
+const NEW_CONNECTION_GRACE: Duration = Duration::from_secs(5);
 /// How often seeds are dialled again while no peer is connected.
 const REJOIN_EVERY: Duration = Duration::from_secs(2);
 
@@ -78,6 +82,14 @@ pub(crate) struct EventLoop {
     pub(crate) fetching: HashMap<PeerId, Instant>,
     pub(crate) bootstrapped: bool,
     pub(crate) last_tick: Instant,
+    /// This agent's ring neighbours (see `overlay`).
+    pub(crate) ring: Ring,
+    /// When the last heartbeat went out.
+    pub(crate) last_beat: Option<Instant>,
+    /// When each peer last exchanged a shoal request with us (bounded by the connections).
+    pub(crate) last_used: HashMap<PeerId, Instant>,
+    /// When the newest connection to each peer opened (bounded by the connections).
+    pub(crate) opened: HashMap<PeerId, Instant>,
 }
 
 impl EventLoop {
@@ -102,7 +114,7 @@ impl EventLoop {
                         return;
                     }
                 },
-                _ = heartbeat.tick() => self.publish_heartbeat(),
+                _ = heartbeat.tick() => self.on_heartbeat_tick(),
                 _ = tick.tick() => self.on_tick(),
             }
         }
@@ -235,6 +247,7 @@ impl EventLoop {
         }
         self.metrics
             .message(protocol.into(), Direction::Out, payload.len());
+        self.last_used.insert(peer, Instant::now());
         let addrs = self.known_addrs(&peer);
         let id = self
             .swarm
@@ -276,6 +289,11 @@ impl EventLoop {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
+                self.opened.insert(peer_id, Instant::now());
+                if self.ring.watched.contains(&peer_id) {
+                    // Judge a watched member from the moment its pings can flow.
+                    self.view.start_watching(&peer_id, Instant::now());
+                }
                 if let ConnectedPoint::Dialer { address, .. } = &endpoint {
                     let bare: Multiaddr = address
                         .iter()
@@ -286,7 +304,15 @@ impl EventLoop {
                 self.metrics
                     .set_connected(self.swarm.connected_peers().count());
             }
-            SwarmEvent::ConnectionClosed { .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    self.last_used.remove(&peer_id);
+                    self.opened.remove(&peer_id);
+                }
                 self.metrics
                     .set_connected(self.swarm.connected_peers().count());
             }
@@ -306,7 +332,9 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, event: MeshBehaviourEvent) {
         match event {
-            MeshBehaviourEvent::Limits(never) | MeshBehaviourEvent::Filter(never) => match never {},
+            MeshBehaviourEvent::Limits(never)
+            | MeshBehaviourEvent::Filter(never)
+            | MeshBehaviourEvent::KeepAlive(never) => match never {},
             MeshBehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
@@ -341,6 +369,8 @@ impl EventLoop {
                     message,
                 } = event
                 {
+                    // The forwarding peer just spoke to us over its own connection.
+                    self.evidence(propagation_source);
                     let verdict = self.on_gossip(propagation_source, message);
                     self.swarm
                         .behaviour_mut()
@@ -369,7 +399,7 @@ impl EventLoop {
             if open && !allowed_in_open_mode(&addr) {
                 continue;
             }
-            if for_kad {
+            if for_kad && self.kad_wants(&peer) {
                 self.swarm
                     .behaviour_mut()
                     .kad
@@ -382,12 +412,30 @@ impl EventLoop {
         }
     }
 
+    /// Whether Kademlia's routing table should learn `peer`: it already holds it, or holds fewer
+    /// than `target_peers` entries (a small table is enough to answer a newcomer's lookup).
+    fn kad_wants(&mut self, peer: &PeerId) -> bool {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let mut entries = 0;
+        for bucket in kad.kbuckets() {
+            if bucket.iter().any(|e| e.node.key.preimage() == peer) {
+                return true;
+            }
+            entries += bucket.num_entries();
+        }
+        entries < self.config.target_peers
+    }
+
     /// Dials `peer` while this agent has fewer connections than it aims for.
     fn maybe_connect(&mut self, peer: PeerId) {
-        if peer == *self.swarm.local_peer_id()
-            || self.swarm.is_connected(&peer)
-            || self.swarm.connected_peers().count() >= self.config.target_peers
-        {
+        if self.swarm.connected_peers().count() < self.config.target_peers {
+            self.connect(peer);
+        }
+    }
+
+    /// Dials `peer` unless connected or being dialled already.
+    fn connect(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
         }
         let opts = DialOpts::peer_id(peer)
@@ -449,6 +497,9 @@ impl EventLoop {
                 outcome.changes
             }
             Some(GossipMessage::Leave { seq }) => self.view.on_leave(source, seq, now),
+            Some(GossipMessage::Rumor { rumor, target, seq }) => {
+                return self.on_rumor(source, rumor, &target, seq, now);
+            }
             None => {
                 self.metrics.rejected("gossip_malformed");
                 tracing::warn!(peer = %source, size, "malformed heartbeat ignored");
@@ -457,6 +508,47 @@ impl EventLoop {
         };
         self.emit(changes);
         gossipsub::MessageAcceptance::Accept
+    }
+
+    /// Folds a watcher's rumor in; a rumor about this agent is refuted at once with a newer
+    /// heartbeat. Only rumors that changed something here are forwarded.
+    fn on_rumor(
+        &mut self,
+        accuser: PeerId,
+        rumor: Rumor,
+        target: &[u8],
+        seq: u64,
+        now: Instant,
+    ) -> gossipsub::MessageAcceptance {
+        let Ok(target) = PeerId::from_bytes(target) else {
+            self.metrics.rejected("gossip_malformed");
+            tracing::warn!(peer = %accuser, "rumor about a malformed peer id ignored");
+            return gossipsub::MessageAcceptance::Reject;
+        };
+        if target == *self.swarm.local_peer_id() {
+            tracing::info!(%accuser, ?rumor, "refuting a rumor about this agent");
+            self.publish_heartbeat();
+            return gossipsub::MessageAcceptance::Ignore;
+        }
+        let watched = self.ring.watched.contains(&target);
+        let changes = self.view.on_rumor(target, rumor, seq, watched, now);
+        if changes.is_empty() {
+            return gossipsub::MessageAcceptance::Ignore;
+        }
+        tracing::debug!(%accuser, %target, ?rumor, "rumor accepted");
+        self.emit(changes);
+        gossipsub::MessageAcceptance::Accept
+    }
+
+    /// Tells everyone that a member this agent watches went silent.
+    fn spread_rumor(&mut self, rumor: Rumor, target: PeerId) {
+        let seq = self.view.get(&target).map_or(0, |m| m.seq);
+        let message = GossipMessage::Rumor {
+            rumor,
+            target: target.to_bytes(),
+            seq,
+        };
+        self.publish(&message);
     }
 
     fn evidence(&mut self, peer: PeerId) {
@@ -473,7 +565,12 @@ impl EventLoop {
                 MembershipChange::Joined(m) => tracing::debug!(peer = %m.peer_id, "member joined"),
                 MembershipChange::Dead(p) => tracing::info!(peer = %p, "member dead"),
                 MembershipChange::Left(p) => tracing::info!(peer = %p, "member left"),
-                MembershipChange::Suspect(p) => tracing::debug!(peer = %p, "member suspect"),
+                MembershipChange::Suspect(p) => tracing::debug!(
+                    peer = %p,
+                    watched = self.ring.watched.contains(p),
+                    connected = self.swarm.is_connected(p),
+                    "member suspect"
+                ),
                 _ => {}
             }
             // No subscriber is fine: the view stays authoritative.
@@ -504,6 +601,22 @@ impl EventLoop {
         }
     }
 
+    /// Publishes the heartbeat when its period is up: the base interval in small clusters,
+    /// longer in large ones (see `overlay::beat_period`), and every interval for a while after
+    /// what this agent announces changed.
+    fn on_heartbeat_tick(&mut self) {
+        let now = Instant::now();
+        let members = self.view.count(MemberState::Alive) + self.view.count(MemberState::Suspect);
+        let period = overlay::beat_period(self.config.heartbeat_interval, members);
+        // Ticks are not exact: a beat is due a little before the full period has passed.
+        let due = self.last_beat.is_none_or(|at| {
+            now.saturating_duration_since(at) + self.config.heartbeat_interval / 4 >= period
+        });
+        if due || now < self.full_until {
+            self.publish_heartbeat();
+        }
+    }
+
     /// Publishes a small beat, or the full heartbeat when what we announce changed or the last
     /// full one is old.
     fn publish_heartbeat(&mut self) {
@@ -521,6 +634,7 @@ impl EventLoop {
             .announced
             .is_none_or(|(_, at)| now.saturating_duration_since(at) >= FULL_HEARTBEAT_EVERY);
         let full = changed || stale || now < self.full_until;
+        self.last_beat = Some(now);
         let message = if full {
             self.announced = Some((version, now));
             GossipMessage::Heartbeat(heartbeat)
@@ -584,25 +698,105 @@ impl EventLoop {
         let now = Instant::now();
         let gap = now.saturating_duration_since(self.last_tick);
         self.last_tick = now;
+        if gap > TICK * 2 {
+            self.view.forgive(gap - TICK, now);
+        }
         if gap > TICK * 5 {
             tracing::warn!(?gap, "mesh event loop was starved");
         }
-        let tick = self.view.tick(now);
+        self.update_ring(now);
+        let watched: HashSet<PeerId> = self.ring.watched.iter().copied().collect();
+        let members = self.view.count(MemberState::Alive) + self.view.count(MemberState::Suspect);
+        let slack = overlay::unwatched_slack(self.config.heartbeat_interval, members);
+        let tick = self.view.tick(now, &watched, slack);
+        // A watcher's suspicion stays local while its probes run: only a death that no probe
+        // vouched against is spread.
         for suspect in tick.new_suspects {
             self.probe(suspect);
+        }
+        for dead in tick.new_dead {
+            if watched.contains(&dead) {
+                tracing::debug!(peer = %dead, connected = self.swarm.is_connected(&dead),
+                    "a watched member went silent and no probe vouched for it");
+                self.spread_rumor(Rumor::Dead, dead);
+            }
         }
         self.emit(tick.changes);
         self.rejoin_if_alone();
         self.top_up_connections(now);
     }
 
-    /// Dials alive members we are not connected to while below `target_peers` (idle
-    /// connections close, and gossip needs a few links per agent to stay connected).
+    /// Closes the connections nobody uses while above `peers_high_water`, least recently used
+    /// first. Gossipsub's and ping's long-lived streams would otherwise keep every connection
+    /// ever made open, and each costs pings, gossip and CPU.
+    fn prune_connections(&mut self, now: Instant) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let excess = connected.len().saturating_sub(self.config.peers_high_water);
+        if excess == 0 {
+            return;
+        }
+        let in_use = self.config.request_timeout * 3;
+        let neighbours = self.ring.neighbours();
+        let gossip: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let mut idle: Vec<(Option<Instant>, PeerId)> = connected
+            .into_iter()
+            .filter(|p| !neighbours.contains(p) && !gossip.contains(p))
+            .filter(|p| {
+                // A joiner needs a moment to learn the others through its first connection.
+                self.opened
+                    .get(p)
+                    .is_none_or(|at| now.saturating_duration_since(*at) >= NEW_CONNECTION_GRACE)
+            })
+            .map(|p| (self.last_used.get(&p).copied(), p))
+            .filter(|(used, _)| used.is_none_or(|at| now.saturating_duration_since(at) >= in_use))
+            .collect();
+        idle.sort();
+        for (_, peer) in idle.into_iter().take(excess) {
+            tracing::trace!(%peer, "closing an unused connection");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Recomputes the ring neighbours from the view: a member this agent starts to watch gets a
+    /// fresh silence clock, the neighbours' connections are kept open, and missing ones dialled.
+    fn update_ring(&mut self, now: Instant) {
+        let local = *self.swarm.local_peer_id();
+        let ring = overlay::ring(local, &self.view.live_peers(), self.config.watchers);
+        if ring == self.ring {
+            return;
+        }
+        for peer in ring
+            .watched
+            .iter()
+            .filter(|p| !self.ring.watched.contains(p))
+        {
+            self.view.start_watching(peer, now);
+        }
+        self.ring = ring;
+        let neighbours = self.ring.neighbours();
+        for peer in &neighbours {
+            self.connect(*peer);
+        }
+        self.swarm.behaviour_mut().keep_alive.set_pinned(neighbours);
+    }
+
+    /// Dials alive members we are not connected to: ring neighbours always, others while below
+    /// `target_peers` (idle connections close, and gossip needs a few links per agent).
     fn top_up_connections(&mut self, now: Instant) {
         if now.saturating_duration_since(self.last_top_up) < TOP_UP_EVERY {
             return;
         }
         self.last_top_up = now;
+        self.prune_connections(now);
+        for peer in self.ring.neighbours() {
+            self.connect(peer);
+        }
         let connected = self.swarm.connected_peers().count();
         let missing = self.config.target_peers.saturating_sub(connected);
         if missing == 0 {
@@ -746,6 +940,7 @@ impl EventLoop {
     ) {
         self.metrics
             .message(protocol.into(), Direction::In, payload.len());
+        self.last_used.insert(peer, Instant::now());
         let (Some(consumer), Some(commands)) =
             (self.consumers.get(&protocol), self.command_sender.upgrade())
         else {

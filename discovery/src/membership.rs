@@ -2,7 +2,7 @@
 //! ([`Member`]), the typed changes ([`MembershipChange`]) and the pure fold of heartbeats, leaves
 //! and liveness evidence into those changes. Time is an argument; nothing here does I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -162,6 +162,25 @@ pub(crate) enum GossipMessage {
         /// Sequence number.
         seq: u64,
     },
+    /// A watcher's rumor: `target` (PeerId bytes) went silent after its heartbeat `seq`. The
+    /// target refutes it with any newer heartbeat.
+    Rumor {
+        /// Suspect or dead.
+        rumor: Rumor,
+        /// The member it is about (PeerId bytes).
+        target: Vec<u8>,
+        /// The newest heartbeat sequence number of the target that the watcher held.
+        seq: u64,
+    },
+}
+
+/// What a watcher says about a member it no longer hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Rumor {
+    /// Silent past the suspect threshold; being probed.
+    Suspect,
+    /// Silent past the dead threshold, and no probe vouched for it.
+    Dead,
 }
 
 /// One heartbeat.
@@ -237,6 +256,8 @@ pub(crate) struct Tick {
     pub changes: Vec<MembershipChange>,
     /// Members that just became suspect: probe them.
     pub new_suspects: Vec<PeerId>,
+    /// Members that this agent just declared dead on its own evidence.
+    pub new_dead: Vec<PeerId>,
 }
 
 impl View {
@@ -465,26 +486,108 @@ impl View {
         }
     }
 
-    /// Applies the thresholds at `now`.
-    pub(crate) fn tick(&mut self, now: Instant) -> Tick {
+    /// Peers that are alive or suspect, in PeerId order (the ring's members).
+    pub(crate) fn live_peers(&self) -> Vec<PeerId> {
+        let mut live: Vec<PeerId> = self
+            .members
+            .values()
+            .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| m.peer_id)
+            .collect();
+        live.sort_unstable();
+        live
+    }
+
+    /// Moves every silence clock forward by `pause`: time during which this agent itself could
+    /// not listen (its event loop was starved) is no evidence that others went silent.
+    pub(crate) fn forgive(&mut self, pause: Duration, now: Instant) {
+        for m in self.members.values_mut() {
+            if matches!(m.state, MemberState::Alive | MemberState::Suspect) {
+                m.last_heard = (m.last_heard + pause).min(now);
+            }
+        }
+    }
+
+    /// Restarts the silence clock of a member this agent starts to watch: until now it was
+    /// judged by the slower rules of unwatched members.
+    pub(crate) fn start_watching(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(m) = self.members.get_mut(peer)
+            && m.state == MemberState::Alive
+        {
+            m.last_heard = m.last_heard.max(now);
+        }
+    }
+
+    /// Folds in a watcher's rumor that `target` is suspect or dead, as of its heartbeat `seq`.
+    /// Ignored when this agent heard a newer heartbeat, or itself watches `target` and heard it
+    /// within the suspect threshold (its own evidence is first-hand).
+    pub(crate) fn on_rumor(
+        &mut self,
+        target: PeerId,
+        rumor: Rumor,
+        seq: u64,
+        watched_here: bool,
+        now: Instant,
+    ) -> Vec<MembershipChange> {
+        let suspect_after = self.thresholds.suspect_after;
+        let Some(m) = self.members.get_mut(&target) else {
+            return Vec::new();
+        };
+        let fresh = watched_here && now.saturating_duration_since(m.last_heard) < suspect_after;
+        if target == self.local || m.seq > seq || fresh {
+            return Vec::new();
+        }
+        match (rumor, m.state) {
+            (Rumor::Suspect, MemberState::Alive) => {
+                m.state = MemberState::Suspect;
+                vec![MembershipChange::Suspect(target)]
+            }
+            (Rumor::Dead, MemberState::Alive) => {
+                m.state = MemberState::Dead;
+                vec![
+                    MembershipChange::Suspect(target),
+                    MembershipChange::Dead(target),
+                ]
+            }
+            (Rumor::Dead, MemberState::Suspect) => {
+                m.state = MemberState::Dead;
+                vec![MembershipChange::Dead(target)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Applies the thresholds at `now`: `watched` members (this agent's ring successors) by
+    /// the configured thresholds, others `slack` later (their watchers normally speak first).
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        watched: &HashSet<PeerId>,
+        slack: Duration,
+    ) -> Tick {
         let t = self.thresholds;
         let mut tick = Tick::default();
         let mut forget = Vec::new();
         for m in self.members.values_mut() {
             let silence = now.saturating_duration_since(m.last_heard);
+            let watching = watched.contains(&m.peer_id);
+            let extra = if watching { Duration::ZERO } else { slack };
+            let (suspect_after, dead_after) = (t.suspect_after + extra, t.dead_after + extra);
             match m.state {
-                MemberState::Alive if silence >= t.suspect_after => {
+                MemberState::Alive if silence >= suspect_after => {
                     m.state = MemberState::Suspect;
                     tick.changes.push(MembershipChange::Suspect(m.peer_id));
                     tick.new_suspects.push(m.peer_id);
-                    if silence >= t.dead_after {
+                    if silence >= dead_after {
                         m.state = MemberState::Dead;
                         tick.changes.push(MembershipChange::Dead(m.peer_id));
+                        tick.new_dead.push(m.peer_id);
                     }
                 }
-                MemberState::Suspect if silence >= t.dead_after => {
+                MemberState::Suspect if silence >= dead_after => {
                     m.state = MemberState::Dead;
                     tick.changes.push(MembershipChange::Dead(m.peer_id));
+                    tick.new_dead.push(m.peer_id);
                 }
                 MemberState::Dead | MemberState::Left if silence >= t.forget_after => {
                     forget.push(m.peer_id);
@@ -514,6 +617,11 @@ mod tests {
                 max_members: 8,
             },
         )
+    }
+
+    /// A tick with no member watched and no slack: every member judged by the thresholds.
+    fn tick_all(v: &mut View, now: Instant) -> Tick {
+        v.tick(now, &HashSet::new(), Duration::ZERO)
     }
 
     fn hb(seq: u64, host: &str) -> Heartbeat {
@@ -548,14 +656,18 @@ mod tests {
             v.on_heartbeat(p, &hb(3, "b"), t0)[..],
             [MembershipChange::Updated { .. }]
         ));
-        let tick = v.tick(t0 + Duration::from_millis(1100));
+        let tick = tick_all(&mut v, t0 + Duration::from_millis(1100));
         assert_eq!(tick.changes, vec![MembershipChange::Suspect(p)]);
         assert_eq!(tick.new_suspects, vec![p]);
         let t1 = t0 + Duration::from_millis(1200);
         assert_eq!(v.on_evidence(&p, t1), vec![MembershipChange::Alive(p)]);
-        assert!(v.tick(t1 + Duration::from_millis(900)).changes.is_empty());
-        let _ = v.tick(t1 + Duration::from_millis(1000));
-        let tick = v.tick(t1 + Duration::from_millis(2000));
+        assert!(
+            tick_all(&mut v, t1 + Duration::from_millis(900))
+                .changes
+                .is_empty()
+        );
+        let _ = tick_all(&mut v, t1 + Duration::from_millis(1000));
+        let tick = tick_all(&mut v, t1 + Duration::from_millis(2000));
         assert_eq!(tick.changes, vec![MembershipChange::Dead(p)]);
         assert!(matches!(
             v.on_heartbeat(p, &hb(4, "b"), t1 + Duration::from_secs(3))[..],
@@ -588,7 +700,11 @@ mod tests {
             out.changes.is_empty() && !out.fetch,
             "same version: liveness only"
         );
-        assert!(v.tick(t0 + Duration::from_millis(1500)).changes.is_empty());
+        assert!(
+            tick_all(&mut v, t0 + Duration::from_millis(1500))
+                .changes
+                .is_empty()
+        );
         let renamed = hb(3, "b");
         let out = v.on_beat(p, 3, renamed.version(), t0 + Duration::from_secs(2));
         assert!(out.fetch, "new version: fetch");
@@ -611,8 +727,12 @@ mod tests {
         assert!(v.on_leave(p, 5, t0).is_empty(), "a leave must be newer");
         assert_eq!(v.on_leave(p, 6, t0), vec![MembershipChange::Left(p)]);
         assert!(v.on_leave(p, 7, t0).is_empty());
-        assert!(v.tick(t0 + Duration::from_secs(5)).changes.is_empty());
-        let _ = v.tick(t0 + Duration::from_secs(11));
+        assert!(
+            tick_all(&mut v, t0 + Duration::from_secs(5))
+                .changes
+                .is_empty()
+        );
+        let _ = tick_all(&mut v, t0 + Duration::from_secs(11));
         assert!(v.get(&p).is_none());
     }
 
@@ -625,5 +745,50 @@ mod tests {
             let _ = v.on_heartbeat(PeerId::random(), &hb(1, "x"), Instant::now());
         }
         assert_eq!(v.members().len(), 8);
+    }
+
+    #[test]
+    fn rumors_spread_failures_and_newer_heartbeats_refute_them() {
+        let mut v = view();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        let _ = v.on_heartbeat(p, &hb(5, "a"), t0);
+        assert!(
+            v.on_rumor(p, Rumor::Dead, 4, false, t0).is_empty(),
+            "a rumor older than what we heard is ignored"
+        );
+        assert!(
+            v.on_rumor(p, Rumor::Suspect, 5, true, t0).is_empty(),
+            "our own fresh evidence beats a rumor"
+        );
+        assert_eq!(
+            v.on_rumor(p, Rumor::Suspect, 5, false, t0),
+            vec![MembershipChange::Suspect(p)]
+        );
+        assert_eq!(
+            v.on_rumor(p, Rumor::Dead, 5, false, t0),
+            vec![MembershipChange::Dead(p)]
+        );
+        assert!(v.on_rumor(p, Rumor::Dead, 5, false, t0).is_empty());
+        assert!(matches!(
+            v.on_heartbeat(p, &hb(6, "a"), t0)[..],
+            [MembershipChange::Joined(_)]
+        ));
+    }
+
+    #[test]
+    fn unwatched_members_get_slack() {
+        let mut v = view();
+        let (watched, other) = (PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let _ = v.on_heartbeat(watched, &hb(1, "w"), t0);
+        let _ = v.on_heartbeat(other, &hb(1, "o"), t0);
+        let set: HashSet<PeerId> = [watched].into();
+        let slack = Duration::from_secs(5);
+        let t = v.tick(t0 + Duration::from_millis(2100), &set, slack);
+        assert_eq!(t.new_dead, vec![watched]);
+        assert_eq!(v.get(&other).map(|m| m.state), Some(MemberState::Alive));
+        let t = v.tick(t0 + Duration::from_millis(7100), &set, slack);
+        assert_eq!(t.new_dead, vec![other]);
     }
 }

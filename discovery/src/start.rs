@@ -106,6 +106,10 @@ pub async fn start(
         fetching: HashMap::new(),
         bootstrapped: false,
         last_tick: Instant::now(),
+        ring: Default::default(),
+        last_beat: None,
+        last_used: HashMap::new(),
+        opened: HashMap::new(),
         config,
     };
     for addr in event_loop.config.join.clone() {
@@ -114,7 +118,8 @@ pub async fn start(
         }
     }
     tracing::info!(%peer_id, "mesh started");
-    let task = tokio::spawn(event_loop.run());
+    let span = tracing::info_span!("mesh", local = %peer_id);
+    let task = tokio::spawn(tracing::Instrument::instrument(event_loop.run(), span));
     Ok(Mesh {
         peer_id,
         commands: commands_tx,
