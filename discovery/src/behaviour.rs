@@ -61,9 +61,10 @@ impl MeshBehaviour {
                 .with_push_listen_addr_updates(true),
         );
         let ping = ping::Behaviour::new(
-            // Pings are the watchers' evidence (see `overlay`): one per heartbeat interval.
+            // Pings are the watchers' evidence (see `overlay`): two per heartbeat interval, so
+            // that one late answer does not make a member suspect.
             ping::Config::new()
-                .with_interval(config.heartbeat_interval)
+                .with_interval(config.heartbeat_interval / 2)
                 .with_timeout(config.suspect_after),
         );
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));

@@ -4,6 +4,7 @@
 mod cluster;
 mod frames;
 mod mdns_netns;
+mod overlay;
 mod request_response;
 mod token;
 
