@@ -35,6 +35,9 @@ struct Sample {
 /// Runs the benchmark and prints a human line, then the JSON result line last.
 pub async fn run(args: &MeshBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.agents >= 2, "--agents must be at least 2");
+    if std::env::var_os("RUST_LOG").is_some() {
+        crate::daemon::init_logging();
+    }
     anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
     let root = std::env::temp_dir().join(format!("shoal-bench-mesh-{}", std::process::id()));
     let result = measure(args, &root).await;
