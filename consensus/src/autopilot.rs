@@ -3,6 +3,8 @@
 //! caught-up learners (preferring new hostnames and `node.labels.zone` values), adding learners
 //! when there are too few, removing managers that stayed dead past a grace (only while the
 //! remaining voters keep quorum), and demoting managers that are drained or asked to step down.
+//! A leader that is drained or asked to step down first hands leadership to a caught-up eligible
+//! voter (openraft's leader transfer); the new leader then demotes it like any other manager.
 //!
 //! The decision ([`plan`]) is a pure function of a [`View`]; [`run`] gathers the view and applies
 //! at most one membership change per round.
@@ -21,6 +23,9 @@ use crate::types::{RaftId, RaftNode};
 
 /// Entries a learner may lag behind the leader and still be promoted.
 const CAUGHT_UP_LAG: u64 = 64;
+/// A leader transfer that did not take effect is tried again after this long at the earliest
+/// (if the old leader wins the election again, rounds must not turn into leader churn).
+const TRANSFER_RETRY: Duration = Duration::from_secs(3);
 
 /// One candidate node as the autopilot sees it.
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ pub(crate) enum Decision {
         voters: BTreeSet<RaftId>,
         remove: BTreeSet<RaftId>,
     },
+    /// This leader may not stay a manager: hand leadership to this voter.
+    TransferLeader(RaftId),
 }
 
 fn odd_at_most(n: usize) -> usize {
@@ -92,6 +99,12 @@ pub(crate) fn plan(v: &View) -> Decision {
         .count();
     if alive_voters < v.voters.len() / 2 + 1 {
         return Decision::Nothing; // no quorum: nothing can commit
+    }
+    // A drained or stepped-down leader cannot demote itself: it hands over first.
+    if cand(&v.leader).is_some_and(|c| !c.eligible)
+        && let Some(decision) = hand_over(v)
+    {
+        return decision;
     }
     // Voters that stay: eligible ones, the leader, and the dead still within their grace.
     let mut keep: BTreeSet<RaftId> = v
@@ -181,9 +194,45 @@ pub(crate) fn plan(v: &View) -> Decision {
     Decision::Nothing
 }
 
+/// The steps of a leader that may not stay a manager: transfer leadership to a caught-up
+/// eligible voter; without one, promote a caught-up eligible learner (the voter count may be
+/// even until the old leader leaves); without one, add an eligible node as a learner. None (the
+/// usual round) while an eligible learner catches up, or when no eligible node exists at all
+/// (then it stays the manager).
+fn hand_over(v: &View) -> Option<Decision> {
+    let cand = |id: &RaftId| v.candidates.get(id);
+    let caught_up = |c: &&Candidate| c.eligible && c.matched + CAUGHT_UP_LAG >= v.last_log;
+    let best = |a: &&Candidate, b: &&Candidate| a.matched.cmp(&b.matched).then(b.id.cmp(&a.id));
+    let others = v.voters.iter().filter(|id| **id != v.leader);
+    if let Some(successor) = others.filter_map(cand).filter(caught_up).max_by(best) {
+        return Some(Decision::TransferLeader(successor.id));
+    }
+    let learners = || v.learners.iter().filter_map(cand);
+    if let Some(learner) = learners()
+        .filter(|c| c.matched > 0)
+        .filter(caught_up)
+        .max_by(best)
+    {
+        let mut voters = v.voters.clone();
+        voters.insert(learner.id);
+        return Some(Decision::Change {
+            voters,
+            remove: BTreeSet::new(),
+        });
+    }
+    if learners().any(|c| c.eligible) {
+        return None; // still catching up: the usual round meanwhile
+    }
+    v.candidates
+        .values()
+        .find(|c| c.eligible && !v.voters.contains(&c.id) && !v.learners.contains(&c.id))
+        .map(|c| Decision::AddLearners(vec![(c.id, c.node.clone())]))
+}
+
 /// Runs rounds while this agent is leader.
 pub(crate) async fn run(core: Arc<Core>) {
     let mut dead_since: HashMap<RaftId, Instant> = HashMap::new();
+    let mut transferred_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(core.config.autopilot_interval);
     loop {
         tick.tick().await;
@@ -195,6 +244,19 @@ pub(crate) async fn run(core: Arc<Core>) {
             continue;
         };
         let decision = plan(&view);
+        if let Decision::TransferLeader(to) = decision {
+            if transferred_at.is_none_or(|at| at.elapsed() >= TRANSFER_RETRY) {
+                tracing::info!(
+                    to,
+                    "autopilot: this leader may not stay a manager, handing over"
+                );
+                transferred_at = Some(Instant::now());
+                if let Err(e) = core.raft.trigger().transfer_leader(to).await {
+                    tracing::warn!(error = %e, "autopilot: leader transfer");
+                }
+            }
+            continue;
+        }
         if decision == Decision::Nothing {
             // Keep node roles in the cluster state in step with the voters, including the
             // first voter, which was never promoted.
@@ -311,7 +373,7 @@ fn candidates_from(
 
 async fn apply(core: &Core, view: &View, decision: Decision) {
     match decision {
-        Decision::Nothing => {}
+        Decision::Nothing | Decision::TransferLeader(_) => {}
         Decision::AddLearners(nodes) => {
             for (id, node) in nodes {
                 core.access.allow_peers([id]);
@@ -509,6 +571,53 @@ mod tests {
             plan(&view(&[1, 2, 3], &[4], cands, &[])),
             Decision::Change {
                 voters: [1, 3, 4].into(),
+                remove: [].into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_drained_leader_hands_over_to_a_caught_up_voter() {
+        let cands = vec![
+            cand(1, "a", true, false, 100),
+            cand(2, "b", true, true, 90),
+            cand(3, "c", true, true, 99),
+            cand(4, "d", true, true, 100),
+        ];
+        assert_eq!(
+            plan(&view(&[1, 2, 3], &[4], cands, &[])),
+            Decision::TransferLeader(3)
+        );
+        // Alone, it cannot hand over: another node becomes a learner, then a voter first.
+        let alone = vec![cand(1, "a", true, false, 100), cand(4, "d", true, true, 0)];
+        assert!(matches!(
+            plan(&view(&[1], &[], alone, &[])),
+            Decision::AddLearners(v) if v.len() == 1 && v[0].0 == 4
+        ));
+        let learning = vec![cand(1, "a", true, false, 100), cand(4, "d", true, true, 10)];
+        assert_eq!(plan(&view(&[1], &[4], learning, &[])), Decision::Nothing);
+        let caught = vec![
+            cand(1, "a", true, false, 100),
+            cand(4, "d", true, true, 100),
+        ];
+        assert_eq!(
+            plan(&view(&[1], &[4], caught.clone(), &[])),
+            Decision::Change {
+                voters: [1, 4].into(),
+                remove: [].into()
+            }
+        );
+        assert_eq!(
+            plan(&view(&[1, 4], &[], caught.clone(), &[])),
+            Decision::TransferLeader(4)
+        );
+        // The new leader demotes the old one.
+        let mut after = view(&[4, 1], &[], caught, &[]);
+        after.leader = 4;
+        assert_eq!(
+            plan(&after),
+            Decision::Change {
+                voters: [4].into(),
                 remove: [].into()
             }
         );

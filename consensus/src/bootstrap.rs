@@ -159,10 +159,11 @@ async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
     )))
 }
 
-/// Waits until the initialising agent's membership reached this agent.
+/// Waits until the initialising agent's membership and cluster id reached this agent (so that,
+/// like after a join, a started agent knows its cluster).
 async fn wait_initialised(core: &Core, deadline: Instant) -> Result<(), ConsensusError> {
     while Instant::now() < deadline {
-        if !core.voters().is_empty() {
+        if !core.voters().is_empty() && core.state().cluster_id.is_some() {
             return Ok(());
         }
         tokio::time::sleep(POLL).await;

@@ -30,6 +30,12 @@ pub(crate) fn commit_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// Latency of log appends: from handing entries to the log store until they are durable (the
+/// fsync'd commit of the round that carried them, which also covers the wait for that round).
+pub(crate) fn log_append_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
 /// The raft families of one agent.
 #[derive(Clone, Default)]
 pub(crate) struct RaftMetricsFamilies {
@@ -48,12 +54,18 @@ impl RaftMetricsFamilies {
         registry: &mut Registry,
         snapshots: &SnapshotMetrics,
         commits: &Histogram,
+        log_appends: &Histogram,
     ) -> RaftMetricsFamilies {
         let m = RaftMetricsFamilies::default();
         registry.register(
             "shoal_raft_commit_seconds",
             "Time from proposing a write on this agent to its applied outcome",
             commits.clone(),
+        );
+        registry.register(
+            "shoal_raft_log_append_seconds",
+            "Time from submitting entries to the raft log store until they are flushed to disk",
+            log_appends.clone(),
         );
         registry.register(
             "shoal_raft_snapshot_seconds",

@@ -42,7 +42,7 @@ pub struct QuorumStatus {
     pub term: u64,
     /// The leader, if known.
     pub leader: Option<PeerId>,
-    /// The voters (managers).
+    /// The voters (managers); during a membership change, those of both configurations.
     pub voters: Vec<PeerId>,
     /// The learners.
     pub learners: Vec<PeerId>,
@@ -50,6 +50,9 @@ pub struct QuorumStatus {
     pub applied: u64,
     /// Last log index.
     pub last_log: u64,
+    /// A membership change is in flight (a joint configuration): both the old and the new voter
+    /// set must keep a majority until it completes.
+    pub changing: bool,
 }
 
 /// The cloneable handle to this agent's part of the quorum. Cloning is shallow.
@@ -91,6 +94,7 @@ impl Quorum {
         let shared = sm.shared();
         let snapshot_metrics = sm.snapshot_metrics();
         let commits = crate::metrics::commit_histogram();
+        let log_appends = log.append_histogram();
         let access = Arc::new(Access::new(id, shared.clone()));
         let network = NetworkFactory {
             mesh: mesh.clone(),
@@ -128,7 +132,7 @@ impl Quorum {
         quorum.spawn(track_liveness(core.clone()));
         quorum.spawn(track_leader(
             core.clone(),
-            RaftMetricsFamilies::register(registry, &snapshot_metrics, &commits),
+            RaftMetricsFamilies::register(registry, &snapshot_metrics, &commits, &log_appends),
         ));
         if let Err(e) = crate::bootstrap::run(&core).await {
             quorum.shutdown().await;
@@ -343,6 +347,7 @@ impl Quorum {
             learners: membership.learner_ids().filter_map(peer_of).collect(),
             applied: m.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
             last_log: m.last_log_index.unwrap_or(0),
+            changing: membership.get_joint_config().len() > 1,
         }
     }
 
@@ -419,48 +424,40 @@ async fn track_liveness(core: Arc<Core>) {
 }
 
 /// Publishes leader changes, updates metrics and announces the raft role in the mesh.
+///
+/// openraft's metrics change with every append and apply; the leader, role and term are only
+/// worked out again (PeerId parsing, announcement) when the leader, term or membership changed.
 async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
+    type Key = (Option<u64>, u64, Option<crate::types::LogId>);
     let mut rx = core.raft.metrics();
-    let mut announced: Option<(Option<String>, RaftMembership, Option<String>)> = None;
+    let mut announced: Option<(Option<String>, RaftMembership, Option<PeerId>)> = None;
+    let mut seen: Option<Key> = None;
+    let mut view = (None, RaftMembership::None, 0, false);
     loop {
-        let (leader, membership, term, initialized) = {
+        {
             let m = rx.borrow_and_update();
             metrics.observe(&m, core.id);
-            let leader = m.current_leader.and_then(|id| {
-                m.membership_config
-                    .membership()
-                    .get_node(&id)
-                    .and_then(|n| PeerId::from_str(&n.peer_id).ok())
-            });
-            let mem = m.membership_config.membership();
-            let membership = if mem.voter_ids().any(|v| v == core.id) {
-                RaftMembership::Voter
-            } else if mem.learner_ids().any(|l| l == core.id) {
-                RaftMembership::Learner
-            } else {
-                RaftMembership::None
-            };
-            (
-                leader,
-                membership,
+            let key = (
+                m.current_leader,
                 m.current_term,
-                mem.nodes().next().is_some(),
-            )
-        };
+                *m.membership_config.log_id(),
+            );
+            if seen.as_ref() != Some(&key) {
+                view = leader_view(&m, core.id);
+                seen = Some(key);
+            }
+        }
+        let (leader, membership, term, initialized) = view;
         core.leader_tx.send_if_modified(|current| {
             let changed = *current != leader;
             *current = leader;
             changed
         });
         let cluster_id = core.access.cluster_id();
-        let now = (
-            cluster_id.clone(),
-            membership,
-            leader.map(|p| p.to_string()),
-        );
+        let now = (cluster_id, membership, leader);
         if announced.as_ref() != Some(&now) {
             let info = NodeInfo {
-                cluster_id,
+                cluster_id: now.0.clone(),
                 role: if membership == RaftMembership::Voter {
                     NodeRole::Manager
                 } else {
@@ -468,7 +465,7 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
                 },
                 raft: RaftAnnouncement {
                     membership,
-                    leader: now.2.clone(),
+                    leader: leader.map(|p| p.to_string()),
                     term,
                     initialized,
                 },
@@ -484,4 +481,29 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
             Ok(Err(_)) => return,
         }
     }
+}
+
+/// The leader's PeerId, this agent's membership, the term and whether raft is initialised.
+fn leader_view(
+    m: &openraft::RaftMetrics<TypeConfig>,
+    me: u64,
+) -> (Option<PeerId>, RaftMembership, u64, bool) {
+    let mem = m.membership_config.membership();
+    let leader = m
+        .current_leader
+        .and_then(|id| mem.get_node(&id))
+        .and_then(|n| PeerId::from_str(&n.peer_id).ok());
+    let membership = if mem.voter_ids().any(|v| v == me) {
+        RaftMembership::Voter
+    } else if mem.learner_ids().any(|l| l == me) {
+        RaftMembership::Learner
+    } else {
+        RaftMembership::None
+    };
+    (
+        leader,
+        membership,
+        m.current_term,
+        mem.nodes().next().is_some(),
+    )
 }

@@ -1,6 +1,8 @@
 //! `shoal bench raft`: durable writes through a quorum of M managers in this process, over the
 //! real mesh on loopback and real redb files in a temp dir. C clients write concurrently for S
-//! seconds (each waits for its write to be committed and applied); reports writes/s and latency.
+//! seconds (each waits for its write to be committed and applied); reports writes/s and latency,
+//! and where the time goes: the mean time from handing entries to the log store until they are
+//! durable (`shoal_raft_log_append_seconds`) on the leader and on the followers.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -68,6 +70,22 @@ pub(crate) async fn start_bench_mesh(
 /// Starts `n` managers (zero-config bootstrap through the first agent's address) and waits
 /// until all `n` are voters.
 pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<BenchManager>> {
+    Ok(start_managers_with_metrics(root, n)
+        .await?
+        .into_iter()
+        .map(|(manager, _)| manager)
+        .collect())
+}
+
+/// [`start_managers`], keeping each manager's metrics registry. Logs to stderr when `RUST_LOG`
+/// is set (the raft and failover benchmarks are otherwise silent).
+async fn start_managers_with_metrics(
+    root: &Path,
+    n: usize,
+) -> anyhow::Result<Vec<(BenchManager, Registry)>> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        crate::daemon::init_logging();
+    }
     let mut meshes = Vec::new();
     let first = start_bench_mesh(&root.join("m0"), "m0", &[]).await?;
     let seed = first
@@ -109,18 +127,26 @@ pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<
         let mesh = mesh.clone();
         async move {
             let mut registry = Registry::default();
-            Quorum::start(config, mesh, &mut registry).await
+            let quorum = Quorum::start(config, mesh, &mut registry).await;
+            quorum.map(|q| (q, registry))
         }
     });
     let quorums = futures::future::join_all(starts).await;
     let mut managers = Vec::new();
     for ((_, mesh), q) in meshes.into_iter().zip(quorums) {
-        managers.push(BenchManager { mesh, quorum: q? });
+        let (quorum, registry) = q?;
+        managers.push((BenchManager { mesh, quorum }, registry));
     }
-    let q0 = managers[0].quorum.clone();
+    // Every manager must see the final configuration: killing the leader while the change from
+    // one voter to `want` is still joint would leave the old half (that leader alone) without
+    // a majority, and the cluster without a leader for good.
+    let quorums: Vec<Quorum> = managers.iter().map(|(m, _)| m.quorum.clone()).collect();
     let want = if n % 2 == 1 { n } else { n - 1 };
     super::wait_until("all managers are voters", Duration::from_secs(30), || {
-        q0.status().voters.len() == want
+        quorums.iter().all(|q| {
+            let status = q.status();
+            !status.changing && status.voters.len() == want
+        })
     })
     .await?;
     Ok(managers)
@@ -145,12 +171,55 @@ pub async fn run(args: &RaftBenchArgs) -> anyhow::Result<()> {
     );
     let root = std::env::temp_dir().join(format!("shoal-bench-raft-{}", std::process::id()));
     let result = measure(args, &root).await;
-    let _ = std::fs::remove_dir_all(&root);
+    remove_dir(&root).await;
     result
 }
 
+/// Removes a benchmark's directory. The agents' last files may still be closing just after
+/// they stopped, which can make one removal fail half-way: try a few times.
+pub(crate) async fn remove_dir(root: &Path) {
+    for _ in 0..5 {
+        if std::fs::remove_dir_all(root).is_ok() || !root.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sum and count of a histogram family in a registry's text encoding.
+fn histogram_totals(registry: &Registry, family: &str) -> (f64, f64) {
+    let mut text = String::new();
+    if shoal_metrics::prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return (0.0, 0.0);
+    }
+    let value = |suffix: &str| {
+        let name = format!("{family}_{suffix} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
+/// Mean of `family` in milliseconds over `registries`.
+fn mean_ms<'a>(registries: impl Iterator<Item = &'a Registry>, family: &str) -> f64 {
+    let (sum, count) = registries
+        .map(|r| histogram_totals(r, family))
+        .fold((0.0, 0.0), |(s, c), (s1, c1)| (s + s1, c + c1));
+    if count > 0.0 {
+        sum / count * 1000.0
+    } else {
+        0.0
+    }
+}
+
 async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
-    let managers = start_managers(root, args.managers).await?;
+    let (managers, registries): (Vec<BenchManager>, Vec<Registry>) =
+        start_managers_with_metrics(root, args.managers)
+            .await?
+            .into_iter()
+            .unzip();
     let leader = managers
         .iter()
         .position(|m| m.quorum.is_leader())
@@ -193,6 +262,17 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
     };
     let writes_per_s = latencies.len() as f64 / elapsed;
     let (p50, p99) = (pct(0.50), pct(0.99));
+    const APPEND: &str = "shoal_raft_log_append_seconds";
+    let append_leader = mean_ms(registries.get(leader).into_iter(), APPEND);
+    let followers = registries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, r)| r);
+    let append_followers = mean_ms(followers, APPEND);
+    println!(
+        "raft: log append (submitted -> durable) mean {append_leader:.2} ms on the leader, {append_followers:.2} ms on the followers"
+    );
     println!(
         "raft: {} managers, {} clients: {} durable writes in {elapsed:.1} s = {writes_per_s:.0} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms",
         args.managers,
@@ -208,6 +288,8 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
             "writes_per_s": writes_per_s.round(),
             "p50_ms": (p50 * 100.0).round() / 100.0,
             "p99_ms": (p99 * 100.0).round() / 100.0,
+            "log_append_leader_ms": (append_leader * 100.0).round() / 100.0,
+            "log_append_followers_ms": (append_followers * 100.0).round() / 100.0,
         })
     );
     Ok(())

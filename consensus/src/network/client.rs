@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::RaftNetworkV2;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use shoal_discovery::{Mesh, PeerId, RequestError, ShoalProtocol};
 
@@ -160,6 +162,38 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         }
     }
 
+    /// See [`super::stream`]: entries one request at a time, commit updates alongside.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + openraft::OptionalSend
+            + Unpin
+            + 'static,
+    {
+        let peer: &'s RaftPeer = self;
+        Box::pin(async move {
+            Ok(super::stream::append_stream(input, move |rpc| {
+                let option = option.clone();
+                async move {
+                    match peer.call(RaftRequest::AppendEntries(rpc), &option).await? {
+                        RaftResponse::AppendEntries(r) => Ok(r),
+                        other => Err(unexpected(other)),
+                    }
+                }
+            }))
+        })
+    }
+
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
@@ -178,6 +212,17 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self.call(RaftRequest::PreVote(rpc), &option).await? {
             RaftResponse::Vote(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(RaftRequest::TransferLeader(req), &option).await? {
+            RaftResponse::TransferLeader(r) => Ok(r),
             other => Err(unexpected(other)),
         }
     }

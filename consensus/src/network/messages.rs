@@ -1,7 +1,8 @@
 //! The `/shoal/raft/1` messages: one request enum and one response enum, in CBOR.
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::Node;
@@ -35,6 +36,8 @@ pub enum RaftRequest {
     ReadIndex,
     /// A new agent asks to join the cluster.
     Join(JoinRequest),
+    /// The leader hands leadership to a named voter (sent to every member).
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
 }
 
 /// One piece of a snapshot stream. The receiver reassembles pieces of one `stream` in order and
@@ -106,6 +109,8 @@ pub enum RaftResponse {
     ReadIndex(Result<u64, ForwardFailure>),
     /// To Join.
     Join(Result<JoinAccepted, String>),
+    /// To TransferLeader.
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     /// The request was refused (not a member, other cluster, raft failure).
     Refused(String),
 }

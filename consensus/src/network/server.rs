@@ -100,6 +100,10 @@ async fn raft_rpc(core: &Core, sender: u64, body: RaftRequest) -> RaftResponse {
             Err(e) => failed(&e),
         },
         RaftRequest::SnapshotChunk(chunk) => snapshot_chunk(core, sender, chunk).await,
+        RaftRequest::TransferLeader(req) => match core.raft.handle_transfer_leader(req).await {
+            Ok(r) => RaftResponse::TransferLeader(r),
+            Err(e) => failed(&e),
+        },
         RaftRequest::Write(_) | RaftRequest::ReadIndex | RaftRequest::Join(_) => {
             RaftResponse::Write(Err(ForwardFailure::Failed("misrouted request".to_owned())))
         }

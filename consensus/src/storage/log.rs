@@ -1,35 +1,59 @@
 //! The raft log store: entries, vote, committed and purged log ids in redb.
 //!
-//! Reads use their own redb read transactions (MVCC, never blocked by the writer); every write
-//! goes through the single [`Writer`] thread.
+//! Appends go to the in-memory [`Pending`] tail (readable at once) and to the single [`Writer`]
+//! thread, which makes them durable in groups and then fires their flush callbacks. Reads take
+//! the tail first and then a redb read transaction (MVCC, never blocked by the writer) for what
+//! lies below it: an entry that leaves the tail in between (only ever long after it became
+//! durable) is already in that transaction. The tail also keeps the most recent durable
+//! entries, so the state machine and replication rarely read the file at all.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::de::DeserializeOwned;
+use shoal_metrics::prometheus_client::metrics::histogram::Histogram;
 
+use super::pending::{Pending, PendingEntry};
 use super::writer::{RecordTable, Writer};
 use super::{KEY_COMMITTED, KEY_PURGED, KEY_SELF, KEY_VOTE, LOG, META};
 use crate::codec::{decode, encode, io_err};
 use crate::limits::MAX_APPEND_BYTES;
 use crate::types::{Entry, LogId, RaftNode, TypeConfig, Vote};
 
-/// openraft's log storage on redb. Cloning is shallow (the database and the writer are shared),
-/// which is how log readers for replication are made.
+/// openraft's log storage on redb. Cloning is shallow (the database, the pending tail and the
+/// writer are shared), which is how log readers for replication are made.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    pending: Arc<Pending>,
     writer: Writer,
+    appends: Histogram,
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<Database>, writer: Writer) -> LogStore {
-        LogStore { db, writer }
+    pub(crate) fn new(
+        db: Arc<Database>,
+        pending: Arc<Pending>,
+        writer: Writer,
+        appends: Histogram,
+    ) -> LogStore {
+        LogStore {
+            db,
+            pending,
+            writer,
+            appends,
+        }
+    }
+
+    /// `shoal_raft_log_append_seconds`: time from `append` until the entries are durable.
+    pub(crate) fn append_histogram(&self) -> Histogram {
+        self.appends.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -47,24 +71,47 @@ impl LogStore {
         range: (Bound<u64>, Bound<u64>),
         byte_budget: usize,
     ) -> io::Result<Vec<Entry>> {
-        let rtx = self.db.begin_read().map_err(io_err)?;
-        let log = rtx.open_table(LOG).map_err(io_err)?;
+        // The tail first: see the module doc for why this order never misses an entry.
+        let tail = self.pending.view(range);
+        let durable_end = match tail.first {
+            Some(first) => min_end(range.1, first),
+            None => range.1,
+        };
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for item in log.range::<u64>(range).map_err(io_err)? {
-            let (_, v) = item.map_err(io_err)?;
-            let raw = v.value();
-            if !out.is_empty() && bytes + raw.len() > byte_budget {
+        let mut fits = |len: usize, taken: usize| {
+            if taken > 0 && bytes + len > byte_budget {
+                return false;
+            }
+            bytes += len;
+            true
+        };
+        if !is_empty_range(range.0, durable_end) {
+            let rtx = self.db.begin_read().map_err(io_err)?;
+            let log = rtx.open_table(LOG).map_err(io_err)?;
+            for item in log.range::<u64>((range.0, durable_end)).map_err(io_err)? {
+                let (_, v) = item.map_err(io_err)?;
+                let raw = v.value();
+                if !fits(raw.len(), out.len()) {
+                    return Ok(out);
+                }
+                out.push(decode::<Entry>(raw).map_err(io_err)?);
+            }
+        }
+        for e in tail.entries {
+            if !fits(e.bytes.len(), out.len()) {
                 break;
             }
-            bytes += raw.len();
-            out.push(decode::<Entry>(raw).map_err(io_err)?);
+            out.push(e.entry.clone());
         }
         Ok(out)
     }
 
     /// The last entry's log id, if the log holds any entry.
     fn last_entry_id(&self) -> io::Result<Option<LogId>> {
+        if let Some(last) = self.pending.last_log_id() {
+            return Ok(Some(last));
+        }
         let rtx = self.db.begin_read().map_err(io_err)?;
         let log = rtx.open_table(LOG).map_err(io_err)?;
         match log.last().map_err(io_err)? {
@@ -82,7 +129,7 @@ impl LogStore {
     pub(crate) async fn save_self(&self, node: &RaftNode) -> io::Result<()> {
         let bytes = encode(node).map_err(io_err)?;
         self.writer
-            .put(RecordTable::Meta, KEY_SELF, Some(bytes), true)
+            .put(RecordTable::Meta, KEY_SELF, Some(bytes))
             .await
     }
 
@@ -94,22 +141,47 @@ impl LogStore {
     /// Records the committed log id durably (for `recover`).
     pub(crate) async fn save_committed_durable(&self, committed: &LogId) -> io::Result<()> {
         let bytes = encode(committed).map_err(io_err)?;
+        self.pending.set_committed(Some(*committed));
         self.writer
-            .put(RecordTable::Meta, KEY_COMMITTED, Some(bytes), true)
+            .put(RecordTable::Meta, KEY_COMMITTED, Some(bytes))
             .await
     }
 
     /// Deletes the whole log and records `purged` as the last purged log id (for `recover`).
     pub(crate) async fn purge_all(&self, purged: &LogId) -> io::Result<()> {
+        self.pending.remove_from(0);
         self.writer.truncate_from(0).await?;
         self.writer
             .put(
                 RecordTable::Meta,
                 KEY_PURGED,
                 Some(encode(purged).map_err(io_err)?),
-                true,
             )
             .await
+    }
+}
+
+/// The smaller of an end bound and `Excluded(first)`.
+fn min_end(end: Bound<u64>, first: u64) -> Bound<u64> {
+    match end {
+        Bound::Included(e) if e < first => Bound::Included(e),
+        Bound::Excluded(e) if e <= first => Bound::Excluded(e),
+        _ => Bound::Excluded(first),
+    }
+}
+
+/// Whether no index lies between `start` and `end` (redb panics on an inverted range).
+fn is_empty_range(start: Bound<u64>, end: Bound<u64>) -> bool {
+    let lo = match start {
+        Bound::Included(s) => Some(s),
+        Bound::Excluded(s) => s.checked_add(1),
+        Bound::Unbounded => Some(0),
+    };
+    let Some(lo) = lo else { return true };
+    match end {
+        Bound::Included(e) => e < lo,
+        Bound::Excluded(e) => e <= lo,
+        Bound::Unbounded => false,
     }
 }
 
@@ -161,24 +233,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = encode(vote).map_err(io_err)?;
         self.writer
-            .put(RecordTable::Meta, KEY_VOTE, Some(bytes), true)
+            .put(RecordTable::Meta, KEY_VOTE, Some(bytes))
             .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not fsync'd on its own: it becomes durable with the next flush. Losing the latest value
-        // in a crash only means re-applying a little less on restart.
-        let value = match committed {
-            Some(c) => Some(encode(&c).map_err(io_err)?),
-            None => None,
-        };
-        self.writer
-            .put(RecordTable::Meta, KEY_COMMITTED, value, false)
-            .await
+        // Never waits for the disk: the writer stores the latest value with its next round, in
+        // order with the appends. Losing the latest value in a crash only means re-applying a
+        // little less on restart.
+        self.pending.set_committed(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        self.read_meta(KEY_COMMITTED)
+        match self.pending.committed() {
+            Some(latest) => Ok(latest),
+            None => self.read_meta(KEY_COMMITTED),
+        }
     }
 
     async fn append<I>(
@@ -190,24 +261,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut encoded = Vec::new();
+        let submitted = Instant::now();
+        let mut batch = Vec::new();
         for entry in entries {
-            encoded.push((entry.log_id.index, encode(&entry).map_err(io_err)?));
+            let bytes = encode(&entry).map_err(io_err)?;
+            batch.push(Arc::new(PendingEntry { entry, bytes }));
         }
-        if encoded.is_empty() {
+        if batch.is_empty() {
             callback.io_completed(Ok(()));
             return Ok(());
         }
-        self.writer.append(encoded, callback).await
+        // Readable from here on; durable (and `callback` fired) after the writer's next round.
+        self.pending.insert(&batch);
+        self.writer.append(batch, callback, submitted).await
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|id| id.index + 1).unwrap_or(0);
+        // Awaited until the durable log no longer holds the entries, so that a later append at
+        // these indexes never sits above stale durable entries.
+        self.pending.remove_from(from);
         self.writer.truncate_from(from).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         let bytes = encode(&log_id).map_err(io_err)?;
+        self.pending.remove_upto(log_id.index);
         self.writer.purge(log_id.index, bytes).await
     }
 }

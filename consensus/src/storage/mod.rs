@@ -2,10 +2,11 @@
 //! the current snapshot of the state machine.
 //!
 //! # Layout
-//! - [`writer`]: the one thread that writes the file. Appends are committed without fsync (so they
-//!   are readable at once) and made durable by a grouped fsync'd commit right after; every
-//!   append's flush callback fires only after that durable commit. Many appends queued behind one
-//!   fsync cost one fsync.
+//! - [`writer`]: the one thread that writes the file. Each round drains every queued write into
+//!   one fsync'd commit (group commit) and only then fires the appends' flush callbacks: many
+//!   appends queued behind one fsync cost one fsync.
+//! - [`pending`]: the log's in-memory tail, which makes appends readable before they are durable
+//!   so that the raft core never waits for the disk, and the latest committed log id.
 //! - [`log`]: [`LogStore`], openraft's `RaftLogStorage` and `RaftLogReader`.
 //! - [`state_machine`]: [`StateMachine`]: the in-memory `ClusterState`, its apply watch, and
 //!   snapshot building/installation.
@@ -15,6 +16,7 @@
 //! the log up to the saved committed log id, so nothing acknowledged is lost.
 
 pub mod log;
+pub(crate) mod pending;
 pub mod snapshot;
 pub mod state_machine;
 pub mod writer;
@@ -37,7 +39,6 @@ pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const KEY_VOTE: &str = "vote";
 pub(crate) const KEY_COMMITTED: &str = "committed";
 pub(crate) const KEY_PURGED: &str = "last_purged";
-pub(crate) const KEY_FLUSH: &str = "flush_seq";
 pub(crate) const KEY_CURRENT: &str = "current";
 pub(crate) const KEY_SELF: &str = "self";
 
@@ -79,8 +80,10 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenErro
     let db = create_with_retry(&path)?;
     let db = Arc::new(db);
     create_tables(&db)?;
-    let writer = writer::Writer::spawn(db.clone())?;
-    let log = LogStore::new(db.clone(), writer.clone());
+    let pending = Arc::new(pending::Pending::default());
+    let appends = crate::metrics::log_append_histogram();
+    let writer = writer::Writer::spawn(db.clone(), pending.clone(), appends.clone())?;
+    let log = LogStore::new(db.clone(), pending, writer.clone(), appends);
     let sm = StateMachine::open(db, writer)?;
     Ok((log, sm))
 }

@@ -148,7 +148,7 @@ fn read_current(db: &Database) -> io::Result<Option<StoredSnapshot>> {
 async fn write_current(writer: &Writer, stored: &StoredSnapshot) -> io::Result<()> {
     let bytes = encode_stored(stored).map_err(io_err)?;
     writer
-        .put(RecordTable::Snapshot, KEY_CURRENT, Some(bytes), true)
+        .put(RecordTable::Snapshot, KEY_CURRENT, Some(bytes))
         .await
 }
 

@@ -1,50 +1,57 @@
 //! The single writer of the raft database: a dedicated thread that owns every write transaction.
 //!
-//! Each round drains the queued operations, applies them in one non-durable commit (so they are
-//! visible to readers at once and their senders are released), then makes them durable with one
-//! fsync'd commit and only then answers the operations that wait for durability (log flush
-//! callbacks, the vote, snapshots). Operations that arrive during an fsync are grouped into the
-//! next round: 32 concurrent appends cost one fsync, not 32.
+//! Group commit: each round drains every queued operation into one redb transaction committed
+//! with `Durability::Immediate` (one fsync), and only then answers them — the appends' flush
+//! callbacks, the vote, truncations, purges, snapshots. Operations that arrive during an fsync
+//! wait for the next round, so 32 concurrent appends cost one fsync, not 32, and the raft core
+//! never waits for a disk: appends are readable from the in-memory [`Pending`] tail at once,
+//! and the latest committed log id rides along with the next round.
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::IOFlushed;
-use redb::{Database, Durability};
+use redb::{Database, Durability, Table};
+use shoal_metrics::prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{KEY_FLUSH, KEY_PURGED, LOG, META, SNAPSHOT};
-use crate::codec::io_err;
+use super::pending::{Pending, PendingEntry};
+use super::{KEY_COMMITTED, KEY_PURGED, LOG, META, SNAPSHOT};
+use crate::codec::{encode, io_err};
 use crate::types::TypeConfig;
 
 /// Operations queued at most before senders wait.
 const QUEUE: usize = 1024;
 /// Operations applied in one round at most.
 const MAX_ROUND: usize = 512;
+/// The committed log id is stored at most this often: it only saves re-applying entries after a
+/// restart, and leaving it out of most rounds leaves one page fewer to write and fsync.
+const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Which small-record table a [`WriteOp::Put`] targets.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RecordTable {
-    /// Vote, committed, purged.
+    /// Vote, committed, purged, this node.
     Meta,
     /// The current snapshot.
     Snapshot,
 }
 
-/// One write, with how its sender learns it is done.
+/// One write, with how its sender learns it is durable.
 pub(crate) enum WriteOp {
-    /// Append encoded entries; `visible` fires after the non-durable commit, `flushed` after fsync.
+    /// Store appended entries (already readable from the pending tail); `flushed` fires once
+    /// they are durable.
     Append {
-        entries: Vec<(u64, Vec<u8>)>,
+        entries: Vec<Arc<PendingEntry>>,
         flushed: IOFlushed<TypeConfig>,
-        visible: Ack,
+        submitted: Instant,
     },
-    /// Set (or delete, with `None`) one record; `done` fires after fsync if `durable`.
+    /// Set (or delete, with `None`) one record.
     Put {
         table: RecordTable,
         key: &'static str,
         value: Option<Vec<u8>>,
-        durable: bool,
         done: Ack,
     },
     /// Delete log entries with index >= `from`.
@@ -66,16 +73,19 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`.
-    pub(crate) fn spawn(db: Arc<Database>) -> io::Result<Writer> {
+    /// Starts the writer thread for `db`. `appends` observes each append's time to durability.
+    pub(crate) fn spawn(
+        db: Arc<Database>,
+        pending: Arc<Pending>,
+        appends: Histogram,
+    ) -> io::Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("shoal-raft-writer".into())
-            .spawn(move || run(db, rx))?;
+            .spawn(move || run(&db, &pending, &appends, rx))?;
         Ok(Writer { tx })
     }
 
-    /// Queues `op` and returns the receiver of its acknowledgement.
     async fn submit(&self, op: WriteOp) -> io::Result<()> {
         self.tx
             .send(op)
@@ -83,71 +93,65 @@ impl Writer {
             .map_err(|_| io::Error::other("raft storage writer stopped"))
     }
 
-    /// Appends encoded entries; returns once they are readable. `flushed` fires once durable.
+    async fn submit_and_wait(&self, make: impl FnOnce(Ack) -> WriteOp) -> io::Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.submit(make(done)).await?;
+        rx.await
+            .map_err(|_| io::Error::other("raft storage writer dropped a request"))?
+    }
+
+    /// Queues entries for the next round; returns at once (after queueing). `flushed` fires once
+    /// they are durable.
     pub(crate) async fn append(
         &self,
-        entries: Vec<(u64, Vec<u8>)>,
+        entries: Vec<Arc<PendingEntry>>,
         flushed: IOFlushed<TypeConfig>,
+        submitted: Instant,
     ) -> io::Result<()> {
-        let (visible, rx) = oneshot::channel();
         self.submit(WriteOp::Append {
             entries,
             flushed,
-            visible,
+            submitted,
         })
-        .await?;
-        wait(rx).await
+        .await
     }
 
-    /// Sets or deletes one record; returns after fsync when `durable`.
+    /// Sets or deletes one record; returns once it is durable.
     pub(crate) async fn put(
         &self,
         table: RecordTable,
         key: &'static str,
         value: Option<Vec<u8>>,
-        durable: bool,
     ) -> io::Result<()> {
-        let (done, rx) = oneshot::channel();
-        self.submit(WriteOp::Put {
+        self.submit_and_wait(|done| WriteOp::Put {
             table,
             key,
             value,
-            durable,
             done,
         })
-        .await?;
-        wait(rx).await
+        .await
     }
 
-    /// Deletes entries with index >= `from`.
+    /// Deletes entries with index >= `from`; returns once that is durable.
     pub(crate) async fn truncate_from(&self, from: u64) -> io::Result<()> {
-        let (done, rx) = oneshot::channel();
-        self.submit(WriteOp::TruncateFrom { from, done }).await?;
-        wait(rx).await
+        self.submit_and_wait(|done| WriteOp::TruncateFrom { from, done })
+            .await
     }
 
-    /// Deletes entries with index <= `upto` and records `purged` (an encoded log id).
+    /// Deletes entries with index <= `upto` and records `purged` (an encoded log id); returns
+    /// once that is durable.
     pub(crate) async fn purge(&self, upto: u64, purged: Vec<u8>) -> io::Result<()> {
-        let (done, rx) = oneshot::channel();
-        self.submit(WriteOp::Purge { upto, purged, done }).await?;
-        wait(rx).await
+        self.submit_and_wait(|done| WriteOp::Purge { upto, purged, done })
+            .await
     }
 }
 
-async fn wait(rx: oneshot::Receiver<io::Result<()>>) -> io::Result<()> {
-    rx.await
-        .map_err(|_| io::Error::other("raft storage writer dropped a request"))?
-}
-
-/// What must be answered after the durable commit of a round.
-enum AfterFlush {
-    Flushed(IOFlushed<TypeConfig>),
-    Ack(Ack),
-}
-
-fn run(db: Arc<Database>, mut rx: mpsc::Receiver<WriteOp>) {
-    let mut flush_seq: u64 = 0;
+fn run(db: &Database, pending: &Pending, appends: &Histogram, mut rx: mpsc::Receiver<WriteOp>) {
+    let mut committed_at: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
+        // Taken before draining: see `Pending::take_committed`.
+        let due = committed_at.is_none_or(|at| at.elapsed() >= COMMITTED_EVERY);
+        let committed = if due { pending.take_committed() } else { None };
         let mut ops = vec![first];
         while ops.len() < MAX_ROUND {
             match rx.try_recv() {
@@ -155,69 +159,31 @@ fn run(db: Arc<Database>, mut rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let applied = apply_round(&db, &ops);
-        let mut waiting = Vec::with_capacity(ops.len());
-        for op in ops {
-            answer_visible(op, &applied, &mut waiting);
-        }
-        if waiting.is_empty() {
-            continue;
-        }
-        flush_seq = flush_seq.wrapping_add(1);
-        let flushed = match &applied {
-            Ok(()) => durable_commit(&db, flush_seq),
-            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        // A round cut short may not hold the entries the committed id points to: keep it for
+        // the next round.
+        let committed = if ops.len() == MAX_ROUND && committed.is_some() {
+            pending.keep_committed_dirty();
+            None
+        } else {
+            committed
         };
-        for w in waiting {
-            let result = match &flushed {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            match w {
-                AfterFlush::Flushed(cb) => cb.io_completed(result),
-                AfterFlush::Ack(ack) => {
-                    let _ = ack.send(result);
-                }
-            }
+        if committed.is_some() {
+            committed_at = Some(Instant::now());
         }
+        let result = commit_round(db, &ops, committed);
+        answer(ops, &result, pending, appends);
     }
     tracing::debug!("raft storage writer stopped");
 }
 
-/// Answers what needs only visibility, and collects what waits for the fsync.
-fn answer_visible(op: WriteOp, applied: &io::Result<()>, waiting: &mut Vec<AfterFlush>) {
-    let copy = || match applied {
-        Ok(()) => Ok(()),
-        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-    };
-    match op {
-        WriteOp::Append {
-            flushed, visible, ..
-        } => {
-            let _ = visible.send(copy());
-            waiting.push(AfterFlush::Flushed(flushed));
-        }
-        WriteOp::Put {
-            durable: true,
-            done,
-            ..
-        } => waiting.push(AfterFlush::Ack(done)),
-        WriteOp::Put {
-            durable: false,
-            done,
-            ..
-        }
-        | WriteOp::TruncateFrom { done, .. }
-        | WriteOp::Purge { done, .. } => {
-            let _ = done.send(copy());
-        }
-    }
-}
-
-/// Applies every op of a round in one non-durable transaction.
-fn apply_round(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
+/// Applies every op of a round and the committed log id in one durable transaction.
+fn commit_round(
+    db: &Database,
+    ops: &[WriteOp],
+    committed: Option<Option<crate::types::LogId>>,
+) -> io::Result<()> {
     let mut tx = db.begin_write().map_err(io_err)?;
-    tx.set_durability(Durability::None).map_err(io_err)?;
+    tx.set_durability(Durability::Immediate).map_err(io_err)?;
     {
         let mut log = tx.open_table(LOG).map_err(io_err)?;
         let mut meta = tx.open_table(META).map_err(io_err)?;
@@ -225,8 +191,9 @@ fn apply_round(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
         for op in ops {
             match op {
                 WriteOp::Append { entries, .. } => {
-                    for (index, bytes) in entries {
-                        log.insert(*index, bytes.as_slice()).map_err(io_err)?;
+                    for e in entries {
+                        log.insert(e.entry.log_id.index, e.bytes.as_slice())
+                            .map_err(io_err)?;
                     }
                 }
                 WriteOp::Put {
@@ -236,14 +203,7 @@ fn apply_round(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
                         RecordTable::Meta => &mut meta,
                         RecordTable::Snapshot => &mut snap,
                     };
-                    match value {
-                        Some(v) => {
-                            t.insert(*key, v.as_slice()).map_err(io_err)?;
-                        }
-                        None => {
-                            t.remove(*key).map_err(io_err)?;
-                        }
-                    }
+                    set(t, key, value.as_deref())?;
                 }
                 WriteOp::TruncateFrom { from, .. } => {
                     log.retain_in(*from.., |_, _| false).map_err(io_err)?;
@@ -254,18 +214,50 @@ fn apply_round(db: &Database, ops: &[WriteOp]) -> io::Result<()> {
                 }
             }
         }
+        if let Some(committed) = committed {
+            let bytes = committed.map(|c| encode(&c)).transpose().map_err(io_err)?;
+            set(&mut meta, KEY_COMMITTED, bytes.as_deref())?;
+        }
     }
     tx.commit().map_err(io_err)
 }
 
-/// Makes every earlier non-durable commit durable with one fsync'd commit.
-fn durable_commit(db: &Database, seq: u64) -> io::Result<()> {
-    let mut tx = db.begin_write().map_err(io_err)?;
-    tx.set_durability(Durability::Immediate).map_err(io_err)?;
-    {
-        let mut meta = tx.open_table(META).map_err(io_err)?;
-        meta.insert(KEY_FLUSH, seq.to_le_bytes().as_slice())
-            .map_err(io_err)?;
+fn set(
+    t: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    value: Option<&[u8]>,
+) -> io::Result<()> {
+    match value {
+        Some(v) => t.insert(key, v).map(drop).map_err(io_err),
+        None => t.remove(key).map(drop).map_err(io_err),
     }
-    tx.commit().map_err(io_err)
+}
+
+/// Answers every op of a round with its result, and lets go of the entries now durable.
+fn answer(ops: Vec<WriteOp>, result: &io::Result<()>, pending: &Pending, appends: &Histogram) {
+    let copy = || match result {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    };
+    let now = Instant::now();
+    for op in ops {
+        match op {
+            WriteOp::Append {
+                entries,
+                flushed,
+                submitted,
+            } => {
+                if result.is_ok() {
+                    pending.mark_flushed(&entries);
+                    appends.observe(now.duration_since(submitted).as_secs_f64());
+                }
+                flushed.io_completed(copy());
+            }
+            WriteOp::Put { done, .. }
+            | WriteOp::TruncateFrom { done, .. }
+            | WriteOp::Purge { done, .. } => {
+                let _ = done.send(copy());
+            }
+        }
+    }
 }

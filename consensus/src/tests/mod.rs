@@ -2,5 +2,6 @@
 
 mod cluster;
 mod harness;
+mod membership;
 mod security;
 mod storage_suite;
