@@ -81,7 +81,7 @@ pub struct ServiceLabels {
 /// Labels of executor operations.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExecutorOpLabels {
-    /// `start`, `stop`, `remove`.
+    /// `start`, `stop_remove`.
     pub op: String,
     /// `ok` or `error`.
     pub result: OpResult,

@@ -88,10 +88,7 @@ mod tests {
 
     #[tokio::test]
     async fn scrape_returns_agent_info_and_process_families() {
-        let registry = new_registry(AgentInfo {
-            version: "0.1.0".into(),
-            node_id: "12D3KooTest".into(),
-        });
+        let (registry, _info) = new_registry(AgentInfo::new("0.1.0", "12D3KooTest"));
         let server = serve(
             "127.0.0.1:0".parse().expect("literal address"),
             Arc::new(registry),
@@ -105,7 +102,9 @@ mod tests {
         )
         .await;
         assert!(
-            body.contains("shoal_agent_info{version=\"0.1.0\",node_id=\"12D3KooTest\"} 1"),
+            body.contains(
+                "shoal_agent_info{version=\"0.1.0\",node_id=\"12D3KooTest\",role=\"worker\",cluster_id=\"\"} 1"
+            ),
             "{body}"
         );
         assert!(body.contains("process_open_fds "), "{body}");

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`agent`]: the agent's own families (scheduler, cluster, dispatcher, executor).
-//! - [`registry`]: creating an agent's registry and the `shoal_agent_info` family.
+//! - [`registry`]: creating an agent's registry and `shoal_agent_info` (version, node id, and the
+//!   role and cluster id, which change while the agent runs).
 //! - [`process`]: CPU, memory and file descriptors of this process, read on each scrape.
 //! - [`text_format`]: the classic Prometheus text format, for scrapers that do not ask for OpenMetrics.
 //! - [`http`]: the axum server that exposes a registry at `/metrics`.
@@ -20,7 +21,7 @@ pub mod text_format;
 pub use agent::AgentMetrics;
 pub use http::{MetricsServer, serve};
 pub use prometheus_client;
-pub use registry::{AgentInfo, new_registry};
+pub use registry::{AgentInfo, AgentInfoHandle, new_registry};
 
 /// Errors of the metrics endpoint.
 #[derive(Debug, thiserror::Error)]

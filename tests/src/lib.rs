@@ -276,3 +276,89 @@ impl DockerAgent {
         }
     }
 }
+
+/// An agent on its own thread with a single-threaded runtime, so that a test can freeze it
+/// whole — mesh, dispatch, worker and executor — as a stopped process or a stalled machine
+/// would be, and let it go on where it stopped. Nothing in the agent knows it is frozen.
+pub struct FreezableAgent {
+    node_id: shoal_scheduler::NodeId,
+    socket: std::path::PathBuf,
+    join_addr: String,
+    commands: tokio::sync::mpsc::UnboundedSender<FreezeControl>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum FreezeControl {
+    /// Block the agent's only thread for this long; say so once it starts.
+    Freeze(Duration, tokio::sync::oneshot::Sender<()>),
+}
+
+impl FreezableAgent {
+    /// Starts an agent with `config` on a thread of its own.
+    pub async fn start(config: AgentConfig) -> FreezableAgent {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (commands, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the agent");
+            runtime.block_on(async move {
+                let agent = Agent::start(config).await.expect("agent starts");
+                let ready = (
+                    agent.node_id().clone(),
+                    agent.socket().to_path_buf(),
+                    join_addr(&agent).await,
+                );
+                let _ = started_tx.send(ready);
+                while let Some(FreezeControl::Freeze(span, began)) = inbox.recv().await {
+                    let _ = began.send(());
+                    // Blocks the runtime's only thread: every task of this agent stops.
+                    std::thread::sleep(span);
+                }
+                agent.shutdown().await;
+            });
+        });
+        let (node_id, socket, join_addr) = started.await.expect("the agent's thread started it");
+        FreezableAgent {
+            node_id,
+            socket,
+            join_addr,
+            commands,
+            thread: Some(thread),
+        }
+    }
+
+    /// The agent's node id.
+    pub fn node_id(&self) -> &shoal_scheduler::NodeId {
+        &self.node_id
+    }
+
+    /// What `--join` takes to reach this agent.
+    pub fn join_addr(&self) -> String {
+        self.join_addr.clone()
+    }
+
+    /// A control client of the agent.
+    pub fn client(&self) -> ControlClient {
+        ControlClient::new(&self.socket)
+    }
+
+    /// Freezes the agent for `span`; returns as soon as the freeze has begun.
+    pub async fn freeze(&self, span: Duration) {
+        let (began_tx, began) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(FreezeControl::Freeze(span, began_tx))
+            .expect("the agent's thread runs");
+        began.await.expect("the freeze began");
+    }
+
+    /// Shuts the agent down gracefully and waits for its thread.
+    pub async fn shutdown(mut self) {
+        let thread = self.thread.take();
+        drop(self);
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}

@@ -103,6 +103,8 @@ impl AgentArgs {
             bootstrap_expect: self.bootstrap_expect,
             managers: self.managers,
             executor: self.executor,
+            // DOCKER_HOST chooses another engine, as it does for the docker CLI.
+            docker_host: None,
             labels,
             metrics_addr,
             down_grace: self.down_grace,

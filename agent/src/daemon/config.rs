@@ -35,6 +35,9 @@ pub struct AgentConfig {
     pub managers: usize,
     /// The container runtime.
     pub executor: ExecutorKind,
+    /// The Docker engine's address (`unix:///var/run/docker.sock`, `tcp://...`); `None` uses
+    /// `DOCKER_HOST`, else the default socket.
+    pub docker_host: Option<String>,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
     /// Where `/metrics` is served (None: not served).
@@ -61,6 +64,7 @@ impl AgentConfig {
             bootstrap_expect: None,
             managers: 3,
             executor,
+            docker_host: None,
             labels: BTreeMap::new(),
             metrics_addr: None,
             down_grace: Duration::from_secs(2),

@@ -5,6 +5,7 @@
 mod config;
 pub mod host;
 mod node_record;
+pub mod role;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,10 +54,10 @@ impl Agent {
         let runtime = describe_runtime(executor.as_deref()).await;
         let info = node_info(&config, &runtime);
 
-        let mut registry = shoal_metrics::new_registry(AgentInfo {
-            version: env!("CARGO_PKG_VERSION").into(),
-            node_id: node_id.to_string(),
-        });
+        let (mut registry, agent_info) = shoal_metrics::new_registry(AgentInfo::new(
+            env!("CARGO_PKG_VERSION"),
+            node_id.to_string(),
+        ));
         let metrics = shoal_metrics::AgentMetrics::register(&mut registry);
         let mesh =
             shoal_discovery::start(mesh_config(&config)?, info.clone(), &mut registry).await?;
@@ -102,15 +103,14 @@ impl Agent {
             view.clone(),
             worker.clone(),
         ));
-        if let Some(worker) = worker.clone() {
-            tasks.spawn(leader_link::run(
-                node_id.clone(),
-                mesh.clone(),
-                view,
-                worker,
-                reports_rx,
-            ));
-        }
+        tasks.spawn(leader_link::run(
+            node_id.clone(),
+            mesh.clone(),
+            view,
+            worker.clone(),
+            reports_rx,
+        ));
+        tasks.spawn(role::follow(quorum.clone(), agent_info));
         tasks.spawn(node_record::keep_registered(
             quorum.clone(),
             mesh.clone(),
@@ -254,6 +254,7 @@ async fn connect_executor(config: &AgentConfig, node: &NodeId) -> Option<Arc<dyn
         ExecutorKind::Sim => Some(Arc::new(SimExecutor::new(SimConfig::new(node.clone())))),
         ExecutorKind::Docker => {
             let mut docker = DockerConfig::new(node.clone());
+            docker.host = config.docker_host.clone();
             if config.never_pull {
                 docker.pull = PullPolicy::Never;
             }

@@ -4,6 +4,8 @@
 //! that it is gone — a node that only lost its link to the leader is not down.
 //!
 //! A new leader starts every session as "just heard", so a leader change marks nobody down.
+//! A node without a container runtime heartbeats like any other but runs no worker: it is never
+//! sent assignments.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use shoal_consensus::Quorum;
 use shoal_discovery::{MemberState, Mesh, PeerId};
-use shoal_scheduler::{ClusterState, Command, NodeId, NodeState};
+use shoal_scheduler::{ClusterState, Command, NodeId, NodeState, Runtime};
 use tokio::sync::mpsc;
 
 use super::assignments;
@@ -67,7 +69,8 @@ pub async fn run(context: DispatcherContext, mut heartbeats: mpsc::Receiver<Hear
     let mut dispatcher = Dispatcher::new(context);
     let mut applied = dispatcher.context.quorum.watch();
     let mut check = tokio::time::interval(CHECK_INTERVAL);
-    // This agent is obviously alive: no need to wait for its own first heartbeat.
+    // This agent is obviously alive: no need to wait for its own first heartbeat, once it is
+    // registered (which may happen after the duties start).
     let local = dispatcher.context.local.clone();
     dispatcher.mark_if_needed(&local, NodeState::Ready).await;
     dispatcher.push_changed().await;
@@ -75,6 +78,7 @@ pub async fn run(context: DispatcherContext, mut heartbeats: mpsc::Receiver<Hear
         tokio::select! {
             changed = applied.changed() => {
                 if changed.is_err() { break; }
+                dispatcher.mark_if_needed(&local, NodeState::Ready).await;
                 dispatcher.push_changed().await;
             }
             heartbeat = heartbeats.recv() => match heartbeat {
@@ -114,7 +118,16 @@ impl Dispatcher {
     async fn push_changed(&mut self) {
         let state = self.context.quorum.state();
         let mut sets = assignments::by_node(&state);
-        for node in state.nodes.keys() {
+        for node in state.nodes.values() {
+            if node.runtime == Runtime::None {
+                // No worker to send to (version 0: nothing was sent, nothing is re-sent).
+                if let Some(session) = self.sessions.get_mut(&node.id) {
+                    session.version = 0;
+                    session.sent.clear();
+                }
+                continue;
+            }
+            let node = &node.id;
             let tasks = sets.remove(node).unwrap_or_default();
             let session = self.session(node);
             if session.version > 0 && session.sent == tasks {
@@ -192,6 +205,7 @@ impl Dispatcher {
         session.last_heard = Instant::now();
         session.holds = heartbeat.holds;
         let current = (epoch, session.version);
+        // A runtime-less node has no session version: it is never pushed to.
         if session.version > 0 && heartbeat.holds != Some(current) {
             self.push(heartbeat.node.clone());
         }

@@ -1,6 +1,9 @@
 //! The worker's side of dispatch: delivers this node's status reports to the current leader
 //! (retrying until they are committed) and sends it a heartbeat every interval. When this agent
 //! is itself the leader, reports go straight into the local batcher without the network.
+//!
+//! An agent without a container runtime runs no worker but still heartbeats: the heartbeats are
+//! what makes its node ready, and the dispatcher watches them as it watches every node's.
 
 use std::time::Duration;
 
@@ -39,25 +42,27 @@ pub struct LeaderView {
     pub local: watch::Receiver<Option<LocalLeader>>,
 }
 
-/// Runs the link until the worker's report channel closes.
+/// Runs the link until the worker's report channel closes; without a worker (`runtime: none`),
+/// only heartbeats, until the agent stops.
 pub async fn run(
     node: NodeId,
     mesh: Mesh,
     view: LeaderView,
-    worker: WorkerHandle,
+    worker: Option<WorkerHandle>,
     mut reports: mpsc::Receiver<Vec<(TaskId, TaskStatus)>>,
 ) {
     let mut buffer: Vec<(TaskId, TaskStatus)> = Vec::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let worker = worker.as_ref();
     loop {
         if buffer.is_empty() {
             tokio::select! {
-                batch = reports.recv() => match batch {
+                batch = reports.recv(), if worker.is_some() => match batch {
                     Some(batch) => buffer.extend(batch),
                     None => return,
                 },
-                _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, &worker).await,
+                _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, worker).await,
             }
         }
         while let Ok(more) = reports.try_recv() {
@@ -76,7 +81,7 @@ pub async fn run(
                 tracing::debug!(%reason, pending = buffer.len(), "reports not delivered; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, &worker).await,
+                    _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, worker).await,
                 }
             }
         }
@@ -122,8 +127,13 @@ async fn deliver(
     }
 }
 
-async fn send_heartbeat(node: &NodeId, mesh: &Mesh, view: &LeaderView, worker: &WorkerHandle) {
-    let holds = worker.holds();
+async fn send_heartbeat(
+    node: &NodeId,
+    mesh: &Mesh,
+    view: &LeaderView,
+    worker: Option<&WorkerHandle>,
+) {
+    let holds = worker.and_then(WorkerHandle::holds);
     let local = view.local.borrow().clone();
     if let Some(local) = local {
         let _ = local.heartbeats.try_send(Heartbeat {

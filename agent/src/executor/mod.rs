@@ -42,6 +42,9 @@ pub const LABEL_NODE_ID: &str = "io.shoal.node.id";
 pub const LABEL_SLOT: &str = "io.shoal.slot";
 /// Label carrying the service version whose spec the container runs.
 pub const LABEL_SPEC_VERSION: &str = "io.shoal.spec.version";
+/// Label saying whether the container has a health check (`true`, `false`): a container without
+/// one runs as soon as it starts, which its `start` event alone tells.
+pub const LABEL_HEALTHCHECK: &str = "io.shoal.healthcheck";
 /// Prefix reserved for shoal's own labels: service labels under it are ignored.
 pub const LABEL_PREFIX: &str = "io.shoal.";
 

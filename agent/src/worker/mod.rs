@@ -95,6 +95,7 @@ pub fn spawn(
         busy: HashSet::new(),
         unseen: HashMap::new(),
         seen_at: HashMap::new(),
+        removed: HashSet::new(),
         operations: JoinSet::new(),
         metrics,
     };
@@ -131,6 +132,10 @@ struct Worker {
     unseen: HashMap<TaskId, Instant>,
     /// When each observed task was last seen by an event or a resync.
     seen_at: HashMap<TaskId, Instant>,
+    /// Assigned tasks whose container this worker stopped and removed: a late event about the
+    /// container (its `die`, inspected after the removal) is reported but not taken as a sign
+    /// that the container is still there.
+    removed: HashSet<TaskId>,
     operations: JoinSet<Done>,
     metrics: AgentMetrics,
 }
@@ -185,6 +190,8 @@ impl Worker {
                 self.told = true;
                 self.holds.send_replace(Some((set.term, set.version)));
                 self.forget_unassigned_reports();
+                let assignments = &self.assignments;
+                self.removed.retain(|task| assignments.contains_key(task));
             }
             WorkerInput::Holds(reply) => {
                 let _ = reply.send(*self.holds.borrow());
@@ -202,10 +209,11 @@ impl Worker {
     fn on_observation(&mut self, observation: Observation) {
         let task = observation.task_id;
         self.unseen.remove(&task);
-        self.seen_at.insert(task, Instant::now());
-        if observation.removed {
+        if observation.removed || self.removed.contains(&task) {
             self.observed.remove(&task);
+            self.seen_at.remove(&task);
         } else {
+            self.seen_at.insert(task, Instant::now());
             self.observed.insert(task, observation.clone());
         }
         self.report_observation(&observation);
@@ -224,9 +232,10 @@ impl Worker {
                 self.observed.retain(|task, _| {
                     listed.contains(task) || busy.contains(task) || newer(seen_at, task)
                 });
+                let removed = &self.removed;
                 let fresh: Vec<Observation> = all
                     .into_iter()
-                    .filter(|o| !newer(&self.seen_at, &o.task_id))
+                    .filter(|o| !newer(&self.seen_at, &o.task_id) && !removed.contains(&o.task_id))
                     .collect();
                 for observation in fresh {
                     self.seen_at.insert(observation.task_id, started);
@@ -244,9 +253,22 @@ impl Worker {
     fn on_done(&mut self, done: Done) {
         self.busy.remove(&done.task);
         self.record_operation(&done);
+        // A container stopped and removed is gone, whatever the events say later: without this
+        // the task would look stoppable again until the `destroy` event arrives.
+        let gone = done.action == Action::StopAndRemove
+            && (done.result.is_ok() || !self.assignments.contains_key(&done.task));
         match (done.action, done.result) {
-            (Action::Start, Ok(())) if !self.observed.contains_key(&done.task) => {
-                self.unseen.insert(done.task, Instant::now());
+            (Action::Start, Ok(())) => {
+                // Until the executor shows it started, what it showed before (nothing, or a
+                // created container) is out of date: do not start it again meanwhile.
+                let shown_started = self
+                    .observed
+                    .get(&done.task)
+                    .is_some_and(|o| o.state >= TaskState::Starting);
+                if !shown_started {
+                    self.observed.remove(&done.task);
+                    self.unseen.insert(done.task, Instant::now());
+                }
             }
             (_, Ok(())) => {}
             (Action::Start, Err(error)) => {
@@ -262,8 +284,12 @@ impl Worker {
                 tracing::warn!(task = %done.task, ?action, %error, "operation failed; will retry")
             }
         }
-        if done.action == Action::StopAndRemove && !self.assignments.contains_key(&done.task) {
+        if gone {
             self.observed.remove(&done.task);
+            self.seen_at.remove(&done.task);
+            if self.assignments.contains_key(&done.task) {
+                self.removed.insert(done.task);
+            }
         }
     }
 

@@ -2,5 +2,7 @@
 //! One test binary, one module per scenario.
 
 mod docker_single;
+mod liveness;
 mod metrics;
+mod no_runtime;
 mod sim_cluster;

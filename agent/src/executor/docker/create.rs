@@ -14,8 +14,9 @@ use shoal_scheduler::{MountKind, PortProtocol, TaskState};
 
 use super::{Inner, PullPolicy, status_of};
 use crate::executor::{
-    ExecutorError, LABEL_NODE_ID, LABEL_PREFIX, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_SLOT,
-    LABEL_SPEC_VERSION, LABEL_TASK_ID, Result, RunSpec, container_name, parse_task_id,
+    ExecutorError, LABEL_HEALTHCHECK, LABEL_NODE_ID, LABEL_PREFIX, LABEL_SERVICE_ID,
+    LABEL_SERVICE_NAME, LABEL_SLOT, LABEL_SPEC_VERSION, LABEL_TASK_ID, Result, RunSpec,
+    container_name, parse_task_id,
 };
 
 /// Creates and starts the task's container, or adopts the one that exists.
@@ -218,6 +219,10 @@ fn labels(run: &RunSpec) -> HashMap<String, String> {
     labels.insert(LABEL_SERVICE_NAME.into(), run.service_name.clone());
     labels.insert(LABEL_NODE_ID.into(), run.node_id.to_string());
     labels.insert(LABEL_SPEC_VERSION.into(), run.spec_version.to_string());
+    labels.insert(
+        LABEL_HEALTHCHECK.into(),
+        run.spec.health.is_some().to_string(),
+    );
     if let Some(slot) = run.slot {
         labels.insert(LABEL_SLOT.into(), slot.to_string());
     }
@@ -383,6 +388,7 @@ mod body_tests {
         assert_eq!(labels[LABEL_SERVICE_ID], "s00000000003");
         assert_eq!(labels[LABEL_SLOT], "2");
         assert_eq!(labels[LABEL_SPEC_VERSION], "7");
+        assert_eq!(labels[LABEL_HEALTHCHECK], "true");
         assert_eq!(labels["team"], "a");
         let host = body.host_config.expect("host config");
         assert_eq!(host.nano_cpus, Some(500_000_000));

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::Inner;
 use super::observe::{inspect, observe_all, skeleton};
-use crate::executor::{EVENTS_CHANNEL_CAPACITY, Observation};
+use crate::executor::{EVENTS_CHANNEL_CAPACITY, LABEL_HEALTHCHECK, Observation};
 
 /// First wait before reopening a broken stream.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -159,11 +159,25 @@ async fn observation_of(inner: &Inner, event: EventMessage) -> Option<Observatio
     if action == "destroy" {
         return destroyed(inner, id, attributes);
     }
+    if action == "start" && attributes.get(LABEL_HEALTHCHECK).map(String::as_str) == Some("false") {
+        // No health check: started is running, and the event says all there is to say.
+        return started(inner, id, attributes);
+    }
     match inspect(inner, id).await {
         Ok(Some(observation)) => Some(observation),
         // Gone before we could look (or the engine failed): say what the event itself says.
         Ok(None) | Err(_) => from_attributes(inner, id, action, attributes),
     }
+}
+
+/// A container without a health check started: it runs.
+fn started(inner: &Inner, id: &str, attributes: &HashMap<String, String>) -> Option<Observation> {
+    let mut observation = skeleton(attributes)?;
+    inner.remember(observation.task_id, id);
+    observation.container_id = Some(id.to_string());
+    observation.state = TaskState::Running;
+    observation.message = "running".into();
+    Some(observation)
 }
 
 /// A container was removed: by shoal (`Shutdown`) or by someone else (`Failed`).
