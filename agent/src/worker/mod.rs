@@ -32,6 +32,9 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 const MAX_CONCURRENT_OPERATIONS: usize = 16;
 /// How long a started task may go unobserved before its absence counts as a vanished container.
 const UNSEEN_GRACE: Duration = Duration::from_secs(10);
+/// How long the worker remembers that it removed a task's container (late events about it
+/// arrive within milliseconds; a resync lists only what exists).
+const REMOVED_MEMORY: Duration = Duration::from_secs(30);
 /// Grace period for stopping a container whose spec is gone (its service was removed).
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Capacity of the worker's input channel.
@@ -95,7 +98,7 @@ pub fn spawn(
         busy: HashSet::new(),
         unseen: HashMap::new(),
         seen_at: HashMap::new(),
-        removed: HashSet::new(),
+        removed: HashMap::new(),
         operations: JoinSet::new(),
         metrics,
     };
@@ -132,10 +135,10 @@ struct Worker {
     unseen: HashMap<TaskId, Instant>,
     /// When each observed task was last seen by an event or a resync.
     seen_at: HashMap<TaskId, Instant>,
-    /// Assigned tasks whose container this worker stopped and removed: a late event about the
+    /// Tasks whose container this worker stopped and removed, and when: a late event about the
     /// container (its `die`, inspected after the removal) is reported but not taken as a sign
     /// that the container is still there.
-    removed: HashSet<TaskId>,
+    removed: HashMap<TaskId, Instant>,
     operations: JoinSet<Done>,
     metrics: AgentMetrics,
 }
@@ -190,8 +193,6 @@ impl Worker {
                 self.told = true;
                 self.holds.send_replace(Some((set.term, set.version)));
                 self.forget_unassigned_reports();
-                let assignments = &self.assignments;
-                self.removed.retain(|task| assignments.contains_key(task));
             }
             WorkerInput::Holds(reply) => {
                 let _ = reply.send(*self.holds.borrow());
@@ -209,7 +210,7 @@ impl Worker {
     fn on_observation(&mut self, observation: Observation) {
         let task = observation.task_id;
         self.unseen.remove(&task);
-        if observation.removed || self.removed.contains(&task) {
+        if observation.removed || self.removed.contains_key(&task) {
             self.observed.remove(&task);
             self.seen_at.remove(&task);
         } else {
@@ -235,7 +236,9 @@ impl Worker {
                 let removed = &self.removed;
                 let fresh: Vec<Observation> = all
                     .into_iter()
-                    .filter(|o| !newer(&self.seen_at, &o.task_id) && !removed.contains(&o.task_id))
+                    .filter(|o| {
+                        !newer(&self.seen_at, &o.task_id) && !removed.contains_key(&o.task_id)
+                    })
                     .collect();
                 for observation in fresh {
                     self.seen_at.insert(observation.task_id, started);
@@ -255,8 +258,9 @@ impl Worker {
         self.record_operation(&done);
         // A container stopped and removed is gone, whatever the events say later: without this
         // the task would look stoppable again until the `destroy` event arrives.
-        let gone = done.action == Action::StopAndRemove
-            && (done.result.is_ok() || !self.assignments.contains_key(&done.task));
+        let removed = done.action == Action::StopAndRemove && done.result.is_ok();
+        let gone = removed
+            || (done.action == Action::StopAndRemove && !self.assignments.contains_key(&done.task));
         match (done.action, done.result) {
             (Action::Start, Ok(())) => {
                 // Until the executor shows it started, what it showed before (nothing, or a
@@ -284,18 +288,19 @@ impl Worker {
                 tracing::warn!(task = %done.task, ?action, %error, "operation failed; will retry")
             }
         }
+        if removed {
+            self.removed.insert(done.task, Instant::now());
+        }
         if gone {
             self.observed.remove(&done.task);
             self.seen_at.remove(&done.task);
-            if self.assignments.contains_key(&done.task) {
-                self.removed.insert(done.task);
-            }
         }
     }
 
     /// Decides and starts what moves every task toward its desired state.
     fn converge(&mut self) {
         self.unseen.retain(|_, at| at.elapsed() <= UNSEEN_GRACE);
+        self.removed.retain(|_, at| at.elapsed() <= REMOVED_MEMORY);
         let mut skip = self.busy.clone();
         skip.extend(self.unseen.keys().copied());
         let actions = converge::plan(
