@@ -1,5 +1,5 @@
-//! The composed [`NetworkBehaviour`]: connection limits, open-mode address filter, identify, ping,
-//! Kademlia, mDNS, gossipsub and one request/response behaviour per protocol.
+//! The composed [`NetworkBehaviour`]: connection limits, open-mode address filter, ring links,
+//! identify, ping, Kademlia, mDNS, gossipsub and one request/response behaviour per protocol.
 
 use std::time::Duration;
 
@@ -15,14 +15,11 @@ use crate::codec::FrameCodec;
 use crate::config::MeshConfig;
 use crate::envelope;
 use crate::error::MeshError;
-use crate::keep_alive::KeepAlive;
 use crate::protocol::{
-    IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES, PROBE_PROTOCOL,
-    ShoalProtocol,
+    GOSSIP_MAX_BYTES, IDENTIFY_PROTOCOL, KAD_PROTOCOL, PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES,
+    PROBE_PROTOCOL, ShoalProtocol,
 };
-
-/// Largest gossip message (a heartbeat with its NodeInfo).
-pub(crate) const GOSSIP_MAX_BYTES: usize = PROBE_MAX_RESPONSE_BYTES;
+use crate::ring_link::RingLinks;
 
 /// Closest peers a Kademlia query looks for.
 const KAD_REPLICATION: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(5) {
@@ -35,7 +32,7 @@ const KAD_REPLICATION: std::num::NonZeroUsize = match std::num::NonZeroUsize::ne
 pub(crate) struct MeshBehaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) filter: AddressFilter,
-    pub(crate) keep_alive: KeepAlive,
+    pub(crate) links: RingLinks,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
@@ -60,13 +57,9 @@ impl MeshBehaviour {
                 .with_agent_version(format!("shoal/{}", env!("CARGO_PKG_VERSION")))
                 .with_push_listen_addr_updates(true),
         );
-        let ping = ping::Behaviour::new(
-            // Pings are the watchers' evidence (see `overlay`): two per heartbeat interval, so
-            // that one late answer does not make a member suspect.
-            ping::Config::new()
-                .with_interval(config.heartbeat_interval / 2)
-                .with_timeout(config.suspect_after),
-        );
+        // libp2p's ping only measures round trips (at its slow default pace): the watchers'
+        // evidence comes from `RingLinks`, which pings only the watched members.
+        let ping = ping::Behaviour::new(ping::Config::new());
         let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
         // shoal stores no records; Kademlia only finds peers. Narrow queries contact (and so
         // connect to) fewer peers. The routing table holds only what the event loop adds (seeds
@@ -92,7 +85,9 @@ impl MeshBehaviour {
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
             filter: AddressFilter::new(config.token.is_none()),
-            keep_alive: KeepAlive::default(),
+            // Two pings per heartbeat interval, so that one late answer does not make a
+            // watched member suspect.
+            links: RingLinks::new(config.heartbeat_interval / 2, config.suspect_after),
             identify,
             ping,
             kad,

@@ -32,6 +32,7 @@ use crate::metrics::{Direction, MeshMetrics, TrafficKind};
 use crate::overlay::{self, Ring};
 use crate::probe::{self, ProbePurpose, ProbeRequest, ProbeResponse};
 use crate::protocol::ShoalProtocol;
+use crate::roster::RosterSync;
 
 /// How often thresholds are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -81,6 +82,8 @@ pub(crate) struct EventLoop {
     /// Members whose full heartbeat is being fetched, since when (bounded by the view's size).
     pub(crate) fetching: HashMap<PeerId, Instant>,
     pub(crate) bootstrapped: bool,
+    /// Whether this agent still needs a joiner's roster (see `roster`).
+    pub(crate) roster: RosterSync,
     pub(crate) last_tick: Instant,
     /// This agent's ring neighbours (see `overlay`).
     pub(crate) ring: Ring,
@@ -290,6 +293,7 @@ impl EventLoop {
                 peer_id, endpoint, ..
             } => {
                 self.opened.insert(peer_id, Instant::now());
+                self.ask_roster(peer_id, Instant::now());
                 if self.ring.watched.contains(&peer_id) {
                     // Judge a watched member from the moment its pings can flow.
                     self.view.start_watching(&peer_id, Instant::now());
@@ -332,9 +336,11 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, event: MeshBehaviourEvent) {
         match event {
-            MeshBehaviourEvent::Limits(never)
-            | MeshBehaviourEvent::Filter(never)
-            | MeshBehaviourEvent::KeepAlive(never) => match never {},
+            MeshBehaviourEvent::Limits(never) | MeshBehaviourEvent::Filter(never) => match never {},
+            MeshBehaviourEvent::Links(event) => match event.result {
+                Ok(_) => self.evidence(event.peer),
+                Err(failure) => tracing::debug!(peer = %event.peer, %failure, "link ping failed"),
+            },
             MeshBehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
@@ -393,7 +399,7 @@ impl EventLoop {
     /// Kademlia. Members learned from gossip are not fed to Kademlia: while its routing table
     /// holds fewer than 20 peers every insertion starts a bootstrap query, and those queries
     /// would connect every agent to every other one.
-    fn learn_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, for_kad: bool) {
+    pub(crate) fn learn_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, for_kad: bool) {
         let open = self.config.token.is_none();
         for addr in addrs {
             if open && !allowed_in_open_mode(&addr) {
@@ -556,7 +562,7 @@ impl EventLoop {
         self.emit(changes);
     }
 
-    fn emit(&mut self, changes: Vec<MembershipChange>) {
+    pub(crate) fn emit(&mut self, changes: Vec<MembershipChange>) {
         if changes.is_empty() {
             return;
         }
@@ -648,7 +654,7 @@ impl EventLoop {
     }
 
     /// What this agent announces, with its current sequence number.
-    fn local_heartbeat(&self) -> Heartbeat {
+    pub(crate) fn local_heartbeat(&self) -> Heartbeat {
         Heartbeat {
             seq: self.seq,
             addrs: self.announced_addrs().iter().map(|a| a.to_vec()).collect(),
@@ -722,6 +728,7 @@ impl EventLoop {
             }
         }
         self.emit(tick.changes);
+        self.retry_roster(now);
         self.rejoin_if_alone();
         self.top_up_connections(now);
     }
@@ -783,7 +790,11 @@ impl EventLoop {
         for peer in &neighbours {
             self.connect(*peer);
         }
-        self.swarm.behaviour_mut().keep_alive.set_pinned(neighbours);
+        let watched = self.ring.watched.iter().copied().collect();
+        self.swarm
+            .behaviour_mut()
+            .links
+            .set_links(neighbours, watched);
     }
 
     /// Dials alive members we are not connected to: ring neighbours always, others while below
@@ -876,7 +887,12 @@ impl EventLoop {
         self.probe_cursor = self.probe_cursor.wrapping_add(ask);
     }
 
-    fn reject_peer(&mut self, peer: PeerId, reason: &'static str, detail: &dyn std::fmt::Display) {
+    pub(crate) fn reject_peer(
+        &mut self,
+        peer: PeerId,
+        reason: &'static str,
+        detail: &dyn std::fmt::Display,
+    ) {
         self.metrics.rejected(reason);
         tracing::warn!(%peer, reason, %detail, "misbehaving peer disconnected");
         let _ = self.swarm.disconnect_peer_id(peer);
@@ -987,7 +1003,7 @@ impl EventLoop {
                         self.reject_peer(peer, "probe_malformed", &"undecodable response");
                         return;
                     };
-                    self.on_probe_answer(request_id, Some(answer));
+                    self.on_probe_answer(peer, request_id, Some(answer));
                 }
             },
             request_response::Event::OutboundFailure {
@@ -1001,7 +1017,7 @@ impl EventLoop {
                 {
                     self.reject_peer(peer, "probe_malformed", e);
                 }
-                self.on_probe_answer(request_id, None);
+                self.on_probe_answer(peer, request_id, None);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 if let InboundFailure::Io(e) = &error
@@ -1025,6 +1041,10 @@ impl EventLoop {
         let question = probe::decode::<ProbeRequest>(request);
         let answer = match question {
             Some(ProbeRequest::Ping) => ProbeResponse::Ack,
+            Some(ProbeRequest::Roster(heartbeat)) => {
+                self.answer_roster(peer, &heartbeat, channel);
+                return;
+            }
             Some(ProbeRequest::InfoOf(bytes)) => {
                 let Ok(target) = PeerId::from_bytes(&bytes) else {
                     self.reject_peer(peer, "probe_malformed", &"bad peer id");
@@ -1070,7 +1090,7 @@ impl EventLoop {
         self.respond_probe(channel, answer);
     }
 
-    fn respond_probe(
+    pub(crate) fn respond_probe(
         &mut self,
         channel: request_response::ResponseChannel<Vec<u8>>,
         answer: ProbeResponse,
@@ -1085,7 +1105,12 @@ impl EventLoop {
             .send_response(channel, bytes);
     }
 
-    fn on_probe_answer(&mut self, id: OutboundRequestId, answer: Option<ProbeResponse>) {
+    fn on_probe_answer(
+        &mut self,
+        peer: PeerId,
+        id: OutboundRequestId,
+        answer: Option<ProbeResponse>,
+    ) {
         let Some(purpose) = self.probes.remove(&id) else {
             return;
         };
@@ -1099,6 +1124,10 @@ impl EventLoop {
             (ProbePurpose::Relay { channel, .. }, _) => {
                 self.respond_probe(channel, ProbeResponse::NotHeard)
             }
+            (ProbePurpose::Roster, Some(ProbeResponse::Roster(roster))) => {
+                self.on_roster(peer, roster)
+            }
+            (ProbePurpose::Roster, _) => self.roster_failed(),
             (ProbePurpose::Fetch { target, version }, Some(ProbeResponse::Info(Some(hb)))) => {
                 let changes = self.view.on_fetched(target, &hb, version, Instant::now());
                 if !changes.is_empty() {

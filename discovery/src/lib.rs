@@ -11,8 +11,9 @@
 //! - [`protocol`] and `codec`: protocol names, size bounds and the framed byte codec.
 //! - `envelope`: the signed envelope of gossip messages (checked once per distinct message).
 //! - `probe`: the internal `/shoal/probe/1` liveness probes.
+//! - `roster`: the roster a joiner gets from its first peer.
 //! - `overlay`: the ring of watchers, the connections kept open, and the adaptive beat period.
-//! - `keep_alive`: keeps the overlay's connections open while they idle.
+//! - `ring_link`: keeps the ring neighbours' connections open and pings the watched ones.
 //! - [`membership`]: [`NodeInfo`], [`Member`], [`MembershipChange`] and the view's fold.
 //! - [`address_filter`]: open mode's loopback/private/link-local policy.
 //! - [`metrics`]: the `shoal_mesh_*` families.
@@ -26,12 +27,13 @@ mod error;
 mod event_loop;
 pub mod handle;
 pub mod identity;
-mod keep_alive;
 pub mod membership;
 pub mod metrics;
 mod overlay;
 mod probe;
 pub mod protocol;
+mod ring_link;
+mod roster;
 mod start;
 mod transport;
 

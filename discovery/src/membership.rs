@@ -174,11 +174,10 @@ pub(crate) enum GossipMessage {
     },
 }
 
-/// What a watcher says about a member it no longer hears.
+/// What a watcher says about a member it no longer hears. Suspicion is never spread: it stays
+/// with the watcher while its probes run, so that one slow link does not alarm everyone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Rumor {
-    /// Silent past the suspect threshold; being probed.
-    Suspect,
     /// Silent past the dead threshold, and no probe vouched for it.
     Dead,
 }
@@ -538,10 +537,6 @@ impl View {
             return Vec::new();
         }
         match (rumor, m.state) {
-            (Rumor::Suspect, MemberState::Alive) => {
-                m.state = MemberState::Suspect;
-                vec![MembershipChange::Suspect(target)]
-            }
             (Rumor::Dead, MemberState::Alive) => {
                 m.state = MemberState::Dead;
                 vec![
@@ -758,16 +753,12 @@ mod tests {
             "a rumor older than what we heard is ignored"
         );
         assert!(
-            v.on_rumor(p, Rumor::Suspect, 5, true, t0).is_empty(),
+            v.on_rumor(p, Rumor::Dead, 5, true, t0).is_empty(),
             "our own fresh evidence beats a rumor"
         );
         assert_eq!(
-            v.on_rumor(p, Rumor::Suspect, 5, false, t0),
-            vec![MembershipChange::Suspect(p)]
-        );
-        assert_eq!(
             v.on_rumor(p, Rumor::Dead, 5, false, t0),
-            vec![MembershipChange::Dead(p)]
+            vec![MembershipChange::Suspect(p), MembershipChange::Dead(p)]
         );
         assert!(v.on_rumor(p, Rumor::Dead, 5, false, t0).is_empty());
         assert!(matches!(

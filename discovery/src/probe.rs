@@ -17,6 +17,10 @@ pub(crate) enum ProbeRequest {
     /// The full heartbeat the receiver holds for this peer (PeerId bytes; the receiver's own if
     /// it is the receiver): asked after a small beat announced a version we do not hold.
     InfoOf(Vec<u8>),
+    /// A joiner's first question: every member the receiver holds alive. It carries the
+    /// joiner's own heartbeat, first-hand over the authenticated connection, so that the
+    /// receiver can hand the joiner on to the next joiners at once.
+    Roster(Box<Heartbeat>),
 }
 
 /// A probe response.
@@ -30,6 +34,18 @@ pub(crate) enum ProbeResponse {
     NotHeard,
     /// Answer to `InfoOf`: the heartbeat held, if any.
     Info(Option<Box<Heartbeat>>),
+    /// Answer to `Roster`: the members held alive (the receiver first), as many as fit in a
+    /// response.
+    Roster(Vec<RosterEntry>),
+}
+
+/// One member of a roster: hearsay, folded in only for members the asker does not know yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RosterEntry {
+    /// The member's PeerId bytes.
+    pub peer: Vec<u8>,
+    /// Its heartbeat as held by the responder.
+    pub heartbeat: Heartbeat,
 }
 
 /// Why we sent an outbound probe.
@@ -41,6 +57,8 @@ pub(crate) enum ProbePurpose {
     Indirect(PeerId),
     /// We asked for the full heartbeat of `target`, announced with `version`.
     Fetch { target: PeerId, version: u64 },
+    /// We asked a peer for its roster at join.
+    Roster,
     /// Someone asked us about the target; answer them when our ping resolves.
     Relay {
         target: PeerId,

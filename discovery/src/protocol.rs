@@ -13,16 +13,20 @@ pub const DISPATCH_PROTOCOL: &str = "/shoal/dispatch/1";
 pub const CONTROL_PROTOCOL: &str = "/shoal/control/1";
 /// Mesh-internal: direct and indirect liveness probes.
 pub const PROBE_PROTOCOL: &str = "/shoal/probe/1";
+/// Mesh-internal: a watcher's pings to the ring members it watches (8 bytes echoed).
+pub const LINK_PROTOCOL: &str = "/shoal/link/1";
 /// Mesh-internal: shoal's own Kademlia DHT (kept apart from the public IPFS DHT).
 pub const KAD_PROTOCOL: &str = "/shoal/kad/1";
 /// Mesh-internal: identify protocol version string.
 pub const IDENTIFY_PROTOCOL: &str = "/shoal/id/1";
 
 const MIB: usize = 1024 * 1024;
-/// Upper bound of a probe request.
-pub(crate) const PROBE_MAX_BYTES: usize = 1024;
-/// Upper bound of a probe response (it may carry a full heartbeat, as large as a gossip message).
-pub(crate) const PROBE_MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Upper bound of a probe request (a roster request carries the joiner's heartbeat).
+pub(crate) const PROBE_MAX_BYTES: usize = GOSSIP_MAX_BYTES;
+/// Upper bound of a gossip message (a heartbeat with its NodeInfo).
+pub(crate) const GOSSIP_MAX_BYTES: usize = 64 * 1024;
+/// Upper bound of a probe response: a roster of the members held alive, filled up to this.
+pub(crate) const PROBE_MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// shoal's own request/response protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -19,6 +19,7 @@ use crate::event_loop::EventLoop;
 use crate::handle::Mesh;
 use crate::membership::{NodeInfo, Thresholds, View};
 use crate::metrics::MeshMetrics;
+use crate::roster::RosterSync;
 use crate::{identity, transport};
 
 /// How long `start` waits for its listeners to come up.
@@ -105,6 +106,7 @@ pub async fn start(
         full_until: Instant::now(),
         fetching: HashMap::new(),
         bootstrapped: false,
+        roster: RosterSync::Needed,
         last_tick: Instant::now(),
         ring: Default::default(),
         last_beat: None,

@@ -6,6 +6,8 @@ mod frames;
 mod mdns_netns;
 mod overlay;
 mod request_response;
+mod ring_link;
+mod roster;
 mod token;
 
 use std::future::Future;
