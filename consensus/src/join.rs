@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use shoal_discovery::PeerId;
+use shoal_discovery::{MemberState, PeerId, RaftMembership};
 use shoal_scheduler::{
     Availability, Command, Node, NodeId, NodeRole, NodeState, Platform, Resources, Runtime,
 };
@@ -49,10 +49,11 @@ pub(crate) fn self_node(core: &Core) -> Node {
     }
 }
 
-/// Asks `via` (a manager of `cluster_id`) to let this agent join; retries until `deadline`.
+/// Asks `via` (a manager of `cluster_id`) to let this agent join; retries until `deadline`,
+/// through another manager of the cluster whenever one cannot be reached.
 pub(crate) async fn join_via(
     core: &Core,
-    via: PeerId,
+    mut via: PeerId,
     cluster_id: String,
     deadline: Instant,
 ) -> Result<JoinAccepted, ConsensusError> {
@@ -76,11 +77,43 @@ pub(crate) async fn join_via(
             Ok(RaftResponse::Join(Err(why))) => last = why,
             Ok(RaftResponse::Refused(why)) => return Err(ConsensusError::JoinRefused(why)),
             Ok(other) => last = format!("unexpected answer {other:?}"),
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                last = e.to_string();
+                // That manager may be gone before the mesh declared it dead: try the next one.
+                if let Some(next) = next_manager(core, &cluster_id, via).await {
+                    tracing::debug!(%via, %next, error = last, "join: trying another manager");
+                    via = next;
+                }
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(ConsensusError::JoinFailed(last))
+}
+
+/// The manager of `cluster_id` after `after` in PeerId order (wrapping), among the members the
+/// mesh sees alive; None if there is no other.
+async fn next_manager(core: &Core, cluster_id: &str, after: PeerId) -> Option<PeerId> {
+    let mut managers: Vec<PeerId> = core
+        .mesh
+        .members()
+        .await
+        .ok()?
+        .into_iter()
+        .filter(|m| {
+            m.state == MemberState::Alive
+                && m.info.cluster_id.as_deref() == Some(cluster_id)
+                && m.info.raft.membership == RaftMembership::Voter
+                && m.peer_id != after
+        })
+        .map(|m| m.peer_id)
+        .collect();
+    managers.sort();
+    managers
+        .iter()
+        .find(|p| **p > after)
+        .or_else(|| managers.first())
+        .copied()
 }
 
 /// Handles a join request arriving at this agent (from the joiner or a forwarding manager).

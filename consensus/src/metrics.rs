@@ -30,10 +30,23 @@ pub(crate) fn commit_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
-/// Latency of log appends: from handing entries to the log store until they are durable (the
-/// fsync'd commit of the round that carried them, which also covers the wait for that round).
-pub(crate) fn log_append_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+/// Log store figures, shared between the writer thread (which records them) and the registry.
+#[derive(Clone, Debug)]
+pub(crate) struct LogMetrics {
+    /// From handing entries to the log store until they are durable (the fsync'd commit of the
+    /// round that carried them, which also covers the wait for that round).
+    pub(crate) appends: Histogram,
+    /// One durable round of the writer: the redb transaction and its fsync.
+    pub(crate) syncs: Histogram,
+}
+
+impl Default for LogMetrics {
+    fn default() -> Self {
+        LogMetrics {
+            appends: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            syncs: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+        }
+    }
 }
 
 /// The raft families of one agent.
@@ -54,7 +67,7 @@ impl RaftMetricsFamilies {
         registry: &mut Registry,
         snapshots: &SnapshotMetrics,
         commits: &Histogram,
-        log_appends: &Histogram,
+        log: &LogMetrics,
     ) -> RaftMetricsFamilies {
         let m = RaftMetricsFamilies::default();
         registry.register(
@@ -65,7 +78,12 @@ impl RaftMetricsFamilies {
         registry.register(
             "shoal_raft_log_append_seconds",
             "Time from submitting entries to the raft log store until they are flushed to disk",
-            log_appends.clone(),
+            log.appends.clone(),
+        );
+        registry.register(
+            "shoal_raft_log_sync_seconds",
+            "Time of one durable write round of the raft log (write and fsync)",
+            log.syncs.clone(),
         );
         registry.register(
             "shoal_raft_snapshot_seconds",

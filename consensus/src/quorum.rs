@@ -94,7 +94,7 @@ impl Quorum {
         let shared = sm.shared();
         let snapshot_metrics = sm.snapshot_metrics();
         let commits = crate::metrics::commit_histogram();
-        let log_appends = log.append_histogram();
+        let log_metrics = log.metrics();
         let access = Arc::new(Access::new(id, shared.clone()));
         let network = NetworkFactory {
             mesh: mesh.clone(),
@@ -132,7 +132,7 @@ impl Quorum {
         quorum.spawn(track_liveness(core.clone()));
         quorum.spawn(track_leader(
             core.clone(),
-            RaftMetricsFamilies::register(registry, &snapshot_metrics, &commits, &log_appends),
+            RaftMetricsFamilies::register(registry, &snapshot_metrics, &commits, &log_metrics),
         ));
         if let Err(e) = crate::bootstrap::run(&core).await {
             quorum.shutdown().await;

@@ -6,11 +6,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shoal_consensus::{Quorum, QuorumConfig};
+use shoal_consensus::{Quorum, QuorumConfig, RaftTiming};
 use shoal_metrics::prometheus_client::registry::Registry;
 use shoal_scheduler::{Command, NodeId, NodeState, Timestamp};
 
-use super::raft::{BenchManager, bench_info, start_bench_mesh, start_managers};
+use super::raft::{
+    BenchManager, BusyThreads, TimingArgs, bench_info, start_bench_mesh, start_managers, timing_ms,
+};
 
 /// Arguments of `shoal bench failover`.
 #[derive(clap::Args, Debug)]
@@ -21,6 +23,12 @@ pub struct FailoverBenchArgs {
     /// How many leaders to kill.
     #[arg(long, default_value_t = 5)]
     pub kills: usize,
+    /// Threads spinning on the CPU during the kills (real CPU load besides the cluster).
+    #[arg(long, default_value_t = 0)]
+    pub busy_threads: usize,
+    /// Raft timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }
 
 /// Runs the benchmark and prints a human line, then the JSON result line last.
@@ -45,7 +53,9 @@ fn probe(round: usize, seq: u64) -> Command {
 }
 
 async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
-    let mut managers = start_managers(root, args.managers).await?;
+    let timing = args.timing.timing();
+    let mut managers = start_managers(root, args.managers, timing).await?;
+    let busy = BusyThreads::start(args.busy_threads)?;
     let mut times = Vec::new();
     for round in 0..args.kills {
         let leader = managers
@@ -74,7 +84,7 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
         let took = killed_at.elapsed();
         times.push(took.as_secs_f64());
         println!("failover {}: {:.3} s", round + 1, took.as_secs_f64());
-        managers.push(replace(root, round, &managers).await?);
+        managers.push(replace(root, round, &managers, timing).await?);
         let q0 = managers[0].quorum.clone();
         let mut alive: Vec<_> = managers.iter().map(|m| m.quorum.peer_id()).collect();
         alive.sort();
@@ -91,6 +101,7 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
         // Let the new voter settle (heartbeats, leases) before the next kill.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    drop(busy);
     for m in managers {
         m.kill().await;
     }
@@ -98,8 +109,8 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
     let median = times[times.len() / 2];
     let max = times.last().copied().unwrap_or(0.0);
     println!(
-        "failover: {} managers, {} leader kills: median {median:.3} s, max {max:.3} s (leader death -> next committed write)",
-        args.managers, args.kills
+        "failover: {} managers, {} leader kills, {} busy threads: median {median:.3} s, max {max:.3} s (leader death -> next committed write)",
+        args.managers, args.kills, args.busy_threads
     );
     println!(
         "{}",
@@ -108,6 +119,8 @@ async fn measure(args: &FailoverBenchArgs, root: &Path) -> anyhow::Result<()> {
             "kills": args.kills,
             "median_s": (median * 1000.0).round() / 1000.0,
             "max_s": (max * 1000.0).round() / 1000.0,
+            "busy_threads": args.busy_threads,
+            "timing_ms": timing_ms(timing),
         })
     );
     Ok(())
@@ -118,6 +131,7 @@ async fn replace(
     root: &Path,
     round: usize,
     managers: &[BenchManager],
+    timing: RaftTiming,
 ) -> anyhow::Result<BenchManager> {
     let name = format!("r{round}");
     let dir = root.join(&name);
@@ -130,6 +144,7 @@ async fn replace(
         .ok_or_else(|| anyhow::anyhow!("no address"))?;
     let mesh = start_bench_mesh(&dir, &name, &[seed]).await?;
     let mut config = QuorumConfig::new(dir.join("raft"), bench_info(&name));
+    config.timing = timing;
     config.bootstrap_window = Duration::from_millis(300);
     config.dead_manager_grace = Duration::from_secs(1);
     let mut registry = Registry::default();

@@ -2,12 +2,20 @@
 //! real mesh on loopback and real redb files in a temp dir. C clients write concurrently for S
 //! seconds (each waits for its write to be committed and applied); reports writes/s and latency,
 //! and where the time goes: the mean time from handing entries to the log store until they are
-//! durable (`shoal_raft_log_append_seconds`) on the leader and on the followers.
+//! durable (`shoal_raft_log_append_seconds`) on the leader and on the followers, and the mean
+//! time of one write round of the log, a redb commit and its fsync (`shoal_raft_log_sync_seconds`).
+//!
+//! `--busy-threads N` keeps N more threads spinning on the CPU during the window (a busy
+//! machine); the result counts the elections (term bumps) and leader changes in the window,
+//! which a healthy leader under load must not see.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use shoal_consensus::{Quorum, QuorumConfig};
+use shoal_consensus::{Quorum, QuorumConfig, RaftTiming};
 use shoal_discovery::{MemberState, Mesh, MeshConfig, Multiaddr, NodeInfo};
 use shoal_metrics::prometheus_client::registry::Registry;
 use shoal_scheduler::{Command, NodeId, NodeState, Timestamp};
@@ -24,6 +32,159 @@ pub struct RaftBenchArgs {
     /// Measurement window in seconds.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Threads spinning on the CPU during the window (real CPU load besides the cluster).
+    #[arg(long, default_value_t = 0)]
+    pub busy_threads: usize,
+    /// Raft timing.
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// Raft timing for a benchmark: the LAN defaults unless overridden (to compare settings).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct TimingArgs {
+    /// Leader heartbeat interval in milliseconds [default: the LAN default].
+    #[arg(long)]
+    pub heartbeat_ms: Option<u64>,
+    /// Lower bound of the election timeout in milliseconds [default: the LAN default].
+    #[arg(long)]
+    pub election_min_ms: Option<u64>,
+    /// Upper bound of the election timeout (also the leader lease) in milliseconds [default: the
+    /// LAN default].
+    #[arg(long)]
+    pub election_max_ms: Option<u64>,
+}
+
+impl TimingArgs {
+    /// The timing these arguments ask for.
+    pub fn timing(&self) -> RaftTiming {
+        let lan = RaftTiming::LAN;
+        let or = |ms: Option<u64>, d: Duration| ms.map_or(d, Duration::from_millis);
+        RaftTiming {
+            heartbeat: or(self.heartbeat_ms, lan.heartbeat),
+            election_min: or(self.election_min_ms, lan.election_min),
+            election_max: or(self.election_max_ms, lan.election_max),
+        }
+    }
+}
+
+/// `[heartbeat, election min, election max]` in milliseconds, for the JSON line.
+pub(crate) fn timing_ms(t: RaftTiming) -> [u128; 3] {
+    [
+        t.heartbeat.as_millis(),
+        t.election_min.as_millis(),
+        t.election_max.as_millis(),
+    ]
+}
+
+/// Threads that keep the CPU busy until dropped: each spins on integer work and only looks up
+/// from it to check whether to stop.
+pub(crate) struct BusyThreads {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BusyThreads {
+    /// Starts `n` spinning threads (none for 0).
+    pub(crate) fn start(n: usize) -> anyhow::Result<BusyThreads> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut busy = BusyThreads {
+            stop: stop.clone(),
+            threads: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let stop = stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("shoal-bench-busy-{i}"))
+                .spawn(move || spin(&stop))?;
+            busy.threads.push(thread);
+        }
+        Ok(busy)
+    }
+}
+
+/// Burns CPU until `stop` is set.
+fn spin(stop: &AtomicBool) {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..4096 {
+            x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+        }
+    }
+}
+
+impl Drop for BusyThreads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Elections seen by a set of managers: the term and the leader changes as each one sees them.
+pub(crate) struct ElectionWatch {
+    quorums: Vec<Quorum>,
+    terms: Vec<u64>,
+    changes: Vec<Arc<AtomicU64>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ElectionWatch {
+    /// Starts counting from now.
+    pub(crate) fn start(quorums: Vec<Quorum>) -> ElectionWatch {
+        let terms = quorums.iter().map(|q| q.status().term).collect();
+        let changes: Vec<Arc<AtomicU64>> = quorums.iter().map(|_| Arc::default()).collect();
+        let tasks = quorums
+            .iter()
+            .zip(&changes)
+            .map(|(q, count)| {
+                let mut rx = q.leader();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    // A change is a different leader known, not the gap while there is none.
+                    let mut last = *rx.borrow_and_update();
+                    while rx.changed().await.is_ok() {
+                        let now = *rx.borrow_and_update();
+                        if now.is_some() && now != last {
+                            if last.is_some() {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                            last = now;
+                        }
+                    }
+                })
+            })
+            .collect();
+        ElectionWatch {
+            quorums,
+            terms,
+            changes,
+            tasks,
+        }
+    }
+
+    /// `(elections, leader changes)` since the start: the most term bumps and the most leader
+    /// changes any one manager saw.
+    pub(crate) fn stop(self) -> (u64, u64) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let elections = self
+            .quorums
+            .iter()
+            .zip(&self.terms)
+            .map(|(q, before)| q.status().term.saturating_sub(*before))
+            .max()
+            .unwrap_or(0);
+        let leader_changes = self
+            .changes
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        (elections, leader_changes)
+    }
 }
 
 /// One in-process agent: its mesh and its quorum.
@@ -69,8 +230,12 @@ pub(crate) async fn start_bench_mesh(
 
 /// Starts `n` managers (zero-config bootstrap through the first agent's address) and waits
 /// until all `n` are voters.
-pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<BenchManager>> {
-    Ok(start_managers_with_metrics(root, n)
+pub(crate) async fn start_managers(
+    root: &Path,
+    n: usize,
+    timing: RaftTiming,
+) -> anyhow::Result<Vec<BenchManager>> {
+    Ok(start_managers_with_metrics(root, n, timing)
         .await?
         .into_iter()
         .map(|(manager, _)| manager)
@@ -82,6 +247,7 @@ pub(crate) async fn start_managers(root: &Path, n: usize) -> anyhow::Result<Vec<
 async fn start_managers_with_metrics(
     root: &Path,
     n: usize,
+    timing: RaftTiming,
 ) -> anyhow::Result<Vec<(BenchManager, Registry)>> {
     if std::env::var_os("RUST_LOG").is_some() {
         crate::daemon::init_logging();
@@ -121,6 +287,7 @@ async fn start_managers_with_metrics(
     }
     let starts = meshes.iter().enumerate().map(|(i, (dir, mesh))| {
         let mut config = QuorumConfig::new(dir.join("raft"), bench_info(&format!("m{i}")));
+        config.timing = timing;
         config.bootstrap_window = Duration::from_millis(500);
         config.dead_manager_grace = Duration::from_secs(1);
         config.target_managers = if n % 2 == 1 { n } else { n - 1 };
@@ -216,7 +383,7 @@ fn mean_ms<'a>(registries: impl Iterator<Item = &'a Registry>, family: &str) -> 
 
 async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
     let (managers, registries): (Vec<BenchManager>, Vec<Registry>) =
-        start_managers_with_metrics(root, args.managers)
+        start_managers_with_metrics(root, args.managers, args.timing.timing())
             .await?
             .into_iter()
             .unzip();
@@ -225,6 +392,8 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
         .position(|m| m.quorum.is_leader())
         .unwrap_or(0);
     let window = Duration::from_secs(args.seconds);
+    let elections = ElectionWatch::start(managers.iter().map(|m| m.quorum.clone()).collect());
+    let busy = BusyThreads::start(args.busy_threads)?;
     let started = Instant::now();
     let clients = (0..args.clients).map(|c| {
         let q = managers[leader].quorum.clone();
@@ -249,6 +418,8 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
         latencies.extend(c??);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    drop(busy);
+    let (elections, leader_changes) = elections.stop();
     for m in managers {
         m.kill().await;
     }
@@ -262,21 +433,28 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
     };
     let writes_per_s = latencies.len() as f64 / elapsed;
     let (p50, p99) = (pct(0.50), pct(0.99));
-    const APPEND: &str = "shoal_raft_log_append_seconds";
-    let append_leader = mean_ms(registries.get(leader).into_iter(), APPEND);
-    let followers = registries
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != leader)
-        .map(|(_, r)| r);
-    let append_followers = mean_ms(followers, APPEND);
+    // Mean of a histogram on the leader and over the followers.
+    let leader_and_followers = |family: &str| {
+        let followers = registries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != leader)
+            .map(|(_, r)| r);
+        (
+            mean_ms(registries.get(leader).into_iter(), family),
+            mean_ms(followers, family),
+        )
+    };
+    let (append_leader, append_followers) = leader_and_followers("shoal_raft_log_append_seconds");
+    let (sync_leader, sync_followers) = leader_and_followers("shoal_raft_log_sync_seconds");
     println!(
-        "raft: log append (submitted -> durable) mean {append_leader:.2} ms on the leader, {append_followers:.2} ms on the followers"
+        "raft: log append (submitted -> durable) mean {append_leader:.2} ms on the leader, {append_followers:.2} ms on the followers; one write round (redb commit + fsync) {sync_leader:.2} ms and {sync_followers:.2} ms"
     );
     println!(
-        "raft: {} managers, {} clients: {} durable writes in {elapsed:.1} s = {writes_per_s:.0} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms",
+        "raft: {} managers, {} clients, {} busy threads: {} durable writes in {elapsed:.1} s = {writes_per_s:.0} writes/s, p50 {p50:.2} ms, p99 {p99:.2} ms; {elections} elections, {leader_changes} leader changes",
         args.managers,
         args.clients,
+        args.busy_threads,
         latencies.len()
     );
     println!(
@@ -290,6 +468,12 @@ async fn measure(args: &RaftBenchArgs, root: &Path) -> anyhow::Result<()> {
             "p99_ms": (p99 * 100.0).round() / 100.0,
             "log_append_leader_ms": (append_leader * 100.0).round() / 100.0,
             "log_append_followers_ms": (append_followers * 100.0).round() / 100.0,
+            "log_sync_leader_ms": (sync_leader * 100.0).round() / 100.0,
+            "log_sync_followers_ms": (sync_followers * 100.0).round() / 100.0,
+            "busy_threads": args.busy_threads,
+            "timing_ms": timing_ms(args.timing.timing()),
+            "elections": elections,
+            "leader_changes": leader_changes,
         })
     );
     Ok(())

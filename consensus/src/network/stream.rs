@@ -35,6 +35,28 @@ const MAX_INFLIGHT: usize = 4;
 /// One stream item: the result of one request.
 type Item = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 type Request = AppendEntriesRequest<TypeConfig>;
+/// The follower's answer to one request.
+type Reply = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>;
+
+/// Sends one request to the follower: any `Fn(Request) -> impl Future<Output = Reply>`.
+pub(crate) trait Sender<'s>: Send + Sync + 's {
+    /// The pending answer.
+    type Answer: Future<Output = Reply> + Send + 's;
+    /// Sends `req`.
+    fn send(&self, req: Request) -> Self::Answer;
+}
+
+impl<'s, F, Fut> Sender<'s> for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 's,
+    Fut: Future<Output = Reply> + Send + 's,
+{
+    type Answer = Fut;
+
+    fn send(&self, req: Request) -> Fut {
+        self(req)
+    }
+}
 
 /// A commit-only request waiting for company.
 struct Held {
@@ -51,8 +73,9 @@ struct Outcome {
     go_on: bool,
 }
 
-struct State<'s, S> {
+struct State<'s, S, C> {
     input: S,
+    call: C,
     input_done: bool,
     held: Option<Held>,
     inflight: FuturesOrdered<BoxFuture<'s, Outcome>>,
@@ -63,16 +86,13 @@ struct State<'s, S> {
 }
 
 /// Turns `input` into a stream of results, sending each request with `call`.
-pub(crate) fn append_stream<'s, S, F, Fut>(input: S, call: F) -> BoxStream<'s, Item>
+pub(crate) fn append_stream<'s, S>(input: S, call: impl Sender<'s>) -> BoxStream<'s, Item>
 where
     S: futures::Stream<Item = Request> + Send + Unpin + 'static,
-    F: Fn(Request) -> Fut + Send + Sync + 's,
-    Fut: Future<Output = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>>
-        + Send
-        + 's,
 {
     let state = State {
         input,
+        call,
         input_done: false,
         held: None,
         inflight: FuturesOrdered::new(),
@@ -80,57 +100,112 @@ where
         ready: VecDeque::new(),
         stopped: false,
     };
-    let stream = futures::stream::unfold((state, call), |(mut st, call)| async move {
-        let item = next(&mut st, &call).await?;
-        Some((item, (st, call)))
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        let item = st.next().await?;
+        Some((item, st))
     });
     Box::pin(stream)
 }
 
-async fn next<'s, S, F, Fut>(st: &mut State<'s, S>, call: &F) -> Option<Item>
+impl<'s, S, C> State<'s, S, C>
 where
     S: futures::Stream<Item = Request> + Send + Unpin + 'static,
-    F: Fn(Request) -> Fut + Send + Sync + 's,
-    Fut: Future<Output = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>>
-        + Send
-        + 's,
+    C: Sender<'s>,
 {
-    loop {
-        if let Some(item) = st.ready.pop_front() {
-            return Some(item);
-        }
-        if st.stopped {
-            return None;
-        }
-        if st.input_done
-            && let Some(held) = st.held.take()
-        {
-            send(st, call, held.request, held.replaced);
-        }
-        let may_take = !st.input_done && st.with_entries == 0 && st.inflight.len() < MAX_INFLIGHT;
-        if st.inflight.is_empty() && st.held.is_none() && !may_take {
-            return None;
-        }
-        let hold_until = st.held.as_ref().map(|h| h.until);
-        tokio::select! {
-            biased;
-            Some(outcome) = st.inflight.next(), if !st.inflight.is_empty() => {
-                if outcome.carried_entries {
-                    st.with_entries = st.with_entries.saturating_sub(1);
-                }
-                st.stopped = !outcome.go_on;
-                st.ready.extend(outcome.items);
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
             }
-            req = st.input.next(), if may_take => match req {
-                Some(req) => take(st, call, req),
-                None => st.input_done = true,
-            },
-            _ = sleep_until(hold_until), if hold_until.is_some() => {
-                if let Some(held) = st.held.take() {
-                    send(st, call, held.request, held.replaced);
+            if self.stopped {
+                return None;
+            }
+            if self.input_done {
+                self.release_held();
+            }
+            let may_take =
+                !self.input_done && self.with_entries == 0 && self.inflight.len() < MAX_INFLIGHT;
+            if self.inflight.is_empty() && self.held.is_none() && !may_take {
+                return None;
+            }
+            let hold_until = self.held.as_ref().map(|h| h.until);
+            tokio::select! {
+                biased;
+                Some(outcome) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    if outcome.carried_entries {
+                        self.with_entries = self.with_entries.saturating_sub(1);
+                    }
+                    self.stopped = !outcome.go_on;
+                    self.ready.extend(outcome.items);
                 }
+                req = self.input.next(), if may_take => match req {
+                    Some(req) => self.take(req),
+                    None => self.input_done = true,
+                },
+                _ = sleep_until(hold_until), if hold_until.is_some() => self.release_held(),
             }
         }
+    }
+
+    /// Sends the held commit-only request, if any.
+    fn release_held(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.send(held.request, held.replaced);
+        }
+    }
+
+    /// Takes one request from openraft: holds a commit-only one, sends the others (with whatever
+    /// commit-only request they can answer for).
+    fn take(&mut self, req: Request) {
+        let mut owed = 0;
+        match self.held.take() {
+            Some(held) if held.request.prev_log_id == req.prev_log_id => owed = held.replaced + 1,
+            // Not the same starting point: the held request cannot be answered by this one.
+            Some(held) => self.send(held.request, held.replaced),
+            None => {}
+        }
+        // Taken only with no entries in flight, so a commit-only request starts at an
+        // acknowledged position: whatever follows may overtake it.
+        if req.entries.is_empty() {
+            self.held = Some(Held {
+                request: req,
+                replaced: owed,
+                until: Instant::now() + COMMIT_HOLD,
+            });
+        } else {
+            self.send(req, owed);
+        }
+    }
+
+    /// Sends `req`; its answer also answers `owed` earlier commit-only requests (same start).
+    fn send(&mut self, req: Request, owed: usize) {
+        let prev = req.prev_log_id;
+        let last = req.entries.last().map(|e| e.log_id).or(prev);
+        let carried_entries = !req.entries.is_empty();
+        if carried_entries {
+            self.with_entries += 1;
+        }
+        let reply = self.call.send(req);
+        self.inflight.push_back(Box::pin(async move {
+            let (item, go_on) = match reply.await {
+                Ok(resp) => judge(resp, prev, last),
+                Err(e) => (Err(e), false),
+            };
+            let mut items = Vec::with_capacity(owed + 1);
+            for _ in 0..owed {
+                items.push(match &item {
+                    // The owed requests ended at `prev`, where this one started.
+                    Ok(Ok(_)) => Ok(Ok(prev)),
+                    other => clone_item(other),
+                });
+            }
+            items.push(item);
+            Outcome {
+                carried_entries,
+                items,
+                go_on,
+            }
+        }));
     }
 }
 
@@ -138,74 +213,6 @@ async fn sleep_until(at: Option<Instant>) {
     if let Some(at) = at {
         tokio::time::sleep_until(at).await;
     }
-}
-
-/// Takes one request from openraft: holds a commit-only one, sends the others (with whatever
-/// commit-only request they can answer for).
-fn take<'s, S, F, Fut>(st: &mut State<'s, S>, call: &F, req: Request)
-where
-    F: Fn(Request) -> Fut + Send + Sync + 's,
-    Fut: Future<Output = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>>
-        + Send
-        + 's,
-{
-    let mut owed = 0;
-    if let Some(held) = st.held.take() {
-        if held.request.prev_log_id == req.prev_log_id {
-            owed = held.replaced + 1;
-        } else {
-            // Not the same starting point: the held request cannot be answered by this one.
-            send(st, call, held.request, held.replaced);
-        }
-    }
-    // Taken only with no entries in flight, so a commit-only request starts at an acknowledged
-    // position: whatever follows may overtake it.
-    if req.entries.is_empty() {
-        st.held = Some(Held {
-            request: req,
-            replaced: owed,
-            until: Instant::now() + COMMIT_HOLD,
-        });
-    } else {
-        send(st, call, req, owed);
-    }
-}
-
-/// Sends `req`; its answer also answers `owed` earlier commit-only requests (same start).
-fn send<'s, S, F, Fut>(st: &mut State<'s, S>, call: &F, req: Request, owed: usize)
-where
-    F: Fn(Request) -> Fut + Send + Sync + 's,
-    Fut: Future<Output = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>>
-        + Send
-        + 's,
-{
-    let prev = req.prev_log_id;
-    let last = req.entries.last().map(|e| e.log_id).or(prev);
-    let carried_entries = !req.entries.is_empty();
-    if carried_entries {
-        st.with_entries += 1;
-    }
-    let reply = call(req);
-    st.inflight.push_back(Box::pin(async move {
-        let (item, go_on) = match reply.await {
-            Ok(resp) => judge(resp, prev, last),
-            Err(e) => (Err(e), false),
-        };
-        let mut items = Vec::with_capacity(owed + 1);
-        for _ in 0..owed {
-            items.push(match &item {
-                // The owed requests ended at `prev`, where this one started.
-                Ok(Ok(_)) => Ok(Ok(prev)),
-                other => clone_item(other),
-            });
-        }
-        items.push(item);
-        Outcome {
-            carried_entries,
-            items,
-            go_on,
-        }
-    }));
 }
 
 fn clone_item(item: &Item) -> Item {
@@ -245,7 +252,7 @@ fn judge(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, MutexGuard};
 
     use futures::channel::mpsc;
     use openraft::EntryPayload;
@@ -284,35 +291,71 @@ mod tests {
         most_busy: usize,
     }
 
-    fn follower(
+    /// A stream over a fake follower that answers every request with `answer` after `delay`.
+    struct Fake {
         seen: Arc<Mutex<Seen>>,
-        delay: Duration,
-        answer: AppendEntriesResponse<TypeConfig>,
-    ) -> impl Fn(
-        Request,
-    ) -> BoxFuture<
-        'static,
-        Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>,
-    > + Send
-    + Sync {
-        move |req: Request| {
-            let seen = seen.clone();
-            let answer = answer.clone();
-            Box::pin(async move {
-                {
-                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    s.requests.push((
-                        req.prev_log_id.map(|l| l.index).unwrap_or(0),
-                        req.entries.len(),
-                        req.leader_commit.map(|l| l.index).unwrap_or(0),
-                    ));
-                    s.busy += 1;
-                    s.most_busy = s.most_busy.max(s.busy);
+        tx: Option<mpsc::UnboundedSender<Request>>,
+        out: BoxStream<'static, Item>,
+    }
+
+    impl Fake {
+        fn start(delay: Duration, answer: AppendEntriesResponse<TypeConfig>) -> Fake {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let (tx, rx) = mpsc::unbounded();
+            let follower = seen.clone();
+            let out = append_stream(rx, move |req: Request| {
+                let seen = follower.clone();
+                let answer = answer.clone();
+                async move {
+                    seen_by(&seen).receive(&req);
+                    tokio::time::sleep(delay).await;
+                    seen_by(&seen).busy -= 1;
+                    Ok(answer)
                 }
-                tokio::time::sleep(delay).await;
-                seen.lock().unwrap_or_else(|p| p.into_inner()).busy -= 1;
-                Ok(answer)
-            })
+            });
+            Fake {
+                seen,
+                tx: Some(tx),
+                out,
+            }
+        }
+
+        /// Hands openraft's next request to the stream.
+        fn push(&self, prev: u64, last: u64, commit: u64) {
+            if let Some(tx) = &self.tx {
+                let _ = tx.unbounded_send(request(prev, last, commit));
+            }
+        }
+
+        /// What the next stream item matched (empty at the end of the stream).
+        async fn next(&mut self) -> Vec<Option<u64>> {
+            matched(&self.out.next().await.into_iter().collect::<Vec<_>>())
+        }
+
+        /// Ends the input and collects the rest of the stream.
+        async fn finish(&mut self) -> Vec<Item> {
+            self.tx = None;
+            self.out.by_ref().collect().await
+        }
+
+        fn seen(&self) -> MutexGuard<'_, Seen> {
+            seen_by(&self.seen)
+        }
+    }
+
+    fn seen_by(seen: &Mutex<Seen>) -> MutexGuard<'_, Seen> {
+        seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    impl Seen {
+        fn receive(&mut self, req: &Request) {
+            self.requests.push((
+                req.prev_log_id.map(|l| l.index).unwrap_or(0),
+                req.entries.len(),
+                req.leader_commit.map(|l| l.index).unwrap_or(0),
+            ));
+            self.busy += 1;
+            self.most_busy = self.most_busy.max(self.busy);
         }
     }
 
@@ -326,73 +369,47 @@ mod tests {
             .collect()
     }
 
+    const FAST: Duration = Duration::from_millis(1);
+
     #[tokio::test]
     async fn a_commit_rides_on_the_next_entries() {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (tx, rx) = mpsc::unbounded();
-        let call = follower(
-            seen.clone(),
-            Duration::from_millis(1),
-            AppendEntriesResponse::Success,
-        );
-        let mut out = append_stream(rx, call);
-        let _ = tx.unbounded_send(request(0, 5, 0));
-        let first = out.next().await.into_iter().collect::<Vec<_>>();
-        assert_eq!(matched(&first), vec![Some(5)]);
+        let mut fake = Fake::start(FAST, AppendEntriesResponse::Success);
+        fake.push(0, 5, 0);
+        assert_eq!(fake.next().await, vec![Some(5)]);
         // The commit of 5, then at once the next write: one request carries both.
-        let _ = tx.unbounded_send(request(5, 5, 5));
-        let _ = tx.unbounded_send(request(5, 6, 5));
-        let a = out.next().await.into_iter().collect::<Vec<_>>();
-        let b = out.next().await.into_iter().collect::<Vec<_>>();
+        fake.push(5, 5, 5);
+        fake.push(5, 6, 5);
         assert_eq!(
-            matched(&a),
+            fake.next().await,
             vec![Some(5)],
             "the commit-only request matched its start"
         );
-        assert_eq!(matched(&b), vec![Some(6)]);
+        assert_eq!(fake.next().await, vec![Some(6)]);
         // A lone commit is sent after the hold.
-        let _ = tx.unbounded_send(request(6, 6, 6));
-        let c = out.next().await.into_iter().collect::<Vec<_>>();
-        assert_eq!(matched(&c), vec![Some(6)]);
-        drop(tx);
-        assert!(out.next().await.is_none());
-        let s = seen.lock().unwrap_or_else(|p| p.into_inner());
-        assert_eq!(s.requests, vec![(0, 5, 0), (5, 1, 5), (6, 0, 6)]);
+        fake.push(6, 6, 6);
+        assert_eq!(fake.next().await, vec![Some(6)]);
+        assert!(fake.finish().await.is_empty());
+        assert_eq!(fake.seen().requests, vec![(0, 5, 0), (5, 1, 5), (6, 0, 6)]);
     }
 
     #[tokio::test]
     async fn entries_go_one_request_at_a_time() {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (tx, rx) = mpsc::unbounded();
-        let call = follower(
-            seen.clone(),
-            Duration::from_millis(5),
-            AppendEntriesResponse::Success,
-        );
-        let mut out = append_stream(rx, call);
+        let mut fake = Fake::start(Duration::from_millis(5), AppendEntriesResponse::Success);
         for (prev, last) in [(0, 2), (2, 4), (4, 6)] {
-            let _ = tx.unbounded_send(request(prev, last, 0));
+            fake.push(prev, last, 0);
         }
-        drop(tx);
-        let items: Vec<Item> = out.by_ref().collect().await;
+        let items = fake.finish().await;
         assert_eq!(matched(&items), vec![Some(2), Some(4), Some(6)]);
-        assert_eq!(seen.lock().unwrap_or_else(|p| p.into_inner()).most_busy, 1);
+        assert_eq!(fake.seen().most_busy, 1);
     }
 
     #[tokio::test]
     async fn a_conflict_answers_the_held_commit_too_and_ends_the_stream() {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (tx, rx) = mpsc::unbounded();
-        let call = follower(
-            seen.clone(),
-            Duration::from_millis(1),
-            AppendEntriesResponse::Conflict,
-        );
-        let mut out = append_stream(rx, call);
-        let _ = tx.unbounded_send(request(3, 3, 3));
-        let _ = tx.unbounded_send(request(3, 4, 3));
-        let _ = tx.unbounded_send(request(4, 5, 3));
-        let items: Vec<Item> = out.by_ref().collect().await;
+        let mut fake = Fake::start(FAST, AppendEntriesResponse::Conflict);
+        fake.push(3, 3, 3);
+        fake.push(3, 4, 3);
+        fake.push(4, 5, 3);
+        let items = fake.finish().await;
         assert_eq!(items.len(), 2, "{items:?}");
         for item in &items {
             assert!(
@@ -400,12 +417,6 @@ mod tests {
                 "{item:?}"
             );
         }
-        assert_eq!(
-            seen.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .requests
-                .len(),
-            1
-        );
+        assert_eq!(fake.seen().requests.len(), 1);
     }
 }

@@ -17,13 +17,13 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::de::DeserializeOwned;
-use shoal_metrics::prometheus_client::metrics::histogram::Histogram;
 
 use super::pending::{Pending, PendingEntry};
 use super::writer::{RecordTable, Writer};
 use super::{KEY_COMMITTED, KEY_PURGED, KEY_SELF, KEY_VOTE, LOG, META};
 use crate::codec::{decode, encode, io_err};
 use crate::limits::MAX_APPEND_BYTES;
+use crate::metrics::LogMetrics;
 use crate::types::{Entry, LogId, RaftNode, TypeConfig, Vote};
 
 /// openraft's log storage on redb. Cloning is shallow (the database, the pending tail and the
@@ -33,7 +33,7 @@ pub struct LogStore {
     db: Arc<Database>,
     pending: Arc<Pending>,
     writer: Writer,
-    appends: Histogram,
+    metrics: LogMetrics,
 }
 
 impl LogStore {
@@ -41,19 +41,20 @@ impl LogStore {
         db: Arc<Database>,
         pending: Arc<Pending>,
         writer: Writer,
-        appends: Histogram,
+        metrics: LogMetrics,
     ) -> LogStore {
         LogStore {
             db,
             pending,
             writer,
-            appends,
+            metrics,
         }
     }
 
-    /// `shoal_raft_log_append_seconds`: time from `append` until the entries are durable.
-    pub(crate) fn append_histogram(&self) -> Histogram {
-        self.appends.clone()
+    /// `shoal_raft_log_append_seconds` (time from `append` until the entries are durable) and
+    /// `shoal_raft_log_sync_seconds` (one durable write round).
+    pub(crate) fn metrics(&self) -> LogMetrics {
+        self.metrics.clone()
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {

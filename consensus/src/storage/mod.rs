@@ -81,9 +81,9 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenErro
     let db = Arc::new(db);
     create_tables(&db)?;
     let pending = Arc::new(pending::Pending::default());
-    let appends = crate::metrics::log_append_histogram();
-    let writer = writer::Writer::spawn(db.clone(), pending.clone(), appends.clone())?;
-    let log = LogStore::new(db.clone(), pending, writer.clone(), appends);
+    let metrics = crate::metrics::LogMetrics::default();
+    let writer = writer::Writer::spawn(db.clone(), pending.clone(), metrics.clone())?;
+    let log = LogStore::new(db.clone(), pending, writer.clone(), metrics);
     let sm = StateMachine::open(db, writer)?;
     Ok((log, sm))
 }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::pending::{Pending, PendingEntry};
 use super::{KEY_COMMITTED, KEY_PURGED, LOG, META, SNAPSHOT};
 use crate::codec::{encode, io_err};
+use crate::metrics::LogMetrics;
 use crate::types::TypeConfig;
 
 /// Operations queued at most before senders wait.
@@ -73,16 +74,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread for `db`. `appends` observes each append's time to durability.
+    /// Starts the writer thread for `db`. `metrics` observes each append's time to durability
+    /// and each round's time.
     pub(crate) fn spawn(
         db: Arc<Database>,
         pending: Arc<Pending>,
-        appends: Histogram,
+        metrics: LogMetrics,
     ) -> io::Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("shoal-raft-writer".into())
-            .spawn(move || run(&db, &pending, &appends, rx))?;
+            .spawn(move || run(&db, &pending, &metrics, rx))?;
         Ok(Writer { tx })
     }
 
@@ -146,7 +148,7 @@ impl Writer {
     }
 }
 
-fn run(db: &Database, pending: &Pending, appends: &Histogram, mut rx: mpsc::Receiver<WriteOp>) {
+fn run(db: &Database, pending: &Pending, metrics: &LogMetrics, mut rx: mpsc::Receiver<WriteOp>) {
     let mut committed_at: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         // Taken before draining: see `Pending::take_committed`.
@@ -170,8 +172,10 @@ fn run(db: &Database, pending: &Pending, appends: &Histogram, mut rx: mpsc::Rece
         if committed.is_some() {
             committed_at = Some(Instant::now());
         }
+        let started = Instant::now();
         let result = commit_round(db, &ops, committed);
-        answer(ops, &result, pending, appends);
+        metrics.syncs.observe(started.elapsed().as_secs_f64());
+        answer(ops, &result, pending, &metrics.appends);
     }
     tracing::debug!("raft storage writer stopped");
 }

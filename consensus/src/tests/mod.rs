@@ -2,6 +2,7 @@
 
 mod cluster;
 mod harness;
+mod load;
 mod membership;
 mod security;
 mod storage_suite;

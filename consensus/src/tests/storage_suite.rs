@@ -53,7 +53,7 @@ async fn appends_are_readable_at_once_timed_and_durable() {
         &mut registry,
         &sm.snapshot_metrics(),
         &crate::metrics::commit_histogram(),
-        &log.append_histogram(),
+        &log.metrics(),
     );
     let entries: Vec<Entry> = (1..=3)
         .map(|i| Entry {
@@ -80,6 +80,11 @@ async fn appends_are_readable_at_once_timed_and_durable() {
         text.lines()
             .any(|l| l == "shoal_raft_log_append_seconds_count 1"),
         "one append observed:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shoal_raft_log_sync_seconds_count ")),
+        "write rounds observed:\n{text}"
     );
     // Durable: a fresh open of the file (the writer thread lets go of it) finds them.
     drop(log);
