@@ -8,7 +8,6 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p::core::ConnectedPoint;
 use libp2p::metrics::Recorder;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, InboundFailure, OutboundFailure, OutboundRequestId};
@@ -289,21 +288,12 @@ impl EventLoop {
         self.libp2p_metrics.record(&event);
         match event {
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
-            SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.opened.insert(peer_id, Instant::now());
                 self.ask_roster(peer_id, Instant::now());
                 if self.ring.watched.contains(&peer_id) {
                     // Judge a watched member from the moment its pings can flow.
                     self.view.start_watching(&peer_id, Instant::now());
-                }
-                if let ConnectedPoint::Dialer { address, .. } = &endpoint {
-                    let bare: Multiaddr = address
-                        .iter()
-                        .filter(|p| !matches!(p, Protocol::P2p(_)))
-                        .collect();
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, bare);
                 }
                 self.metrics
                     .set_connected(self.swarm.connected_peers().count());
@@ -344,7 +334,12 @@ impl EventLoop {
             MeshBehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
-                    self.learn_addrs(peer_id, info.listen_addrs, true);
+                    // Not for Kademlia: its table holds only the seeds and mDNS finds. Every
+                    // insertion into a table under 20 entries starts a bootstrap query whose
+                    // dials fed more insertions: one run of 50 agents kept opening 6
+                    // connections per agent per second that way, long after convergence.
+                    // Joiners learn the members from rosters and gossip instead.
+                    self.learn_addrs(peer_id, info.listen_addrs, false);
                 }
             }
             MeshBehaviourEvent::Ping(event) => {
@@ -363,7 +358,7 @@ impl EventLoop {
             MeshBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
                     self.learn_addrs(peer, vec![addr], true);
-                    self.maybe_connect(peer);
+                    self.maybe_connect(peer, "mdns");
                 }
             }
             MeshBehaviourEvent::Mdns(mdns::Event::Expired(_)) => {}
@@ -433,21 +428,26 @@ impl EventLoop {
     }
 
     /// Dials `peer` while this agent has fewer connections than it aims for.
-    fn maybe_connect(&mut self, peer: PeerId) {
+    fn maybe_connect(&mut self, peer: PeerId, reason: &'static str) {
         if self.swarm.connected_peers().count() < self.config.target_peers {
-            self.connect(peer);
+            self.connect(peer, reason);
         }
     }
 
     /// Dials `peer` unless connected or being dialled already.
-    fn connect(&mut self, peer: PeerId) {
+    fn connect(&mut self, peer: PeerId, reason: &'static str) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
         }
+        tracing::trace!(target: "shoal_discovery::dial", %peer, reason, "dialling");
+        // One address at a time: the same address known twice (from the heartbeat and from
+        // Kademlia) would otherwise be dialled twice at once, and the loser's half-done
+        // handshake costs both ends.
         let opts = DialOpts::peer_id(peer)
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .addresses(self.known_addrs(&peer))
             .extend_addresses_through_behaviour()
+            .override_dial_concurrency_factor(std::num::NonZeroU8::MIN)
             .build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::trace!(%peer, %e, "dial skipped");
@@ -788,7 +788,7 @@ impl EventLoop {
         self.ring = ring;
         let neighbours = self.ring.neighbours();
         for peer in &neighbours {
-            self.connect(*peer);
+            self.connect(*peer, "new ring neighbour");
         }
         let watched = self.ring.watched.iter().copied().collect();
         self.swarm
@@ -806,7 +806,7 @@ impl EventLoop {
         self.last_top_up = now;
         self.prune_connections(now);
         for peer in self.ring.neighbours() {
-            self.connect(peer);
+            self.connect(peer, "ring neighbour");
         }
         let connected = self.swarm.connected_peers().count();
         let missing = self.config.target_peers.saturating_sub(connected);
@@ -814,12 +814,13 @@ impl EventLoop {
             return;
         }
         let local = *self.swarm.local_peer_id();
-        let candidates: Vec<PeerId> = self
+        let unconnected: Vec<PeerId> = self
             .view
             .alive_except(&local)
             .into_iter()
             .filter(|p| !self.swarm.is_connected(p))
             .collect();
+        let candidates = overlay::by_affinity(&local, unconnected);
         if candidates.is_empty() {
             return;
         }
@@ -830,7 +831,7 @@ impl EventLoop {
             .skip(start)
             .take(missing.min(candidates.len()))
         {
-            self.maybe_connect(*peer);
+            self.maybe_connect(*peer, "top-up");
         }
         self.probe_cursor = self.probe_cursor.wrapping_add(missing);
     }
@@ -854,6 +855,9 @@ impl EventLoop {
     fn probe(&mut self, target: PeerId) {
         let ping = probe::encode(&ProbeRequest::Ping);
         let addrs = self.known_addrs(&target);
+        if !self.swarm.is_connected(&target) {
+            tracing::trace!(target: "shoal_discovery::dial", peer = %target, reason = "probe", "dialling");
+        }
         let id = self
             .swarm
             .behaviour_mut()

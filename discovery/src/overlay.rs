@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use libp2p::PeerId;
 
-/// Beats an agent aims to receive per heartbeat interval, whatever the cluster's size.
-pub(crate) const BEATS_PER_INTERVAL: usize = 20;
+/// Beats an agent aims to receive per heartbeat interval, whatever the cluster's size. Beats
+/// only announce (and refute rumors): liveness is the watchers' job, so a few are enough, and
+/// each one costs every agent a signature check and a few gossip copies.
+pub(crate) const BEATS_PER_INTERVAL: usize = 5;
 
 /// The ring neighbours of one agent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,6 +60,23 @@ pub(crate) fn ring(local: PeerId, members: &[PeerId], watch: usize) -> Ring {
 pub(crate) fn beat_period(interval: Duration, members: usize) -> Duration {
     let factor = members.div_ceil(BEATS_PER_INTERVAL).max(1);
     interval * u32::try_from(factor).unwrap_or(u32::MAX)
+}
+
+/// `candidates` ordered by how much `local` prefers to connect to them: nearest first by the
+/// XOR of their PeerId bytes. Every agent ranks the cluster differently, so agents that top
+/// up their connections at once spread over the cluster instead of all dialling its lowest
+/// PeerIds (which then shed those connections again, above their high-water mark).
+pub(crate) fn by_affinity(local: &PeerId, mut candidates: Vec<PeerId>) -> Vec<PeerId> {
+    let me = local.to_bytes();
+    let distance = |peer: &PeerId| -> Vec<u8> {
+        let them = peer.to_bytes();
+        let len = me.len().max(them.len());
+        (0..len)
+            .map(|i| me.get(i).copied().unwrap_or(0) ^ them.get(i).copied().unwrap_or(0))
+            .collect()
+    };
+    candidates.sort_by_cached_key(distance);
+    candidates
 }
 
 /// Least extra silence allowed to a member this agent does not watch.
@@ -115,11 +134,36 @@ mod tests {
     }
 
     #[test]
+    fn connection_preferences_spread_over_the_cluster() {
+        let all = peers(100);
+        let mut chosen = std::collections::HashMap::<PeerId, usize>::new();
+        for p in &all {
+            let others: Vec<PeerId> = all.iter().copied().filter(|q| q != p).collect();
+            let ranked = by_affinity(p, others);
+            assert_eq!(ranked.len(), 99);
+            for q in ranked.into_iter().take(8) {
+                *chosen.entry(q).or_default() += 1;
+            }
+        }
+        // 800 first choices over 100 members: nobody is everyone's favourite.
+        let most = chosen.values().copied().max().unwrap_or(0);
+        assert!(
+            most <= 24,
+            "one member is the first choice of {most} agents"
+        );
+        assert!(
+            chosen.len() >= 60,
+            "only {} members are ever chosen",
+            chosen.len()
+        );
+    }
+
+    #[test]
     fn beats_received_per_interval_stay_bounded() {
         let base = Duration::from_millis(500);
         assert_eq!(beat_period(base, 0), base);
-        assert_eq!(beat_period(base, 20), base);
-        assert_eq!(beat_period(base, 21), base * 2);
+        assert_eq!(beat_period(base, BEATS_PER_INTERVAL), base);
+        assert_eq!(beat_period(base, BEATS_PER_INTERVAL + 1), base * 2);
         for n in [10usize, 50, 200, 1000] {
             let per_interval = n as f64 * base.as_secs_f64() / beat_period(base, n).as_secs_f64();
             assert!(per_interval <= BEATS_PER_INTERVAL as f64, "n = {n}");

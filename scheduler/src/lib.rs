@@ -25,6 +25,8 @@ pub mod synthetic;
 mod proptests;
 #[cfg(test)]
 mod testkit;
+#[cfg(test)]
+mod update_proptests;
 
 pub use command::{ApplyError, Command, Outcome};
 pub use model::*;

@@ -237,6 +237,11 @@ fn check_invariants(state: &ClusterState, now: u64) -> Result<(), TestCaseError>
             }
         }
     }
+    settled(state, now)
+}
+
+/// Reconciling the result of a pass again proposes nothing.
+pub(crate) fn settled(state: &ClusterState, now: u64) -> Result<(), TestCaseError> {
     let again = reconcile(state, Timestamp(now));
     prop_assert!(
         again.is_empty(),

@@ -80,3 +80,22 @@ pub fn live(state: &ClusterState, svc: ServiceId) -> Vec<&Task> {
 pub fn first_node(state: &ClusterState) -> NodeId {
     state.nodes.keys().next().expect("a node").clone()
 }
+
+/// A service made from `spec` on `nodes` nodes, all its tasks running, then updated at time 10 to
+/// a new image (version 2).
+pub fn running_then_updated(nodes: usize, mut spec: ServiceSpec) -> (ClusterState, ServiceId) {
+    let mut state = cluster(nodes);
+    let id = create(&mut state, spec.clone());
+    pass(&mut state, 1);
+    run_all(&mut state, 2);
+    spec.image = "busybox:2".into();
+    state
+        .apply(&Command::UpdateService {
+            id,
+            expected_version: 1,
+            spec,
+            at: Timestamp(10),
+        })
+        .expect("update");
+    (state, id)
+}

@@ -12,6 +12,9 @@ use shoal_agent::control::client::ControlClient;
 use shoal_agent::control::views::{ServiceRow, TaskRow};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 
+mod cluster;
+pub use cluster::*;
+
 /// The image the tests run, built locally by `tests/images/build-busybox-image.sh`.
 pub const TEST_IMAGE: &str = "shoal-test/busybox:latest";
 

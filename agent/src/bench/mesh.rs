@@ -18,6 +18,9 @@ pub struct MeshBenchArgs {
     pub seconds: u64,
 }
 
+/// Wait between convergence and the traffic window (longer than a joiner's full announcements).
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// One benchmark agent.
 struct BenchAgent {
     mesh: Mesh,
@@ -30,6 +33,7 @@ struct Sample {
     messages: u64,
     payload_bytes: u64,
     wire_bytes: u64,
+    connections_opened: u64,
 }
 
 /// Runs the benchmark and prints a human line, then the JSON result line last.
@@ -72,6 +76,9 @@ async fn measure(args: &MeshBenchArgs, root: &std::path::Path) -> anyhow::Result
     let converged = wait_converged(&agents, limit).await?;
     let converged_s = converged.as_secs_f64();
 
+    // Joiners announce themselves in full every interval for a few seconds after they start:
+    // the steady state begins after that.
+    tokio::time::sleep(SETTLE).await;
     let before = sample(&agents);
     let window = Duration::from_secs(args.seconds);
     tokio::time::sleep(window).await;
@@ -80,6 +87,7 @@ async fn measure(args: &MeshBenchArgs, root: &std::path::Path) -> anyhow::Result
     let msgs = (after.messages - before.messages) as f64 / per_agent_s;
     let payload = (after.payload_bytes - before.payload_bytes) as f64 / per_agent_s;
     let wire = (after.wire_bytes - before.wire_bytes) as f64 / per_agent_s;
+    let opened = (after.connections_opened - before.connections_opened) as f64 / per_agent_s;
     let complete = count_complete(&agents).await?;
 
     for agent in &agents {
@@ -87,10 +95,11 @@ async fn measure(args: &MeshBenchArgs, root: &std::path::Path) -> anyhow::Result
     }
     println!(
         "mesh bench: {n} agents started in {:.2}s, every view complete after {converged_s:.2}s; \
-         steady state over {}s: {msgs:.1} msgs, {payload:.0} payload B, {wire:.0} wire B per agent per s \
-         ({complete}/{n} views still complete at the end)",
+         steady state over {}s from {}s after that: {msgs:.1} msgs, {payload:.0} payload B, {wire:.0} wire B, \
+         {opened:.2} new connections per agent per s ({complete}/{n} views still complete at the end)",
         all_started.as_secs_f64(),
-        args.seconds
+        args.seconds,
+        SETTLE.as_secs()
     );
     println!(
         "{{\"bench\":\"mesh\",\"agents\":{n},\"converged_seconds\":{converged_s:.3},\
@@ -195,19 +204,26 @@ fn sample(agents: &[BenchAgent]) -> Sample {
         let traffic = agent.mesh.traffic();
         total.messages += traffic.messages;
         total.payload_bytes += traffic.bytes;
-        total.wire_bytes += wire_bytes(&agent.registry);
+        let text = exposition(&agent.registry);
+        total.wire_bytes += sum_of(&text, "libp2p_bandwidth_bytes_total");
+        total.connections_opened += sum_of(&text, "libp2p_swarm_connections_established_total");
     }
     total
 }
 
-/// Sum of libp2p's transport byte counters (`libp2p_bandwidth_bytes_total`) in a registry.
-fn wire_bytes(registry: &Registry) -> u64 {
+fn exposition(registry: &Registry) -> String {
     let mut text = String::new();
-    if shoal_metrics::prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
-        return 0;
-    }
+    let _ = shoal_metrics::prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
+/// Sum of every sample of the metric `name` (all label sets) in a text exposition.
+fn sum_of(text: &str, name: &str) -> u64 {
     text.lines()
-        .filter(|l| l.starts_with("libp2p_bandwidth_bytes_total"))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()

@@ -1,7 +1,8 @@
-//! The leader's dispatcher: one session per worker. It pushes each worker its assignment set
-//! whenever that set changes (and again when a heartbeat shows the worker holds an older one),
-//! and marks a node down when its heartbeats stop for the grace period *and* the mesh agrees
-//! that it is gone — a node that only lost its link to the leader is not down.
+//! The leader's dispatcher: one session per worker. It pushes each worker its assignments
+//! whenever what they tell the worker changes (a status the worker reported itself is not sent
+//! back), through the worker's [`Pusher`]: the changes only, the full set on (re)connect. It
+//! marks a node down when its heartbeats stop for the grace period *and* the mesh agrees that it
+//! is gone — a node that only lost its link to the leader is not down.
 //!
 //! A new leader starts every session as "just heard", so a leader change marks nobody down.
 //! A node without a container runtime heartbeats like any other but runs no worker: it is never
@@ -17,12 +18,9 @@ use shoal_scheduler::{ClusterState, Command, NodeId, NodeState, Runtime};
 use tokio::sync::mpsc;
 
 use super::assignments;
-use super::messages::{
-    Assignment, AssignmentSet, DispatchRequest, DispatchResponse, decode, encode,
-};
+use super::messages::Assignment;
+use super::pusher::{Pusher, Target};
 use crate::worker::{WorkerHandle, now};
-use shoal_discovery::ShoalProtocol;
-use shoal_metrics::agent::{OpResult, PushLabels};
 
 /// How often sessions are checked for silence.
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
@@ -56,12 +54,13 @@ pub struct DispatcherContext {
 }
 
 /// A worker as the dispatcher tracks it.
-#[derive(Debug)]
 struct Session {
     last_heard: Instant,
     holds: Option<(u64, u64)>,
     version: u64,
-    sent: Vec<Assignment>,
+    sent: Arc<Vec<Assignment>>,
+    /// The worker's sender, once there is something to send.
+    pusher: Option<Pusher>,
 }
 
 /// Runs the dispatcher until `heartbeats` closes (the leader duties end).
@@ -114,7 +113,7 @@ impl Dispatcher {
         }
     }
 
-    /// Pushes every worker whose assignment set changed since it was last sent.
+    /// Pushes every worker whose assignments changed since they were last sent.
     async fn push_changed(&mut self) {
         let state = self.context.quorum.state();
         let mut sets = assignments::by_node(&state);
@@ -123,20 +122,43 @@ impl Dispatcher {
                 // No worker to send to (version 0: nothing was sent, nothing is re-sent).
                 if let Some(session) = self.sessions.get_mut(&node.id) {
                     session.version = 0;
-                    session.sent.clear();
+                    session.sent = Arc::default();
+                    session.pusher = None;
                 }
                 continue;
             }
-            let node = &node.id;
-            let tasks = sets.remove(node).unwrap_or_default();
-            let session = self.session(node);
-            if session.version > 0 && session.sent == tasks {
-                continue;
+            let tasks = sets.remove(&node.id).unwrap_or_default();
+            let first = self
+                .sessions
+                .get(&node.id)
+                .is_none_or(|s| s.pusher.is_none());
+            let pusher = first
+                .then(|| self.target(&node.id))
+                .flatten()
+                .map(|t| Pusher::spawn(t, self.epoch, self.context.metrics.clone()));
+            let session = self.session(&node.id);
+            let changed =
+                session.version == 0 || !assignments::same_instructions(&session.sent, &tasks);
+            if changed {
+                session.version += 1;
             }
-            session.version += 1;
-            session.sent = tasks;
-            self.push(node.clone());
+            session.sent = Arc::new(tasks);
+            if pusher.is_some() {
+                session.pusher = pusher;
+            }
+            if let Some(pusher) = &session.pusher {
+                pusher.want(session.version, session.sent.clone(), changed);
+            }
         }
+    }
+
+    /// How to reach `node`'s worker.
+    fn target(&self, node: &NodeId) -> Option<Target> {
+        if *node == self.context.local {
+            return self.context.local_worker.clone().map(Target::Local);
+        }
+        let peer = node.as_str().parse::<PeerId>().ok()?;
+        Some(Target::Remote(Box::new((self.context.mesh.clone(), peer))))
     }
 
     fn session(&mut self, node: &NodeId) -> &mut Session {
@@ -146,68 +168,19 @@ impl Dispatcher {
                 last_heard: Instant::now(),
                 holds: None,
                 version: 0,
-                sent: Vec::new(),
+                sent: Arc::default(),
+                pusher: None,
             })
     }
 
-    /// Sends `node` its current set, without waiting for the answer.
-    fn push(&mut self, node: NodeId) {
-        let epoch = self.epoch;
-        let Some(session) = self.sessions.get(&node) else {
-            return;
-        };
-        let set = AssignmentSet {
-            term: epoch,
-            version: session.version,
-            tasks: session.sent.clone(),
-        };
-        if node == self.context.local {
-            if let Some(worker) = self.context.local_worker.clone() {
-                tokio::spawn(async move {
-                    let _ = worker.assign(set).await;
-                });
-            }
-            return;
-        }
-        let Ok(peer) = node.as_str().parse::<PeerId>() else {
-            return;
-        };
-        let mesh = self.context.mesh.clone();
-        let pushes = self.context.metrics.dispatcher_pushes.clone();
-        tokio::spawn(async move {
-            let request = encode(&DispatchRequest::Assign(set));
-            let result = match mesh.request(peer, ShoalProtocol::Dispatch, request).await {
-                Ok(bytes) => match decode::<DispatchResponse>(&bytes) {
-                    Ok(DispatchResponse::Ack) => OpResult::Ok,
-                    Ok(other) => {
-                        tracing::debug!(%peer, ?other, "worker refused assignments");
-                        OpResult::Error
-                    }
-                    Err(error) => {
-                        tracing::debug!(%peer, %error, "bad answer to assignments");
-                        OpResult::Error
-                    }
-                },
-                // The next heartbeat shows the worker's old version and triggers a resend.
-                Err(error) => {
-                    tracing::debug!(%peer, %error, "cannot push assignments");
-                    OpResult::Error
-                }
-            };
-            pushes.get_or_create(&PushLabels { result }).inc();
-        });
-    }
-
     async fn on_heartbeat(&mut self, heartbeat: Heartbeat) {
-        let epoch = self.epoch;
         self.context.metrics.dispatcher_heartbeats.inc();
         let session = self.session(&heartbeat.node);
         session.last_heard = Instant::now();
         session.holds = heartbeat.holds;
-        let current = (epoch, session.version);
-        // A runtime-less node has no session version: it is never pushed to.
-        if session.version > 0 && heartbeat.holds != Some(current) {
-            self.push(heartbeat.node.clone());
+        // A runtime-less node has no pusher: it is never pushed to.
+        if let Some(pusher) = &session.pusher {
+            pusher.heartbeat(heartbeat.holds);
         }
         self.mark_if_needed(&heartbeat.node, NodeState::Ready).await;
     }

@@ -32,11 +32,29 @@ pub struct AssignmentSet {
     pub tasks: Vec<Assignment>,
 }
 
+/// The changes from one assignment set of a leader to its next one, which the worker applies
+/// only if it holds exactly the `base` version of that leader's set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentDelta {
+    /// The raft term of the leader that sent it.
+    pub term: u64,
+    /// The version the changes apply to.
+    pub base: u64,
+    /// The version the worker holds once they are applied.
+    pub version: u64,
+    /// New assignments, and assignments whose instructions changed.
+    pub upserts: Vec<Assignment>,
+    /// Tasks the worker no longer has to know about.
+    pub removed: Vec<TaskId>,
+}
+
 /// A message on `/shoal/dispatch/1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DispatchRequest {
     /// Leader to worker: here is everything you should run.
     Assign(AssignmentSet),
+    /// Leader to worker: what changed since the set you hold.
+    Update(AssignmentDelta),
     /// Worker to leader: I am alive, and this is the assignment version I hold.
     Heartbeat {
         /// `(term, version)` of the last set applied, if any.
@@ -58,6 +76,8 @@ pub enum DispatchResponse {
     NotLeader,
     /// The sender is not the current leader, so its assignments are refused.
     NotFromLeader,
+    /// The worker does not hold the set a delta applies to: send the full set.
+    Resync,
     /// The reports could not be recorded (no quorum); the worker keeps them and retries.
     Retry {
         /// Why.

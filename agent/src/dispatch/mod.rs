@@ -4,6 +4,7 @@
 //! - [`messages`]: the protocol's messages and codec.
 //! - [`assignments`]: which tasks each worker must know about.
 //! - [`dispatcher`]: the leader's sessions, pushes and down-marking.
+//! - [`pusher`]: the leader's in-order sender of one worker's sets and changes.
 //! - [`reports`]: the leader's batched writes of status reports.
 //! - [`leader_link`]: the worker's side: reports and heartbeats to the leader.
 //! - [`router`]: inbound requests, routed to the worker or the leader duties.
@@ -12,5 +13,6 @@ pub mod assignments;
 pub mod dispatcher;
 pub mod leader_link;
 pub mod messages;
+pub mod pusher;
 pub mod reports;
 pub mod router;

@@ -56,6 +56,23 @@ async fn handle(
                 },
             }
         }
+        DispatchRequest::Update(delta) => {
+            if *view.leader.borrow() != Some(peer) {
+                return DispatchResponse::NotFromLeader;
+            }
+            match worker {
+                Some(worker) => match worker.update(delta).await {
+                    Ok(true) => DispatchResponse::Ack,
+                    Ok(false) => DispatchResponse::Resync,
+                    Err(_) => DispatchResponse::Retry {
+                        reason: "the worker stopped".into(),
+                    },
+                },
+                None => DispatchResponse::Retry {
+                    reason: "this node runs no worker".into(),
+                },
+            }
+        }
         DispatchRequest::Heartbeat { holds } => {
             let local = view.local.borrow().clone();
             let Some(local) = local else {

@@ -8,6 +8,7 @@
 //! them by label), and removes containers of tasks it is no longer assigned — but only once a
 //! leader has told it what it should run.
 
+mod backoff;
 mod converge;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,10 +22,12 @@ use tokio::task::JoinSet;
 use shoal_metrics::AgentMetrics;
 use shoal_metrics::agent::{ExecutorOpLabels, OpResult};
 
-use crate::dispatch::messages::{Assignment, AssignmentSet};
+use crate::dispatch::messages::{Assignment, AssignmentDelta, AssignmentSet};
 use crate::executor::{Executor, Observation};
 
 pub use converge::Action;
+
+use backoff::Backoffs;
 
 /// How often the worker re-reads every container, in case an event was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
@@ -45,6 +48,8 @@ const INPUT_CAPACITY: usize = 64;
 pub enum WorkerInput {
     /// The full set of tasks this node should converge (from the current leader).
     Assign(AssignmentSet),
+    /// Changes to the set held; answers whether they applied (the worker held their base).
+    Update(AssignmentDelta, oneshot::Sender<bool>),
     /// Answer with the `(term, version)` of the set held.
     Holds(oneshot::Sender<Option<(u64, u64)>>),
 }
@@ -63,6 +68,17 @@ impl WorkerHandle {
             .send(WorkerInput::Assign(set))
             .await
             .map_err(|_| WorkerStopped)
+    }
+
+    /// Hands the worker changes to the set it holds; `Ok(false)` when it does not hold their
+    /// base and needs the full set.
+    pub async fn update(&self, delta: AssignmentDelta) -> Result<bool, WorkerStopped> {
+        let (reply, applied) = oneshot::channel();
+        self.inputs
+            .send(WorkerInput::Update(delta, reply))
+            .await
+            .map_err(|_| WorkerStopped)?;
+        applied.await.map_err(|_| WorkerStopped)
     }
 
     /// The `(term, version)` of the assignment set the worker holds.
@@ -99,6 +115,7 @@ pub fn spawn(
         unseen: HashMap::new(),
         seen_at: HashMap::new(),
         removed: HashMap::new(),
+        backoffs: Backoffs::default(),
         operations: JoinSet::new(),
         metrics,
     };
@@ -139,6 +156,8 @@ struct Worker {
     /// container (its `die`, inspected after the removal) is reported but not taken as a sign
     /// that the container is still there.
     removed: HashMap<TaskId, Instant>,
+    /// Tasks whose stop or removal failed, waiting before the next attempt.
+    backoffs: Backoffs,
     operations: JoinSet<Done>,
     metrics: AgentMetrics,
 }
@@ -157,6 +176,7 @@ impl Worker {
         let mut resyncs: JoinSet<(Instant, crate::executor::Result<Vec<Observation>>)> =
             JoinSet::new();
         loop {
+            let retry_at = self.backoffs.next_due(Instant::now());
             tokio::select! {
                 input = inputs.recv() => match input {
                     Some(input) => self.on_input(input),
@@ -174,6 +194,7 @@ impl Worker {
                 Some(Ok((started, all))) = resyncs.join_next(), if !resyncs.is_empty() => {
                     self.on_resync(started, all);
                 }
+                _ = sleep_until(retry_at), if retry_at.is_some() => {}
             }
             self.converge();
         }
@@ -183,6 +204,11 @@ impl Worker {
     fn on_input(&mut self, input: WorkerInput) {
         match input {
             WorkerInput::Assign(set) => {
+                let held = *self.holds.borrow();
+                if held.is_some_and(|(term, version)| term == set.term && version > set.version) {
+                    // An older set of the same leader, overtaken by a newer one.
+                    return;
+                }
                 tracing::debug!(
                     term = set.term,
                     version = set.version,
@@ -193,6 +219,26 @@ impl Worker {
                 self.told = true;
                 self.holds.send_replace(Some((set.term, set.version)));
                 self.forget_unassigned_reports();
+            }
+            WorkerInput::Update(delta, reply) => {
+                let applies = *self.holds.borrow() == Some((delta.term, delta.base));
+                if applies {
+                    tracing::debug!(
+                        term = delta.term,
+                        version = delta.version,
+                        upserts = delta.upserts.len(),
+                        removed = delta.removed.len(),
+                        "assignment changes"
+                    );
+                    for task in &delta.removed {
+                        self.assignments.remove(task);
+                    }
+                    let upserts = delta.upserts.into_iter().map(|a| (a.task.id, a));
+                    self.assignments.extend(upserts);
+                    self.holds.send_replace(Some((delta.term, delta.version)));
+                    self.forget_unassigned_reports();
+                }
+                let _ = reply.send(applies);
             }
             WorkerInput::Holds(reply) => {
                 let _ = reply.send(*self.holds.borrow());
@@ -285,11 +331,14 @@ impl Worker {
                 self.report(done.task, state, error.to_string(), None, None);
             }
             (action, Err(error)) => {
-                tracing::warn!(task = %done.task, ?action, %error, "operation failed; will retry")
+                let retry_at = self.backoffs.failed(done.task, Instant::now());
+                let wait = retry_at.saturating_duration_since(Instant::now());
+                tracing::warn!(task = %done.task, ?action, %error, ?wait, "operation failed; will retry")
             }
         }
         if removed {
             self.removed.insert(done.task, Instant::now());
+            self.backoffs.clear(done.task);
         }
         if gone {
             self.observed.remove(&done.task);
@@ -301,8 +350,12 @@ impl Worker {
     fn converge(&mut self) {
         self.unseen.retain(|_, at| at.elapsed() <= UNSEEN_GRACE);
         self.removed.retain(|_, at| at.elapsed() <= REMOVED_MEMORY);
+        let (assignments, observed) = (&self.assignments, &self.observed);
+        self.backoffs
+            .retain(|task| assignments.contains_key(task) || observed.contains_key(task));
         let mut skip = self.busy.clone();
         skip.extend(self.unseen.keys().copied());
+        skip.extend(self.backoffs.waiting(Instant::now()));
         let actions = converge::plan(
             &self.assignments,
             &self.observed,
@@ -476,3 +529,14 @@ pub fn now() -> Timestamp {
             .unwrap_or(0),
     )
 }
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,12 +10,14 @@
 //! - [`restart`]: the restart policy.
 //! - [`replicated`] and [`global`]: the two service modes.
 //! - [`update`]: rolling updates and rollbacks.
+//! - [`window`]: how many replacements of an update may be in flight.
 
 pub mod global;
 pub mod replicated;
 pub mod restart;
 pub mod slot;
 pub mod update;
+pub mod window;
 
 use std::collections::BTreeMap;
 

@@ -323,23 +323,10 @@ fn tasks_of_removed_services_stop() {
 
 /// A 4-replica service, all running, then updated with `update`.
 fn updating(update: UpdateConfig) -> (ClusterState, ServiceId) {
-    let mut state = cluster(4);
     let mut spec = synthetic::spec("web", 4);
     spec.update = update;
     spec.rollback = update;
-    let id = create(&mut state, spec.clone());
-    pass(&mut state, 1);
-    run_all(&mut state, 2);
-    spec.image = "busybox:2".into();
-    state
-        .apply(&Command::UpdateService {
-            id,
-            expected_version: 1,
-            spec,
-            at: Timestamp(10),
-        })
-        .expect("update");
-    (state, id)
+    running_then_updated(4, spec)
 }
 
 fn versions(state: &ClusterState, id: ServiceId) -> Vec<u64> {
@@ -396,6 +383,40 @@ fn rolling_update_stop_first_in_batches_with_delay() {
         Some(UpdateState::Completed)
     );
     assert!(pass(&mut state, 200).is_empty());
+}
+
+#[test]
+fn rolling_update_slides_a_window_instead_of_waiting_for_the_batch() {
+    let cfg = UpdateConfig {
+        parallelism: 2,
+        monitor_ms: 0,
+        ..UpdateConfig::default()
+    };
+    let (mut state, id) = updating(cfg);
+    let plan = pass(&mut state, 10);
+    assert_eq!(plan.creates.len(), 2, "two lanes");
+    let slot_task = |state: &ClusterState, slot: u64, version: u64| {
+        state
+            .tasks
+            .values()
+            .find(|t| t.service == id && t.slot == Some(slot) && t.spec_version == version)
+            .map(|t| t.id)
+            .expect("task")
+    };
+    // Slot 1's old task stops and its successor runs; slot 2's old task is still stopping.
+    let old = slot_task(&state, 1, 1);
+    report(&mut state, old, TaskState::Shutdown, 11);
+    pass(&mut state, 11);
+    let new = slot_task(&state, 1, 2);
+    report(&mut state, new, TaskState::Running, 12);
+    let plan = pass(&mut state, 12);
+    assert_eq!(
+        plan.creates.len(),
+        1,
+        "the free lane takes the next slot at once"
+    );
+    assert_eq!(plan.creates[0].slot, Some(3));
+    assert!(pass(&mut state, 13).is_empty(), "both lanes busy");
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Rolling updates and rollbacks. A service whose update state is `Updating` (or `RollingBack`)
-//! has its outdated slots (whose task runs an older version) replaced in batches:
+//! has its outdated slots (whose task runs an older version) replaced through a sliding window
+//! (see [`window`]):
 //!
-//! - a batch is `parallelism` slots (0 = all), lowest slots first;
-//! - the next batch starts once every task created since the update began runs, and `delay`
-//!   has passed since the last of them started;
+//! - up to `parallelism` slots (0 = all) are in flight at once, lowest slots first: as soon as
+//!   one new task runs (and is healthy, if it has a health check), the next outdated slot is
+//!   replaced, after `delay` if one is set;
 //! - `stop-first` stops the old task and creates the new one waiting (desired Ready) until the
 //!   old one has stopped; `start-first` starts the new one at once and the slot stops the old one
 //!   when the new one runs;
@@ -17,7 +18,7 @@
 use crate::model::{Service, SlotKey, Task, TaskState, Timestamp, UpdateOrder, UpdateState};
 use crate::plan::{ServiceAction, ServiceChange};
 use crate::reconcile::slot::{self, Current};
-use crate::reconcile::{Pass, Slots};
+use crate::reconcile::{Pass, Slots, window};
 
 /// Moves the service's update along, given each occupied slot's outcome of this pass.
 pub fn progress(
@@ -59,34 +60,39 @@ pub fn progress(
             _ => None,
         })
         .collect();
-    let in_flight = current.iter().any(|(_, c)| matches!(c, Current::Replaced))
-        || fresh
+    // A slot is in flight from the pass that replaces it until its new task runs (healthy).
+    let in_flight = current
+        .iter()
+        .filter(|(_, c)| matches!(c, Current::Replaced))
+        .count()
+        + fresh
             .iter()
-            .any(|t| t.is_live() && t.status.state < TaskState::Running);
-    if in_flight {
-        return;
-    }
-    let last_start = fresh
+            .filter(|t| t.is_live() && t.status.state < TaskState::Running)
+            .count();
+    let started: Vec<Timestamp> = fresh
         .iter()
         .filter(|t| t.is_live() && t.status.state == TaskState::Running)
         .map(|t| t.status.timestamp)
-        .max();
+        .collect();
     if outdated.is_empty() {
-        let done_at = last_start.map_or(pass.now, |s| s.plus_millis(config.monitor_ms));
-        finish_at(pass, svc, rolling_back, done_at);
+        if in_flight == 0 {
+            let last_start = started.iter().max().copied();
+            let done_at = last_start.map_or(pass.now, |s| s.plus_millis(config.monitor_ms));
+            finish_at(pass, svc, rolling_back, done_at);
+        }
         return;
     }
-    let next_at = last_start.map_or(pass.now, |s| s.plus_millis(config.delay_ms));
-    if next_at > pass.now {
-        pass.plan.wake_no_later_than(next_at);
-        return;
+    let admission = window::admit(
+        config.parallelism,
+        config.delay_ms,
+        in_flight,
+        &started,
+        pass.now,
+    );
+    if let Some(at) = admission.wake_at {
+        pass.plan.wake_no_later_than(at);
     }
-    let batch = if config.parallelism == 0 {
-        outdated.len()
-    } else {
-        config.parallelism as usize
-    };
-    for (key, old) in outdated.into_iter().take(batch) {
+    for (key, old) in outdated.into_iter().take(admission.start) {
         let tasks = slots.get(key).map_or(&[][..], Vec::as_slice);
         // Start-first keeps a running task until its successor runs; a task that does not run
         // (yet, or any more) serves nothing and is replaced stop-first.

@@ -33,6 +33,33 @@ async fn create(
     created.id
 }
 
+/// Updates `name` to a new env with parallelism 2, `order` and `monitor_ms`; returns the service
+/// as it was before.
+async fn update_to_version_2(
+    client: &shoal_agent::control::client::ControlClient,
+    name: &str,
+    order: UpdateOrder,
+    monitor_ms: u64,
+) -> Service {
+    let service: Service = client.get(&api::service(name)).await.expect("inspect");
+    let mut next = service.spec.clone();
+    next.env = vec!["VERSION=2".into()];
+    next.update.parallelism = 2;
+    next.update.order = order;
+    next.update.monitor_ms = monitor_ms;
+    let _: ServiceId = client
+        .post(
+            &api::service_update(name),
+            &UpdateServiceRequest {
+                spec: next,
+                expected_version: service.version,
+            },
+        )
+        .await
+        .expect("update");
+    service
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_service_runs_scales_heals_updates_and_goes_away() {
     let DockerAgent {
@@ -94,22 +121,7 @@ async fn a_service_runs_scales_heals_updates_and_goes_away() {
     );
 
     // Rolling update, start-first, parallelism 2: every task ends on the new version.
-    let service: Service = client.get(&api::service("web")).await.expect("inspect");
-    let mut next = service.spec.clone();
-    next.env = vec!["VERSION=2".into()];
-    next.update.parallelism = 2;
-    next.update.order = UpdateOrder::StartFirst;
-    next.update.monitor_ms = 200;
-    let _: ServiceId = client
-        .post(
-            &api::service_update("web"),
-            &UpdateServiceRequest {
-                spec: next,
-                expected_version: service.version,
-            },
-        )
-        .await
-        .expect("update");
+    let service = update_to_version_2(&client, "web", UpdateOrder::StartFirst, 200).await;
     eventually("all tasks on the new version", CONVERGE, || async {
         let containers = running_containers(&node, &id.to_string());
         let versions: Vec<String> = containers
@@ -226,5 +238,63 @@ async fn a_restarted_agent_adopts_its_containers() {
     after.sort();
     before_sorted.sort();
     assert_eq!(after, before_sorted, "the same containers, no duplicates");
+    agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_first_update_keeps_its_window_on_docker() {
+    let DockerAgent {
+        agent,
+        client,
+        dir: _dir,
+        guard: _guard,
+        ..
+    } = DockerAgent::start().await;
+    let mut first = spec("slide", 6);
+    // Containers that exit at once on SIGTERM, so stops are quick.
+    first.args = vec![
+        "sh".into(),
+        "-c".into(),
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done".into(),
+    ];
+    let id = create(&client, first).await;
+    wait_running(&client, "slide", 6, CONVERGE).await;
+    let service = update_to_version_2(&client, "slide", UpdateOrder::StopFirst, 0).await;
+    // Watch the leader's state until the update is done: never more than two replacements in
+    // flight, never fewer than four tasks serving.
+    let version = service.version + 1;
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let state = agent.quorum().state();
+        let tasks: Vec<_> = state.tasks.values().filter(|t| t.service == id).collect();
+        let in_flight = tasks
+            .iter()
+            .filter(|t| {
+                t.spec_version == version
+                    && t.desired != DesiredState::Shutdown
+                    && t.status.state < TaskState::Running
+            })
+            .count();
+        let serving = tasks
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .count();
+        assert!(in_flight <= 2, "{in_flight} replacements in flight");
+        assert!(serving >= 4, "only {serving} tasks serve");
+        let done = tasks
+            .iter()
+            .filter(|t| t.desired != DesiredState::Shutdown)
+            .all(|t| t.spec_version == version && t.status.state == TaskState::Running)
+            && state.services[&id]
+                .update_status
+                .as_ref()
+                .is_some_and(|u| u.state == shoal_scheduler::UpdateState::Completed);
+        drop(state);
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "update not done");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     agent.shutdown().await;
 }

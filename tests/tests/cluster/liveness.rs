@@ -6,19 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
-use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 use shoal_agent::dispatch::messages::{DispatchRequest, encode};
 use shoal_discovery::{MemberState, PeerId, ShoalProtocol};
 use shoal_scheduler::{ClusterState, DesiredState, NodeId, NodeState, TaskId, TaskState};
 use shoal_tests::*;
-
-fn sim_spec(name: &str, replicas: u64) -> shoal_scheduler::ServiceSpec {
-    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
-    spec.image = "sim".into();
-    spec.stop_grace_ms = 100;
-    spec
-}
 
 /// An agent for these tests: one manager in the whole cluster, so that only the dispatcher's
 /// liveness (not a raft election) is at stake when a worker goes quiet.
@@ -28,6 +20,16 @@ fn config(dir: &std::path::Path, join: Vec<String>, down_grace: Duration) -> Age
     config.managers = 1;
     config.down_grace = down_grace;
     config
+}
+
+/// Starts one agent per dir with [`config`], joined to the first.
+async fn start_quiet_cluster(dirs: &[tempfile::TempDir], grace: Duration) -> Vec<Agent> {
+    start_joined(dirs, |dir, join| async move {
+        Agent::start(config(&dir, join, grace))
+            .await
+            .expect("agent starts")
+    })
+    .await
 }
 
 /// The tasks that should run, by id, with their node.
@@ -89,42 +91,16 @@ async fn a_heartbeat_blip_shorter_than_the_grace_restarts_nothing() {
     // that grace, with seconds to spare on a busy machine.
     let grace = Duration::from_secs(6);
     let blip = Duration::from_secs(3);
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let leader = Agent::start(config(dirs[0].path(), vec![], grace))
-        .await
-        .expect("agent starts");
+    let dirs = temp_dirs(3);
+    let mut agents = start_quiet_cluster(&dirs[..2], grace).await;
+    let other = agents.pop().expect("two agents");
+    let leader = agents.pop().expect("two agents");
     let seed = join_addr(&leader).await;
-    let other = Agent::start(config(dirs[1].path(), vec![seed.clone()], grace))
-        .await
-        .expect("agent starts");
     let worker = FreezableAgent::start(config(dirs[2].path(), vec![seed], grace)).await;
     let node = worker.node_id().clone();
-    eventually("three ready nodes", Duration::from_secs(20), || async {
-        let state = leader.quorum().state();
-        (state
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Ready)
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
+    wait_ready_nodes(&leader, 3).await;
     assert!(leader.quorum().is_leader());
-
-    let client = client(&leader);
-    let _: CreateServiceResponse = client
-        .post(
-            api::SERVICES,
-            &CreateServiceRequest {
-                spec: sim_spec("steady", 6),
-            },
-        )
-        .await
-        .expect("create");
-    wait_running(&client, "steady", 6, Duration::from_secs(20)).await;
+    create_running(&client(&leader), sim_spec("steady", 6)).await;
     let expected = live_tasks(&leader.quorum().state());
     let on_worker = expected
         .values()
@@ -281,31 +257,14 @@ fn tcp_port(addr: &str) -> u16 {
 async fn a_node_cut_off_from_the_leader_only_is_not_marked_down() {
     init_logging();
     let grace = Duration::from_secs(2);
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let leader = Agent::start(config(dirs[0].path(), vec![], grace))
-        .await
-        .expect("agent starts");
+    let dirs = temp_dirs(3);
+    let mut agents = start_quiet_cluster(&dirs, grace).await;
+    let worker = agents.pop().expect("three agents");
+    let other = agents.pop().expect("three agents");
+    let leader = agents.pop().expect("three agents");
     let seed = join_addr(&leader).await;
-    let other = Agent::start(config(dirs[1].path(), vec![seed.clone()], grace))
-        .await
-        .expect("agent starts");
-    let worker = Agent::start(config(dirs[2].path(), vec![seed.clone()], grace))
-        .await
-        .expect("agent starts");
     let node = worker.node_id().clone();
-    eventually("three ready nodes", Duration::from_secs(20), || async {
-        let state = leader.quorum().state();
-        (state
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Ready)
-            .count()
-            == 3)
-            .then_some(())
-    })
-    .await;
+    wait_ready_nodes(&leader, 3).await;
     // The worker also talks to the other agent directly, so gossip has a way around the cut.
     eventually(
         "the worker is connected to both others",
@@ -317,17 +276,7 @@ async fn a_node_cut_off_from_the_leader_only_is_not_marked_down() {
         },
     )
     .await;
-    let client = client(&leader);
-    let _: CreateServiceResponse = client
-        .post(
-            api::SERVICES,
-            &CreateServiceRequest {
-                spec: sim_spec("steady", 6),
-            },
-        )
-        .await
-        .expect("create");
-    wait_running(&client, "steady", 6, Duration::from_secs(20)).await;
+    create_running(&client(&leader), sim_spec("steady", 6)).await;
     let expected = live_tasks(&leader.quorum().state());
     assert!(
         expected.values().any(|n| n.as_ref() == Some(&node)),
@@ -367,55 +316,18 @@ async fn a_node_cut_off_from_the_leader_only_is_not_marked_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_leader_takes_over_without_marking_live_nodes_down() {
     init_logging();
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let first = start_agent(dirs[0].path(), ExecutorKind::Sim, vec![]).await;
-    let seed = join_addr(&first).await;
-    let mut agents = vec![first];
-    for dir in &dirs[1..] {
-        agents.push(start_agent(dir.path(), ExecutorKind::Sim, vec![seed.clone()]).await);
-    }
-    // Three voters everywhere, and a write committed in that configuration, before the kill.
-    eventually(
-        "three voters everywhere",
-        Duration::from_secs(30),
-        || async {
-            agents
-                .iter()
-                .all(|a| a.quorum().status().voters.len() == 3)
-                .then_some(())
-        },
-    )
-    .await;
-    eventually("three ready nodes", Duration::from_secs(20), || async {
-        let state = agents[0].quorum().state();
-        (state
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Ready)
-            .count()
-            == 3)
-            .then_some(())
+    let dirs = temp_dirs(3);
+    let mut agents = start_joined(&dirs, |dir, join| async move {
+        start_agent(&dir, ExecutorKind::Sim, join).await
     })
     .await;
-    let client = client(&agents[0]);
-    let _: CreateServiceResponse = client
-        .post(
-            api::SERVICES,
-            &CreateServiceRequest {
-                spec: sim_spec("steady", 6),
-            },
-        )
-        .await
-        .expect("create");
-    wait_running(&client, "steady", 6, Duration::from_secs(20)).await;
+    // Three voters everywhere before the kill.
+    wait_voters(&agents, 3).await;
+    wait_ready_nodes(&agents[0], 3).await;
+    create_running(&client(&agents[0]), sim_spec("steady", 6)).await;
 
-    let leader = agents[0].quorum().leader().borrow().expect("a leader");
-    let index = agents
-        .iter()
-        .position(|a| a.mesh().local_peer_id() == leader)
-        .expect("the leader is one of us");
+    let index = leader_index(&agents);
+    let leader = agents[index].mesh().local_peer_id();
     let victim = agents.remove(index);
     let victim_id = victim.node_id().clone();
     let survivor_ids: BTreeSet<NodeId> = agents.iter().map(|a| a.node_id().clone()).collect();

@@ -8,15 +8,7 @@ use std::time::Duration;
 
 use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
 use shoal_agent::daemon::{Agent, ExecutorKind};
-use shoal_scheduler::ServiceSpec;
 use shoal_tests::*;
-
-fn sim_spec(name: &str, replicas: u64) -> ServiceSpec {
-    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
-    spec.image = "sim".into();
-    spec.stop_grace_ms = 100;
-    spec
-}
 
 /// Runs `promtool check metrics` on the exposition; panics with its complaints.
 fn promtool_check(exposition: &str) {
@@ -224,30 +216,14 @@ fn dashboard_queries_name_exposed_families(exposition: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failover_shows_in_leader_changes() {
     init_logging();
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let first = start_agent_with_metrics(dirs[0].path(), ExecutorKind::Sim, vec![]).await;
-    let seed = join_addr(&first).await;
-    let mut agents = vec![first];
-    for dir in &dirs[1..] {
-        agents.push(
-            start_agent_with_metrics(dir.path(), ExecutorKind::Sim, vec![seed.clone()]).await,
-        );
-    }
-    // Wait until every agent sees the final three-voter configuration, and commit a write in
-    // it: killing the leader of a one-voter or joint configuration would lose the quorum.
-    eventually(
-        "three voters everywhere",
-        Duration::from_secs(30),
-        || async {
-            agents
-                .iter()
-                .all(|a| a.quorum().status().voters.len() == 3)
-                .then_some(())
-        },
-    )
+    let dirs = temp_dirs(3);
+    let mut agents = start_joined(&dirs, |dir, join| async move {
+        start_agent_with_metrics(&dir, ExecutorKind::Sim, join).await
+    })
     .await;
+    // Every agent sees the final three-voter configuration, and a write commits in it:
+    // killing the leader of a one-voter or joint configuration would lose the quorum.
+    wait_voters(&agents, 3).await;
     let settle = shoal_scheduler::Command::PruneTasks { keep_per_slot: 5 };
     agents[0]
         .quorum()
@@ -255,11 +231,8 @@ async fn a_failover_shows_in_leader_changes() {
         .await
         .expect("a write commits")
         .expect("prune applies");
-    let leader = agents[0].quorum().leader().borrow().expect("a leader");
-    let index = agents
-        .iter()
-        .position(|a| a.mesh().local_peer_id() == leader)
-        .expect("the leader is one of us");
+    let index = leader_index(&agents);
+    let leader = agents[index].mesh().local_peer_id();
     let survivor = agents
         .iter()
         .find(|a| a.mesh().local_peer_id() != leader)

@@ -10,13 +10,6 @@ use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 use shoal_scheduler::{DesiredState, NodeState, ServiceMode, TaskState};
 use shoal_tests::*;
 
-fn sim_spec(name: &str, replicas: u64) -> shoal_scheduler::ServiceSpec {
-    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
-    spec.image = "sim".into();
-    spec.stop_grace_ms = 100;
-    spec
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_without_docker_runs_and_gets_no_tasks() {
     init_logging();

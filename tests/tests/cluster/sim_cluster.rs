@@ -3,44 +3,23 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
 use shoal_agent::daemon::ExecutorKind;
-use shoal_scheduler::{DesiredState, NodeState, TaskState};
+use shoal_scheduler::{DesiredState, TaskState};
 use shoal_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_workers_tasks_run_elsewhere() {
     init_logging();
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let first = start_agent(dirs[0].path(), ExecutorKind::Sim, vec![]).await;
-    let seed = join_addr(&first).await;
-    let second = start_agent(dirs[1].path(), ExecutorKind::Sim, vec![seed.clone()]).await;
-    let third = start_agent(dirs[2].path(), ExecutorKind::Sim, vec![seed]).await;
-    let client = client(&first);
-
-    // All three nodes are registered and ready.
-    eventually("three ready nodes", Duration::from_secs(20), || async {
-        let state = first.quorum().state();
-        (state
-            .nodes
-            .values()
-            .filter(|n| n.state == NodeState::Ready)
-            .count()
-            == 3)
-            .then_some(())
+    let dirs = temp_dirs(3);
+    let mut agents = start_joined(&dirs, |dir, join| async move {
+        start_agent(&dir, ExecutorKind::Sim, join).await
     })
     .await;
-
-    let mut spec = shoal_scheduler::synthetic::spec("spread", 6);
-    spec.image = "sim".into();
-    spec.stop_grace_ms = 100;
-    let _: CreateServiceResponse = client
-        .post(api::SERVICES, &CreateServiceRequest { spec })
-        .await
-        .expect("create");
-    wait_running(&client, "spread", 6, Duration::from_secs(20)).await;
+    let third = agents.pop().expect("three agents");
+    let second = agents.pop().expect("three agents");
+    let first = agents.pop().expect("three agents");
+    wait_ready_nodes(&first, 3).await;
+    create_running(&client(&first), sim_spec("spread", 6)).await;
 
     // Kill a node that is not the leader: its tasks move to the survivors.
     let leader = first.quorum().leader().borrow().map(|p| p.to_string());
