@@ -677,16 +677,27 @@ impl EventLoop {
                 .retain(|_, since| now.saturating_duration_since(*since) < FETCH_RETRY);
         }
         self.fetching.insert(target, now);
-        let question = probe::encode(&ProbeRequest::InfoOf(target.to_bytes()));
+        let question = ProbeRequest::InfoOf(target.to_bytes());
+        self.ask_connected(via, &question, ProbePurpose::Fetch { target, version });
+    }
+
+    /// Sends a probe `question` to `peer` (connected, so no address is needed), and remembers
+    /// why, for its answer.
+    pub(crate) fn ask_connected(
+        &mut self,
+        peer: PeerId,
+        question: &ProbeRequest,
+        purpose: ProbePurpose,
+    ) {
+        let bytes = probe::encode(question);
         self.metrics
-            .message(TrafficKind::Probe, Direction::Out, question.len());
+            .message(TrafficKind::Probe, Direction::Out, bytes.len());
         let id = self
             .swarm
             .behaviour_mut()
             .probe
-            .send_request(&via, Frame::Data(question));
-        self.probes
-            .insert(id, ProbePurpose::Fetch { target, version });
+            .send_request(&peer, Frame::Data(bytes));
+        self.probes.insert(id, purpose);
     }
 
     /// The advertise addresses if set, else the concrete listen addresses.

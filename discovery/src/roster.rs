@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use libp2p::request_response::ResponseChannel;
 
-use crate::codec::Frame;
 use crate::event_loop::EventLoop;
 use crate::membership::{Heartbeat, View};
-use crate::metrics::{Direction, TrafficKind};
 use crate::probe::{self, ProbePurpose, ProbeRequest, ProbeResponse, RosterEntry};
 use crate::protocol::PROBE_MAX_RESPONSE_BYTES;
 
@@ -87,15 +85,8 @@ impl EventLoop {
         let Some(round) = self.roster.due(now) else {
             return;
         };
-        let question = probe::encode(&ProbeRequest::Roster(Box::new(self.local_heartbeat())));
-        self.metrics
-            .message(TrafficKind::Probe, Direction::Out, question.len());
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .probe
-            .send_request(&peer, Frame::Data(question));
-        self.probes.insert(id, ProbePurpose::Roster);
+        let question = ProbeRequest::Roster(Box::new(self.local_heartbeat()));
+        self.ask_connected(peer, &question, ProbePurpose::Roster);
         self.roster = RosterSync::Asked { at: now, round };
     }
 
