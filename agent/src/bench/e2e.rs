@@ -1,6 +1,6 @@
 //! `shoal bench e2e`: shoal end to end on the local Docker engine with the locally built test
-//! image, next to the floor of the same engine (20 containers created and started straight
-//! through the Docker API, 8 callers at once, no orchestration).
+//! image, next to the floor of the same engine: 20 containers created and started straight
+//! through the Docker API, 8 callers at once, no orchestration, then 40 more next to them.
 //!
 //! Figures: create 20 replicas until all run; the time `shoal service create` (the real CLI, a
 //! child process) takes to return; scale 20 -> 60; a rolling update of 20 with parallelism 5 and
@@ -45,8 +45,11 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
     })?;
     let floor = floor(&docker, &args.image, args.replicas as usize).await?;
     println!(
-        "floor: {} containers straight through the Docker API in {floor:.2}s",
-        args.replicas
+        "floor: {n} containers straight through the Docker API in {:.2}s, {} more next to them in {:.2}s",
+        floor.create,
+        2 * args.replicas,
+        floor.scale,
+        n = args.replicas,
     );
 
     let dir = tempfile_dir("e2e")?;
@@ -81,9 +84,15 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
     let dead_worker = dead_worker().await?;
     println!("sim: a dead worker's tasks run elsewhere after {dead_worker:.2}s");
     println!(
-        "{{\"bench\":\"e2e\",\"floor20_s\":{floor:.3},\"create20_s\":{:.3},\"create20_cli_s\":{:.3},\
+        "{{\"bench\":\"e2e\",\"floor20_s\":{:.3},\"floor20to60_s\":{:.3},\"create20_s\":{:.3},\"create20_cli_s\":{:.3},\
          \"scale20to60_s\":{:.3},\"update20_s\":{:.3},\"replace_killed_s\":{:.3},\"dead_worker_s\":{dead_worker:.3}}}",
-        figures.create, figures.create_cli, figures.scale, figures.update, figures.replace
+        floor.create,
+        floor.scale,
+        figures.create,
+        figures.create_cli,
+        figures.scale,
+        figures.update,
+        figures.replace
     );
     Ok(())
 }
@@ -388,14 +397,40 @@ async fn wait_running(
     .await
 }
 
-/// The floor: `n` containers created and started straight through the API, 8 callers at once.
-async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<f64> {
+/// The floor of the same engine, straight through the API with 8 callers at once: `create` is
+/// `n` containers created and started, `scale` the `2n` more started next to them (what scaling
+/// `n` to `3n` asks of the engine).
+struct Floor {
+    create: f64,
+    scale: f64,
+}
+
+async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<Floor> {
     let label = format!("floor-{}", std::process::id());
+    let create = start_straight(docker, image, &label, 0..n).await;
+    let scale = match create {
+        Ok(_) => start_straight(docker, image, &label, n..3 * n).await,
+        Err(_) => Ok(0.0),
+    };
+    remove_labelled(docker, "io.shoal.bench", &label).await;
+    Ok(Floor {
+        create: create?,
+        scale: scale?,
+    })
+}
+
+/// Creates and starts one container per index of `range`, 8 at once; returns the seconds taken.
+async fn start_straight(
+    docker: &Docker,
+    image: &str,
+    label: &str,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(range)
         .map(|i| {
             let docker = docker.clone();
-            let label = label.clone();
+            let label = label.to_string();
             let image = image.to_string();
             async move {
                 let body = ContainerCreateBody {
@@ -420,7 +455,6 @@ async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<f64> {
         .collect()
         .await;
     let elapsed = started.elapsed().as_secs_f64();
-    remove_labelled(docker, "io.shoal.bench", &label).await;
     results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(elapsed)
 }
