@@ -85,14 +85,14 @@ impl MeshBehaviour {
         Ok(Self {
             limits: connection_limits::Behaviour::new(limits),
             filter: AddressFilter::new(config.token.is_none()),
-            // Two pings per heartbeat interval, so that one late answer does not make a
-            // watched member suspect.
-            links: RingLinks::new(config.heartbeat_interval / 2, config.suspect_after),
+            // One ping per heartbeat interval: with the default thresholds a watched member is
+            // suspect only when two echoes in a row are late.
+            links: RingLinks::new(config.heartbeat_interval, config.suspect_after),
             identify,
             ping,
             kad,
             mdns: mdns.into(),
-            gossipsub: gossipsub_behaviour(config)?,
+            gossipsub: gossipsub_behaviour()?,
             raft: shoal_rr(ShoalProtocol::Raft, config.request_timeout),
             dispatch: shoal_rr(ShoalProtocol::Dispatch, config.request_timeout),
             control: shoal_rr(ShoalProtocol::Control, config.request_timeout),
@@ -145,13 +145,18 @@ fn rr(
     )
 }
 
-fn gossipsub_behaviour(config: &MeshConfig) -> Result<gossipsub::Behaviour, MeshError> {
+/// Gossipsub's own heartbeat: mesh upkeep and the lazy gossip of message ids. Messages are
+/// pushed through the mesh at once, whatever this period; every period costs each agent
+/// control messages to its gossip peers, so it is kept at the slowest that repairs a mesh well.
+const GOSSIP_HEARTBEAT: Duration = Duration::from_secs(1);
+
+fn gossipsub_behaviour() -> Result<gossipsub::Behaviour, MeshError> {
     let err = |reason: String| MeshError::Behaviour {
         behaviour: "gossipsub",
         reason,
     };
     let gossip_config = gossipsub::ConfigBuilder::default()
-        .heartbeat_interval(config.heartbeat_interval.min(Duration::from_secs(1)))
+        .heartbeat_interval(GOSSIP_HEARTBEAT)
         .heartbeat_initial_delay(Duration::from_millis(100))
         // shoal signs and checks its payloads itself (see `envelope`): once per distinct
         // message, before it is forwarded, instead of once per received copy.

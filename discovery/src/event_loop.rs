@@ -23,6 +23,7 @@ use crate::config::MeshConfig;
 use crate::envelope::{self, EnvelopeError};
 use crate::error::{MeshError, RequestError};
 use crate::handle::{Command, InboundRequest, Responder};
+use crate::local_health::{LocalHealth, Trouble};
 use crate::membership::{
     GossipMessage, Heartbeat, MAX_HEARTBEAT_ADDRS, MemberState, MembershipChange, NodeInfo, Rumor,
     View,
@@ -31,6 +32,7 @@ use crate::metrics::{Direction, MeshMetrics, TrafficKind};
 use crate::overlay::{self, Ring};
 use crate::probe::{self, ProbePurpose, ProbeRequest, ProbeResponse};
 use crate::protocol::ShoalProtocol;
+use crate::reconsider::{RECONSIDER_EVERY, Reconsider};
 use crate::roster::RosterSync;
 
 /// How often thresholds are checked.
@@ -92,6 +94,12 @@ pub(crate) struct EventLoop {
     pub(crate) last_used: HashMap<PeerId, Instant>,
     /// When the newest connection to each peer opened (bounded by the connections).
     pub(crate) opened: HashMap<PeerId, Instant>,
+    /// Members this agent declared dead itself, asked again for a while (see `reconsider`).
+    pub(crate) reconsider: Reconsider,
+    /// When this agent last refuted a death on request.
+    pub(crate) last_refuted: Option<Instant>,
+    /// How far this agent trusts its own sense of time (see `local_health`).
+    pub(crate) health: LocalHealth,
 }
 
 impl EventLoop {
@@ -329,7 +337,10 @@ impl EventLoop {
             MeshBehaviourEvent::Limits(never) | MeshBehaviourEvent::Filter(never) => match never {},
             MeshBehaviourEvent::Links(event) => match event.result {
                 Ok(_) => self.evidence(event.peer),
-                Err(failure) => tracing::debug!(peer = %event.peer, %failure, "link ping failed"),
+                Err(failure) => {
+                    tracing::debug!(peer = %event.peer, %failure, "link ping failed");
+                    self.health.trouble(Trouble::LateEcho, Instant::now());
+                }
             },
             MeshBehaviourEvent::Identify(event) => {
                 self.libp2p_metrics.record(&event);
@@ -533,6 +544,7 @@ impl EventLoop {
         };
         if target == *self.swarm.local_peer_id() {
             tracing::info!(%accuser, ?rumor, "refuting a rumor about this agent");
+            self.health.trouble(Trouble::Accused, now);
             self.publish_heartbeat();
             return gossipsub::MessageAcceptance::Ignore;
         }
@@ -613,7 +625,11 @@ impl EventLoop {
     fn on_heartbeat_tick(&mut self) {
         let now = Instant::now();
         let members = self.view.count(MemberState::Alive) + self.view.count(MemberState::Suspect);
-        let period = overlay::beat_period(self.config.heartbeat_interval, members);
+        let period = overlay::jittered(
+            overlay::beat_period(self.config.heartbeat_interval, members),
+            self.swarm.local_peer_id(),
+            self.seq,
+        );
         // Ticks are not exact: a beat is due a little before the full period has passed.
         let due = self.last_beat.is_none_or(|at| {
             now.saturating_duration_since(at) + self.config.heartbeat_interval / 4 >= period
@@ -717,7 +733,9 @@ impl EventLoop {
         self.last_tick = now;
         if gap > TICK * 2 {
             self.view.forgive(gap - TICK, now);
+            self.health.trouble(Trouble::Starved, now);
         }
+        self.health.recover(now);
         if gap > TICK * 5 {
             tracing::warn!(?gap, "mesh event loop was starved");
         }
@@ -725,7 +743,7 @@ impl EventLoop {
         let watched: HashSet<PeerId> = self.ring.watched.iter().copied().collect();
         let members = self.view.count(MemberState::Alive) + self.view.count(MemberState::Suspect);
         let slack = overlay::unwatched_slack(self.config.heartbeat_interval, members);
-        let tick = self.view.tick(now, &watched, slack);
+        let tick = self.view.tick(now, &watched, slack, self.health.stretch());
         // A watcher's suspicion stays local while its probes run: only a death that no probe
         // vouched against is spread.
         for suspect in tick.new_suspects {
@@ -734,11 +752,15 @@ impl EventLoop {
         for dead in tick.new_dead {
             if watched.contains(&dead) {
                 tracing::debug!(peer = %dead, connected = self.swarm.is_connected(&dead),
+                    local_health = self.health.score(),
                     "a watched member went silent and no probe vouched for it");
                 self.spread_rumor(Rumor::Dead, dead);
+                self.reconsider
+                    .declared_dead(dead, now, self.config.max_members);
             }
         }
         self.emit(tick.changes);
+        self.reconsider_the_dead(now);
         self.retry_roster(now);
         self.rejoin_if_alone();
         self.top_up_connections(now);
@@ -860,6 +882,42 @@ impl EventLoop {
                 tracing::debug!(%e, "seed dial failed");
             }
         }
+    }
+
+    /// Asks the members this agent declared dead whether they are alive after all.
+    fn reconsider_the_dead(&mut self, now: Instant) {
+        let view = &self.view;
+        let ask = self.reconsider.due(now, |peer| {
+            view.get(peer).is_some_and(|m| m.state == MemberState::Dead)
+        });
+        let question = probe::encode(&ProbeRequest::Refute);
+        for peer in ask {
+            let addrs = self.known_addrs(&peer);
+            let id = self
+                .swarm
+                .behaviour_mut()
+                .probe
+                .send_request_with_addresses(&peer, Frame::Data(question.clone()), addrs);
+            self.metrics
+                .message(TrafficKind::Probe, Direction::Out, question.len());
+            self.probes.insert(id, ProbePurpose::Reconsider(peer));
+        }
+    }
+
+    /// Answers a peer that declared this agent dead yet reaches it: a newer heartbeat revives
+    /// this agent everywhere (published at most once per [`RECONSIDER_EVERY`]).
+    fn refute_on_request(&mut self, asker: PeerId) -> ProbeResponse {
+        let now = Instant::now();
+        let recent = self
+            .last_refuted
+            .is_some_and(|at| now.saturating_duration_since(at) < RECONSIDER_EVERY);
+        if !recent {
+            tracing::info!(%asker, "refuting a death on request");
+            self.health.trouble(Trouble::Accused, now);
+            self.last_refuted = Some(now);
+            self.publish_heartbeat();
+        }
+        ProbeResponse::Ack
     }
 
     /// Pings a suspect directly and asks a few others whether they hear it.
@@ -1056,6 +1114,7 @@ impl EventLoop {
         let question = probe::decode::<ProbeRequest>(request);
         let answer = match question {
             Some(ProbeRequest::Ping) => ProbeResponse::Ack,
+            Some(ProbeRequest::Refute) => self.refute_on_request(peer),
             Some(ProbeRequest::Roster(heartbeat)) => {
                 self.answer_roster(peer, &heartbeat, channel);
                 return;
@@ -1143,6 +1202,11 @@ impl EventLoop {
                 self.on_roster(peer, roster)
             }
             (ProbePurpose::Roster, _) => self.roster_failed(),
+            (ProbePurpose::Reconsider(target), Some(ProbeResponse::Ack)) => {
+                tracing::debug!(peer = %target, "a member declared dead here answered");
+                let changes = self.view.on_answered(&target, Instant::now());
+                self.emit(changes);
+            }
             (ProbePurpose::Fetch { target, version }, Some(ProbeResponse::Info(Some(hb)))) => {
                 let changes = self.view.on_fetched(target, &hb, version, Instant::now());
                 if !changes.is_empty() {

@@ -485,6 +485,19 @@ impl View {
         }
     }
 
+    /// A member declared dead here answered a direct question: it is alive (first-hand
+    /// evidence; its newer heartbeat follows through gossip).
+    pub(crate) fn on_answered(&mut self, peer: &PeerId, now: Instant) -> Vec<MembershipChange> {
+        match self.members.get_mut(peer) {
+            Some(m) if m.state == MemberState::Dead => {
+                m.state = MemberState::Alive;
+                m.last_heard = now;
+                vec![MembershipChange::Joined(m.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Peers that are alive or suspect, in PeerId order (the ring's members).
     pub(crate) fn live_peers(&self) -> Vec<PeerId> {
         let mut live: Vec<PeerId> = self
@@ -552,15 +565,19 @@ impl View {
         }
     }
 
-    /// Applies the thresholds at `now`: `watched` members (this agent's ring successors) by
-    /// the configured thresholds, others `slack` later (their watchers normally speak first).
+    /// Applies the thresholds at `now`, each `stretch` times as long (see `local_health`):
+    /// `watched` members (this agent's ring successors) by them, others `slack` later (their
+    /// watchers normally speak first).
     pub(crate) fn tick(
         &mut self,
         now: Instant,
         watched: &HashSet<PeerId>,
         slack: Duration,
+        stretch: u32,
     ) -> Tick {
-        let t = self.thresholds;
+        let mut t = self.thresholds;
+        t.suspect_after *= stretch.max(1);
+        t.dead_after *= stretch.max(1);
         let mut tick = Tick::default();
         let mut forget = Vec::new();
         for m in self.members.values_mut() {
@@ -616,7 +633,7 @@ mod tests {
 
     /// A tick with no member watched and no slack: every member judged by the thresholds.
     fn tick_all(v: &mut View, now: Instant) -> Tick {
-        v.tick(now, &HashSet::new(), Duration::ZERO)
+        v.tick(now, &HashSet::new(), Duration::ZERO, 1)
     }
 
     fn hb(seq: u64, host: &str) -> Heartbeat {
@@ -776,10 +793,42 @@ mod tests {
         let _ = v.on_heartbeat(other, &hb(1, "o"), t0);
         let set: HashSet<PeerId> = [watched].into();
         let slack = Duration::from_secs(5);
-        let t = v.tick(t0 + Duration::from_millis(2100), &set, slack);
+        let t = v.tick(t0 + Duration::from_millis(2100), &set, slack, 1);
         assert_eq!(t.new_dead, vec![watched]);
         assert_eq!(v.get(&other).map(|m| m.state), Some(MemberState::Alive));
-        let t = v.tick(t0 + Duration::from_millis(7100), &set, slack);
+        let t = v.tick(t0 + Duration::from_millis(7100), &set, slack, 1);
         assert_eq!(t.new_dead, vec![other]);
+    }
+
+    #[test]
+    fn a_troubled_agent_stretches_its_thresholds() {
+        let mut v = view();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        let _ = v.on_heartbeat(p, &hb(1, "w"), t0);
+        let set: HashSet<PeerId> = [p].into();
+        let t = v.tick(t0 + Duration::from_millis(2100), &set, Duration::ZERO, 3);
+        assert!(t.changes.is_empty(), "3 x 1 s: not even suspect yet");
+        let t = v.tick(t0 + Duration::from_millis(3100), &set, Duration::ZERO, 3);
+        assert_eq!(t.new_suspects, vec![p]);
+        let t = v.tick(t0 + Duration::from_millis(6100), &set, Duration::ZERO, 3);
+        assert_eq!(t.new_dead, vec![p]);
+    }
+
+    #[test]
+    fn a_dead_member_that_answers_is_alive_again() {
+        let mut v = view();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        let _ = v.on_heartbeat(p, &hb(1, "w"), t0);
+        let _ = tick_all(&mut v, t0 + Duration::from_millis(2100));
+        assert_eq!(v.get(&p).map(|m| m.state), Some(MemberState::Dead));
+        let later = t0 + Duration::from_secs(3);
+        let changes = v.on_answered(&p, later);
+        assert!(matches!(changes.as_slice(), [MembershipChange::Joined(m)] if m.peer_id == p));
+        assert!(
+            v.on_answered(&p, later).is_empty(),
+            "only a dead member comes back"
+        );
     }
 }

@@ -16,7 +16,7 @@ use libp2p::PeerId;
 /// Beats an agent aims to receive per heartbeat interval, whatever the cluster's size. Beats
 /// only announce (and refute rumors): liveness is the watchers' job, so a few are enough, and
 /// each one costs every agent a signature check and a few gossip copies.
-pub(crate) const BEATS_PER_INTERVAL: usize = 5;
+pub(crate) const BEATS_PER_INTERVAL: usize = 2;
 
 /// The ring neighbours of one agent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -60,6 +60,19 @@ pub(crate) fn ring(local: PeerId, members: &[PeerId], watch: usize) -> Ring {
 pub(crate) fn beat_period(interval: Duration, members: usize) -> Duration {
     let factor = members.div_ceil(BEATS_PER_INTERVAL).max(1);
     interval * u32::try_from(factor).unwrap_or(u32::MAX)
+}
+
+/// `period` spread over 3/4 to 5/4 of itself by `key` (this agent's PeerId mixed with its
+/// heartbeat sequence number): agents that joined together would otherwise beat together,
+/// and in a large cluster a whole cluster's beats arriving in one second cost every agent a
+/// burst of signature checks at once.
+pub(crate) fn jittered(period: Duration, local: &PeerId, seq: u64) -> Duration {
+    let bytes = local.to_bytes();
+    let tail: [u8; 8] = bytes[bytes.len().saturating_sub(8)..]
+        .try_into()
+        .unwrap_or_default();
+    let mixed = (u64::from_le_bytes(tail) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % 512;
+    period * 3 / 4 + period.mul_f64(mixed as f64 / 1024.0)
 }
 
 /// `candidates` ordered by how much `local` prefers to connect to them: nearest first by the
@@ -163,6 +176,15 @@ mod tests {
         let base = Duration::from_millis(500);
         assert_eq!(beat_period(base, 0), base);
         assert_eq!(beat_period(base, BEATS_PER_INTERVAL), base);
+        let jitters: HashSet<Duration> = (0..50)
+            .map(|seq| jittered(base, &PeerId::random(), seq))
+            .collect();
+        assert!(jitters.len() > 40, "spread out");
+        assert!(
+            jitters
+                .iter()
+                .all(|j| *j >= base * 3 / 4 && *j < base * 5 / 4)
+        );
         assert_eq!(beat_period(base, BEATS_PER_INTERVAL + 1), base * 2);
         for n in [10usize, 50, 200, 1000] {
             let per_interval = n as f64 * base.as_secs_f64() / beat_period(base, n).as_secs_f64();

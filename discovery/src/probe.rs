@@ -21,6 +21,10 @@ pub(crate) enum ProbeRequest {
     /// joiner's own heartbeat, first-hand over the authenticated connection, so that the
     /// receiver can hand the joiner on to the next joiners at once.
     Roster(Box<Heartbeat>),
+    /// The asker declared the receiver dead, yet reaches it: the receiver publishes a newer
+    /// heartbeat (at most once per [`crate::reconsider::RECONSIDER_EVERY`]), which revives it in
+    /// every view, and answers [`ProbeResponse::Ack`].
+    Refute,
 }
 
 /// A probe response.
@@ -59,6 +63,8 @@ pub(crate) enum ProbePurpose {
     Fetch { target: PeerId, version: u64 },
     /// We asked a peer for its roster at join.
     Roster,
+    /// We ask a member we declared dead whether it is alive after all.
+    Reconsider(PeerId),
     /// Someone asked us about the target; answer them when our ping resolves.
     Relay {
         target: PeerId,

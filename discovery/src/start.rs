@@ -17,6 +17,7 @@ use crate::config::MeshConfig;
 use crate::error::MeshError;
 use crate::event_loop::EventLoop;
 use crate::handle::Mesh;
+use crate::local_health::LocalHealth;
 use crate::membership::{NodeInfo, Thresholds, View};
 use crate::metrics::MeshMetrics;
 use crate::roster::RosterSync;
@@ -112,6 +113,9 @@ pub async fn start(
         last_beat: None,
         last_used: HashMap::new(),
         opened: HashMap::new(),
+        reconsider: Default::default(),
+        last_refuted: None,
+        health: LocalHealth::new(Instant::now()),
         config,
     };
     for addr in event_loop.config.join.clone() {
