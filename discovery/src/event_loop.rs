@@ -33,6 +33,7 @@ use crate::overlay::{self, Ring};
 use crate::probe::{self, ProbePurpose, ProbeRequest, ProbeResponse};
 use crate::protocol::ShoalProtocol;
 use crate::reconsider::{RECONSIDER_EVERY, Reconsider};
+use crate::ring_link::LinkFailure;
 use crate::roster::RosterSync;
 
 /// How often thresholds are checked.
@@ -339,7 +340,9 @@ impl EventLoop {
                 Ok(_) => self.evidence(event.peer),
                 Err(failure) => {
                     tracing::debug!(peer = %event.peer, %failure, "link ping failed");
-                    self.health.trouble(Trouble::LateEcho, Instant::now());
+                    if matches!(failure, LinkFailure::Timeout) {
+                        self.health.late_echo(event.peer, Instant::now());
+                    }
                 }
             },
             MeshBehaviourEvent::Identify(event) => {

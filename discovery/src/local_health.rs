@@ -2,25 +2,37 @@
 //! sense of time.
 //!
 //! A watcher judges its members by how long they stay silent. When the watcher itself is slow
-//! (its event loop starved, its echoes late from every direction, or others accusing it), that
+//! (its event loop starved, its echoes late from several members at once, or others accusing
+//! it), that
 //! silence is as likely its own fault as theirs, and the deaths it would declare are mostly
 //! false; each false death costs the whole cluster a rumor, a refutation and two view changes,
 //! which slows everyone further. So every sign of local trouble raises a score, the score falls
 //! back by one each [`RECOVER_EVERY`], and the watched thresholds stretch by `1 + score`. A
 //! healthy agent (score 0) judges by the configured thresholds.
+//!
+//! A watcher pings the same few members all the time, so one member that really died makes
+//! every one of its echoes late: that says nothing about the watcher, and must not slow the
+//! detection of that death. Late echoes count as trouble only while [`LATE_PEERS`] different
+//! members are late within one [`RECOVER_EVERY`].
 
 use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
 
 /// The score at most: the thresholds stretch at most this plus one times.
 pub(crate) const MAX_SCORE: u32 = 8;
 /// The score falls by one per this much time.
 pub(crate) const RECOVER_EVERY: Duration = Duration::from_secs(1);
+/// Different members whose echoes are late at once before it counts as this agent's trouble.
+pub(crate) const LATE_PEERS: usize = 2;
+/// Late members remembered at most (a watcher watches only a few).
+const LATE_REMEMBERED: usize = 8;
 
 /// Signs that this agent itself is slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trouble {
-    /// A watched member's echo did not come back in time.
-    LateEcho,
+    /// Echoes of several watched members did not come back in time.
+    LateEchoes,
     /// This agent's event loop was starved.
     Starved,
     /// Another agent declared this one dead while it was alive.
@@ -30,17 +42,19 @@ pub(crate) enum Trouble {
 impl Trouble {
     fn weight(self) -> u32 {
         match self {
-            Trouble::LateEcho | Trouble::Starved => 1,
+            Trouble::LateEchoes | Trouble::Starved => 1,
             Trouble::Accused => 2,
         }
     }
 }
 
 /// The local health score.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct LocalHealth {
     score: u32,
     since: Instant,
+    /// The members whose echo was late lately, and when.
+    late: Vec<(PeerId, Instant)>,
 }
 
 impl LocalHealth {
@@ -49,6 +63,21 @@ impl LocalHealth {
         Self {
             score: 0,
             since: now,
+            late: Vec::new(),
+        }
+    }
+
+    /// Records that `peer`'s echo did not come back in time: trouble once [`LATE_PEERS`]
+    /// different members were late within one [`RECOVER_EVERY`].
+    pub(crate) fn late_echo(&mut self, peer: PeerId, now: Instant) {
+        self.late
+            .retain(|(p, at)| *p != peer && now.saturating_duration_since(*at) < RECOVER_EVERY);
+        if self.late.len() >= LATE_REMEMBERED {
+            self.late.remove(0);
+        }
+        self.late.push((peer, now));
+        if self.late.len() >= LATE_PEERS {
+            self.trouble(Trouble::LateEchoes, now);
         }
     }
 
@@ -95,7 +124,7 @@ mod tests {
     fn trouble_stretches_the_thresholds_up_to_a_bound_and_heals_with_time() {
         let t0 = Instant::now();
         let mut health = LocalHealth::new(t0);
-        health.trouble(Trouble::LateEcho, t0);
+        health.trouble(Trouble::LateEchoes, t0);
         health.trouble(Trouble::Accused, t0);
         assert_eq!(health.stretch(), 4);
         for _ in 0..20 {
@@ -109,10 +138,27 @@ mod tests {
     }
 
     #[test]
+    fn one_dead_member_is_no_trouble_but_several_late_ones_are() {
+        let t0 = Instant::now();
+        let mut health = LocalHealth::new(t0);
+        let (dead, other) = (PeerId::random(), PeerId::random());
+        for i in 0..20 {
+            health.late_echo(dead, t0 + RECOVER_EVERY / 2 * i);
+        }
+        assert_eq!(health.stretch(), 1, "one member late, however often");
+        let now = t0 + RECOVER_EVERY * 10;
+        health.late_echo(other, now);
+        assert_eq!(health.score(), 1, "two members late within a second");
+        health.late_echo(dead, now + RECOVER_EVERY * 3);
+        health.recover(now + RECOVER_EVERY * 3);
+        assert_eq!(health.score(), 0, "the other is no longer late");
+    }
+
+    #[test]
     fn recovery_counts_only_whole_periods() {
         let t0 = Instant::now();
         let mut health = LocalHealth::new(t0);
-        health.trouble(Trouble::LateEcho, t0);
+        health.trouble(Trouble::LateEchoes, t0);
         for i in 1..10 {
             health.recover(t0 + RECOVER_EVERY / 2 * i / 5);
         }
