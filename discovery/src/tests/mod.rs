@@ -5,6 +5,7 @@ mod cluster;
 mod frames;
 mod mdns_netns;
 mod overlay;
+mod pause;
 mod request_response;
 mod ring_link;
 mod roster;
