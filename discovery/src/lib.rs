@@ -32,6 +32,7 @@ pub mod membership;
 pub mod metrics;
 mod overlay;
 mod probe;
+mod probing;
 pub mod protocol;
 mod reconsider;
 mod ring_link;
