@@ -887,21 +887,19 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let OutboundFailure::Io(e) = &error
-                    && e.kind() == io::ErrorKind::InvalidData
-                {
+                if let Some(e) = malformed_response(&error) {
                     self.reject_peer(peer, "response_malformed", e);
                 }
                 if let Some(reply) = self.pending.remove(&(protocol, request_id)) {
                     let _ = reply.send(Err(classify(error)));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => match error {
-                InboundFailure::Io(e) if is_malformed(&e) => {
-                    self.reject_peer(peer, "request_malformed", &e)
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                match malformed_request(&error) {
+                    Some(e) => self.reject_peer(peer, "request_malformed", e),
+                    None => tracing::debug!(%peer, %protocol, %error, "inbound request failed"),
                 }
-                other => tracing::debug!(%peer, %protocol, %other, "inbound request failed"),
-            },
+            }
             request_response::Event::ResponseSent { .. } => {}
         }
     }
@@ -944,8 +942,24 @@ impl EventLoop {
 /// A malformed inbound exchange. The codec already turns malformed, truncated and oversized
 /// requests into [`Frame::Rejected`]; an end of file here is a remote that gave up (its request
 /// timed out, or its connection closed), which is no misbehaviour.
-pub(crate) fn is_malformed(e: &io::Error) -> bool {
+fn is_malformed(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::InvalidData
+}
+
+/// The error of a failed inbound exchange, if it says the peer sent a malformed request.
+pub(crate) fn malformed_request(error: &InboundFailure) -> Option<&io::Error> {
+    match error {
+        InboundFailure::Io(e) if is_malformed(e) => Some(e),
+        _ => None,
+    }
+}
+
+/// The error of a failed outbound exchange, if it says the peer sent a malformed response.
+pub(crate) fn malformed_response(error: &OutboundFailure) -> Option<&io::Error> {
+    match error {
+        OutboundFailure::Io(e) if is_malformed(e) => Some(e),
+        _ => None,
+    }
 }
 
 /// Maps a libp2p failure to the handle's error.

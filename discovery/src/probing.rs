@@ -4,14 +4,13 @@
 //! fetched from the peer that forwarded it. The roster exchange at join (see `roster`) rides
 //! on the same protocol.
 
-use std::io;
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
-use libp2p::request_response::{self, InboundFailure, OutboundFailure, OutboundRequestId};
+use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::{Multiaddr, PeerId};
 
 use crate::codec::Frame;
-use crate::event_loop::{EventLoop, RrEvent, is_malformed};
+use crate::event_loop::{EventLoop, RrEvent, malformed_request, malformed_response};
 use crate::local_health::Trouble;
 use crate::membership::MemberState;
 use crate::metrics::{Direction, TrafficKind};
@@ -55,14 +54,25 @@ impl EventLoop {
         question: &ProbeRequest,
         purpose: ProbePurpose,
     ) {
-        let bytes = probe::encode(question);
+        self.send_probe(peer, probe::encode(question), purpose, Vec::new());
+    }
+
+    /// Sends an encoded probe question to `peer` (dialling `addrs` if not connected), counts it,
+    /// and remembers why it was asked, for its answer.
+    fn send_probe(
+        &mut self,
+        peer: PeerId,
+        question: Vec<u8>,
+        purpose: ProbePurpose,
+        addrs: Vec<Multiaddr>,
+    ) {
         self.metrics
-            .message(TrafficKind::Probe, Direction::Out, bytes.len());
+            .message(TrafficKind::Probe, Direction::Out, question.len());
         let id = self
             .swarm
             .behaviour_mut()
             .probe
-            .send_request(&peer, Frame::Data(bytes));
+            .send_request_with_addresses(&peer, Frame::Data(question), addrs);
         self.probes.insert(id, purpose);
     }
 
@@ -75,14 +85,12 @@ impl EventLoop {
         let question = probe::encode(&ProbeRequest::Refute);
         for peer in ask {
             let addrs = self.known_addrs(&peer);
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .probe
-                .send_request_with_addresses(&peer, Frame::Data(question.clone()), addrs);
-            self.metrics
-                .message(TrafficKind::Probe, Direction::Out, question.len());
-            self.probes.insert(id, ProbePurpose::Reconsider(peer));
+            self.send_probe(
+                peer,
+                question.clone(),
+                ProbePurpose::Reconsider(peer),
+                addrs,
+            );
         }
     }
 
@@ -109,12 +117,7 @@ impl EventLoop {
         if !self.swarm.is_connected(&target) {
             tracing::trace!(target: "shoal_discovery::dial", peer = %target, reason = "probe", "dialling");
         }
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .probe
-            .send_request_with_addresses(&target, Frame::Data(ping), addrs);
-        self.probes.insert(id, ProbePurpose::Direct(target));
+        self.send_probe(target, ping, ProbePurpose::Direct(target), addrs);
         let mut helpers = self.view.alive_except(&target);
         helpers.sort_by_key(|p| !self.swarm.is_connected(p));
         let connected = helpers
@@ -130,14 +133,12 @@ impl EventLoop {
         let question = probe::encode(&ProbeRequest::DoYouHear(target.to_bytes()));
         for i in 0..ask {
             let helper = helpers[(self.probe_cursor + i) % pool];
-            let id = self
-                .swarm
-                .behaviour_mut()
-                .probe
-                .send_request(&helper, Frame::Data(question.clone()));
-            self.metrics
-                .message(TrafficKind::Probe, Direction::Out, question.len());
-            self.probes.insert(id, ProbePurpose::Indirect(target));
+            self.send_probe(
+                helper,
+                question.clone(),
+                ProbePurpose::Indirect(target),
+                Vec::new(),
+            );
         }
         self.probe_cursor = self.probe_cursor.wrapping_add(ask);
     }
@@ -174,17 +175,13 @@ impl EventLoop {
                 error,
                 ..
             } => {
-                if let OutboundFailure::Io(e) = &error
-                    && e.kind() == io::ErrorKind::InvalidData
-                {
+                if let Some(e) = malformed_response(&error) {
                     self.reject_peer(peer, "probe_malformed", e);
                 }
                 self.on_probe_answer(peer, request_id, None);
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if let InboundFailure::Io(e) = &error
-                    && is_malformed(e)
-                {
+                if let Some(e) = malformed_request(&error) {
                     self.reject_peer(peer, "probe_malformed", e);
                 }
             }
