@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use shoal_discovery::{
     MemberState, MembershipChange, Mesh, NodeInfo, NodeRole, PeerId, RaftAnnouncement,
-    RaftMembership, ShoalProtocol,
+    RaftMembership, ShoalProtocol, ShoalStream,
 };
 use shoal_metrics::prometheus_client::metrics::histogram::Histogram;
 use shoal_metrics::prometheus_client::registry::Registry;
@@ -128,6 +128,10 @@ impl Quorum {
             .await
             .map_err(|e| ConsensusError::Mesh(e.to_string()))?;
         quorum.spawn(crate::network::server::run(core.clone(), inbound));
+        let appends = mesh
+            .accept_streams(ShoalStream::RaftAppend)
+            .map_err(|e| ConsensusError::Mesh(e.to_string()))?;
+        quorum.spawn(crate::network::append_server::run(core.clone(), appends));
         refresh_liveness(&core).await;
         quorum.spawn(track_liveness(core.clone()));
         quorum.spawn(track_leader(

@@ -1,5 +1,6 @@
 //! The composed [`NetworkBehaviour`]: connection limits, open-mode address filter, ring links,
-//! identify, ping, Kademlia, mDNS, gossipsub and one request/response behaviour per protocol.
+//! identify, ping, Kademlia, mDNS, gossipsub, one request/response behaviour per protocol
+//! and the stream behaviour of [`crate::protocol::ShoalStream`].
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub(crate) struct MeshBehaviour {
     pub(crate) dispatch: request_response::Behaviour<FrameCodec>,
     pub(crate) control: request_response::Behaviour<FrameCodec>,
     pub(crate) probe: request_response::Behaviour<FrameCodec>,
+    pub(crate) streams: libp2p_stream::Behaviour,
 }
 
 impl MeshBehaviour {
@@ -101,6 +103,7 @@ impl MeshBehaviour {
                 FrameCodec::new(PROBE_MAX_BYTES, PROBE_MAX_RESPONSE_BYTES),
                 probe_timeout(config),
             ),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use libp2p::Multiaddr;
 
-use crate::protocol::ShoalProtocol;
+use crate::protocol::{ShoalProtocol, ShoalStream};
 
 /// Errors of the mesh (start-up, commands to the event loop).
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +55,31 @@ pub enum MeshError {
     /// `serve` was called twice for the same protocol.
     #[error("protocol {0} already has a consumer")]
     AlreadyServed(ShoalProtocol),
+    /// `accept_streams` was called twice for the same stream protocol.
+    #[error("stream protocol {0} already has a consumer")]
+    AlreadyAccepted(ShoalStream),
     /// The configuration is inconsistent.
     #[error("invalid mesh configuration: {0}")]
     Config(String),
     /// The event loop has stopped (shutdown or crash).
     #[error("the mesh is closed")]
     Closed,
+}
+
+/// Why a stream could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenStreamError {
+    /// The peer does not accept this stream protocol (not serving it, or an older version).
+    #[error("peer does not accept {0}")]
+    Unsupported(ShoalStream),
+    /// No connection to the peer could be made, or it closed while the stream was negotiated.
+    #[error("cannot open {protocol}: {reason}")]
+    Unreachable {
+        /// The stream protocol.
+        protocol: ShoalStream,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Why one request failed.

@@ -399,6 +399,7 @@ impl EventLoop {
             MeshBehaviourEvent::Dispatch(event) => self.on_rr_event(ShoalProtocol::Dispatch, event),
             MeshBehaviourEvent::Control(event) => self.on_rr_event(ShoalProtocol::Control, event),
             MeshBehaviourEvent::Probe(event) => self.on_probe_event(event),
+            MeshBehaviourEvent::Streams(()) => {}
         }
     }
 

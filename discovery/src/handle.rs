@@ -2,14 +2,15 @@
 //! [`Command`] to the event loop over a bounded channel and awaits the answer on a oneshot.
 
 use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{Multiaddr, PeerId, Stream};
+pub use libp2p_stream::IncomingStreams;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use crate::error::{MeshError, RequestError};
+use crate::error::{MeshError, OpenStreamError, RequestError};
 use crate::membership::{Member, MembershipChange, NodeInfo};
 use crate::metrics::{MeshMetrics, TrafficTotals};
-use crate::protocol::ShoalProtocol;
+use crate::protocol::{ShoalProtocol, ShoalStream};
 
 /// A command to the event loop.
 pub(crate) enum Command {
@@ -58,6 +59,8 @@ pub struct Mesh {
     pub(crate) changes: broadcast::Sender<MembershipChange>,
     pub(crate) metrics: MeshMetrics,
     pub(crate) task: AbortHandle,
+    /// Opens and accepts [`ShoalStream`]s without a hop through the event loop.
+    pub(crate) streams: libp2p_stream::Control,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -84,6 +87,46 @@ impl Mesh {
             .await
             .map_err(|_| MeshError::Closed)?;
         answer.await.map_err(|_| MeshError::Closed)
+    }
+
+    /// Opens a long-lived, ordered byte stream of `protocol` to `peer`, connecting first if
+    /// needed. The stream is the caller's: it frames, bounds and times out what it sends, and
+    /// closes it by dropping it.
+    pub async fn open_stream(
+        &self,
+        peer: PeerId,
+        protocol: ShoalStream,
+    ) -> Result<Stream, OpenStreamError> {
+        let mut control = self.streams.clone();
+        let opened = tokio::select! {
+            opened = control.open_stream(peer, protocol.stream_protocol()) => opened,
+            // A stopped mesh never answers: fail instead of waiting for ever.
+            () = self.commands.closed() => {
+                return Err(OpenStreamError::Unreachable {
+                    protocol,
+                    reason: "the mesh is closed".to_owned(),
+                });
+            }
+        };
+        opened.map_err(|e| match e {
+            libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
+                OpenStreamError::Unsupported(protocol)
+            }
+            other => OpenStreamError::Unreachable {
+                protocol,
+                reason: other.to_string(),
+            },
+        })
+    }
+
+    /// The streams of `protocol` that peers open to this agent, with each opener's id. Only one
+    /// consumer per protocol; dropping it stops accepting (peers then see
+    /// [`OpenStreamError::Unsupported`]).
+    pub fn accept_streams(&self, protocol: ShoalStream) -> Result<IncomingStreams, MeshError> {
+        let mut control = self.streams.clone();
+        control
+            .accept(protocol.stream_protocol())
+            .map_err(|_| MeshError::AlreadyAccepted(protocol))
     }
 
     /// Sends one request and awaits its response. Errors say whether the peer could not be

@@ -44,13 +44,13 @@ mod transport;
 mod tests;
 
 pub use config::MeshConfig;
-pub use error::{MeshError, RequestError};
-pub use handle::{InboundRequest, Mesh};
+pub use error::{MeshError, OpenStreamError, RequestError};
+pub use handle::{InboundRequest, IncomingStreams, Mesh};
 pub use libp2p::identity::Keypair;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, Stream};
 pub use membership::{
     Member, MemberState, MembershipChange, NodeInfo, NodeRole, RaftAnnouncement, RaftMembership,
 };
 pub use metrics::TrafficTotals;
-pub use protocol::ShoalProtocol;
+pub use protocol::{ShoalProtocol, ShoalStream};
 pub use start::start;

@@ -7,6 +7,9 @@ use libp2p::StreamProtocol;
 
 /// Protocol name of raft RPCs.
 pub const RAFT_PROTOCOL: &str = "/shoal/raft/1";
+/// Protocol name of raft's append streams: one long-lived, ordered stream per leader and follower
+/// that carries pipelined AppendEntries and their results.
+pub const RAFT_APPEND_PROTOCOL: &str = "/shoal/raft-append/1";
 /// Protocol name of dispatcher traffic (assignments, status reports).
 pub const DISPATCH_PROTOCOL: &str = "/shoal/dispatch/1";
 /// Protocol name of forwarded control-API calls.
@@ -81,6 +84,34 @@ impl ShoalProtocol {
 
     pub(crate) fn stream_protocol(self) -> StreamProtocol {
         StreamProtocol::new(self.name())
+    }
+}
+
+/// shoal's own stream protocols: long-lived, ordered byte streams opened through
+/// [`crate::Mesh::open_stream`] and accepted through [`crate::Mesh::accept_streams`], which
+/// bypass the event loop (no hop per message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShoalStream {
+    /// Pipelined raft appends ([`RAFT_APPEND_PROTOCOL`]).
+    RaftAppend,
+}
+
+impl ShoalStream {
+    /// The protocol name negotiated on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RaftAppend => RAFT_APPEND_PROTOCOL,
+        }
+    }
+
+    pub(crate) fn stream_protocol(self) -> StreamProtocol {
+        StreamProtocol::new(self.name())
+    }
+}
+
+impl fmt::Display for ShoalStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -76,6 +76,7 @@ pub async fn start(
         });
     }
 
+    let streams = swarm.behaviour().streams.new_control();
     let (commands_tx, commands_rx) = mpsc::channel(config.command_buffer);
     let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
     let metrics = MeshMetrics::register(registry);
@@ -132,6 +133,7 @@ pub async fn start(
         changes,
         metrics,
         task: task.abort_handle(),
+        streams,
     })
 }
 

@@ -20,6 +20,7 @@ use openraft::raft::{
 use shoal_discovery::{Mesh, PeerId, RequestError, ShoalProtocol};
 
 use super::access::Access;
+use super::append_lane::AppendLane;
 use super::messages::{Envelope, RaftRequest, RaftResponse, SnapshotChunk};
 use crate::codec::{decode_bounded, encode_bounded};
 use crate::limits::{MAX_RPC_BYTES, SNAPSHOT_CHUNK_BYTES};
@@ -180,16 +181,19 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             + Unpin
             + 'static,
     {
-        let peer: &'s RaftPeer = self;
         Box::pin(async move {
+            let Some(peer) = self.peer else {
+                return Err(RPCError::Unreachable(Unreachable::from_string(
+                    "invalid PeerId",
+                )));
+            };
+            // openraft gives AppendEntries the heartbeat interval as TTL; a follower answers only
+            // after its fsync, which on a busy disk takes longer. Timing out would resend the
+            // same entries forever, so each answer may take MIN_DATA_TTL.
+            let ttl = option.hard_ttl().max(MIN_DATA_TTL);
+            let lane = AppendLane::open(&self.mesh, peer, self.access.cluster_id(), ttl).await?;
             Ok(super::stream::append_stream(input, move |rpc| {
-                let option = option.clone();
-                async move {
-                    match peer.call(RaftRequest::AppendEntries(rpc), &option).await? {
-                        RaftResponse::AppendEntries(r) => Ok(r),
-                        other => Err(unexpected(other)),
-                    }
-                }
+                lane.send(rpc)
             }))
         })
     }

@@ -1,8 +1,8 @@
 //! The `/shoal/raft/1` messages: one request enum and one response enum, in CBOR.
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::Node;
@@ -131,4 +131,25 @@ pub enum ForwardFailure {
     Uncertain,
     /// Anything else.
     Failed(String),
+}
+
+/// One frame from a leader on an append stream (`/shoal/raft-append/1`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppendFrame {
+    /// The cluster the leader belongs to (checked like an [`Envelope`]'s).
+    pub cluster_id: Option<String>,
+    /// The next AppendEntries, in the order the leader's replication produced it.
+    pub request: AppendEntriesRequest<TypeConfig>,
+}
+
+/// One frame from a follower on an append stream: the answer to the request at the same
+/// position, or why the follower ends the stream.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum AppendReply {
+    /// What openraft made of the request: the log id matched, or a conflict or higher vote
+    /// (after which the follower ends the stream).
+    Result(StreamAppendResult<TypeConfig>),
+    /// The follower refused the stream (not a member, another cluster, raft stopped) and closes
+    /// it after this frame.
+    Refused(String),
 }

@@ -1,17 +1,19 @@
-//! Streaming AppendEntries to one follower (openraft's `stream_append`).
+//! Streaming AppendEntries to one follower (openraft's `stream_append`) over an ordered
+//! transport ([`super::append_lane`]).
 //!
-//! Requests that carry entries go one at a time: each starts where the follower's log is known
-//! to end, so it must be acknowledged before the next one is sent.
+//! Up to [`MAX_INFLIGHT`] requests are in flight: each starts where the one before it ends, and
+//! the follower takes them in the order sent, so a new write need not wait for the previous
+//! round trip.
 //!
-//! A request without entries only tells the follower a new commit index. It starts at the same,
-//! acknowledged position as whatever comes next, so it never holds back the next request, and it
-//! waits up to [`COMMIT_HOLD`] for one: under load a write follows every commit, and the commit
-//! then rides on that write's request instead of costing a round trip of its own (half the
-//! messages with one client). Such a merged request answers for the held one too: same starting
-//! position, same verdict. An idle cluster tells its followers about a commit [`COMMIT_HOLD`]
-//! later (the leader's own reads and writes never wait for it).
+//! A request without entries only tells the follower a new commit index. It waits up to
+//! [`COMMIT_HOLD`] for a request that starts at the same position: under load a write follows
+//! every commit, and the commit then rides on that write's request instead of costing a message
+//! of its own (half the messages with one client). Such a merged request answers for the held one
+//! too: same starting position, same verdict. An idle cluster tells its followers about a commit
+//! [`COMMIT_HOLD`] later (the leader's own reads and writes never wait for it).
 //!
-//! Responses are yielded in request order, as openraft requires.
+//! Results are yielded in request order, as openraft requires; the stream ends after the first
+//! failure, conflict or partial match.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -20,23 +22,22 @@ use std::time::Duration;
 use futures::stream::{FuturesOrdered, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, StreamAppendError, StreamAppendResult,
-};
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use tokio::time::Instant;
 
 use crate::types::{LogId, TypeConfig};
 
 /// How long a commit-only request waits for a request to ride on.
 pub(crate) const COMMIT_HOLD: Duration = Duration::from_millis(2);
-/// Requests in flight at most (one with entries, the rest commit-only).
-const MAX_INFLIGHT: usize = 4;
+/// Requests in flight at most.
+pub(crate) const MAX_INFLIGHT: usize = 8;
+const _: () = assert!(MAX_INFLIGHT < super::append_lane::LANE_QUEUE);
 
 /// One stream item: the result of one request.
 type Item = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 type Request = AppendEntriesRequest<TypeConfig>;
 /// The follower's answer to one request.
-type Reply = Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>;
+type Reply = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 /// Sends one request to the follower: any `Fn(Request) -> impl Future<Output = Reply>`.
 pub(crate) trait Sender<'s>: Send + Sync + 's {
@@ -68,7 +69,6 @@ struct Held {
 
 /// The answers one sent request owes, and whether the stream may go on after them.
 struct Outcome {
-    carried_entries: bool,
     items: Vec<Item>,
     go_on: bool,
 }
@@ -79,8 +79,6 @@ struct State<'s, S, C> {
     input_done: bool,
     held: Option<Held>,
     inflight: FuturesOrdered<BoxFuture<'s, Outcome>>,
-    /// Requests with entries in flight (0 or 1).
-    with_entries: usize,
     ready: VecDeque<Item>,
     stopped: bool,
 }
@@ -96,7 +94,6 @@ where
         input_done: false,
         held: None,
         inflight: FuturesOrdered::new(),
-        with_entries: 0,
         ready: VecDeque::new(),
         stopped: false,
     };
@@ -123,8 +120,7 @@ where
             if self.input_done {
                 self.release_held();
             }
-            let may_take =
-                !self.input_done && self.with_entries == 0 && self.inflight.len() < MAX_INFLIGHT;
+            let may_take = !self.input_done && self.inflight.len() < MAX_INFLIGHT;
             if self.inflight.is_empty() && self.held.is_none() && !may_take {
                 return None;
             }
@@ -132,9 +128,6 @@ where
             tokio::select! {
                 biased;
                 Some(outcome) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    if outcome.carried_entries {
-                        self.with_entries = self.with_entries.saturating_sub(1);
-                    }
                     self.stopped = !outcome.go_on;
                     self.ready.extend(outcome.items);
                 }
@@ -164,8 +157,6 @@ where
             Some(held) => self.send(held.request, held.replaced),
             None => {}
         }
-        // Taken only with no entries in flight, so a commit-only request starts at an
-        // acknowledged position: whatever follows may overtake it.
         if req.entries.is_empty() {
             self.held = Some(Held {
                 request: req,
@@ -181,16 +172,9 @@ where
     fn send(&mut self, req: Request, owed: usize) {
         let prev = req.prev_log_id;
         let last = req.entries.last().map(|e| e.log_id).or(prev);
-        let carried_entries = !req.entries.is_empty();
-        if carried_entries {
-            self.with_entries += 1;
-        }
         let reply = self.call.send(req);
         self.inflight.push_back(Box::pin(async move {
-            let (item, go_on) = match reply.await {
-                Ok(resp) => judge(resp, prev, last),
-                Err(e) => (Err(e), false),
-            };
+            let (item, go_on) = judge(reply.await, last);
             let mut items = Vec::with_capacity(owed + 1);
             for _ in 0..owed {
                 items.push(match &item {
@@ -200,11 +184,7 @@ where
                 });
             }
             items.push(item);
-            Outcome {
-                carried_entries,
-                items,
-                go_on,
-            }
+            Outcome { items, go_on }
         }));
     }
 }
@@ -222,32 +202,11 @@ fn clone_item(item: &Item) -> Item {
     }
 }
 
-/// What one response means for openraft, and whether to go on streaming.
-fn judge(
-    resp: AppendEntriesResponse<TypeConfig>,
-    prev: Option<LogId>,
-    last: Option<LogId>,
-) -> (Item, bool) {
-    match resp {
-        AppendEntriesResponse::Success => (Ok(Ok(last)), true),
-        // Only part was taken: what follows would not start where the follower ends.
-        AppendEntriesResponse::PartialSuccess(matched) => {
-            let complete = matched == last;
-            (Ok(Ok(matched)), complete)
-        }
-        AppendEntriesResponse::Conflict => match prev {
-            Some(prev) => (Ok(Err(StreamAppendError::Conflict(prev))), false),
-            None => (
-                Err(RPCError::Network(NetworkError::from_string(
-                    "conflict reported for a request that starts at the log's beginning",
-                ))),
-                false,
-            ),
-        },
-        AppendEntriesResponse::HigherVote(vote) => {
-            (Ok(Err(StreamAppendError::HigherVote(vote))), false)
-        }
-    }
+/// What one answer means for openraft, and whether to go on streaming: only after a full match
+/// does the next request start where the follower's log ends.
+fn judge(reply: Reply, last: Option<LogId>) -> (Item, bool) {
+    let go_on = matches!(&reply, Ok(Ok(matched)) if *matched == last);
+    (reply, go_on)
 }
 
 #[cfg(test)]
@@ -260,6 +219,7 @@ mod tests {
 
     use super::*;
     use crate::types::{Entry, Vote};
+    use openraft::raft::StreamAppendError;
 
     type Leader = <TypeConfig as openraft::RaftTypeConfig>::LeaderId;
 
@@ -291,6 +251,30 @@ mod tests {
         most_busy: usize,
     }
 
+    /// How the fake follower answers.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Matches the whole request.
+        Success,
+        /// Matches only up to this index.
+        Partial(u64),
+        /// Reports a conflict at the request's start.
+        Conflict,
+    }
+
+    impl Answer {
+        fn to(self, req: &Request) -> Reply {
+            let last = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
+            Ok(match self {
+                Answer::Success => Ok(last),
+                Answer::Partial(index) => Ok(Some(log_id(index))),
+                Answer::Conflict => Err(StreamAppendError::Conflict(
+                    req.prev_log_id.unwrap_or(log_id(0)),
+                )),
+            })
+        }
+    }
+
     /// A stream over a fake follower that answers every request with `answer` after `delay`.
     struct Fake {
         seen: Arc<Mutex<Seen>>,
@@ -299,18 +283,18 @@ mod tests {
     }
 
     impl Fake {
-        fn start(delay: Duration, answer: AppendEntriesResponse<TypeConfig>) -> Fake {
+        fn start(delay: Duration, answer: Answer) -> Fake {
             let seen = Arc::new(Mutex::new(Seen::default()));
             let (tx, rx) = mpsc::unbounded();
             let follower = seen.clone();
             let out = append_stream(rx, move |req: Request| {
                 let seen = follower.clone();
-                let answer = answer.clone();
+                let reply = answer.to(&req);
                 async move {
                     seen_by(&seen).receive(&req);
                     tokio::time::sleep(delay).await;
                     seen_by(&seen).busy -= 1;
-                    Ok(answer)
+                    reply
                 }
             });
             Fake {
@@ -373,7 +357,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_rides_on_the_next_entries() {
-        let mut fake = Fake::start(FAST, AppendEntriesResponse::Success);
+        let mut fake = Fake::start(FAST, Answer::Success);
         fake.push(0, 5, 0);
         assert_eq!(fake.next().await, vec![Some(5)]);
         // The commit of 5, then at once the next write: one request carries both.
@@ -393,19 +377,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn entries_go_one_request_at_a_time() {
-        let mut fake = Fake::start(Duration::from_millis(5), AppendEntriesResponse::Success);
+    async fn entries_are_pipelined_and_answered_in_order() {
+        let mut fake = Fake::start(Duration::from_millis(5), Answer::Success);
         for (prev, last) in [(0, 2), (2, 4), (4, 6)] {
             fake.push(prev, last, 0);
         }
         let items = fake.finish().await;
         assert_eq!(matched(&items), vec![Some(2), Some(4), Some(6)]);
-        assert_eq!(fake.seen().most_busy, 1);
+        assert_eq!(
+            fake.seen().most_busy,
+            3,
+            "all three were in flight together"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_flight_requests_are_bounded() {
+        let mut fake = Fake::start(Duration::from_millis(5), Answer::Success);
+        for i in 0..20 {
+            fake.push(i, i + 1, 0);
+        }
+        let items = fake.finish().await;
+        assert_eq!(items.len(), 20);
+        assert_eq!(fake.seen().most_busy, MAX_INFLIGHT);
+    }
+
+    #[tokio::test]
+    async fn a_partial_match_ends_the_stream_after_its_answer() {
+        let mut fake = Fake::start(FAST, Answer::Partial(1));
+        fake.push(0, 2, 0);
+        let items = fake.finish().await;
+        assert_eq!(matched(&items), vec![Some(1)]);
     }
 
     #[tokio::test]
     async fn a_conflict_answers_the_held_commit_too_and_ends_the_stream() {
-        let mut fake = Fake::start(FAST, AppendEntriesResponse::Conflict);
+        let mut fake = Fake::start(FAST, Answer::Conflict);
         fake.push(3, 3, 3);
         fake.push(3, 4, 3);
         fake.push(4, 5, 3);
@@ -417,6 +424,7 @@ mod tests {
                 "{item:?}"
             );
         }
-        assert_eq!(fake.seen().requests.len(), 1);
+        // The merged request and the one pipelined behind it; nothing after the conflict.
+        assert_eq!(fake.seen().requests.len(), 2);
     }
 }

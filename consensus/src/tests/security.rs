@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use openraft::raft::VoteRequest;
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use tempfile::TempDir;
 
 use super::harness::*;
+use crate::network::append_lane::AppendLane;
 use crate::network::client::send;
 use crate::network::messages::{RaftRequest, RaftResponse};
 use crate::types::Vote;
@@ -96,9 +97,24 @@ async fn raft_rpcs_from_non_members_are_refused() {
         Vote::new(99, crate::raft_id_of_peer(&outsider.local_peer_id())),
         None,
     );
-    match send(&outsider, target, cluster, RaftRequest::Vote(vote)).await {
+    match send(&outsider, target, cluster.clone(), RaftRequest::Vote(vote)).await {
         Ok(RaftResponse::Refused(why)) => assert!(why.contains("not a raft member"), "{why}"),
         other => panic!("a non-member's vote must be refused, got {other:?}"),
+    }
+    // The same on an append stream: a non-member's AppendEntries with a newer term.
+    let outsider_id = crate::raft_id_of_peer(&outsider.local_peer_id());
+    let lane = AppendLane::open(&outsider, target, cluster, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("open an append stream: {e}"));
+    let append = AppendEntriesRequest {
+        vote: Vote::new_committed(99, outsider_id),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    match lane.send(append).await {
+        Err(e) => assert!(e.to_string().contains("not a raft member"), "{e}"),
+        Ok(answer) => panic!("a non-member's append must be refused, got {answer:?}"),
     }
     // The leader was not disturbed.
     assert!(member.quorum.is_leader());

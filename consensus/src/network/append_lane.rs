@@ -1,0 +1,176 @@
+//! The leader's side of one append stream (`/shoal/raft-append/1`): a long-lived, ordered byte
+//! stream to one follower that carries AppendEntries frames one way and their results, in the
+//! same order, the other way.
+//!
+//! Order is what makes pipelining safe: the follower takes requests in the order they were sent,
+//! so several may be in flight, each starting where the one before it ends. Each message costs a
+//! frame on an open stream, not a new substream, a protocol negotiation and a hop through the
+//! mesh's event loop.
+//!
+//! Two tasks own the stream's halves. The writer takes requests from [`AppendLane::send`],
+//! notes who awaits each answer (in sending order) and writes the frames, flushing once per burst.
+//! The reader hands each result frame to the oldest waiter. Dropping the lane stops both and
+//! closes the stream; a waiter whose answer never comes gets an error.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::io::{ReadHalf, WriteHalf};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use openraft::errors::{NetworkError, RPCError, Unreachable};
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use shoal_discovery::{Mesh, OpenStreamError, PeerId, ShoalStream, Stream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::frames::{read_frame, write_frame};
+use super::messages::{AppendFrame, AppendReply};
+use crate::types::TypeConfig;
+
+/// Requests queued for the writer at most; the sender keeps fewer than this in flight.
+pub(crate) const LANE_QUEUE: usize = 32;
+
+/// The answer to one request.
+pub(crate) type LaneReply = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+type Waiter = oneshot::Sender<LaneReply>;
+
+/// An open append stream to one follower.
+pub(crate) struct AppendLane {
+    requests: mpsc::Sender<(AppendFrame, Waiter)>,
+    writer: JoinHandle<()>,
+    reader: JoinHandle<()>,
+    ttl: Duration,
+}
+
+impl Drop for AppendLane {
+    fn drop(&mut self) {
+        self.writer.abort();
+        self.reader.abort();
+    }
+}
+
+fn network_error(msg: impl std::fmt::Display) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::from_string(msg.to_string()))
+}
+
+impl AppendLane {
+    /// Opens an append stream to `peer`; each answer must arrive within `ttl` of its request.
+    pub(crate) async fn open(
+        mesh: &Mesh,
+        peer: PeerId,
+        cluster_id: Option<String>,
+        ttl: Duration,
+    ) -> Result<AppendLane, RPCError<TypeConfig>> {
+        let opening = mesh.open_stream(peer, ShoalStream::RaftAppend);
+        let stream = match tokio::time::timeout(ttl, opening).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e @ OpenStreamError::Unreachable { .. })) => {
+                return Err(RPCError::Unreachable(Unreachable::from_string(
+                    e.to_string(),
+                )));
+            }
+            Ok(Err(e)) => return Err(network_error(e)),
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::from_string(format!(
+                    "no append stream to {peer} within {ttl:?}"
+                ))));
+            }
+        };
+        let (read, write) = AsyncReadExt::split(stream);
+        let (requests, incoming) = mpsc::channel(LANE_QUEUE);
+        let (waiting, waiters) = mpsc::channel(LANE_QUEUE);
+        let writer = tokio::spawn(write_requests(write, incoming, waiting, cluster_id));
+        let reader = tokio::spawn(read_replies(read, waiters, peer));
+        Ok(AppendLane {
+            requests,
+            writer,
+            reader,
+            ttl,
+        })
+    }
+
+    /// Queues `request` and returns its answer to come (an error when the stream fails, closes
+    /// or stays silent past the lane's ttl).
+    pub(crate) fn send(
+        &self,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> impl Future<Output = LaneReply> + Send + use<> {
+        let (tx, rx) = oneshot::channel();
+        let frame = AppendFrame {
+            cluster_id: None,
+            request,
+        };
+        let queued = self.requests.try_send((frame, tx));
+        let ttl = self.ttl;
+        async move {
+            queued.map_err(|_| network_error("append stream closed or full"))?;
+            match tokio::time::timeout(ttl, rx).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => Err(network_error("append stream closed")),
+                Err(_) => Err(network_error(format!("no answer within {ttl:?}"))),
+            }
+        }
+    }
+}
+
+/// Writes queued requests in order, registering each one's waiter before its frame goes out.
+async fn write_requests(
+    mut write: WriteHalf<Stream>,
+    mut incoming: mpsc::Receiver<(AppendFrame, Waiter)>,
+    waiting: mpsc::Sender<Waiter>,
+    cluster_id: Option<String>,
+) {
+    while let Some(first) = incoming.recv().await {
+        let mut next = Some(first);
+        while let Some((mut frame, waiter)) = next.take() {
+            frame.cluster_id.clone_from(&cluster_id);
+            if waiting.send(waiter).await.is_err() {
+                return;
+            }
+            if let Err(e) = write_frame(&mut write, &frame).await {
+                tracing::debug!(error = %e, "append stream write failed");
+                return;
+            }
+            next = incoming.try_recv().ok();
+        }
+        if let Err(e) = write.flush().await {
+            tracing::debug!(error = %e, "append stream flush failed");
+            return;
+        }
+    }
+    let _ = write.close().await;
+}
+
+/// Hands each result frame to the oldest waiter, until the stream ends or is refused.
+async fn read_replies(
+    mut read: ReadHalf<Stream>,
+    mut waiters: mpsc::Receiver<Waiter>,
+    peer: PeerId,
+) {
+    loop {
+        let reply = match read_frame::<_, AppendReply>(&mut read).await {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "append stream read failed");
+                return;
+            }
+        };
+        // The writer registers each waiter before its frame goes out: a result with nobody
+        // waiting answers nothing that was sent.
+        let Ok(waiter) = waiters.try_recv() else {
+            tracing::warn!(%peer, "unsolicited append result; closing the stream");
+            return;
+        };
+        match reply {
+            AppendReply::Result(result) => {
+                let _ = waiter.send(Ok(result));
+            }
+            AppendReply::Refused(why) => {
+                tracing::debug!(%peer, why, "append stream refused");
+                let _ = waiter.send(Err(network_error(format!("refused: {why}"))));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The follower's side of the append streams (`/shoal/raft-append/1`): every stream a leader
+//! opens is served by one task, which feeds its AppendEntries, in arrival order, to openraft's
+//! pipelined `Raft::stream_append` and writes the results back in the same order.
+//!
+//! Every frame is checked like any raft RPC ([`super::access::Access`]): a sender that is not a
+//! member, or one from another cluster, gets a `Refused` frame after the results it is still owed,
+//! and the stream closes. A malformed or oversized frame ends the stream the same way.
+
+use std::pin::pin;
+use std::sync::Arc;
+
+use futures::channel::{mpsc, oneshot};
+use futures::io::{ReadHalf, WriteHalf};
+use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, SinkExt, StreamExt};
+use openraft::errors::Fatal;
+use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use shoal_discovery::{IncomingStreams, PeerId, Stream};
+use tokio::task::JoinSet;
+
+use super::frames::{read_frame, write_frame};
+use super::messages::{AppendFrame, AppendReply};
+use crate::core::{Core, raft_id_of_peer};
+use crate::types::TypeConfig;
+
+/// Append streams served at once at most (a leader opens one per follower, and one per
+/// heartbeat); a stream opened beyond this is closed at once.
+const MAX_STREAMS: usize = 64;
+/// Requests read ahead of openraft at most, per stream.
+const READ_AHEAD: usize = 16;
+
+/// Serves the append streams peers open until the mesh stops offering them.
+pub(crate) async fn run(core: Arc<Core>, mut incoming: IncomingStreams) {
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.next() => match next {
+                Some((peer, stream)) if streams.len() < MAX_STREAMS => {
+                    streams.spawn(serve(core.clone(), peer, stream));
+                }
+                Some((peer, _)) => {
+                    tracing::warn!(%peer, "too many append streams; closing a new one");
+                }
+                None => break,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+    tracing::debug!("append stream server stopped");
+}
+
+/// Serves one stream: reads requests until the leader closes it or is refused, and answers
+/// every request it took in order.
+async fn serve(core: Arc<Core>, peer: PeerId, stream: Stream) {
+    let (read, write) = AsyncReadExt::split(stream);
+    let (requests, input) = mpsc::channel(READ_AHEAD);
+    let (refuse, refusal) = oneshot::channel();
+    let results = core.raft.stream_append(input);
+    let mut answering = pin!(write_results(results, refusal, write, peer));
+    let reading = read_requests(&core, peer, read, requests, refuse);
+    tokio::select! {
+        // The leader stopped reading or the stream broke: nothing more can be answered.
+        () = &mut answering => return,
+        () = reading => {}
+    }
+    answering.await;
+}
+
+/// Forwards each permitted request to openraft; stops at the end of the stream, at a refusal
+/// (reported through `refuse`) or when openraft stops taking requests.
+async fn read_requests(
+    core: &Core,
+    peer: PeerId,
+    mut read: ReadHalf<Stream>,
+    mut requests: mpsc::Sender<AppendEntriesRequest<TypeConfig>>,
+    refuse: oneshot::Sender<String>,
+) {
+    let sender = raft_id_of_peer(&peer);
+    loop {
+        let frame = match read_frame::<_, AppendFrame>(&mut read).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "malformed append frame");
+                let _ = refuse.send(format!("malformed frame: {e}"));
+                return;
+            }
+        };
+        let cluster = frame.cluster_id.as_deref();
+        if let Err(why) = core.access.allows(&core.raft, sender, cluster) {
+            tracing::debug!(%peer, why, "append stream refused");
+            let _ = refuse.send(why);
+            return;
+        }
+        if requests.send(frame.request).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes each result as it comes (flushing when no other is ready), then the refusal if there
+/// is one, and closes the stream.
+async fn write_results(
+    results: impl futures::Stream<Item = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>>,
+    refusal: oneshot::Receiver<String>,
+    mut write: WriteHalf<Stream>,
+    peer: PeerId,
+) {
+    let mut results = pin!(results);
+    let mut next = results.next().await;
+    while let Some(result) = next {
+        let reply = match result {
+            Ok(result) => AppendReply::Result(result),
+            Err(fatal) => AppendReply::Refused(format!("raft stopped: {fatal}")),
+        };
+        if let Err(e) = write_frame(&mut write, &reply).await {
+            tracing::debug!(%peer, error = %e, "append stream write failed");
+            return;
+        }
+        next = match results.next().now_or_never() {
+            Some(ready) => ready,
+            None => {
+                if write.flush().await.is_err() {
+                    return;
+                }
+                results.next().await
+            }
+        };
+    }
+    // The results end after the input did (a refusal is then already sent) or at a conflict or
+    // higher vote (no refusal): never wait for one.
+    let mut refusal = refusal;
+    if let Ok(Some(why)) = refusal.try_recv() {
+        let _ = write_frame(&mut write, &AppendReply::Refused(why)).await;
+    }
+    let _ = write.close().await;
+}
