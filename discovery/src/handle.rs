@@ -9,7 +9,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::{MeshError, OpenStreamError, RequestError};
 use crate::membership::{Member, MembershipChange, NodeInfo};
-use crate::metrics::{MeshMetrics, TrafficTotals};
+use crate::metrics::{Direction, MeshMetrics, TrafficTotals};
 use crate::protocol::{ShoalProtocol, ShoalStream};
 
 /// A command to the event loop.
@@ -127,6 +127,13 @@ impl Mesh {
         control
             .accept(protocol.stream_protocol())
             .map_err(|_| MeshError::AlreadyAccepted(protocol))
+    }
+
+    /// Counts one message of `protocol` that a stream carried (`bytes` on the wire, framing
+    /// included) in `shoal_mesh_messages_total` and `shoal_mesh_bytes_total`, next to the
+    /// request/response traffic the event loop counts.
+    pub fn count_stream_message(&self, protocol: ShoalStream, direction: Direction, bytes: usize) {
+        self.metrics.message(protocol.into(), direction, bytes);
     }
 
     /// Sends one request and awaits its response. Errors say whether the peer could not be

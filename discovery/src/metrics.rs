@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::membership::MemberState;
-use crate::protocol::ShoalProtocol;
+use crate::protocol::{ShoalProtocol, ShoalStream};
 
 /// What a message counter is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +41,14 @@ impl TrafficKind {
 impl EncodeLabelValue for TrafficKind {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         self.label().encode(encoder)
+    }
+}
+
+impl From<ShoalStream> for TrafficKind {
+    fn from(s: ShoalStream) -> Self {
+        match s {
+            ShoalStream::RaftAppend => Self::Raft,
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use openraft::errors::{NetworkError, RPCError, Unreachable};
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use shoal_discovery::metrics::Direction;
 use shoal_discovery::{Mesh, OpenStreamError, PeerId, ShoalStream, Stream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -79,8 +80,14 @@ impl AppendLane {
         let (read, write) = AsyncReadExt::split(stream);
         let (requests, incoming) = mpsc::channel(LANE_QUEUE);
         let (waiting, waiters) = mpsc::channel(LANE_QUEUE);
-        let writer = tokio::spawn(write_requests(write, incoming, waiting, cluster_id));
-        let reader = tokio::spawn(read_replies(read, waiters, peer));
+        let writer = tokio::spawn(write_requests(
+            write,
+            incoming,
+            waiting,
+            cluster_id,
+            mesh.clone(),
+        ));
+        let reader = tokio::spawn(read_replies(read, waiters, peer, mesh.clone()));
         Ok(AppendLane {
             requests,
             writer,
@@ -119,6 +126,7 @@ async fn write_requests(
     mut incoming: mpsc::Receiver<(AppendFrame, Waiter)>,
     waiting: mpsc::Sender<Waiter>,
     cluster_id: Option<String>,
+    mesh: Mesh,
 ) {
     while let Some(first) = incoming.recv().await {
         let mut next = Some(first);
@@ -127,9 +135,14 @@ async fn write_requests(
             if waiting.send(waiter).await.is_err() {
                 return;
             }
-            if let Err(e) = write_frame(&mut write, &frame).await {
-                tracing::debug!(error = %e, "append stream write failed");
-                return;
+            match write_frame(&mut write, &frame).await {
+                Ok(bytes) => {
+                    mesh.count_stream_message(ShoalStream::RaftAppend, Direction::Out, bytes)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "append stream write failed");
+                    return;
+                }
             }
             next = incoming.try_recv().ok();
         }
@@ -146,10 +159,14 @@ async fn read_replies(
     mut read: ReadHalf<Stream>,
     mut waiters: mpsc::Receiver<Waiter>,
     peer: PeerId,
+    mesh: Mesh,
 ) {
     loop {
         let reply = match read_frame::<_, AppendReply>(&mut read).await {
-            Ok(Some(reply)) => reply,
+            Ok(Some((reply, bytes))) => {
+                mesh.count_stream_message(ShoalStream::RaftAppend, Direction::In, bytes);
+                reply
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "append stream read failed");

@@ -14,7 +14,8 @@ use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, SinkExt, StreamExt};
 use openraft::errors::Fatal;
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
-use shoal_discovery::{IncomingStreams, PeerId, Stream};
+use shoal_discovery::metrics::Direction;
+use shoal_discovery::{IncomingStreams, Mesh, PeerId, ShoalStream, Stream};
 use tokio::task::JoinSet;
 
 use super::frames::{read_frame, write_frame};
@@ -55,7 +56,7 @@ async fn serve(core: Arc<Core>, peer: PeerId, stream: Stream) {
     let (requests, input) = mpsc::channel(READ_AHEAD);
     let (refuse, refusal) = oneshot::channel();
     let results = core.raft.stream_append(input);
-    let mut answering = pin!(write_results(results, refusal, write, peer));
+    let mut answering = pin!(write_results(results, refusal, write, &core.mesh, peer));
     let reading = read_requests(&core, peer, read, requests, refuse);
     tokio::select! {
         // The leader stopped reading or the stream broke: nothing more can be answered.
@@ -77,7 +78,11 @@ async fn read_requests(
     let sender = raft_id_of_peer(&peer);
     loop {
         let frame = match read_frame::<_, AppendFrame>(&mut read).await {
-            Ok(Some(frame)) => frame,
+            Ok(Some((frame, bytes))) => {
+                core.mesh
+                    .count_stream_message(ShoalStream::RaftAppend, Direction::In, bytes);
+                frame
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "malformed append frame");
@@ -103,6 +108,7 @@ async fn write_results(
     results: impl futures::Stream<Item = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>>,
     refusal: oneshot::Receiver<String>,
     mut write: WriteHalf<Stream>,
+    mesh: &Mesh,
     peer: PeerId,
 ) {
     let mut results = pin!(results);
@@ -112,9 +118,12 @@ async fn write_results(
             Ok(result) => AppendReply::Result(result),
             Err(fatal) => AppendReply::Refused(format!("raft stopped: {fatal}")),
         };
-        if let Err(e) = write_frame(&mut write, &reply).await {
-            tracing::debug!(%peer, error = %e, "append stream write failed");
-            return;
+        match write_frame(&mut write, &reply).await {
+            Ok(bytes) => mesh.count_stream_message(ShoalStream::RaftAppend, Direction::Out, bytes),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "append stream write failed");
+                return;
+            }
         }
         next = match results.next().now_or_never() {
             Some(ready) => ready,
@@ -129,8 +138,10 @@ async fn write_results(
     // The results end after the input did (a refusal is then already sent) or at a conflict or
     // higher vote (no refusal): never wait for one.
     let mut refusal = refusal;
-    if let Ok(Some(why)) = refusal.try_recv() {
-        let _ = write_frame(&mut write, &AppendReply::Refused(why)).await;
+    if let Ok(Some(why)) = refusal.try_recv()
+        && let Ok(bytes) = write_frame(&mut write, &AppendReply::Refused(why)).await
+    {
+        mesh.count_stream_message(ShoalStream::RaftAppend, Direction::Out, bytes);
     }
     let _ = write.close().await;
 }

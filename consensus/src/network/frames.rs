@@ -24,17 +24,19 @@ pub(crate) fn encode_frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-/// Writes `value` as one frame (not flushed).
-pub(crate) async fn write_frame<W, T>(w: &mut W, value: &T) -> io::Result<()>
+/// Writes `value` as one frame (not flushed); returns the frame's size.
+pub(crate) async fn write_frame<W, T>(w: &mut W, value: &T) -> io::Result<usize>
 where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    w.write_all(&encode_frame(value)?).await
+    let frame = encode_frame(value)?;
+    w.write_all(&frame).await?;
+    Ok(frame.len())
 }
 
-/// Reads one frame: `None` when the stream ends cleanly between frames.
-pub(crate) async fn read_frame<R, T>(r: &mut R) -> io::Result<Option<T>>
+/// Reads one frame, with its size: `None` when the stream ends cleanly between frames.
+pub(crate) async fn read_frame<R, T>(r: &mut R) -> io::Result<Option<(T, usize)>>
 where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
@@ -55,7 +57,7 @@ where
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     decode(&body)
-        .map(Some)
+        .map(|value| Some((value, PREFIX + len)))
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
@@ -70,14 +72,15 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_end_cleanly() {
         let mut buf = Vec::new();
-        ok(write_frame(&mut buf, &("one", 1u32)).await);
-        ok(write_frame(&mut buf, &("two", 2u32)).await);
+        let one = ok(write_frame(&mut buf, &("one", 1u32)).await);
+        let two = ok(write_frame(&mut buf, &("two", 2u32)).await);
+        assert_eq!(one + two, buf.len());
         let mut r = futures::io::Cursor::new(buf);
-        let a: Option<(String, u32)> = ok(read_frame(&mut r).await);
-        let b: Option<(String, u32)> = ok(read_frame(&mut r).await);
-        let end: Option<(String, u32)> = ok(read_frame(&mut r).await);
-        assert_eq!(a, Some(("one".to_owned(), 1)));
-        assert_eq!(b, Some(("two".to_owned(), 2)));
+        let a: Option<((String, u32), usize)> = ok(read_frame(&mut r).await);
+        let b: Option<((String, u32), usize)> = ok(read_frame(&mut r).await);
+        let end: Option<((String, u32), usize)> = ok(read_frame(&mut r).await);
+        assert_eq!(a, Some((("one".to_owned(), 1), one)));
+        assert_eq!(b, Some((("two".to_owned(), 2), two)));
         assert_eq!(end, None);
     }
 

@@ -103,6 +103,7 @@ async fn raft_rpcs_from_non_members_are_refused() {
     }
     // The same on an append stream: a non-member's AppendEntries with a newer term.
     let outsider_id = crate::raft_id_of_peer(&outsider.local_peer_id());
+    let before = outsider.traffic();
     let lane = AppendLane::open(&outsider, target, cluster, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("open an append stream: {e}"));
@@ -116,6 +117,12 @@ async fn raft_rpcs_from_non_members_are_refused() {
         Err(e) => assert!(e.to_string().contains("not a raft member"), "{e}"),
         Ok(answer) => panic!("a non-member's append must be refused, got {answer:?}"),
     }
+    // Stream frames count as mesh traffic: the request out and the refusal in.
+    let after = outsider.traffic();
+    assert!(
+        after.messages >= before.messages + 2,
+        "{before:?} -> {after:?}"
+    );
     // The leader was not disturbed.
     assert!(member.quorum.is_leader());
     assert_eq!(member.quorum.status().term, 1);
