@@ -39,6 +39,7 @@ mod ring_link;
 mod roster;
 mod start;
 mod transport;
+mod upkeep;
 
 #[cfg(test)]
 mod tests;
