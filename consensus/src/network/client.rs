@@ -1,4 +1,6 @@
-//! The sending side: openraft's `RaftNetworkV2` over `Mesh::request` on `/shoal/raft/1`.
+//! The sending side: openraft's `RaftNetworkV2`. AppendEntries (and heartbeats) go on append
+//! streams ([`super::append_lane`]); votes, snapshot pieces and leader transfers are requests
+//! over `Mesh::request` on `/shoal/raft/1`.
 //!
 //! Failures are classified for openraft: a peer the mesh cannot connect to is `Unreachable`
 //! (openraft backs off), anything else is a `NetworkError` (openraft retries). Snapshots are sent
@@ -14,8 +16,8 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use shoal_discovery::{Mesh, PeerId, RequestError, ShoalProtocol};
 
@@ -25,7 +27,7 @@ use super::messages::{Envelope, RaftRequest, RaftResponse, SnapshotChunk};
 use crate::codec::{decode_bounded, encode_bounded};
 use crate::limits::{MAX_RPC_BYTES, SNAPSHOT_CHUNK_BYTES};
 use crate::storage::state_machine::{Snapshot, SnapshotData};
-use crate::types::{RaftId, RaftNode, TypeConfig, Vote};
+use crate::types::{LogId, RaftId, RaftNode, TypeConfig, Vote};
 
 /// Why one raft request over the mesh failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,20 @@ static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 const MIN_DATA_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl RaftPeer {
+    /// Opens an append stream to this member.
+    async fn open_lane(&self, option: &RPCOption) -> Result<AppendLane, RPCError<TypeConfig>> {
+        let Some(peer) = self.peer else {
+            return Err(RPCError::Unreachable(Unreachable::from_string(
+                "invalid PeerId",
+            )));
+        };
+        // openraft gives AppendEntries the heartbeat interval as TTL; a follower answers only
+        // after its fsync, which on a busy disk takes longer. Timing out would resend the same
+        // entries forever, so each answer may take MIN_DATA_TTL.
+        let ttl = option.hard_ttl().max(MIN_DATA_TTL);
+        AppendLane::open(&self.mesh, peer, self.access.cluster_id(), ttl).await
+    }
+
     async fn call(
         &self,
         body: RaftRequest,
@@ -122,10 +138,9 @@ impl RaftPeer {
                 "invalid PeerId",
             )));
         };
-        // openraft gives AppendEntries the heartbeat interval as TTL; a follower answers only
-        // after its fsync, which on a busy disk takes longer. Timing out would resend the same
-        // entries forever, so appends and snapshot pieces get at least MIN_DATA_TTL (the mesh's
-        // own request timeout still bounds them). Votes keep openraft's TTL.
+        // A follower answers a snapshot piece only after writing it, which on a busy disk takes
+        // longer than openraft's TTL: pieces get at least MIN_DATA_TTL (the mesh's own request
+        // timeout still bounds them). Votes keep openraft's TTL.
         let ttl = match body {
             RaftRequest::Vote(_) | RaftRequest::PreVote(_) => option.hard_ttl(),
             _ => option.hard_ttl().max(MIN_DATA_TTL),
@@ -152,15 +167,16 @@ fn unexpected(r: RaftResponse) -> RPCError<TypeConfig> {
 impl RaftNetworkV2<TypeConfig> for RaftPeer {
     type SnapshotData = SnapshotData;
 
+    /// One AppendEntries on an append stream of its own (openraft sends its appends and
+    /// heartbeats through [`Self::stream_append`]; this is the single-request form).
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRequest::AppendEntries(rpc), &option).await? {
-            RaftResponse::AppendEntries(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let lane = self.open_lane(&option).await?;
+        Ok(as_response(lane.send(rpc).await?, last))
     }
 
     /// See [`super::stream`]: entries one request at a time, commit updates alongside.
@@ -182,16 +198,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             + 'static,
     {
         Box::pin(async move {
-            let Some(peer) = self.peer else {
-                return Err(RPCError::Unreachable(Unreachable::from_string(
-                    "invalid PeerId",
-                )));
-            };
-            // openraft gives AppendEntries the heartbeat interval as TTL; a follower answers only
-            // after its fsync, which on a busy disk takes longer. Timing out would resend the
-            // same entries forever, so each answer may take MIN_DATA_TTL.
-            let ttl = option.hard_ttl().max(MIN_DATA_TTL);
-            let lane = AppendLane::open(&self.mesh, peer, self.access.cluster_id(), ttl).await?;
+            let lane = self.open_lane(&option).await?;
             Ok(super::stream::append_stream(input, move |rpc| {
                 lane.send(rpc)
             }))
@@ -265,5 +272,49 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
                 (other, _) => return Err(unexpected(other).into()),
             }
         }
+    }
+}
+
+/// A stream result as the answer to one request that ends at `last`.
+fn as_response(
+    result: StreamAppendResult<TypeConfig>,
+    last: Option<LogId>,
+) -> AppendEntriesResponse<TypeConfig> {
+    match result {
+        Ok(matched) if matched == last => AppendEntriesResponse::Success,
+        Ok(matched) => AppendEntriesResponse::PartialSuccess(matched),
+        Err(StreamAppendError::Conflict(_)) => AppendEntriesResponse::Conflict,
+        Err(StreamAppendError::HigherVote(vote)) => AppendEntriesResponse::HigherVote(vote),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::vote::RaftLeaderIdExt;
+
+    use super::*;
+
+    fn log_id(index: u64) -> LogId {
+        type Leader = <TypeConfig as openraft::RaftTypeConfig>::LeaderId;
+        LogId::new(Leader::new_committed(1, 1), index)
+    }
+
+    #[test]
+    fn stream_results_map_to_single_responses() {
+        let last = Some(log_id(5));
+        assert_eq!(as_response(Ok(last), last), AppendEntriesResponse::Success);
+        assert_eq!(
+            as_response(Ok(Some(log_id(3))), last),
+            AppendEntriesResponse::PartialSuccess(Some(log_id(3)))
+        );
+        assert_eq!(
+            as_response(Err(StreamAppendError::Conflict(log_id(4))), last),
+            AppendEntriesResponse::Conflict
+        );
+        let higher = Vote::new_committed(2, 7);
+        assert_eq!(
+            as_response(Err(StreamAppendError::HigherVote(higher)), last),
+            AppendEntriesResponse::HigherVote(higher)
+        );
     }
 }

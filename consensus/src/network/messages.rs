@@ -1,8 +1,9 @@
-//! The `/shoal/raft/1` messages: one request enum and one response enum, in CBOR.
+//! The raft messages, in CBOR: one request enum and one response enum for `/shoal/raft/1`, and the
+//! two frame types of an append stream (`/shoal/raft-append/1`).
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
-    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::Node;
@@ -22,8 +23,6 @@ pub struct Envelope {
 /// A request on `/shoal/raft/1`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRequest {
-    /// Raft AppendEntries (also heartbeats).
-    AppendEntries(AppendEntriesRequest<TypeConfig>),
     /// Raft RequestVote.
     Vote(VoteRequest<TypeConfig>),
     /// Raft Pre-Vote.
@@ -95,8 +94,6 @@ pub struct JoinAccepted {
 /// A response on `/shoal/raft/1`.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftResponse {
-    /// To AppendEntries.
-    AppendEntries(AppendEntriesResponse<TypeConfig>),
     /// To Vote and PreVote.
     Vote(VoteResponse<TypeConfig>),
     /// A non-final snapshot piece was stored.

@@ -87,10 +87,6 @@ fn may_forward(core: &Core, peer: &PeerId, cluster: Option<&str>) -> Result<(), 
 async fn raft_rpc(core: &Core, sender: u64, body: RaftRequest) -> RaftResponse {
     let failed = |e: &dyn std::fmt::Display| RaftResponse::Refused(format!("raft: {e}"));
     match body {
-        RaftRequest::AppendEntries(rpc) => match core.raft.append_entries(rpc).await {
-            Ok(r) => RaftResponse::AppendEntries(r),
-            Err(e) => failed(&e),
-        },
         RaftRequest::Vote(rpc) => match core.raft.vote(rpc).await {
             Ok(r) => RaftResponse::Vote(r),
             Err(e) => failed(&e),
