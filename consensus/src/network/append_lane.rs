@@ -13,10 +13,13 @@
 //! closes the stream; a waiter whose answer never comes gets an error.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::io::{ReadHalf, WriteHalf};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use openraft::base::BoxStream;
 use openraft::errors::{NetworkError, RPCError, Unreachable};
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use shoal_discovery::metrics::Direction;
@@ -41,6 +44,15 @@ pub(crate) struct AppendLane {
     writer: JoinHandle<()>,
     reader: JoinHandle<()>,
     ttl: Duration,
+    usage: Arc<Usage>,
+}
+
+/// What the lane's requests left behind: a lane may carry another session only when every
+/// request it took was answered with a match, so no late answer can meet a new request.
+#[derive(Debug, Default)]
+struct Usage {
+    unanswered: AtomicUsize,
+    spoiled: AtomicBool,
 }
 
 impl Drop for AppendLane {
@@ -93,7 +105,17 @@ impl AppendLane {
             writer,
             reader,
             ttl,
+            usage: Arc::default(),
         })
+    }
+
+    /// Whether the stream is still open and every request it took was answered with a match:
+    /// then another session may use it.
+    pub(crate) fn is_reusable(&self) -> bool {
+        !self.usage.spoiled.load(Ordering::Acquire)
+            && self.usage.unanswered.load(Ordering::Acquire) == 0
+            && !self.reader.is_finished()
+            && !self.writer.is_finished()
     }
 
     /// Queues `request` and returns its answer to come (an error when the stream fails, closes
@@ -108,16 +130,69 @@ impl AppendLane {
             request,
         };
         let queued = self.requests.try_send((frame, tx));
+        if queued.is_ok() {
+            // Counted now: a request whose answer is never awaited stays unanswered.
+            self.usage.unanswered.fetch_add(1, Ordering::AcqRel);
+        }
         let ttl = self.ttl;
+        let usage = self.usage.clone();
         async move {
             queued.map_err(|_| network_error("append stream closed or full"))?;
-            match tokio::time::timeout(ttl, rx).await {
+            let reply = match tokio::time::timeout(ttl, rx).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(_)) => Err(network_error("append stream closed")),
                 Err(_) => Err(network_error(format!("no answer within {ttl:?}"))),
+            };
+            if matches!(reply, Ok(Ok(_))) {
+                usage.unanswered.fetch_sub(1, Ordering::AcqRel);
+            } else {
+                usage.spoiled.store(true, Ordering::Release);
             }
+            reply
         }
     }
+}
+
+/// At most one append stream kept open between sessions to the same follower: openraft starts a
+/// session per heartbeat (and per probe), and each would otherwise open, negotiate and close a
+/// stream of its own.
+#[derive(Default)]
+pub(crate) struct IdleLane(std::sync::Mutex<Option<AppendLane>>);
+
+impl IdleLane {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<AppendLane>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The kept stream, if it is still fit for another session.
+    pub(crate) fn take(&self) -> Option<AppendLane> {
+        self.slot().take().filter(AppendLane::is_reusable)
+    }
+
+    /// Keeps `lane` for the next session when it is fit for one (else it closes).
+    pub(crate) fn put(&self, lane: AppendLane) {
+        if lane.is_reusable() {
+            *self.slot() = Some(lane);
+        }
+    }
+}
+
+/// `results`, and once they end (the session's input ended and every request was answered),
+/// `lane` goes back to `idle` for the next session, unless another holder still has it.
+pub(crate) fn returning_lane<'s, T: Send + 's>(
+    results: BoxStream<'s, T>,
+    lane: Arc<AppendLane>,
+    idle: &'s IdleLane,
+) -> BoxStream<'s, T> {
+    let give_back = futures::stream::once(async move {
+        if let Ok(lane) = Arc::try_unwrap(lane) {
+            idle.put(lane);
+        }
+    })
+    .filter_map(|()| async { None });
+    Box::pin(results.chain(give_back))
 }
 
 /// Writes queued requests in order, registering each one's waiter before its frame goes out.

@@ -2,10 +2,15 @@
 //! opens is served by one task, which feeds its AppendEntries, in arrival order, to openraft's
 //! pipelined `Raft::stream_append` and writes the results back in the same order.
 //!
+//! libp2p-stream hands over one new stream at a time and drops one that arrives while another is
+//! still waiting to be taken, so the accept loop only counts and spawns. A leader whose stream
+//! was dropped sees it closed and opens another (openraft retries).
+//!
 //! Every frame is checked like any raft RPC ([`super::access::Access`]): a sender that is not a
 //! member, or one from another cluster, gets a `Refused` frame after the results it is still owed,
 //! and the stream closes. A malformed or oversized frame ends the stream the same way.
 
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 
@@ -16,37 +21,63 @@ use openraft::errors::Fatal;
 use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
 use shoal_discovery::metrics::Direction;
 use shoal_discovery::{IncomingStreams, Mesh, PeerId, ShoalStream, Stream};
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinSet};
 
 use super::frames::{read_frame, write_frame};
 use super::messages::{AppendFrame, AppendReply};
 use crate::core::{Core, raft_id_of_peer};
 use crate::types::TypeConfig;
 
-/// Append streams served at once at most (a leader opens one per follower, and one per
-/// heartbeat); a stream opened beyond this is closed at once.
-const MAX_STREAMS: usize = 64;
+/// Append streams served at once per peer at most. A leader holds one for replication and one
+/// per heartbeat in flight (one every heartbeat interval, each done in well under one), so more
+/// are streams it gave up on; a stream opened beyond this is closed at once, and one peer can
+/// never use up the server.
+pub(crate) const MAX_STREAMS_PER_PEER: usize = 16;
 /// Requests read ahead of openraft at most, per stream.
 const READ_AHEAD: usize = 16;
 
 /// Serves the append streams peers open until the mesh stops offering them.
 pub(crate) async fn run(core: Arc<Core>, mut incoming: IncomingStreams) {
     let mut streams = JoinSet::new();
+    let mut served: HashMap<task::Id, PeerId> = HashMap::new();
+    let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
     loop {
         tokio::select! {
             next = incoming.next() => match next {
-                Some((peer, stream)) if streams.len() < MAX_STREAMS => {
-                    streams.spawn(serve(core.clone(), peer, stream));
-                }
-                Some((peer, _)) => {
-                    tracing::warn!(%peer, "too many append streams; closing a new one");
+                Some((peer, stream)) => {
+                    let open = per_peer.entry(peer).or_default();
+                    if *open >= MAX_STREAMS_PER_PEER {
+                        tracing::warn!(%peer, "too many append streams from one peer; closing a new one");
+                        continue;
+                    }
+                    *open += 1;
+                    let handle = streams.spawn(serve(core.clone(), peer, stream));
+                    served.insert(handle.id(), peer);
                 }
                 None => break,
             },
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            Some(done) = streams.join_next_with_id(), if !streams.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                if let Some(peer) = served.remove(&id) {
+                    release(&mut per_peer, peer);
+                }
+            }
         }
     }
     tracing::debug!("append stream server stopped");
+}
+
+/// Counts one of `peer`'s streams as finished.
+fn release(per_peer: &mut HashMap<PeerId, usize>, peer: PeerId) {
+    if let Some(open) = per_peer.get_mut(&peer) {
+        *open = open.saturating_sub(1);
+        if *open == 0 {
+            per_peer.remove(&peer);
+        }
+    }
 }
 
 /// Serves one stream: reads requests until the leader closes it or is refused, and answers

@@ -22,7 +22,7 @@ use openraft::raft::{
 use shoal_discovery::{Mesh, PeerId, RequestError, ShoalProtocol};
 
 use super::access::Access;
-use super::append_lane::AppendLane;
+use super::append_lane::{AppendLane, IdleLane, returning_lane};
 use super::messages::{Envelope, RaftRequest, RaftResponse, SnapshotChunk};
 use crate::codec::{decode_bounded, encode_bounded};
 use crate::limits::{MAX_RPC_BYTES, SNAPSHOT_CHUNK_BYTES};
@@ -96,6 +96,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             access: self.access.clone(),
             target,
             peer,
+            idle: IdleLane::default(),
         }
     }
 }
@@ -106,6 +107,8 @@ pub(crate) struct RaftPeer {
     access: Arc<Access>,
     target: RaftId,
     peer: Option<PeerId>,
+    /// The append stream the last session left open, for the next one.
+    idle: IdleLane,
 }
 
 static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
@@ -114,6 +117,14 @@ static STREAM_IDS: AtomicU64 = AtomicU64::new(1);
 const MIN_DATA_TTL: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl RaftPeer {
+    /// The append stream a previous session left open, or a new one.
+    async fn lane(&self, option: &RPCOption) -> Result<AppendLane, RPCError<TypeConfig>> {
+        match self.idle.take() {
+            Some(lane) => Ok(lane),
+            None => self.open_lane(option).await,
+        }
+    }
+
     /// Opens an append stream to this member.
     async fn open_lane(&self, option: &RPCOption) -> Result<AppendLane, RPCError<TypeConfig>> {
         let Some(peer) = self.peer else {
@@ -175,11 +186,14 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
-        let lane = self.open_lane(&option).await?;
-        Ok(as_response(lane.send(rpc).await?, last))
+        let lane = self.lane(&option).await?;
+        let reply = lane.send(rpc).await?;
+        self.idle.put(lane);
+        Ok(as_response(reply, last))
     }
 
-    /// See [`super::stream`]: entries one request at a time, commit updates alongside.
+    /// See [`super::stream`]: pipelined entries, commit updates riding along; the stream is kept
+    /// for the next session when this one ends cleanly.
     fn stream_append<'s, S>(
         &'s mut self,
         input: S,
@@ -197,11 +211,12 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             + Unpin
             + 'static,
     {
+        let peer: &'s RaftPeer = self;
         Box::pin(async move {
-            let lane = self.open_lane(&option).await?;
-            Ok(super::stream::append_stream(input, move |rpc| {
-                lane.send(rpc)
-            }))
+            let lane = Arc::new(peer.lane(&option).await?);
+            let sending = lane.clone();
+            let results = super::stream::append_stream(input, move |rpc| sending.send(rpc));
+            Ok(returning_lane(results, lane, &peer.idle))
         })
     }
 

@@ -1,5 +1,6 @@
 //! The crate's tests: one test binary, one module per concern.
 
+mod append;
 mod cluster;
 mod harness;
 mod load;

@@ -7,6 +7,7 @@ use tempfile::TempDir;
 
 use super::harness::*;
 use crate::network::append_lane::AppendLane;
+use crate::network::append_server::MAX_STREAMS_PER_PEER;
 use crate::network::client::send;
 use crate::network::messages::{RaftRequest, RaftResponse};
 use crate::types::Vote;
@@ -127,5 +128,63 @@ async fn raft_rpcs_from_non_members_are_refused() {
     assert!(member.quorum.is_leader());
     assert_eq!(member.quorum.status().term, 1);
     outsider.kill();
+    member.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_streams_are_bounded_per_peer() {
+    let _serial = serial().await;
+    let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let member = start_agent(&root.path().join("a0"), "node0", &[], |_| {}).await;
+    let seed = addr(&member.mesh).await;
+    let other = start_mesh(&root.path().join("a1"), "node1", &[seed], None).await;
+    let target = member.quorum.peer_id();
+    let cluster = member.quorum.cluster_id();
+    let ttl = Duration::from_secs(5);
+    let open = || AppendLane::open(&other, target, cluster.clone(), ttl);
+    let probe = |vote_term| AppendEntriesRequest {
+        vote: Vote::new_committed(vote_term, crate::raft_id_of_peer(&other.local_peer_id())),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    // Streams that never send a frame stay open on the server, up to its per-peer bound.
+    // libp2p-stream hands the server one new stream at a time and drops one that arrives while
+    // another waits to be taken: a stream found closed is opened again.
+    let mut idle = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_PEER * 5 {
+        if idle.len() == MAX_STREAMS_PER_PEER {
+            break;
+        }
+        let lane = open().await.unwrap_or_else(|e| panic!("open: {e}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if lane.is_reusable() {
+            idle.push(lane);
+        }
+    }
+    assert_eq!(idle.len(), MAX_STREAMS_PER_PEER);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let extra = open().await.unwrap_or_else(|e| panic!("open: {e}"));
+    match extra.send(probe(99)).await {
+        Err(e) => assert!(e.to_string().contains("closed"), "{e}"),
+        Ok(answer) => panic!("one stream too many must be closed at once, got {answer:?}"),
+    }
+    // A stream that ends frees its place.
+    drop(idle.pop());
+    let mut answer = None;
+    for _ in 0..50 {
+        let lane = open().await.unwrap_or_else(|e| panic!("open: {e}"));
+        match lane.send(probe(99)).await {
+            Err(e) if e.to_string().contains("not a raft member") => {
+                answer = Some(e);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert!(answer.is_some(), "a freed place was never reused");
+    assert_eq!(member.quorum.status().term, 1);
+    drop(idle);
+    other.kill();
     member.kill().await;
 }
