@@ -11,7 +11,6 @@ use tempfile::TempDir;
 use super::harness::*;
 use crate::network::append_lane::{AppendLane, IdleLane, returning_lane};
 use crate::network::stream::append_stream;
-use crate::types::Vote;
 
 /// Runs one session of `requests` over the idle lane (or a new one) and returns what matched.
 async fn session(
@@ -51,13 +50,8 @@ async fn a_clean_session_leaves_its_stream_for_the_next() {
     let status = from.quorum.status();
     let to = agents[follower].quorum.peer_id();
     let cluster_id = from.quorum.cluster_id();
-    let leader_id = crate::raft_id_of_peer(&from.quorum.peer_id());
-    let heartbeat = |term| AppendEntriesRequest {
-        vote: Vote::new_committed(term, leader_id),
-        prev_log_id: None,
-        leader_commit: None,
-        entries: Vec::new(),
-    };
+    let leader = from.quorum.peer_id();
+    let heartbeat = |term| heartbeat(term, &leader);
     let open = || async {
         AppendLane::open(&from.mesh, to, cluster_id.clone(), Duration::from_secs(5))
             .await

@@ -5,11 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shoal_discovery::{Mesh, MeshConfig, Multiaddr, NodeInfo};
+use openraft::raft::AppendEntriesRequest;
+use shoal_discovery::{Mesh, MeshConfig, Multiaddr, NodeInfo, PeerId};
 use shoal_metrics::prometheus_client::registry::Registry;
 use shoal_scheduler::{Command, PlacementPreference, ServiceMode, ServiceSpec, Timestamp};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::types::{TypeConfig, Vote};
 use crate::{ConsensusError, Quorum, QuorumConfig};
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -255,4 +257,22 @@ pub(crate) async fn cluster(
 /// The index of the agent that is leader (as agent 0 sees it).
 pub(crate) fn leader_index(agents: &[Agent]) -> Option<usize> {
     agents.iter().position(|a| a.quorum.is_leader())
+}
+
+/// An entry-less AppendEntries (a heartbeat) from the leader `from` of `term`.
+pub(crate) fn heartbeat(term: u64, from: &PeerId) -> AppendEntriesRequest<TypeConfig> {
+    AppendEntriesRequest {
+        vote: Vote::new_committed(term, crate::raft_id_of_peer(from)),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    }
+}
+
+/// A single-manager cluster, and a mesh agent of the same mesh that is no member of it.
+pub(crate) async fn member_and_outsider(root: &Path) -> (Agent, Mesh) {
+    let member = start_agent(&root.join("a0"), "node0", &[], |_| {}).await;
+    let seed = addr(&member.mesh).await;
+    let outsider = start_mesh(&root.join("a1"), "node1", &[seed], None).await;
+    (member, outsider)
 }

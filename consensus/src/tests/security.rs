@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::VoteRequest;
 use tempfile::TempDir;
 
 use super::harness::*;
@@ -89,9 +89,7 @@ async fn tokens_gate_joins_and_roles() {
 async fn raft_rpcs_from_non_members_are_refused() {
     let _serial = serial().await;
     let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
-    let member = start_agent(&root.path().join("a0"), "node0", &[], |_| {}).await;
-    let seed = addr(&member.mesh).await;
-    let outsider = start_mesh(&root.path().join("a1"), "node1", &[seed], None).await;
+    let (member, outsider) = member_and_outsider(root.path()).await;
     let target = member.quorum.peer_id();
     let cluster = member.quorum.cluster_id();
     let vote = VoteRequest::new(
@@ -103,18 +101,11 @@ async fn raft_rpcs_from_non_members_are_refused() {
         other => panic!("a non-member's vote must be refused, got {other:?}"),
     }
     // The same on an append stream: a non-member's AppendEntries with a newer term.
-    let outsider_id = crate::raft_id_of_peer(&outsider.local_peer_id());
     let before = outsider.traffic();
     let lane = AppendLane::open(&outsider, target, cluster, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("open an append stream: {e}"));
-    let append = AppendEntriesRequest {
-        vote: Vote::new_committed(99, outsider_id),
-        prev_log_id: None,
-        leader_commit: None,
-        entries: Vec::new(),
-    };
-    match lane.send(append).await {
+    match lane.send(heartbeat(99, &outsider.local_peer_id())).await {
         Err(e) => assert!(e.to_string().contains("not a raft member"), "{e}"),
         Ok(answer) => panic!("a non-member's append must be refused, got {answer:?}"),
     }
@@ -135,19 +126,12 @@ async fn raft_rpcs_from_non_members_are_refused() {
 async fn append_streams_are_bounded_per_peer() {
     let _serial = serial().await;
     let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
-    let member = start_agent(&root.path().join("a0"), "node0", &[], |_| {}).await;
-    let seed = addr(&member.mesh).await;
-    let other = start_mesh(&root.path().join("a1"), "node1", &[seed], None).await;
+    let (member, other) = member_and_outsider(root.path()).await;
     let target = member.quorum.peer_id();
     let cluster = member.quorum.cluster_id();
     let ttl = Duration::from_secs(5);
     let open = || AppendLane::open(&other, target, cluster.clone(), ttl);
-    let probe = |vote_term| AppendEntriesRequest {
-        vote: Vote::new_committed(vote_term, crate::raft_id_of_peer(&other.local_peer_id())),
-        prev_log_id: None,
-        leader_commit: None,
-        entries: Vec::new(),
-    };
+    let probe = |term| heartbeat(term, &other.local_peer_id());
     // Streams that never send a frame stay open on the server, up to its per-peer bound.
     // libp2p-stream hands the server one new stream at a time and drops one that arrives while
     // another waits to be taken: a stream found closed is opened again.
