@@ -5,8 +5,9 @@
 //! - [`types`]: the raft type configuration, [`RaftNode`], the PeerId -> raft id mapping.
 //! - [`config`]: [`QuorumConfig`] and the translation to openraft's config.
 //! - [`storage`]: the redb log store, the state machine and snapshots.
-//! - `network`: `/shoal/raft/1` messages, the sending side (RaftNetworkV2 over the mesh, with
-//!   streamed appends), the serving side, snapshot chunk reassembly and access control.
+//! - `network`: raft over the mesh: pipelined AppendEntries on ordered append streams
+//!   (`/shoal/raft-append/1`), the other RPCs as `/shoal/raft/1` requests, snapshot chunk
+//!   reassembly and access control.
 //! - [`quorum`]: [`Quorum`], the handle the agent uses (write, read, watch, leader, shutdown).
 //! - `bootstrap`, `join`, `autopilot`: forming, growing and healing the manager set.
 //! - [`recover`]: `shoal cluster recover`.

@@ -1,6 +1,7 @@
 //! Size bounds of everything this crate sends or stores, and how they relate.
 //!
-//! The mesh bounds a `/shoal/raft/1` message; every raft message built here stays below that:
+//! The mesh bounds a `/shoal/raft/1` message, and an append stream's frame has the same bound
+//! ([`MAX_RPC_BYTES`]); every raft message built here stays below that:
 //! an AppendEntries carries at most [`MAX_APPEND_BYTES`] of entries plus one entry (itself at most
 //! [`MAX_COMMAND_BYTES`]), snapshots travel in [`SNAPSHOT_CHUNK_BYTES`] pieces.
 

@@ -73,7 +73,8 @@ impl std::fmt::Debug for Quorum {
 }
 
 impl Quorum {
-    /// Starts raft on `mesh`: opens storage, serves `/shoal/raft/1`, bootstraps or joins a cluster
+    /// Starts raft on `mesh`: opens storage, serves `/shoal/raft/1` and the append streams
+    /// (`/shoal/raft-append/1`), bootstraps or joins a cluster
     /// when there is no state on disk, and runs the autopilot while leader.
     pub async fn start(
         config: QuorumConfig,
