@@ -40,7 +40,7 @@ type Waiter = oneshot::Sender<LaneReply>;
 
 /// An open append stream to one follower.
 pub(crate) struct AppendLane {
-    requests: mpsc::Sender<(AppendFrame, Waiter)>,
+    requests: mpsc::Sender<(AppendEntriesRequest<TypeConfig>, Waiter)>,
     writer: JoinHandle<()>,
     reader: JoinHandle<()>,
     ttl: Duration,
@@ -125,11 +125,7 @@ impl AppendLane {
         request: AppendEntriesRequest<TypeConfig>,
     ) -> impl Future<Output = LaneReply> + Send + use<> {
         let (tx, rx) = oneshot::channel();
-        let frame = AppendFrame {
-            cluster_id: None,
-            request,
-        };
-        let queued = self.requests.try_send((frame, tx));
+        let queued = self.requests.try_send((request, tx));
         if queued.is_ok() {
             // Counted now: a request whose answer is never awaited stays unanswered.
             self.usage.unanswered.fetch_add(1, Ordering::AcqRel);
@@ -198,15 +194,18 @@ pub(crate) fn returning_lane<'s, T: Send + 's>(
 /// Writes queued requests in order, registering each one's waiter before its frame goes out.
 async fn write_requests(
     mut write: WriteHalf<Stream>,
-    mut incoming: mpsc::Receiver<(AppendFrame, Waiter)>,
+    mut incoming: mpsc::Receiver<(AppendEntriesRequest<TypeConfig>, Waiter)>,
     waiting: mpsc::Sender<Waiter>,
     cluster_id: Option<String>,
     mesh: Mesh,
 ) {
     while let Some(first) = incoming.recv().await {
         let mut next = Some(first);
-        while let Some((mut frame, waiter)) = next.take() {
-            frame.cluster_id.clone_from(&cluster_id);
+        while let Some((request, waiter)) = next.take() {
+            let frame = AppendFrame {
+                cluster_id: cluster_id.clone(),
+                request,
+            };
             if waiting.send(waiter).await.is_err() {
                 return;
             }

@@ -39,18 +39,16 @@ const READ_AHEAD: usize = 16;
 /// Serves the append streams peers open until the mesh stops offering them.
 pub(crate) async fn run(core: Arc<Core>, mut incoming: IncomingStreams) {
     let mut streams = JoinSet::new();
+    // Whose stream each task serves.
     let mut served: HashMap<task::Id, PeerId> = HashMap::new();
-    let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
     loop {
         tokio::select! {
             next = incoming.next() => match next {
                 Some((peer, stream)) => {
-                    let open = per_peer.entry(peer).or_default();
-                    if *open >= MAX_STREAMS_PER_PEER {
+                    if served.values().filter(|p| **p == peer).count() >= MAX_STREAMS_PER_PEER {
                         tracing::warn!(%peer, "too many append streams from one peer; closing a new one");
                         continue;
                     }
-                    *open += 1;
                     let handle = streams.spawn(serve(core.clone(), peer, stream));
                     served.insert(handle.id(), peer);
                 }
@@ -61,23 +59,11 @@ pub(crate) async fn run(core: Arc<Core>, mut incoming: IncomingStreams) {
                     Ok((id, ())) => id,
                     Err(e) => e.id(),
                 };
-                if let Some(peer) = served.remove(&id) {
-                    release(&mut per_peer, peer);
-                }
+                served.remove(&id);
             }
         }
     }
     tracing::debug!("append stream server stopped");
-}
-
-/// Counts one of `peer`'s streams as finished.
-fn release(per_peer: &mut HashMap<PeerId, usize>, peer: PeerId) {
-    if let Some(open) = per_peer.get_mut(&peer) {
-        *open = open.saturating_sub(1);
-        if *open == 0 {
-            per_peer.remove(&peer);
-        }
-    }
 }
 
 /// Serves one stream: reads requests until the leader closes it or is refused, and answers

@@ -185,7 +185,7 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+        let last = super::stream::ends_at(&rpc);
         let lane = self.lane(&option).await?;
         let reply = lane.send(rpc).await?;
         self.idle.put(lane);

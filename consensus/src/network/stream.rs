@@ -171,7 +171,7 @@ where
     /// Sends `req`; its answer also answers `owed` earlier commit-only requests (same start).
     fn send(&mut self, req: Request, owed: usize) {
         let prev = req.prev_log_id;
-        let last = req.entries.last().map(|e| e.log_id).or(prev);
+        let last = ends_at(&req);
         let reply = self.call.send(req);
         self.inflight.push_back(Box::pin(async move {
             let (item, go_on) = judge(reply.await, last);
@@ -200,6 +200,11 @@ fn clone_item(item: &Item) -> Item {
         Ok(r) => Ok(r.clone()),
         Err(e) => Err(RPCError::Network(NetworkError::from_string(e.to_string()))),
     }
+}
+
+/// Where the follower's log ends once it took `req`: its last entry, or where it starts.
+pub(crate) fn ends_at(req: &Request) -> Option<LogId> {
+    req.entries.last().map(|e| e.log_id).or(req.prev_log_id)
 }
 
 /// What one answer means for openraft, and whether to go on streaming: only after a full match
@@ -264,7 +269,7 @@ mod tests {
 
     impl Answer {
         fn to(self, req: &Request) -> Reply {
-            let last = req.entries.last().map(|e| e.log_id).or(req.prev_log_id);
+            let last = ends_at(req);
             Ok(match self {
                 Answer::Success => Ok(last),
                 Answer::Partial(index) => Ok(Some(log_id(index))),
