@@ -3,6 +3,10 @@
 //! caught-up learners (preferring new hostnames and `node.labels.zone` values), adding learners
 //! when there are too few, removing managers that stayed dead past a grace (only while the
 //! remaining voters keep quorum), and demoting managers that are drained or asked to step down.
+//! Learners are only the nodes it means to promote: as many as voters are missing or unhealthy
+//! (one more while the set grows); a demoted manager and every other learner leave the raft
+//! group and stay plain workers, so the group's size does not grow with the cluster's.
+//! Only nodes admitted with a manager credential are ever eligible.
 //! A leader that is drained or asked to step down first hands leadership to a caught-up eligible
 //! voter (openraft's leader transfer); the new leader then demotes it like any other manager.
 //!
@@ -15,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
-use shoal_scheduler::{Availability, ClusterState, Command, NodeId, NodeRole};
+use shoal_scheduler::{Availability, ClusterState, Command, Credential, NodeId, NodeRole};
 
 use crate::core::{Core, raft_id_of_str};
 use crate::join::MANAGER_LABEL;
@@ -68,6 +72,8 @@ pub(crate) enum Decision {
     },
     /// This leader may not stay a manager: hand leadership to this voter.
     TransferLeader(RaftId),
+    /// These learners are not meant to be promoted: they leave the raft group.
+    RemoveLearners(BTreeSet<RaftId>),
 }
 
 fn odd_at_most(n: usize) -> usize {
@@ -172,14 +178,22 @@ pub(crate) fn plan(v: &View) -> Decision {
             remove,
         };
     }
-    // Enough voters? Otherwise bring in learners to catch up for a later promotion.
-    let wanted = v.target.saturating_sub(v.voters.len()) + 1;
-    let learners_ok = v
+    // Learners: as many as may be promoted soon, the most caught up; the rest leave.
+    let wanted = wanted_learners(v);
+    let mut learners_ok: Vec<&Candidate> = v
         .learners
         .iter()
-        .filter(|id| cand(id).is_some_and(|c| c.eligible))
-        .count();
-    if v.voters.len() < v.target && learners_ok < wanted {
+        .filter_map(&cand)
+        .filter(|c| c.eligible)
+        .collect();
+    learners_ok.sort_by(|a, b| b.matched.cmp(&a.matched).then(a.id.cmp(&b.id)));
+    let kept: BTreeSet<RaftId> = learners_ok.iter().take(wanted).map(|c| c.id).collect();
+    let extra: BTreeSet<RaftId> = v.learners.difference(&kept).copied().collect();
+    if !extra.is_empty() {
+        return Decision::RemoveLearners(extra);
+    }
+    let learners_ok = learners_ok.len();
+    if learners_ok < wanted {
         let new: Vec<(RaftId, RaftNode)> = v
             .candidates
             .values()
@@ -192,6 +206,21 @@ pub(crate) fn plan(v: &View) -> Decision {
         }
     }
     Decision::Nothing
+}
+
+/// How many learners the autopilot means to promote: while the voter set is below its target,
+/// one per missing voter and one more; at its target, one per voter that is dead or no longer
+/// eligible (within its grace), to be ready to replace it.
+fn wanted_learners(v: &View) -> usize {
+    if v.voters.len() < v.target {
+        return v.target - v.voters.len() + 1;
+    }
+    let healthy = v
+        .voters
+        .iter()
+        .filter(|id| v.candidates.get(id).is_some_and(|c| c.alive && c.eligible))
+        .count();
+    v.target.saturating_sub(healthy)
 }
 
 /// The steps of a leader that may not stay a manager: transfer leadership to a caught-up
@@ -349,7 +378,10 @@ fn candidates_from(
         // Only a member the mesh declared dead counts as gone: a suspect is still a manager.
         let alive = !core.is_dead(&raft_node);
         let stepped_down = node.labels.get(MANAGER_LABEL).map(String::as_str) == Some("false");
-        let eligible = alive && node.availability != Availability::Drain && !stepped_down;
+        let eligible = alive
+            && node.availability != Availability::Drain
+            && !stepped_down
+            && node.credential == Credential::Manager;
         let matched = if id == core.id {
             last_log
         } else {
@@ -376,11 +408,13 @@ async fn apply(core: &Core, view: &View, decision: Decision) {
         Decision::Nothing | Decision::TransferLeader(_) => {}
         Decision::AddLearners(nodes) => {
             for (id, node) in nodes {
-                core.access.allow_peers([id]);
                 if let Err(e) = core.raft.add_learner(id, node, false).await {
                     tracing::warn!(error = %e, "autopilot: add learner");
                 }
             }
+        }
+        Decision::RemoveLearners(ids) => {
+            let _ = change(core, ChangeMembers::RemoveNodes(ids)).await;
         }
         Decision::Change { voters, remove } => {
             // Two steps: the voter change (removed voters stay learners), then the removal.
@@ -620,6 +654,59 @@ mod tests {
                 voters: [4].into(),
                 remove: [].into()
             }
+        );
+    }
+
+    #[test]
+    fn learners_are_only_those_meant_for_promotion() {
+        let healthy = |learners: &[RaftId]| {
+            let mut cands = vec![
+                cand(1, "a", true, true, 100),
+                cand(2, "b", true, true, 100),
+                cand(3, "c", true, true, 100),
+            ];
+            cands.extend(
+                learners
+                    .iter()
+                    .map(|id| cand(*id, "x", true, true, 90 + id)),
+            );
+            view(&[1, 2, 3], learners, cands, &[])
+        };
+        // Three healthy managers: no learner is needed; those there leave the raft group.
+        assert_eq!(
+            plan(&healthy(&[4, 5])),
+            Decision::RemoveLearners([4, 5].into())
+        );
+        assert_eq!(plan(&healthy(&[])), Decision::Nothing);
+        // A manager dead within its grace: one learner stands ready, the most caught up.
+        let mut cands = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", true, true, 100),
+            cand(3, "c", false, false, 50),
+            cand(4, "d", true, true, 90),
+            cand(5, "e", true, true, 95),
+        ];
+        assert_eq!(
+            plan(&view(&[1, 2, 3], &[4, 5], cands.clone(), &[])),
+            Decision::RemoveLearners([4].into())
+        );
+        cands.truncate(3);
+        cands.push(cand(6, "f", true, true, 0));
+        cands.push(cand(7, "g", true, true, 0));
+        assert!(matches!(
+            plan(&view(&[1, 2, 3], &[], cands, &[])),
+            Decision::AddLearners(v) if v.len() == 1
+        ));
+        // A demoted manager (drained, now a learner) leaves too.
+        let drained = vec![
+            cand(1, "a", true, true, 100),
+            cand(2, "b", true, false, 100),
+            cand(3, "c", true, true, 100),
+            cand(4, "d", true, true, 100),
+        ];
+        assert_eq!(
+            plan(&view(&[1, 3, 4], &[2], drained, &[])),
+            Decision::RemoveLearners([2].into())
         );
     }
 

@@ -3,6 +3,12 @@
 //! - it hears only unclustered agents -> the lowest PeerId initialises alone, the others join it;
 //! - it hears no one -> it initialises a single-voter cluster;
 //! - with `bootstrap_expect = N` it waits for N agents and the lowest initialises with all N voters.
+//!
+//! Agents with a worker token take no part: none of them is counted, and they only join.
+//!
+//! An agent that joined a cluster as a worker keeps no raft state but remembers its cluster and
+//! managers ([`crate::managers`]): restarted, it goes back to that cluster ([`rejoin`]) and never
+//! forms another one, however long its managers take to answer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -10,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_discovery::{Member, MemberState, PeerId, RaftMembership};
-use shoal_scheduler::{ClusterId, Command};
+use shoal_scheduler::{ClusterId, Command, Credential};
 
 use crate::core::{Core, raft_id_of_peer};
 use crate::error::ConsensusError;
-use crate::join::{join_via, self_node};
+use crate::join::{join_via, own_credential, self_node};
 use crate::types::{RaftId, RaftNode};
 
 const POLL: Duration = Duration::from_millis(50);
@@ -30,10 +36,35 @@ pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ConsensusError> {
         tracing::info!("raft state found on disk: rejoining as before");
         return Ok(());
     }
+    if let Some(cluster) = core.managers.set().cluster_id {
+        tracing::info!(%cluster, "this worker belongs to a cluster: going back to it");
+        return Ok(());
+    }
+    if own_credential(core) == Credential::Worker {
+        return join_as_worker(core).await;
+    }
     match core.config.bootstrap_expect {
         Some(n) => expect(core, n).await,
         None => zero_config(core).await,
     }
+}
+
+/// An agent with a worker token never forms a cluster: it waits (bounded) for a manager of
+/// one to show up, then joins it.
+async fn join_as_worker(core: &Core) -> Result<(), ConsensusError> {
+    let limit = core.config.join_timeout;
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let members = alive_members(core).await;
+        if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
+            return join(core, via, cluster).await;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Err(ConsensusError::JoinFailed(format!(
+        "no manager appeared within {limit:?}; an agent with a worker token only joins a \
+         cluster, it never forms one: start a manager first, or give this agent --join"
+    )))
 }
 
 /// A member that belongs to a cluster and is a manager there.
@@ -43,8 +74,12 @@ fn clustered_manager(m: &Member) -> Option<(PeerId, String)> {
         .then_some((m.peer_id, cluster))
 }
 
+/// An agent that has no cluster yet and may form one (it holds no worker token).
 fn unclustered(m: &Member) -> bool {
-    m.state == MemberState::Alive && m.info.cluster_id.is_none() && !m.info.raft.initialized
+    m.state == MemberState::Alive
+        && m.info.cluster_id.is_none()
+        && !m.info.raft.initialized
+        && !m.info.raft.worker_only
 }
 
 async fn alive_members(core: &Core) -> Vec<Member> {
@@ -112,28 +147,35 @@ async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
     ))
 }
 
+/// Waits for `n` agents that may form a cluster; the lowest of the `n` lowest initialises with
+/// all of them as voters and the others wait for its log.
+///
+/// An agent that initialised already announces `initialized` without a cluster id until its
+/// first entry commits, and that entry needs the others' votes: so it still counts here, and
+/// raft RPCs from every agent taking part are let in while waiting. Otherwise one that heard
+/// the lowest only once it had initialised would refuse its votes, and the lowest could never
+/// commit (two agents waiting for a third that waits for them).
 async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
     let deadline = Instant::now() + core.config.bootstrap_expect_timeout;
     while Instant::now() < deadline {
         let members = alive_members(core).await;
+        let mut set: Vec<(PeerId, RaftNode)> = members
+            .iter()
+            .filter(|m| bootstrapping(m))
+            .map(|m| (m.peer_id, raft_node_of(m)))
+            .collect();
+        core.access
+            .allow_peers(set.iter().map(|(p, _)| raft_id_of_peer(p)));
         if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
             return join(core, via, cluster).await;
         }
-        let mut set: Vec<(PeerId, RaftNode)> = members
-            .iter()
-            .filter(|m| unclustered(m))
-            .map(|m| {
-                (
-                    m.peer_id,
-                    RaftNode {
-                        peer_id: m.peer_id.to_string(),
-                        addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
-                    },
-                )
-            })
-            .collect();
+        if !core.voters().is_empty() {
+            // Someone initialised with this agent among its voters: its log reached us.
+            return wait_initialised(core, deadline).await;
+        }
         set.push((core.peer, core.me.clone()));
         set.sort_by_key(|(p, _)| *p);
+        set.dedup_by_key(|(p, _)| *p);
         if set.len() >= n {
             set.truncate(n);
             if !set.iter().any(|(p, _)| *p == core.peer) {
@@ -141,12 +183,11 @@ async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
-            let voters: BTreeMap<RaftId, RaftNode> = set
-                .iter()
-                .map(|(p, node)| (raft_id_of_peer(p), node.clone()))
-                .collect();
-            core.access.allow_peers(voters.keys().copied());
             if set[0].0 == core.peer {
+                let voters: BTreeMap<RaftId, RaftNode> = set
+                    .iter()
+                    .map(|(p, node)| (raft_id_of_peer(p), node.clone()))
+                    .collect();
                 tracing::info!(voters = n, "bootstrap_expect reached: initialising");
                 return initialise(core, voters).await;
             }
@@ -157,6 +198,20 @@ async fn expect(core: &Arc<Core>, n: usize) -> Result<(), ConsensusError> {
     Err(ConsensusError::JoinFailed(format!(
         "bootstrap_expect: fewer than {n} agents appeared"
     )))
+}
+
+/// An agent taking part in a `bootstrap_expect` formation: no cluster id yet and no worker
+/// token, whether or not it has initialised its raft already.
+fn bootstrapping(m: &Member) -> bool {
+    m.state == MemberState::Alive && m.info.cluster_id.is_none() && !m.info.raft.worker_only
+}
+
+/// The raft address book entry of a mesh member.
+fn raft_node_of(m: &Member) -> RaftNode {
+    RaftNode {
+        peer_id: m.peer_id.to_string(),
+        addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+    }
 }
 
 /// Waits until the initialising agent's membership and cluster id reached this agent (so that,
@@ -174,7 +229,7 @@ async fn wait_initialised(core: &Core, deadline: Instant) -> Result<(), Consensu
 }
 
 async fn join(core: &Core, via: PeerId, cluster: String) -> Result<(), ConsensusError> {
-    let deadline = Instant::now() + core.config.write_timeout * 3;
+    let deadline = Instant::now() + core.config.join_timeout;
     join_via(core, via, cluster, deadline).await.map(|_| ())
 }
 
@@ -221,11 +276,12 @@ async fn forward_init(core: &Core, leader: &RaftNode, cmd: Command) -> Result<()
     use crate::network::client::send;
     use crate::network::messages::{RaftRequest, RaftResponse};
     let peer = PeerId::from_str(&leader.peer_id).map_err(|e| e.to_string())?;
+    let entry = crate::types::LogCommand::new(cmd, None);
     match send(
         &core.mesh,
+        &core.access,
         peer,
-        core.access.cluster_id(),
-        RaftRequest::Write(Box::new(crate::types::LogCommand(cmd))),
+        RaftRequest::Write(Box::new(entry)),
     )
     .await
     {
@@ -249,6 +305,9 @@ fn new_cluster_id() -> Result<String, ConsensusError> {
 pub(crate) async fn ensure_registered(core: Arc<Core>) {
     let me = self_node(&core);
     for _ in 0..100 {
+        if !core.is_member() && core.managers.set().cluster_id.is_some() {
+            return; // a worker: the leader recorded it when it joined
+        }
         let state = core.state();
         if state.nodes.contains_key(&me.id) {
             return;
@@ -275,4 +334,33 @@ pub(crate) async fn ensure_registered(core: Arc<Core>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::warn!("could not register this node in the cluster state");
+}
+
+/// Tells the cluster that this restarted worker is back: a join through its managers, the
+/// leader first, retried with a growing pause until one answers. Its node record, credential
+/// and tasks are as the cluster left them; the answer refreshes its manager set.
+pub(crate) async fn rejoin(core: Arc<Core>) {
+    let Some(cluster) = core.managers.set().cluster_id else {
+        return;
+    };
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let mut managers = core.managers.peers();
+        if let Some(leader) = core.managers.leader() {
+            managers.sort_by_key(|p| *p != leader.peer);
+        }
+        for via in managers {
+            let deadline = Instant::now() + core.config.write_timeout;
+            match join_via(&core, via, cluster.clone(), deadline).await {
+                Ok(_) => return,
+                Err(ConsensusError::JoinRefused(why)) => {
+                    tracing::error!(why, "the cluster refused this worker back; join it again");
+                    return;
+                }
+                Err(error) => tracing::debug!(%via, %error, "rejoin: no answer yet"),
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }

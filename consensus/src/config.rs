@@ -65,6 +65,8 @@ pub struct QuorumConfig {
     pub token: Option<String>,
     /// How long a write waits for a leader and for its commit.
     pub write_timeout: Duration,
+    /// How long a joiner keeps asking the cluster it heard to let it in.
+    pub join_timeout: Duration,
     /// Autopilot: how often it runs on the leader.
     pub autopilot_interval: Duration,
     /// Autopilot: how long a manager must be dead before it is removed.
@@ -89,6 +91,7 @@ impl QuorumConfig {
             target_managers: 3,
             token: None,
             write_timeout: Duration::from_secs(5),
+            join_timeout: Duration::from_secs(60),
             autopilot_interval: Duration::from_millis(500),
             dead_manager_grace: Duration::from_secs(5),
             autopilot: true,

@@ -16,12 +16,13 @@ use shoal_scheduler::{ClusterState, Command};
 use tokio::sync::watch;
 
 use crate::config::QuorumConfig;
+use crate::managers::Managers;
 use crate::network::access::Access;
 use crate::network::chunks::Assembler;
 use crate::network::messages::ForwardFailure;
 use crate::storage::state_machine::Shared;
 use crate::token::Token;
-use crate::types::{ApplyResult, LogCommand, Raft, RaftId, RaftNode, raft_id_of};
+use crate::types::{ApplyResult, Committed, LogCommand, Raft, RaftId, RaftNode, raft_id_of};
 
 /// How often a waiting leader re-checks that a quorum is reachable.
 const QUORUM_CHECK: Duration = Duration::from_millis(100);
@@ -36,6 +37,17 @@ pub fn raft_id_of_str(peer: &str) -> Option<RaftId> {
     PeerId::from_str(peer).ok().map(|p| raft_id_of_peer(&p))
 }
 
+/// A raft node known only by its PeerId (a leader the managers named).
+pub(crate) fn node_of(peer: &PeerId) -> (RaftId, RaftNode) {
+    (
+        raft_id_of_peer(peer),
+        RaftNode {
+            peer_id: peer.to_string(),
+            addrs: Vec::new(),
+        },
+    )
+}
+
 /// Shared by the quorum handle, the network server, bootstrap, join and autopilot.
 pub(crate) struct Core {
     pub(crate) raft: Raft,
@@ -47,10 +59,14 @@ pub(crate) struct Core {
     pub(crate) peer: PeerId,
     pub(crate) me: RaftNode,
     pub(crate) token: Option<Token>,
-    pub(crate) assembler: Mutex<Assembler>,
+    pub(crate) assembler: Arc<Mutex<Assembler>>,
     pub(crate) leader_tx: watch::Sender<Option<PeerId>>,
     /// Mesh liveness of peers, kept current from membership changes.
     pub(crate) liveness: RwLock<HashMap<PeerId, MemberState>>,
+    /// The managers and the leader as they were told to this agent (what a non-voter goes by).
+    pub(crate) managers: Arc<Managers>,
+    /// Refused requests, by request and reason (`shoal_raft_refused_total`).
+    pub(crate) refusals: crate::metrics::Refusals,
 }
 
 impl Core {
@@ -59,13 +75,69 @@ impl Core {
         self.shared.state()
     }
 
-    /// The current leader's id and node, as this agent knows it.
+    /// The current leader's id and node, as this agent knows it: raft's own knowledge on a
+    /// voter; on any other agent the newer of raft's (a learner's) and the managers' claim.
     pub(crate) fn leader(&self) -> Option<(RaftId, RaftNode)> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, node))
+        let membership = m.membership_config.membership();
+        let from_raft = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id).map(|node| (id, node.clone())));
+        if membership.voter_ids().any(|v| v == self.id) {
+            return from_raft;
+        }
+        let claimed = self.managers.leader();
+        match (from_raft, claimed) {
+            (Some(raft), Some(claim)) if claim.term <= m.current_term => Some(raft),
+            (_, Some(claim)) => Some(node_of(&claim.peer)),
+            (raft, None) => raft,
+        }
+    }
+
+    /// The raft members (voters and learners) of this agent's log, with the log index of
+    /// their membership.
+    pub(crate) fn members(&self) -> (std::collections::BTreeSet<String>, u64) {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let stored = &m.membership_config;
+        let members = stored
+            .membership()
+            .nodes()
+            .map(|(_, node)| node.peer_id.clone())
+            .collect();
+        (members, stored.log_id().as_ref().map_or(0, |l| l.index))
+    }
+
+    /// The current raft term as this agent knows it.
+    pub(crate) fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// Whether this agent is a raft voter now.
+    pub(crate) fn is_voter(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id)
+    }
+
+    /// Whether this agent is a raft member (voter or learner) with a state that the leader
+    /// keeps current: in its log's membership, and not left out of a newer manager set that
+    /// the leader told it (a learner removed while it was away never hears of its removal
+    /// through its log).
+    pub(crate) fn is_member(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let stored = &m.membership_config;
+        if stored.membership().get_node(&self.id).is_none() {
+            return false;
+        }
+        let epoch = stored.log_id().as_ref().map_or(0, |l| l.index);
+        let told = self.managers.set();
+        told.epoch <= epoch || told.members.contains(&self.peer.to_string())
     }
 
     /// Voters and their nodes.
@@ -75,17 +147,6 @@ impl Core {
         let membership = m.membership_config.membership();
         membership
             .voter_ids()
-            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
-            .collect()
-    }
-
-    /// Learners and their nodes.
-    pub(crate) fn learners(&self) -> BTreeMap<RaftId, RaftNode> {
-        let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        let membership = m.membership_config.membership();
-        membership
-            .learner_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
             .collect()
     }
@@ -157,12 +218,26 @@ impl Core {
         cmd: Command,
         timeout: Duration,
     ) -> Result<ApplyResult, ForwardFailure> {
+        self.write_entry_as_leader(LogCommand::new(cmd, None), timeout)
+            .await
+            .map(|committed| committed.result)
+    }
+
+    /// Writes `entry` (a command and its request id) on this agent, which must be the leader.
+    pub(crate) async fn write_entry_as_leader(
+        &self,
+        entry: LogCommand,
+        timeout: Duration,
+    ) -> Result<Committed, ForwardFailure> {
         if !self.is_fresh_leader() {
             self.check_quorum()?;
         }
-        let write = self.raft.client_write(LogCommand(cmd));
+        let write = self.raft.client_write(entry);
         match self.bounded(timeout, write).await? {
-            Some(Ok(resp)) => Ok(resp.data),
+            Some(Ok(resp)) => Ok(Committed {
+                index: resp.log_id.index,
+                result: resp.data,
+            }),
             Some(Err(e)) => Err(match e.into_api_error() {
                 Some(ClientWriteError::ForwardToLeader(f)) => {
                     ForwardFailure::NotLeader(f.leader_node)

@@ -59,6 +59,11 @@ pub enum WriteError {
     /// The write did not complete before the deadline; it may or may not have been committed.
     #[error("timed out after {0:?}; the write may or may not have been committed")]
     Timeout(std::time::Duration),
+    /// A linearizable read did not complete before the deadline.
+    #[error(
+        "no linearizable read within {0:?} (the cluster is busy or has no leader); retry, or read this agent's replica with ?stale=true"
+    )]
+    ReadTimeout(std::time::Duration),
     /// The leader changed while the entry was in flight; it may or may not have been committed.
     #[error("leader changed while writing; the write may or may not have been committed")]
     Uncertain,
@@ -73,6 +78,9 @@ pub enum WriteError {
     /// Forwarding to the leader failed.
     #[error("forwarding to the leader failed: {0}")]
     Forward(String),
+    /// This agent holds no replica of the cluster state (a worker): ask a manager.
+    #[error("this agent is a worker and holds no copy of the cluster state; ask a manager")]
+    NotAMember,
     /// This node is not part of an initialised cluster yet.
     #[error("not initialised: this agent has not joined a cluster yet")]
     NotInitialised,

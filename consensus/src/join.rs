@@ -1,23 +1,36 @@
 //! Joining a cluster: the joiner's request, its forwarding to the leader, and the leader's
-//! decision (token check, `UpsertNode`, learner).
+//! decision (token check, `UpsertNode` with the credential the token grants). A joiner is a
+//! worker; the autopilot makes some joiners learners, then managers, when the manager set
+//! needs them, so the raft group stays small however many agents join.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use shoal_discovery::{MemberState, PeerId, RaftMembership};
 use shoal_scheduler::{
-    Availability, Command, Node, NodeId, NodeRole, NodeState, Platform, Resources, Runtime,
+    Availability, Command, Credential, Node, NodeId, NodeRole, NodeState, Platform, Resources,
+    Runtime,
 };
 
-use crate::core::{Core, raft_id_of_peer, raft_id_of_str};
+use crate::core::Core;
 use crate::error::ConsensusError;
+use crate::managers::LeaderClaim;
 use crate::network::client::send;
-use crate::network::messages::{JoinAccepted, JoinRequest, JoinedRole, RaftRequest, RaftResponse};
+use crate::network::messages::{JoinAccepted, JoinRequest, RaftRequest, RaftResponse};
 use crate::token::{Token, TokenRole};
 
-/// The label that keeps a node out of the manager set (`false`). Set on joiners holding a
-/// worker token, or by an operator asking a manager to step down.
+/// The label that keeps a node out of the manager set (`false`): set by an operator, or by a
+/// manager asking to step down. (A node that joined with a worker token is kept out by its
+/// credential, which no label changes.)
 pub const MANAGER_LABEL: &str = "shoal.manager";
+
+/// What this agent's own token allows it.
+pub(crate) fn own_credential(core: &Core) -> Credential {
+    match core.token.as_ref().map(Token::role) {
+        Some(TokenRole::Worker) => Credential::Worker,
+        Some(TokenRole::Manager) | None => Credential::Manager,
+    }
+}
 
 /// This agent as a cluster node, from its configuration.
 pub(crate) fn self_node(core: &Core) -> Node {
@@ -46,6 +59,7 @@ pub(crate) fn self_node(core: &Core) -> Node {
         reserved: Resources::default(),
         runtime,
         version: info.version.clone(),
+        credential: own_credential(core),
     }
 }
 
@@ -66,9 +80,15 @@ pub(crate) async fn join_via(
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
         let body = RaftRequest::Join(request.clone());
-        match send(&core.mesh, via, Some(cluster_id.clone()), body).await {
+        match send(&core.mesh, &core.access, via, body).await {
             Ok(RaftResponse::Join(Ok(accepted))) => {
-                tracing::info!(cluster = %accepted.cluster_id, role = ?accepted.role, "joined");
+                tracing::info!(
+                    cluster = %accepted.cluster_id,
+                    credential = ?accepted.credential,
+                    managers = accepted.managers.len(),
+                    "joined the cluster as a worker"
+                );
+                remember(core, &accepted);
                 return Ok(accepted);
             }
             Ok(RaftResponse::Join(Err(why))) if why.starts_with("refused") => {
@@ -89,6 +109,22 @@ pub(crate) async fn join_via(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(ConsensusError::JoinFailed(last))
+}
+
+/// Keeps what an accepted join told: the cluster, its managers and its leader.
+fn remember(core: &Core, accepted: &JoinAccepted) {
+    core.managers.learn(
+        &accepted.cluster_id,
+        accepted.epoch,
+        accepted.managers.clone(),
+    );
+    if let Ok(leader) = PeerId::from_str(&accepted.leader) {
+        let claim = LeaderClaim {
+            peer: leader,
+            term: accepted.term,
+        };
+        core.managers.claim_leader(&leader, claim);
+    }
 }
 
 /// The manager of `cluster_id` after `after` in PeerId order (wrapping), among the members the
@@ -123,25 +159,44 @@ pub(crate) async fn handle(
     cluster: Option<&str>,
     req: JoinRequest,
 ) -> RaftResponse {
+    let refuse = |reason: &'static str, why: String| {
+        tracing::warn!(%sender, reason, why, "join refused");
+        core.refusals.count("join", reason);
+        RaftResponse::Join(Err(why))
+    };
     let ours = core.access.cluster_id();
     if let (Some(ours), Some(theirs)) = (ours.as_deref(), cluster)
         && ours != theirs
     {
-        return RaftResponse::Join(Err(format!(
-            "refused: different cluster ({theirs}, not {ours})"
-        )));
+        return refuse(
+            "other_cluster",
+            format!("refused: different cluster ({theirs}, not {ours})"),
+        );
     }
-    let from_member = core.voters().contains_key(&raft_id_of_peer(&sender));
+    // A member forwards joins of others; anyone else joins only as itself.
+    let from_member = core.access.allows_peer(&core.raft, &sender).is_ok();
     if !from_member && req.node.id.as_str() != sender.to_string() {
-        return RaftResponse::Join(Err("refused: a node may only join as itself".to_owned()));
+        return refuse(
+            "not_itself",
+            "refused: a node may only join as itself".to_owned(),
+        );
     }
     if req.raft_node.peer_id != req.node.id.as_str() {
-        return RaftResponse::Join(Err("refused: raft node and node id differ".to_owned()));
+        return refuse(
+            "malformed",
+            "refused: raft node and node id differ".to_owned(),
+        );
+    }
+    if !core.is_member() {
+        return RaftResponse::Join(Err("not a manager; ask a manager".to_owned()));
     }
     match core.leader() {
-        Some((id, _)) if id == core.id => RaftResponse::Join(accept_as_leader(core, req).await),
+        Some((id, _)) if id == core.id => match accept_as_leader(core, req).await {
+            Err(why) if why.starts_with("refused") => refuse("token", why),
+            answer => RaftResponse::Join(answer),
+        },
         Some((_, leader)) => match PeerId::from_str(&leader.peer_id) {
-            Ok(peer) => match send(&core.mesh, peer, ours, RaftRequest::Join(req)).await {
+            Ok(peer) => match send(&core.mesh, &core.access, peer, RaftRequest::Join(req)).await {
                 Ok(resp) => resp,
                 Err(e) => RaftResponse::Join(Err(format!("leader unreachable: {e}"))),
             },
@@ -167,15 +222,12 @@ fn admitted_role(ours: Option<&Token>, presented: Option<&str>) -> Result<TokenR
 async fn accept_as_leader(core: &Core, req: JoinRequest) -> Result<JoinAccepted, String> {
     let role = admitted_role(core.token.as_ref(), req.token.as_deref())?;
     let cluster_id = core.access.cluster_id().ok_or("no cluster id yet, retry")?;
-    let joiner = raft_id_of_str(&req.raft_node.peer_id).ok_or("refused: invalid PeerId")?;
-    core.access.allow_peers([joiner]);
     let mut node = req.node;
-    if role == TokenRole::Worker {
-        node.labels
-            .insert(MANAGER_LABEL.to_owned(), "false".to_owned());
-    }
-    let eligible = role == TokenRole::Manager
-        && node.labels.get(MANAGER_LABEL).map(String::as_str) != Some("false");
+    node.credential = match role {
+        TokenRole::Manager => Credential::Manager,
+        TokenRole::Worker => Credential::Worker,
+    };
+    let credential = node.credential;
     match core
         .write_as_leader(Command::UpsertNode { node }, core.config.write_timeout)
         .await
@@ -184,27 +236,14 @@ async fn accept_as_leader(core: &Core, req: JoinRequest) -> Result<JoinAccepted,
         Ok(Err(refused)) => return Err(format!("refused: {refused}")),
         Err(e) => return Err(format!("{e:?}")),
     }
-    let members = core.voters().len() + core.learners().len();
-    let already = core.voters().contains_key(&joiner) || core.learners().contains_key(&joiner);
-    let as_learner = eligible && (already || members < core.config.target_managers + 2);
-    if as_learner
-        && !already
-        && let Err(e) = core
-            .raft
-            .add_learner(joiner, req.raft_node.clone(), false)
-            .await
-    {
-        return Err(format!("add learner: {e}"));
-    }
-    let role = if as_learner {
-        JoinedRole::Learner
-    } else {
-        JoinedRole::Worker
-    };
+    let (managers, epoch) = core.members();
     Ok(JoinAccepted {
         cluster_id,
-        role,
-        managers: core.voters().into_values().collect(),
+        credential,
+        managers,
+        epoch,
+        leader: core.peer.to_string(),
+        term: core.term(),
     })
 }
 

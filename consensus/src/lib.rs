@@ -11,13 +11,16 @@
 //! - [`quorum`]: [`Quorum`], the handle the agent uses (write, read, watch, leader, shutdown).
 //! - `bootstrap`, `join`, `autopilot`: forming, growing and healing the manager set.
 //! - [`recover`]: `shoal cluster recover`.
-//! - [`token`]: manager and worker tokens.
+//! - `managers`: the managers and leader as told to this agent (what workers go by).
+//! - [`token`]: manager and worker tokens, and the raft key of closed clusters.
 //! - [`limits`]: message size bounds.
+//! - [`events`]: the ring of recent cluster events that `shoal events` reads.
 //! - [`error`]: [`ConsensusError`] and [`WriteError`].
 
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod limits;
 pub mod quorum;
 pub mod recover;
@@ -29,6 +32,7 @@ mod autopilot;
 mod bootstrap;
 mod core;
 mod join;
+mod managers;
 mod metrics;
 mod network;
 
@@ -39,8 +43,9 @@ pub use config::{QuorumConfig, RaftTiming};
 pub use core::{raft_id_of_peer, raft_id_of_str};
 pub use error::{ConsensusError, WriteError};
 pub use join::MANAGER_LABEL;
-pub use quorum::{Quorum, QuorumStatus};
+pub use managers::{MANAGERS_FILE, ManagerSet};
+pub use quorum::{ManagerList, Quorum, QuorumStatus, new_request_id};
 pub use recover::{RecoverReport, recover};
 pub use storage::AppliedState;
-pub use token::{Token, TokenRole};
-pub use types::{ApplyResult, RaftNode};
+pub use token::{Proof, RaftKey, Token, TokenRole};
+pub use types::{ApplyResult, Committed, RaftNode};

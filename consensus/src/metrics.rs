@@ -1,6 +1,8 @@
 //! The `shoal_raft_*` metric families, updated from openraft's metrics watch.
 
+use shoal_metrics::prometheus_client::encoding::EncodeLabelSet;
 use shoal_metrics::prometheus_client::metrics::counter::Counter;
+use shoal_metrics::prometheus_client::metrics::family::Family;
 use shoal_metrics::prometheus_client::metrics::gauge::Gauge;
 use shoal_metrics::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use shoal_metrics::prometheus_client::registry::Registry;
@@ -49,6 +51,33 @@ impl Default for LogMetrics {
     }
 }
 
+/// Labels of a refused request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    /// What was asked: `append`, `vote`, `snapshot`, `write`, `read_index`, `join`, ...
+    pub(crate) request: &'static str,
+    /// Why it was refused: `not_member`, `other_cluster`, `no_proof`, `unauthorized`, ...
+    pub(crate) reason: &'static str,
+}
+
+/// Requests this agent refused to another agent (`shoal_raft_refused_total`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Refusals(Family<RefusalLabels, Counter>);
+
+impl Refusals {
+    /// Counts one refusal.
+    pub(crate) fn count(&self, request: &'static str, reason: &'static str) {
+        self.0
+            .get_or_create(&RefusalLabels { request, reason })
+            .inc();
+    }
+
+    /// The family, for the registry.
+    pub(crate) fn family(&self) -> Family<RefusalLabels, Counter> {
+        self.0.clone()
+    }
+}
+
 /// The raft families of one agent.
 #[derive(Clone, Default)]
 pub(crate) struct RaftMetricsFamilies {
@@ -68,8 +97,14 @@ impl RaftMetricsFamilies {
         snapshots: &SnapshotMetrics,
         commits: &Histogram,
         log: &LogMetrics,
+        refusals: &Refusals,
     ) -> RaftMetricsFamilies {
         let m = RaftMetricsFamilies::default();
+        registry.register(
+            "shoal_raft_refused",
+            "Raft, join and forwarded requests refused to another agent, by request and reason",
+            refusals.family(),
+        );
         registry.register(
             "shoal_raft_commit_seconds",
             "Time from proposing a write on this agent to its applied outcome",

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use shoal_discovery::{
-    MemberState, MembershipChange, Mesh, NodeInfo, NodeRole, PeerId, RaftAnnouncement,
+    Member, MemberState, MembershipChange, Mesh, NodeInfo, NodeRole, PeerId, RaftAnnouncement,
     RaftMembership, ShoalProtocol, ShoalStream,
 };
 use shoal_metrics::prometheus_client::metrics::histogram::Histogram;
 use shoal_metrics::prometheus_client::registry::Registry;
-use shoal_scheduler::{ClusterState, Command};
+use shoal_scheduler::{ClusterState, Command, Credential, RequestId};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
@@ -21,8 +21,10 @@ use crate::codec::encode;
 use crate::config::QuorumConfig;
 use crate::core::{Core, raft_id_of_peer};
 use crate::error::{ConsensusError, WriteError};
+use crate::events::{EventCursor, EventPage};
 use crate::join::MANAGER_LABEL;
 use crate::limits::MAX_COMMAND_BYTES;
+use crate::managers::{LeaderClaim, Managers};
 use crate::metrics::RaftMetricsFamilies;
 use crate::network::access::Access;
 use crate::network::chunks::Assembler;
@@ -30,10 +32,28 @@ use crate::network::client::{NetworkFactory, SendError, send};
 use crate::network::messages::{ForwardFailure, RaftRequest, RaftResponse};
 use crate::storage::{self, AppliedState};
 use crate::token::Token;
-use crate::types::{ApplyResult, Raft, RaftNode, TypeConfig};
+use crate::types::{ApplyResult, Committed, LogCommand, Raft, RaftNode, TypeConfig};
 
 /// How long a forwarding agent waits between attempts while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
+
+/// The raft members as the leader tells them to workers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManagerList {
+    /// Log index of the membership the list describes.
+    pub epoch: u64,
+    /// The members' PeerIds in text form (voters and learners).
+    pub members: Vec<String>,
+}
+
+/// A fresh random request id.
+pub fn new_request_id() -> RequestId {
+    let mut bytes = [0u8; 8];
+    // A failing system RNG leaves a zero id, which is only as good as no id: a retry of that
+    // write may apply twice, as without idempotency.
+    let _ = getrandom::getrandom(&mut bytes);
+    RequestId(u64::from_le_bytes(bytes))
+}
 
 /// A summary of this agent's raft state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +116,17 @@ impl Quorum {
         let snapshot_metrics = sm.snapshot_metrics();
         let commits = crate::metrics::commit_histogram();
         let log_metrics = log.metrics();
-        let access = Arc::new(Access::new(id, shared.clone()));
+        let managers = Arc::new(Managers::load(&config.data_dir));
+        let snapshot_dir = storage::snapshot::SnapshotDir::open(&config.data_dir)?;
+        let raft_key = token.as_ref().and_then(Token::raft_key);
+        let access = Arc::new(Access::new(
+            peer,
+            shared.clone(),
+            managers.clone(),
+            raft_key,
+            token.is_some(),
+        ));
+        let refusals = crate::metrics::Refusals::default();
         let network = NetworkFactory {
             mesh: mesh.clone(),
             access: access.clone(),
@@ -115,9 +145,11 @@ impl Quorum {
             peer,
             me,
             token,
-            assembler: Mutex::new(Assembler::default()),
+            assembler: Arc::new(Mutex::new(Assembler::new(snapshot_dir))),
             leader_tx,
             liveness: RwLock::new(HashMap::new()),
+            managers,
+            refusals: refusals.clone(),
         });
         let quorum = Quorum {
             core: core.clone(),
@@ -137,13 +169,23 @@ impl Quorum {
         quorum.spawn(track_liveness(core.clone()));
         quorum.spawn(track_leader(
             core.clone(),
-            RaftMetricsFamilies::register(registry, &snapshot_metrics, &commits, &log_metrics),
+            RaftMetricsFamilies::register(
+                registry,
+                &snapshot_metrics,
+                &commits,
+                &log_metrics,
+                &refusals,
+            ),
         ));
         if let Err(e) = crate::bootstrap::run(&core).await {
             quorum.shutdown().await;
             return Err(e);
         }
         quorum.spawn(crate::bootstrap::ensure_registered(core.clone()));
+        let restarted_worker = !core.is_member() && core.managers.set().cluster_id.is_some();
+        if restarted_worker && !core.raft.is_initialized().await.unwrap_or(true) {
+            quorum.spawn(crate::bootstrap::rejoin(core.clone()));
+        }
         if core.config.autopilot {
             quorum.spawn(crate::autopilot::run(core.clone()));
         }
@@ -169,18 +211,34 @@ impl Quorum {
     }
 
     /// Commits `cmd` and returns what applying it answered (a refused command is `Ok(Err(_))`).
-    /// Works on any agent: followers forward to the leader.
+    /// Works on any agent: followers and workers forward to the leader. A command that a retry
+    /// could apply twice gets a request id of its own, so that the retries this call makes
+    /// (after a leader change or a lost answer) are applied at most once.
     pub async fn write(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
+        let request = cmd.wants_request_id().then(new_request_id);
+        self.write_request(request, cmd)
+            .await
+            .map(|committed| committed.result)
+    }
+
+    /// Commits `cmd` as the client request `request`: a request already applied (a client's
+    /// retry after a timeout) is answered with its first outcome and changes nothing. The answer
+    /// carries the log index the entry committed at (see [`Quorum::read_at_least`]).
+    pub async fn write_request(
+        &self,
+        request: Option<RequestId>,
+        cmd: Command,
+    ) -> Result<Committed, WriteError> {
         let started = Instant::now();
-        let result = self.write_once(cmd).await;
+        let result = self.write_once(LogCommand::new(cmd, request)).await;
         if result.is_ok() {
             self.commits.observe(started.elapsed().as_secs_f64());
         }
         result
     }
 
-    async fn write_once(&self, cmd: Command) -> Result<ApplyResult, WriteError> {
-        let size = encode(&cmd)
+    async fn write_once(&self, entry: LogCommand) -> Result<Committed, WriteError> {
+        let size = encode(&entry.command)
             .map_err(|e| WriteError::Raft(e.to_string()))?
             .len();
         if size > MAX_COMMAND_BYTES {
@@ -198,9 +256,11 @@ impl Quorum {
             }
             let attempt = match self.core.leader() {
                 Some((id, _)) if id == self.core.id => {
-                    self.core.write_as_leader(cmd.clone(), remaining).await
+                    self.core
+                        .write_entry_as_leader(entry.clone(), remaining)
+                        .await
                 }
-                Some((_, leader)) => self.forward_write(&leader, cmd.clone()).await,
+                Some((_, leader)) => self.forward_write(&leader, entry.clone()).await,
                 None => {
                     self.no_leader_yet()?;
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -223,11 +283,15 @@ impl Quorum {
         }
     }
 
-    /// While there is no usable leader: fail at once if a quorum is out of reach.
+    /// While there is no usable leader: fail at once if a quorum is out of reach. A worker
+    /// waits for the managers to name one.
     fn no_leader_yet(&self) -> Result<(), WriteError> {
         let voters = self.core.voters();
         if voters.is_empty() {
-            return Err(WriteError::NotInitialised);
+            if self.core.managers.set().members.is_empty() {
+                return Err(WriteError::NotInitialised);
+            }
+            return Ok(());
         }
         self.core.check_quorum().map_err(|f| match f {
             ForwardFailure::NoQuorum { reachable, voters } => {
@@ -240,12 +304,20 @@ impl Quorum {
     async fn forward_write(
         &self,
         leader: &RaftNode,
-        cmd: Command,
-    ) -> Result<ApplyResult, ForwardFailure> {
+        entry: LogCommand,
+    ) -> Result<Committed, ForwardFailure> {
         let peer =
             PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
-        let body = RaftRequest::Write(Box::new(crate::types::LogCommand(cmd)));
-        match send(&self.core.mesh, peer, self.cluster_id(), body).await {
+        let body = RaftRequest::Write(Box::new(entry));
+        let answer = send(&self.core.mesh, &self.core.access, peer, body).await;
+        if matches!(
+            answer,
+            Err(_) | Ok(RaftResponse::Write(Err(ForwardFailure::NotLeader(_))))
+        ) {
+            // A worker follows the managers' word: this one no longer leads, or is gone.
+            self.core.managers.forget_leader(&peer);
+        }
+        match answer {
             Ok(RaftResponse::Write(r)) => r,
             Ok(RaftResponse::Refused(why)) => Err(ForwardFailure::Failed(why)),
             Ok(other) => Err(ForwardFailure::Failed(format!(
@@ -257,15 +329,38 @@ impl Quorum {
         }
     }
 
+    /// This agent's applied state once it includes log index `index` (a write's
+    /// [`Committed::index`]): a client that wrote through one agent reads its own write through
+    /// any other member without a round to the leader. Waits at most the write timeout; an
+    /// agent that holds no replica gets [`WriteError::NotAMember`].
+    pub async fn read_at_least(&self, index: u64) -> Result<Arc<ClusterState>, WriteError> {
+        if !self.core.is_member() {
+            return Err(WriteError::NotAMember);
+        }
+        let timeout = self.core.config.write_timeout;
+        self.core
+            .raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "read at least index")
+            .await
+            .map_err(|_| WriteError::ReadTimeout(timeout))?;
+        Ok(self.state())
+    }
+
     /// A linearizable read: the applied state once it includes every write committed before
-    /// this call. Works on any agent (followers ask the leader for the read index).
+    /// this call. Works on raft members (followers and learners ask the leader for the read
+    /// index); an agent that holds no replica of the state gets [`WriteError::NotAMember`] and
+    /// asks a manager instead.
     pub async fn read(&self) -> Result<Arc<ClusterState>, WriteError> {
+        if !self.core.is_member() {
+            return Err(WriteError::NotAMember);
+        }
         let timeout = self.core.config.write_timeout;
         let deadline = Instant::now() + timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(WriteError::Timeout(timeout));
+                return Err(WriteError::ReadTimeout(timeout));
             }
             let index = match self.core.leader() {
                 Some((id, _)) if id == self.core.id => {
@@ -283,7 +378,7 @@ impl Quorum {
                     if self.core.wait_applied(index, remaining).await {
                         return Ok(self.core.state());
                     }
-                    return Err(WriteError::Timeout(timeout));
+                    return Err(WriteError::ReadTimeout(timeout));
                 }
                 Err(ForwardFailure::NoQuorum { reachable, voters }) => {
                     return Err(WriteError::NoQuorum { reachable, voters });
@@ -301,8 +396,8 @@ impl Quorum {
             PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
         match send(
             &self.core.mesh,
+            &self.core.access,
             peer,
-            self.cluster_id(),
             RaftRequest::ReadIndex,
         )
         .await
@@ -325,6 +420,22 @@ impl Quorum {
         self.core.shared.subscribe()
     }
 
+    /// Up to `limit` of this agent's recent cluster events after `after` (see
+    /// [`crate::events`]). An agent that holds no replica has none: ask a manager.
+    pub fn events(&self, after: EventCursor, limit: usize) -> EventPage {
+        self.core.shared.events.page(after, limit)
+    }
+
+    /// The cursor after this agent's newest event: reading after it gets only new events.
+    pub fn events_end(&self) -> EventCursor {
+        self.core.shared.events.end()
+    }
+
+    /// A watch that changes whenever this agent records events.
+    pub fn watch_events(&self) -> watch::Receiver<u64> {
+        self.core.shared.events.subscribe()
+    }
+
     /// The leader as this agent knows it.
     pub fn leader(&self) -> watch::Receiver<Option<PeerId>> {
         self.core.leader_tx.subscribe()
@@ -333,6 +444,98 @@ impl Quorum {
     /// Whether this agent is the leader now.
     pub fn is_leader(&self) -> bool {
         self.core.raft.metrics().borrow_watched().current_leader == Some(self.core.id)
+    }
+
+    /// Whether this agent holds a replica of the cluster state that the leader keeps current
+    /// (a raft voter or learner). Every other agent is a worker that asks a manager.
+    pub fn is_member(&self) -> bool {
+        self.core.is_member()
+    }
+
+    /// The current raft term as this agent knows it.
+    pub fn term(&self) -> u64 {
+        self.core.term()
+    }
+
+    /// The raft members (voters and learners) and the log index of their membership: what the
+    /// leader tells workers so that they know whom to trust.
+    pub fn managers(&self) -> ManagerList {
+        let (members, epoch) = self.core.members();
+        ManagerList {
+            epoch,
+            members: members.into_iter().collect(),
+        }
+    }
+
+    /// The managers as this agent knows them (its own log's on a member, what it was told on a
+    /// worker).
+    pub fn known_managers(&self) -> Vec<PeerId> {
+        self.core.managers.peers()
+    }
+
+    /// The epoch of the manager set this agent holds (what a worker tells the leader).
+    pub fn known_managers_epoch(&self) -> u64 {
+        self.core.managers.set().epoch
+    }
+
+    /// Takes a manager set that `from` sent (the leader's answer to a heartbeat): kept only if
+    /// `from` is a manager already and the set is newer than the one held.
+    pub fn learn_managers(&self, from: &PeerId, list: &ManagerList) -> bool {
+        let Some(cluster) = self.cluster_id() else {
+            return false;
+        };
+        if !self.core.managers.contains(from) {
+            return false;
+        }
+        let members = list.members.iter().cloned().collect();
+        self.core.managers.learn(&cluster, list.epoch, members)
+    }
+
+    /// Whether `peer` leads this cluster in `term`, as `peer` itself says (a dispatcher message
+    /// or a heartbeat answer). A voter goes by raft alone; any other agent takes the claim if
+    /// `peer` is one of its managers and the term is not older than the leader it knew.
+    pub fn claim_leader(&self, peer: PeerId, term: u64) -> bool {
+        if self.core.is_voter() {
+            return *self.core.leader_tx.borrow() == Some(peer);
+        }
+        self.core
+            .managers
+            .claim_leader(&peer, LeaderClaim { peer, term })
+    }
+
+    /// Forgets `peer` as the leader (it answered that it does not lead); the next claim is
+    /// taken from the managers.
+    pub fn not_leader(&self, peer: &PeerId) {
+        if !self.core.is_voter() {
+            self.core.managers.forget_leader(peer);
+        }
+    }
+
+    /// Waits until this agent, as the leader, has applied an entry of its own term: its state
+    /// then holds every write committed before it led, so what it decides and sends from that
+    /// state never undoes them. False if it stopped leading first or `timeout` passed.
+    pub async fn ready_as_leader(&self, timeout: Duration) -> bool {
+        use openraft::vote::RaftLeaderId;
+        let mut metrics = self.core.raft.metrics();
+        let me = self.core.id;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (leading, ready) = {
+                let m = metrics.borrow_watched();
+                let own_term = m
+                    .last_applied
+                    .as_ref()
+                    .is_some_and(|l| l.committed_leader_id().term() == m.current_term);
+                (m.current_leader == Some(me), own_term)
+            };
+            if !leading || ready {
+                return leading && ready;
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
     }
 
     /// A summary of the raft state.
@@ -391,6 +594,9 @@ impl Quorum {
 
 async fn refresh_liveness(core: &Core) {
     if let Ok(members) = core.mesh.members().await {
+        for member in &members {
+            take_leader_announcement(core, member);
+        }
         let mut g = match core.liveness.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -400,7 +606,33 @@ async fn refresh_liveness(core: &Core) {
     }
 }
 
-/// Keeps `core.liveness` current from the mesh's membership changes.
+/// A manager's heartbeat names the leader it knows: a worker takes it (see [`Managers`]).
+fn take_leader_announcement(core: &Core, member: &Member) {
+    let raft = &member.info.raft;
+    let ours = core.access.cluster_id();
+    if member.state != MemberState::Alive
+        || raft.membership != RaftMembership::Voter
+        || ours.is_none()
+        || member.info.cluster_id != ours
+    {
+        return;
+    }
+    let Some(leader) = raft
+        .leader
+        .as_deref()
+        .and_then(|l| PeerId::from_str(l).ok())
+    else {
+        return;
+    };
+    let claim = LeaderClaim {
+        peer: leader,
+        term: raft.term,
+    };
+    core.managers.claim_leader(&member.peer_id, claim);
+}
+
+/// Keeps `core.liveness` current from the mesh's membership changes, takes the managers'
+/// leader announcements, and forgets a leader that died or left.
 async fn track_liveness(core: Arc<Core>) {
     let mut changes = core.mesh.subscribe();
     loop {
@@ -413,13 +645,18 @@ async fn track_liveness(core: Arc<Core>) {
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         let (peer, state) = match change {
-            MembershipChange::Joined(m) => (m.peer_id, m.state),
-            MembershipChange::Updated { current, .. } => (current.peer_id, current.state),
+            MembershipChange::Joined(m) | MembershipChange::Updated { current: m, .. } => {
+                take_leader_announcement(&core, &m);
+                (m.peer_id, m.state)
+            }
             MembershipChange::Suspect(p) => (p, MemberState::Suspect),
             MembershipChange::Alive(p) => (p, MemberState::Alive),
             MembershipChange::Dead(p) => (p, MemberState::Dead),
             MembershipChange::Left(p) => (p, MemberState::Left),
         };
+        if matches!(state, MemberState::Dead | MemberState::Left) {
+            core.managers.forget_leader(&peer);
+        }
         let mut g = match core.liveness.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -428,16 +665,26 @@ async fn track_liveness(core: Arc<Core>) {
     }
 }
 
-/// Publishes leader changes, updates metrics and announces the raft role in the mesh.
+/// Publishes leader changes, updates metrics, keeps the manager set of a member current from
+/// its log, and announces the raft role in the mesh.
 ///
 /// openraft's metrics change with every append and apply; the leader, role and term are only
-/// worked out again (PeerId parsing, announcement) when the leader, term or membership changed.
+/// worked out again (PeerId parsing, announcement) when the leader, term or membership changed,
+/// or when the managers named another leader.
 async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
     type Key = (Option<u64>, u64, Option<crate::types::LogId>);
     let mut rx = core.raft.metrics();
-    let mut announced: Option<(Option<String>, RaftMembership, Option<PeerId>)> = None;
+    let mut claims = core.managers.watch_leader();
+    let mut announced: Option<(Option<String>, RaftMembership, Option<PeerId>, u64)> = None;
     let mut seen: Option<Key> = None;
-    let mut view = (None, RaftMembership::None, 0, false);
+    let mut view = (RaftMembership::None, 0, false);
+    // Whether anything but the log's progress may have changed since the last round.
+    let mut dirty = true;
+    // Whether the announced cluster id is settled (see below); until then every metrics
+    // change looks for it.
+    let mut settled = false;
+    let mut recheck = tokio::time::interval(Duration::from_millis(500));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         {
             let m = rx.borrow_and_update();
@@ -448,18 +695,50 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
                 *m.membership_config.log_id(),
             );
             if seen.as_ref() != Some(&key) {
-                view = leader_view(&m, core.id);
+                view = raft_view(&m, core.id);
                 seen = Some(key);
+                dirty = true;
             }
         }
-        let (leader, membership, term, initialized) = view;
-        core.leader_tx.send_if_modified(|current| {
+        if !settled && core.state().cluster_id.is_some() {
+            dirty = true; // the cluster's id just applied: announce it at once
+        }
+        if !dirty {
+            if !wait_for_change(&mut rx, &mut claims, &mut recheck, &mut dirty).await {
+                return;
+            }
+            continue;
+        }
+        dirty = false;
+        claims.borrow_and_update();
+        let (membership, term, initialized) = view;
+        let membership = match membership {
+            RaftMembership::Learner if !core.is_member() => RaftMembership::None,
+            other => other,
+        };
+        let leader = core
+            .leader()
+            .and_then(|(_, node)| PeerId::from_str(&node.peer_id).ok());
+        let leader_changed = core.leader_tx.send_if_modified(|current| {
             let changed = *current != leader;
             *current = leader;
             changed
         });
-        let cluster_id = core.access.cluster_id();
-        let now = (cluster_id, membership, leader);
+        if leader_changed && let Some(leader) = leader {
+            record_leader_change(&core, leader, term);
+        }
+        // Announced only once settled: an agent that initialised a cluster but has not
+        // committed its id yet needs the other voters' votes, and must not look like the
+        // manager of a formed cluster to them (they would try to join it instead).
+        let cluster_id = core.access.settled_cluster_id();
+        settled = cluster_id.is_some();
+        if membership != RaftMembership::None
+            && let Some(cluster) = &cluster_id
+        {
+            let (members, epoch) = core.members();
+            core.managers.learn(cluster, epoch, members);
+        }
+        let now = (cluster_id, membership, leader, term);
         if announced.as_ref() != Some(&now) {
             let info = NodeInfo {
                 cluster_id: now.0.clone(),
@@ -473,6 +752,7 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
                     leader: leader.map(|p| p.to_string()),
                     term,
                     initialized,
+                    worker_only: crate::join::own_credential(&core) == Credential::Worker,
                 },
                 ..core.config.node_info.clone()
             };
@@ -480,24 +760,58 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
                 announced = Some(now);
             }
         }
-        // Re-check now and then: the cluster id appears through apply, not through metrics.
-        match tokio::time::timeout(Duration::from_millis(500), rx.changed()).await {
-            Ok(Ok(())) | Err(_) => {}
-            Ok(Err(_)) => return,
+        if !wait_for_change(&mut rx, &mut claims, &mut recheck, &mut dirty).await {
+            return;
         }
     }
 }
 
-/// The leader's PeerId, this agent's membership, the term and whether raft is initialised.
-fn leader_view(
-    m: &openraft::RaftMetrics<TypeConfig>,
-    me: u64,
-) -> (Option<PeerId>, RaftMembership, u64, bool) {
+/// Records a new leader in this agent's events, after what it has applied so far.
+fn record_leader_change(core: &Core, leader: PeerId, term: u64) {
+    let applied = core.shared.subscribe().borrow().last_applied;
+    let index = applied.map_or(0, |l| l.index);
+    let event = shoal_scheduler::events::Event {
+        index,
+        seq: 0,
+        time: crate::storage::state_machine::wall_clock(),
+        kind: shoal_scheduler::events::EventKind::LeaderElected {
+            leader: leader.to_string(),
+            term,
+        },
+    };
+    core.shared.events.push_local(index, event);
+}
+
+/// Waits for raft's metrics or the managers' leader claims to change, or for the next tick of
+/// `recheck` (the cluster id appears through apply, not through metrics; a steady stream of
+/// appends must not put the recheck off). A claim or the timer makes the
+/// next round `dirty`; a metrics change does only if its leader, term or membership moved,
+/// which the caller works out. Returns false once either source is gone.
+async fn wait_for_change(
+    rx: &mut openraft::type_config::alias::WatchReceiverOf<
+        TypeConfig,
+        openraft::RaftMetrics<TypeConfig>,
+    >,
+    claims: &mut watch::Receiver<crate::managers::Known>,
+    recheck: &mut tokio::time::Interval,
+    dirty: &mut bool,
+) -> bool {
+    tokio::select! {
+        changed = rx.changed() => changed.is_ok(),
+        changed = claims.changed() => {
+            *dirty = true;
+            changed.is_ok()
+        }
+        _ = recheck.tick() => {
+            *dirty = true;
+            true
+        }
+    }
+}
+
+/// This agent's membership, the term and whether raft is initialised.
+fn raft_view(m: &openraft::RaftMetrics<TypeConfig>, me: u64) -> (RaftMembership, u64, bool) {
     let mem = m.membership_config.membership();
-    let leader = m
-        .current_leader
-        .and_then(|id| mem.get_node(&id))
-        .and_then(|n| PeerId::from_str(&n.peer_id).ok());
     let membership = if mem.voter_ids().any(|v| v == me) {
         RaftMembership::Voter
     } else if mem.learner_ids().any(|l| l == me) {
@@ -505,10 +819,5 @@ fn leader_view(
     } else {
         RaftMembership::None
     };
-    (
-        leader,
-        membership,
-        m.current_term,
-        mem.nodes().next().is_some(),
-    )
+    (membership, m.current_term, mem.nodes().next().is_some())
 }

@@ -12,7 +12,7 @@ use openraft::EntryPayload;
 use shoal_scheduler::ClusterState;
 
 use crate::error::ConsensusError;
-use crate::storage::snapshot::{decode_state, encode_state};
+use crate::storage::snapshot::SnapshotDir;
 use crate::types::{LogId, Membership, SnapshotMeta, StoredMembership};
 
 /// What `recover` did.
@@ -42,7 +42,7 @@ pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
         .ok_or_else(|| ConsensusError::Config(format!("invalid PeerId {}", me.peer_id)))?;
     let current = openraft::storage::RaftStateMachine::get_current_snapshot(&mut sm).await?;
     let (mut state, mut last): (ClusterState, Option<LogId>) = match current {
-        Some(s) => (decode_state(&s.snapshot)?, s.meta.last_log_id),
+        Some(s) => (s.snapshot.read_state()?, s.meta.last_log_id),
         None => (ClusterState::default(), None),
     };
     let mut replayed = 0u64;
@@ -52,7 +52,7 @@ pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
         }
         if let EntryPayload::Normal(cmd) = &entry.payload {
             // A refused command changes nothing, exactly as when it was applied live.
-            let _ = state.apply(&cmd.0);
+            let _ = state.apply_request(cmd.request, &cmd.command);
         }
         replayed += 1;
         last = Some(entry.log_id);
@@ -72,8 +72,8 @@ pub async fn recover(data_dir: &Path) -> Result<RecoverReport, ConsensusError> {
         last_log_id: Some(last),
         last_membership: StoredMembership::new(Some(last), membership),
     };
-    let data = encode_state(&state)?;
-    openraft::storage::RaftStateMachine::install_snapshot(&mut sm, &meta, data).await?;
+    let (_, file) = SnapshotDir::open(data_dir)?.write(&state, &meta)?;
+    openraft::storage::RaftStateMachine::install_snapshot(&mut sm, &meta, file).await?;
     log.purge_all(&last).await?;
     log.save_committed_durable(&last).await?;
     tracing::warn!(peer = %me.peer_id, index = last.index, replayed, "recovered as a single-voter cluster");

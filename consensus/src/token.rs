@@ -1,7 +1,10 @@
 //! Cluster tokens. A cluster secret `C` (32 random bytes) yields:
 //! - the mesh secret `sha256("shoal/token/mesh" || C)`, shared by every member: the mesh turns it
 //!   into the libp2p pre-shared key, so a peer without a token cannot even connect;
-//! - the worker secret `sha256("shoal/token/worker" || C)`.
+//! - the worker secret `sha256("shoal/token/worker" || C)`;
+//! - the raft key `sha256("shoal/token/raft" || C)` ([`RaftKey`]), known only to manager tokens:
+//!   every raft RPC of a closed cluster carries `HMAC-SHA256(raft key, sender || receiver)`, so
+//!   an agent holding a worker token cannot complete a raft exchange.
 //!
 //! A manager token is `SHOAL1-<mesh hex>-M<C hex>`; a worker token is
 //! `SHOAL1-<mesh hex>-W<worker hex>`. A manager (it knows `C`) checks both kinds; a worker token
@@ -16,6 +19,8 @@ use crate::error::ConsensusError;
 const PREFIX: &str = "SHOAL1";
 const MESH_DOMAIN: &[u8] = b"shoal/token/mesh\0";
 const WORKER_DOMAIN: &[u8] = b"shoal/token/worker\0";
+const RAFT_DOMAIN: &[u8] = b"shoal/token/raft\0";
+const PROOF_DOMAIN: &[u8] = b"shoal/raft-proof/v1\0";
 
 /// What a presented token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +143,11 @@ impl Token {
         format!("{PREFIX}-{}-W{}", hex(&self.mesh), hex(&worker))
     }
 
+    /// The raft key (only a manager token holds it).
+    pub fn raft_key(&self) -> Option<RaftKey> {
+        (self.role == TokenRole::Manager).then(|| RaftKey(digest(RAFT_DOMAIN, &self.secret)))
+    }
+
     /// Checks a token presented by a joiner against this (manager) token. `None`: refused.
     pub fn verify(&self, presented: &Token) -> Option<TokenRole> {
         if self.role != TokenRole::Manager || !same(&self.mesh, &presented.mesh) {
@@ -151,6 +161,67 @@ impl Token {
                 .then_some(TokenRole::Worker),
         }
     }
+}
+
+/// The key of the proofs that raft RPCs of a closed cluster carry. Its `Debug` shows nothing.
+#[derive(Clone)]
+pub struct RaftKey([u8; 32]);
+
+impl fmt::Debug for RaftKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RaftKey(..)")
+    }
+}
+
+/// A proof that the sender of a raft RPC holds a manager token: an HMAC over both PeerIds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Proof(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl RaftKey {
+    /// The proof `from` sends `to`.
+    pub fn proof(&self, from: &shoal_discovery::PeerId, to: &shoal_discovery::PeerId) -> Proof {
+        let mut message = PROOF_DOMAIN.to_vec();
+        for peer in [from, to] {
+            let bytes = peer.to_bytes();
+            message.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            message.extend_from_slice(&bytes);
+        }
+        Proof(hmac_sha256(&self.0, &message).to_vec())
+    }
+
+    /// Whether `proof` is the one `from` sends `to` (compared in constant time).
+    pub fn verify(
+        &self,
+        from: &shoal_discovery::PeerId,
+        to: &shoal_discovery::PeerId,
+        proof: &Proof,
+    ) -> bool {
+        let expected = self.proof(from, to);
+        expected.0.len() == proof.0.len()
+            && expected
+                .0
+                .iter()
+                .zip(&proof.0)
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) with a 32-byte key.
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut padded = [0u8; BLOCK];
+    padded[..key.len()].copy_from_slice(key);
+    let inner_key: Vec<u8> = padded.iter().map(|b| b ^ 0x36).collect();
+    let outer_key: Vec<u8> = padded.iter().map(|b| b ^ 0x5c).collect();
+    let mut inner = Sha256::new();
+    inner.update(&inner_key);
+    inner.update(message);
+    let inner: [u8; 32] = inner.finalize().into();
+    let mut outer = Sha256::new();
+    outer.update(&outer_key);
+    outer.update(inner);
+    outer.finalize().into()
 }
 
 #[cfg(test)]
@@ -174,6 +245,43 @@ mod tests {
         assert_eq!(m.verify(&other), None);
         assert_eq!(m.verify(&Token::parse(&other.worker_token())?), None);
         assert!(!format!("{m:?}").contains(&m.mesh_secret()));
+        Ok(())
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231 test case 2 has a 4-byte key; case 1's 20-byte key shows the padding too.
+        let mut key = [0u8; 32];
+        key[..20].copy_from_slice(&[0x0b; 20]);
+        let mac = hmac_sha256(&key, b"Hi There");
+        assert_eq!(
+            hex(&mac),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+    }
+
+    #[test]
+    fn only_manager_tokens_prove_raft_membership() -> Result<(), ConsensusError> {
+        let m = Token::generate_manager()?;
+        let w = Token::parse(&m.worker_token())?;
+        assert!(w.raft_key().is_none());
+        let key = m
+            .raft_key()
+            .ok_or_else(|| ConsensusError::Token("no key".into()))?;
+        let peer = || {
+            shoal_discovery::Keypair::generate_ed25519()
+                .public()
+                .to_peer_id()
+        };
+        let (a, b) = (peer(), peer());
+        let proof = key.proof(&a, &b);
+        assert!(key.verify(&a, &b, &proof));
+        assert!(!key.verify(&b, &a, &proof), "bound to the direction");
+        assert!(!key.verify(&a, &b, &Proof(vec![0; 32])));
+        assert!(!key.verify(&a, &b, &Proof(vec![1, 2, 3])));
+        let other = Token::generate_manager()?.raft_key();
+        assert!(other.is_some_and(|k| !k.verify(&a, &b, &proof)));
+        assert!(!format!("{key:?}").contains(&hex(&key.0)));
         Ok(())
     }
 

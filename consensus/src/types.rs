@@ -4,29 +4,48 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use shoal_scheduler::{ApplyError, Command, Outcome};
+use shoal_scheduler::{ApplyError, Command, Outcome, RequestId};
 
 /// openraft's node id: a stable `u64` derived from the PeerId (see [`raft_id_of`]).
 pub type RaftId = u64;
 
-/// The payload of one raft log entry: a scheduler [`Command`].
-///
-/// A newtype because openraft wants `Display` on its application data.
+/// The payload of one raft log entry: a scheduler [`Command`], with the id of the client
+/// request it came from (a retry of the same request is applied once).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogCommand(pub Command);
+pub struct LogCommand {
+    /// The command.
+    pub command: Command,
+    /// The request it answers, for commands a retry could apply twice.
+    pub request: Option<RequestId>,
+}
+
+impl LogCommand {
+    /// `command` as the request `request`.
+    pub fn new(command: Command, request: Option<RequestId>) -> LogCommand {
+        LogCommand { command, request }
+    }
+}
 
 impl fmt::Display for LogCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Only the variant name: commands can be large (plans, status batches).
-        let dbg = format!("{:?}", self.0);
-        let name = dbg.split([' ', '(', '{']).next().unwrap_or("Command");
-        f.write_str(name)
+        f.write_str(self.command.kind())
     }
 }
 
 /// What applying one entry answers: the scheduler's outcome, or why it refused the command.
 /// A refused command is still a committed entry; its response is the error.
 pub type ApplyResult = Result<Outcome, ApplyError>;
+
+/// A write's answer: what applying it answered, and the log index it committed at, so that a
+/// client reading through any agent can ask for a state that includes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Committed {
+    /// The log index of the entry; 0 when the write was refused before it reached the log.
+    pub index: u64,
+    /// What applying it answered (a refused command is `Err`).
+    pub result: ApplyResult,
+}
 
 /// The openraft `Node` payload stored in the membership: how to reach a raft member.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -97,7 +116,7 @@ mod tests {
 
     #[test]
     fn command_display_is_the_variant_name() {
-        let c = LogCommand(Command::PruneTasks { keep_per_slot: 3 });
+        let c = LogCommand::new(Command::PruneTasks { keep_per_slot: 3 }, None);
         assert_eq!(c.to_string(), "PruneTasks");
     }
 }

@@ -44,6 +44,10 @@ pub struct RaftAnnouncement {
     pub term: u64,
     /// Whether it holds any cluster state (used by zero-config bootstrap).
     pub initialized: bool,
+    /// Whether it holds a worker token: it never forms a cluster nor becomes a manager, so
+    /// zero-config bootstrap does not count it among the agents that may initialise one.
+    #[serde(default)]
+    pub worker_only: bool,
 }
 
 /// What an agent announces about itself in every heartbeat.

@@ -56,18 +56,18 @@ impl ShoalProtocol {
     }
 
     /// Largest request payload accepted, in bytes.
-    pub fn max_request_bytes(self) -> usize {
+    pub const fn max_request_bytes(self) -> usize {
         match self {
-            Self::Raft => 16 * MIB,
+            Self::Raft => 4 * MIB,
             Self::Dispatch => 4 * MIB,
             Self::Control => MIB,
         }
     }
 
     /// Largest response payload accepted, in bytes.
-    pub fn max_response_bytes(self) -> usize {
+    pub const fn max_response_bytes(self) -> usize {
         match self {
-            Self::Raft => 16 * MIB,
+            Self::Raft => 4 * MIB,
             Self::Dispatch => 4 * MIB,
             Self::Control => 8 * MIB,
         }

@@ -101,6 +101,28 @@ pub struct PushLabels {
     pub result: OpResult,
 }
 
+/// Labels of a request refused to another agent.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// The protocol: `dispatch` or `control`.
+    pub protocol: &'static str,
+    /// What was asked: `assign`, `report`, `heartbeat`, `write`, `read`, ...
+    pub request: &'static str,
+    /// Why: `not_from_leader`, `other_node`, `unauthorized`, `not_a_node`, `malformed`, ...
+    pub reason: &'static str,
+}
+
+/// Labels of a message that could not be sent.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnsentLabels {
+    /// The protocol: `dispatch` or `control`.
+    pub protocol: &'static str,
+    /// The message: `assign`, `update`, `report`, `answer`, ...
+    pub message: &'static str,
+    /// Why: `too_large`, `encode`.
+    pub reason: &'static str,
+}
+
 /// Every family the agent itself maintains.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
@@ -128,6 +150,10 @@ pub struct AgentMetrics {
     pub dispatcher_nodes_marked_down: Counter,
     /// Assignment sets pushed to workers, by outcome.
     pub dispatcher_pushes: Family<PushLabels, Counter>,
+    /// Requests refused to another agent (`shoal_refused_requests_total`).
+    pub refused_requests: Family<RefusedLabels, Counter>,
+    /// Messages that could not be sent (`shoal_unsent_messages_total`).
+    pub unsent_messages: Family<UnsentLabels, Counter>,
     /// Task status reports written through raft.
     pub dispatcher_reports: Counter,
     /// Executor operations by op and result.
@@ -159,6 +185,8 @@ impl AgentMetrics {
             dispatcher_nodes_marked_down: Counter::default(),
             dispatcher_pushes: Family::default(),
             dispatcher_reports: Counter::default(),
+            refused_requests: Family::default(),
+            unsent_messages: Family::default(),
             executor_operations: Family::default(),
             executor_operation_seconds: Family::new_with_constructor(|| {
                 Histogram::new(latency_buckets())
@@ -237,6 +265,16 @@ impl AgentMetrics {
             self.dispatcher_reports.clone(),
         );
         r.register(
+            "refused_requests",
+            "Dispatch and control requests refused to another agent, by request and reason",
+            self.refused_requests.clone(),
+        );
+        r.register(
+            "unsent_messages",
+            "Dispatch and control messages that could not be sent (too large, not encodable)",
+            self.unsent_messages.clone(),
+        );
+        r.register(
             "executor_operations",
             "Executor operations by op and result",
             self.executor_operations.clone(),
@@ -251,6 +289,28 @@ impl AgentMetrics {
             "Time from a task's creation to its first Running report",
             self.task_scheduling_delay_seconds.clone(),
         );
+    }
+
+    /// Counts one request refused to another agent.
+    pub fn refused(&self, protocol: &'static str, request: &'static str, reason: &'static str) {
+        self.refused_requests
+            .get_or_create(&RefusedLabels {
+                protocol,
+                request,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts one message that could not be sent.
+    pub fn unsent(&self, protocol: &'static str, message: &'static str, reason: &'static str) {
+        self.unsent_messages
+            .get_or_create(&UnsentLabels {
+                protocol,
+                message,
+                reason,
+            })
+            .inc();
     }
 
     /// Families for code that runs without a registry (benchmarks, tests): registered nowhere.

@@ -70,12 +70,11 @@ pub enum Command {
         /// Labels to remove.
         labels_remove: Vec<String>,
     },
-    /// Record a node's liveness as seen by the dispatcher.
-    SetNodeState {
-        /// Which node.
-        id: NodeId,
-        /// Ready or down.
-        state: NodeState,
+    /// Record the liveness of one or many nodes as seen by the dispatcher (one write for many
+    /// nodes marked down at once). Nodes that no longer exist are skipped.
+    SetNodeStates {
+        /// Each node with its new state: ready or down.
+        changes: Vec<(NodeId, NodeState)>,
         /// When.
         at: Timestamp,
     },
@@ -107,6 +106,33 @@ pub enum Command {
         /// Terminal tasks kept per slot (or per node for global services).
         keep_per_slot: u64,
     },
+    /// Change cluster-wide settings (`None` keeps a setting as it is).
+    UpdateClusterSettings {
+        /// Whether services may bind-mount the host's root or an engine's socket.
+        allow_sensitive_mounts: Option<bool>,
+    },
+}
+
+impl Command {
+    /// The variant's name, for logs, metrics and refusals (never the payload: commands can be
+    /// large, and some carry values that must not be logged).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::InitCluster { .. } => "InitCluster",
+            Command::CreateService { .. } => "CreateService",
+            Command::UpdateService { .. } => "UpdateService",
+            Command::RollbackService { .. } => "RollbackService",
+            Command::RemoveService { .. } => "RemoveService",
+            Command::UpsertNode { .. } => "UpsertNode",
+            Command::UpdateNode { .. } => "UpdateNode",
+            Command::SetNodeStates { .. } => "SetNodeStates",
+            Command::RemoveNode { .. } => "RemoveNode",
+            Command::ApplyPlan { .. } => "ApplyPlan",
+            Command::ReportTaskStatus { .. } => "ReportTaskStatus",
+            Command::PruneTasks { .. } => "PruneTasks",
+            Command::UpdateClusterSettings { .. } => "UpdateClusterSettings",
+        }
+    }
 }
 
 /// What applying a command produced.
@@ -154,6 +180,10 @@ pub enum ApplyError {
     /// The request is not allowed in the current state.
     #[error("refused: {0}")]
     Refused(String),
+    /// The writer may not make this change (a worker writing for another node, or a change
+    /// only managers may make).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
 }
 
 impl ClusterState {

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`model`]: nodes, services, tasks, the whole [`ClusterState`].
+//! - [`events`]: what an applied command changed, as typed cluster events.
 //! - [`command`]: the raft log's [`Command`] and [`ClusterState::apply`] (implemented in
 //!   [`apply`]: validate first, then mutate).
 //! - [`reconcile()`]: desired versus actual state, as a [`Plan`] (what should run).
@@ -13,12 +14,15 @@
 //! - [`synthetic`]: deterministic big clusters for tests and benchmarks.
 
 pub mod apply;
+pub mod authz;
 pub mod command;
+pub mod events;
 pub mod model;
 pub mod parse;
 pub mod placement;
 pub mod plan;
 pub mod reconcile;
+pub mod requests;
 pub mod synthetic;
 
 #[cfg(test)]
@@ -32,3 +36,4 @@ pub use command::{ApplyError, Command, Outcome};
 pub use model::*;
 pub use plan::Plan;
 pub use reconcile::reconcile;
+pub use requests::{RequestId, RequestLog};

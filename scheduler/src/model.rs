@@ -162,6 +162,19 @@ pub enum Runtime {
     None,
 }
 
+/// What a node's admission allows it: set by the leader from the token the node joined with.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Credential {
+    /// Joined with a manager token, or in open mode: may become a manager and may write.
+    #[default]
+    Manager,
+    /// Joined with a worker token: runs tasks and speaks only for itself; never a manager.
+    Worker,
+}
+
 /// A node as the cluster records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -189,6 +202,9 @@ pub struct Node {
     pub runtime: Runtime,
     /// The shoal version it runs.
     pub version: String,
+    /// What its admission allows (a worker token never makes a manager).
+    #[serde(default)]
+    pub credential: Credential,
 }
 
 impl Node {
@@ -484,6 +500,10 @@ pub struct ServiceSpec {
     pub labels: BTreeMap<String, String>,
     /// Grace between the stop signal and a kill.
     pub stop_grace_ms: u64,
+    /// Bumped by `service update --force`: a new spec that replaces every task though nothing
+    /// else changed.
+    #[serde(default)]
+    pub force_update: u64,
 }
 
 /// The progress of a rolling update or rollback.
@@ -648,6 +668,21 @@ pub struct ClusterState {
     pub next_service_id: u64,
     /// Next task id to hand out.
     pub next_task_id: u64,
+    /// Cluster-wide settings.
+    #[serde(default)]
+    pub settings: ClusterSettings,
+    /// The outcomes of recent client requests, so that a retried write is applied once.
+    #[serde(default)]
+    pub requests: crate::requests::RequestLog,
+}
+
+/// Settings that apply to the whole cluster, changed by `shoal cluster update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClusterSettings {
+    /// Whether services may bind-mount the host's root or a container engine's socket (or a
+    /// directory holding one). Off by default: a service may run on every node, and such a
+    /// mount hands it the node.
+    pub allow_sensitive_mounts: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,107 @@ impl Plan {
     pub fn wake_no_later_than(&mut self, at: Timestamp) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
+
+    /// Splits the plan into plans whose items add up to at most `budget` bytes each (by
+    /// [`Plan::item_bytes`], an upper bound of their encoded size), to be applied in order.
+    ///
+    /// Each piece is a valid plan on its own: every item carries its own preconditions, and an
+    /// item's checks hold whatever pieces came before it, since a plan names each task once and
+    /// each slot once, and the capacity checks of a node count what earlier pieces placed there.
+    /// The one exception is a service change, which can move the service's version: service
+    /// changes go in the last piece. `wake_at` goes with the last piece too. A plan that fits is
+    /// returned whole.
+    pub fn into_pieces(self, budget: usize) -> Vec<Plan> {
+        let mut pieces = Pieces::new(self.base_next_task_id, budget);
+        for d in self.desired {
+            pieces.room(DESIRED_BYTES).desired.push(d);
+        }
+        for p in self.placements {
+            pieces
+                .room(PLACEMENT_BYTES + p.node.as_str().len())
+                .placements
+                .push(p);
+        }
+        for m in self.messages {
+            pieces
+                .room(MESSAGE_BYTES + m.message.len())
+                .messages
+                .push(m);
+        }
+        for c in self.creates {
+            pieces.room(Plan::create_bytes(&c)).creates.push(c);
+        }
+        pieces.current.services = self.services;
+        pieces.current.wake_at = self.wake_at;
+        pieces.done.push(pieces.current);
+        pieces.done
+    }
+
+    /// An upper bound of the encoded size of one new task.
+    pub fn create_bytes(c: &NewTask) -> usize {
+        CREATE_BYTES + c.node.as_ref().map_or(0, |n| n.as_str().len()) + c.message.len()
+    }
+
+    /// An upper bound of the encoded size of the plan's items (service changes excluded).
+    pub fn item_bytes(&self) -> usize {
+        self.desired.len() * DESIRED_BYTES
+            + self
+                .placements
+                .iter()
+                .map(|p| PLACEMENT_BYTES + p.node.as_str().len())
+                .sum::<usize>()
+            + self
+                .messages
+                .iter()
+                .map(|m| MESSAGE_BYTES + m.message.len())
+                .sum::<usize>()
+            + self.creates.iter().map(Plan::create_bytes).sum::<usize>()
+    }
+}
+
+/// Encoded size bounds of one item of each kind without its strings (field names included, as
+/// a self-describing encoding such as CBOR writes them; numbers at their widest).
+const DESIRED_BYTES: usize = 96;
+const PLACEMENT_BYTES: usize = 64;
+const MESSAGE_BYTES: usize = 64;
+const CREATE_BYTES: usize = 160;
+
+/// The plans [`Plan::into_pieces`] fills, one after the other.
+struct Pieces {
+    base_next_task_id: u64,
+    budget: usize,
+    done: Vec<Plan>,
+    current: Plan,
+    used: usize,
+}
+
+impl Pieces {
+    fn new(base_next_task_id: u64, budget: usize) -> Pieces {
+        Pieces {
+            base_next_task_id,
+            budget,
+            done: Vec::new(),
+            current: Plan {
+                base_next_task_id,
+                ..Plan::default()
+            },
+            used: 0,
+        }
+    }
+
+    /// The piece an item of `bytes` goes into: the current one, or a new one when it is full.
+    fn room(&mut self, bytes: usize) -> &mut Plan {
+        if self.used + bytes > self.budget && !self.current.is_empty() {
+            let next = Plan {
+                base_next_task_id: self.base_next_task_id,
+                ..Plan::default()
+            };
+            self.done.push(std::mem::replace(&mut self.current, next));
+            self.used = 0;
+        }
+        self.used += bytes;
+        &mut self.current
+    }
 }
 
 /// A task to create.
@@ -125,4 +226,57 @@ pub enum ServiceAction {
     SetUpdateState(UpdateState, String),
     /// Roll back to the previous spec (the update's failure action).
     Rollback(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{ServiceMode, Timestamp};
+    use crate::testkit::{cluster, create, pass};
+    use crate::{Command, reconcile};
+
+    /// Applying a plan's pieces one after the other gives the state the whole plan gives.
+    #[test]
+    fn pieces_applied_in_order_equal_the_whole_plan() {
+        let mut state = cluster(20);
+        let web = create(&mut state, crate::synthetic::spec("web", 300));
+        pass(&mut state, 1);
+        // Scale down one service, create another, so that the plan stops, creates and places.
+        let mut spec = state.services[&web].spec.clone();
+        spec.mode = ServiceMode::Replicated { replicas: 120 };
+        let update = Command::UpdateService {
+            id: web,
+            expected_version: state.services[&web].version,
+            spec,
+            at: Timestamp(2),
+        };
+        state.apply(&update).expect("scaled");
+        create(&mut state, crate::synthetic::spec("api", 500));
+        let plan = reconcile(&state, Timestamp(3));
+        assert!(
+            plan.desired.len() >= 180 && plan.creates.len() == 500,
+            "{plan:?}"
+        );
+        let mut whole = state.clone();
+        whole
+            .apply(&Command::ApplyPlan {
+                plan: plan.clone(),
+                at: Timestamp(3),
+            })
+            .expect("the whole plan applies");
+        let budget = plan.item_bytes() / 7;
+        let pieces = plan.clone().into_pieces(budget);
+        assert!(pieces.len() >= 7, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.item_bytes() <= budget));
+        assert_eq!(pieces.last().map(|p| p.wake_at), Some(plan.wake_at));
+        for piece in pieces {
+            state
+                .apply(&Command::ApplyPlan {
+                    plan: piece,
+                    at: Timestamp(3),
+                })
+                .expect("every piece applies after the ones before it");
+        }
+        assert_eq!(state, whole);
+        assert_eq!(plan.clone().into_pieces(usize::MAX), vec![plan]);
+    }
 }

@@ -135,7 +135,10 @@ fn happen(state: &mut ClusterState, (kind, pick, to): Event, now: u64) {
                 NodeState::Ready
             };
             state
-                .apply(&Command::SetNodeState { id, state: s, at })
+                .apply(&Command::SetNodeStates {
+                    changes: vec![(id, s)],
+                    at,
+                })
                 .expect("node state");
         }
         4 => {

@@ -89,6 +89,7 @@ pub fn node(shape: &ClusterShape, i: usize) -> Node {
         reserved: Resources::default(),
         runtime: Runtime::Sim,
         version: "synthetic".into(),
+        credential: crate::model::Credential::Manager,
     }
 }
 
@@ -133,6 +134,7 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
         mounts: Vec::new(),
         labels: BTreeMap::new(),
         stop_grace_ms: 10_000,
+        force_update: 0,
     }
 }
 

@@ -79,6 +79,39 @@ pub async fn wait_voters(agents: &[Agent], n: usize) {
     .await
 }
 
+/// Waits until exactly `n` agents are raft members and each of them sees `n` voters (the
+/// manager set settled; the other agents are plain workers).
+pub async fn wait_managers(agents: &[Agent], n: usize) {
+    eventually(
+        &format!("{n} members, {n} voters"),
+        Duration::from_secs(30),
+        || async {
+            let members: Vec<_> = agents.iter().filter(|a| a.quorum().is_member()).collect();
+            (members.len() == n
+                && members
+                    .iter()
+                    .all(|a| a.quorum().status().voters.len() == n))
+            .then_some(())
+        },
+    )
+    .await
+}
+
+/// The position of a raft member that does not lead.
+pub fn follower_index(agents: &[Agent]) -> usize {
+    let leader = leader_index(agents);
+    (0..agents.len())
+        .find(|i| *i != leader && agents[*i].quorum().is_member())
+        .expect("a follower")
+}
+
+/// The position of an agent that is not a raft member (a plain worker).
+pub fn worker_index(agents: &[Agent]) -> usize {
+    (0..agents.len())
+        .find(|i| !agents[*i].quorum().is_member())
+        .expect("a worker")
+}
+
 /// The position of the current leader among `agents`.
 pub fn leader_index(agents: &[Agent]) -> usize {
     let leader = agents[0].quorum().leader().borrow().expect("a leader");
@@ -97,4 +130,18 @@ pub async fn create_running(client: &ControlClient, spec: ServiceSpec) {
         .await
         .expect("create");
     wait_running(client, &name, replicas, Duration::from_secs(20)).await;
+}
+
+/// Runs `shoal ARGS --socket SOCKET` on a blocking thread, as the binary would.
+pub async fn shoal_cli(socket: PathBuf, args: &[&str]) -> anyhow::Result<()> {
+    use clap::Parser as _;
+    let mut argv: Vec<String> = std::iter::once("shoal")
+        .chain(args.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    argv.extend(["--socket".to_owned(), socket.display().to_string()]);
+    tokio::task::spawn_blocking(move || {
+        shoal_agent::cli::run(shoal_agent::cli::Cli::try_parse_from(argv)?)
+    })
+    .await?
 }

@@ -13,6 +13,7 @@ use shoal_agent::control::views::{ServiceRow, TaskRow};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 
 mod cluster;
+pub mod containers;
 pub use cluster::*;
 
 /// The image the tests run, built locally by `tests/images/build-busybox-image.sh`.

@@ -45,9 +45,8 @@ pub async fn run(args: &FailoverBenchArgs) -> anyhow::Result<()> {
 }
 
 fn probe(round: usize, seq: u64) -> Command {
-    Command::SetNodeState {
-        id: NodeId::new(format!("failover-{round}")),
-        state: NodeState::Ready,
+    Command::SetNodeStates {
+        changes: vec![(NodeId::new(format!("failover-{round}")), NodeState::Ready)],
         at: Timestamp(seq),
     }
 }

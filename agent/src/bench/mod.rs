@@ -1,6 +1,7 @@
 //! `shoal bench ...`: benchmark programs that print figures anyone can rerun. Each prints a
 //! line for people and, last, one JSON line.
 
+pub mod cluster;
 pub mod e2e;
 pub mod failover;
 pub mod mesh;

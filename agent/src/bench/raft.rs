@@ -323,9 +323,8 @@ async fn start_managers_with_metrics(
 /// machine accepts or refuses it, it is one durable, replicated, applied log entry, and the
 /// state stays small so every write costs the same.
 fn command(client: usize, seq: u64) -> Command {
-    Command::SetNodeState {
-        id: NodeId::new(format!("bench-{client}")),
-        state: NodeState::Ready,
+    Command::SetNodeStates {
+        changes: vec![(NodeId::new(format!("bench-{client}")), NodeState::Ready)],
         at: Timestamp(seq),
     }
 }

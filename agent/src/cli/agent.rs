@@ -28,9 +28,14 @@ pub struct AgentArgs {
     /// A peer to join through: `/ip4/10.0.0.5/tcp/7946/p2p/12D3KooW...` (repeatable).
     #[arg(long)]
     pub join: Vec<String>,
-    /// The cluster's secret. Peers without it cannot even finish a handshake.
+    /// The cluster's secret. Peers without it cannot even finish a handshake. Prefer
+    /// `SHOAL_TOKEN` or `--token-file`: a value on the command line shows in `ps` to every
+    /// user of the machine.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the cluster's secret (as `shoal cluster token` printed it).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     /// Do not use mDNS to find peers on the LAN.
     #[arg(long)]
     pub no_mdns: bool,
@@ -55,6 +60,34 @@ pub struct AgentArgs {
     /// A node is marked down when its heartbeats stop for this long and its peers agree.
     #[arg(long, default_value = "2s", value_parser = super::spec::parse_duration)]
     pub down_grace: Duration,
+}
+
+impl AgentArgs {
+    /// The token from `--token-file`, `SHOAL_TOKEN` or `--token`; a token given on the command
+    /// line itself is taken with a warning.
+    fn token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", path.display()))?;
+            let token = text.trim();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "--token-file {} is empty",
+                path.display()
+            );
+            return Ok(Some(token.to_owned()));
+        }
+        let from_env = std::env::var("SHOAL_TOKEN").ok();
+        if let Some(token) = &self.token
+            && from_env.as_deref() != Some(token.as_str())
+        {
+            eprintln!(
+                "warning: --token on the command line is visible to every user of this machine \
+                 (ps, /proc); pass it in SHOAL_TOKEN or --token-file instead"
+            );
+        }
+        Ok(self.token.clone())
+    }
 }
 
 /// The `--pull` policy.
@@ -90,6 +123,7 @@ impl AgentArgs {
                     .ok_or_else(|| anyhow::anyhow!("--label {pair:?}: expected KEY=VALUE"))
             })
             .collect::<anyhow::Result<_>>()?;
+        let token = self.token()?;
         Ok(AgentConfig {
             data_dir: self
                 .data_dir
@@ -98,7 +132,7 @@ impl AgentArgs {
             listen: self.listen.clone(),
             advertise: self.advertise.clone(),
             join: self.join.clone(),
-            token: self.token.clone(),
+            token,
             mdns: !self.no_mdns,
             bootstrap_expect: self.bootstrap_expect,
             managers: self.managers,
@@ -110,6 +144,7 @@ impl AgentArgs {
             down_grace: self.down_grace,
             bootstrap_window: Duration::from_millis(1500),
             never_pull: self.pull == PullFlag::Never,
+            raft_timing: shoal_consensus::RaftTiming::LAN,
         })
     }
 }

@@ -18,6 +18,9 @@ pub enum BenchCommand {
     Failover(bench::failover::FailoverBenchArgs),
     /// End to end on the local Docker engine: create, scale, update, replace.
     E2e(bench::e2e::E2eBenchArgs),
+    /// N whole agents with the sim executor: formation, the raft group's size, placing and
+    /// scaling a service.
+    Cluster(bench::cluster::ClusterBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -33,5 +36,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Raft(args) => runtime()?.block_on(bench::raft::run(&args)),
         BenchCommand::Failover(args) => runtime()?.block_on(bench::failover::run(&args)),
         BenchCommand::E2e(args) => runtime()?.block_on(bench::e2e::run(&args)),
+        BenchCommand::Cluster(args) => runtime()?.block_on(bench::cluster::run(&args)),
     }
 }

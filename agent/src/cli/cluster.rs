@@ -19,6 +19,20 @@ pub enum ClusterCommand {
     /// workers with the worker token. Peers without a token cannot even connect, and a worker
     /// token can never make a manager.
     Token,
+    /// Change cluster-wide settings.
+    Update(UpdateArgs),
+}
+
+/// `cluster update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Let services bind-mount the host's root or a container engine's socket (or a directory
+    /// holding one). Off by default: a service may land on any node, and such a mount hands
+    /// it that node.
+    #[arg(long, value_name = "true|false")]
+    pub allow_sensitive_mounts: Option<bool>,
+    #[command(flatten)]
+    client: super::ClientOptions,
 }
 
 /// `cluster recover`.
@@ -45,6 +59,12 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        ClusterCommand::Update(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(update(args))
+        }
         ClusterCommand::Token => {
             let token = shoal_consensus::Token::generate_manager()?;
             let manager = token.manager_token().unwrap_or_default();
@@ -54,4 +74,26 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn update(args: UpdateArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.allow_sensitive_mounts.is_some(),
+        "nothing to change: give a setting, such as --allow-sensitive-mounts true"
+    );
+    let request = crate::control::api::ClusterSettingsRequest {
+        allow_sensitive_mounts: args.allow_sensitive_mounts,
+    };
+    let settings: shoal_scheduler::ClusterSettings = super::client::client(&args.client)
+        .post(crate::control::api::CLUSTER_SETTINGS, &request)
+        .await?;
+    println!(
+        "cluster updated: sensitive bind mounts {}",
+        if settings.allow_sensitive_mounts {
+            "allowed"
+        } else {
+            "refused"
+        }
+    );
+    Ok(())
 }

@@ -5,10 +5,14 @@ mod agent;
 mod bench;
 mod client;
 mod cluster;
+mod events;
+mod logs;
 mod node;
 mod output;
 mod service;
 mod spec;
+mod update;
+mod version;
 
 use std::path::PathBuf;
 
@@ -43,6 +47,16 @@ pub enum Command {
     /// Cluster-wide operations.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Follow the cluster's events: services, tasks, nodes and leaders, as they happen.
+    ///
+    /// `shoal events --since 10m --until 0s` prints what happened in the last ten minutes and
+    /// exits; `--filter type=task --filter name=web` follows the tasks of `web`. Each line ends
+    /// with its cursor: `--after CURSOR` resumes there, on this agent or any other.
+    Events(events::EventsArgs),
+    /// Show the version of this binary and of the agent it talks to.
+    Version(version::VersionArgs),
+    /// Print a shell completion script: `shoal completion bash > /etc/bash_completion.d/shoal`.
+    Completion(version::CompletionArgs),
     /// Run a benchmark and print its figures (the last line is JSON).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -77,6 +91,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(command) => client_runtime()?.block_on(service::run(*command)),
         Command::Node(command) => client_runtime()?.block_on(node::run(command)),
         Command::Cluster(command) => cluster::run(command),
+        Command::Events(args) => client_runtime()?.block_on(events::run(args)),
+        Command::Version(args) => client_runtime()?.block_on(version::version(args)),
+        Command::Completion(args) => {
+            version::completion(args);
+            Ok(())
+        }
         Command::Bench(command) => bench::run(command),
     }
 }
@@ -86,4 +106,71 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_cover_the_commands() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "shoal",
+            &mut script,
+        );
+        let script = String::from_utf8_lossy(&script);
+        for word in ["service", "logs", "events", "--update-parallelism", "drain"] {
+            assert!(script.contains(word), "bash completion lacks {word}");
+        }
+    }
+
+    #[test]
+    fn service_update_and_node_commands_parse() {
+        for argv in [
+            &[
+                "shoal", "service", "update", "--image", "a:2", "--force", "web",
+            ][..],
+            &[
+                "shoal",
+                "service",
+                "update",
+                "--rollback-parallelism",
+                "2",
+                "web",
+            ][..],
+            &["shoal", "service", "rollback", "--detach", "web"][..],
+            &["shoal", "node", "update", "--availability", "drain", "n1"][..],
+            &["shoal", "node", "rm", "--force", "n1", "n2"][..],
+            &["shoal", "node", "ps"][..],
+            &[
+                "shoal",
+                "events",
+                "--since",
+                "5m",
+                "--until",
+                "0s",
+                "-f",
+                "type=task",
+            ][..],
+            &[
+                "shoal", "service", "logs", "-f", "-n", "5", "--since", "1m", "web",
+            ][..],
+        ] {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+        assert!(
+            Cli::try_parse_from(["shoal", "node", "update", "--availability", "off", "n1"])
+                .is_err()
+        );
+    }
 }

@@ -3,6 +3,10 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use shoal_scheduler::TaskState;
+
+use super::client::now_ms;
+use crate::control::views::TaskRow;
 
 /// How a command prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -77,6 +81,48 @@ pub fn age(now_ms: u64, then_ms: u64) -> String {
         3600..=86_399 => format!("{} hours ago", seconds / 3600),
         _ => format!("{} days ago", seconds / 86_400),
     }
+}
+
+/// Prints tasks as `service ps` and `node ps` show them: a table with their age and, for
+/// those that did not run, why; or JSON.
+pub fn print_tasks(rows: &[TaskRow], format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        return print_json(&rows);
+    }
+    let now = now_ms();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let current = format!("{:?} {}", row.state, age(now, row.since.0));
+            let error = match row.state {
+                TaskState::Failed
+                | TaskState::Rejected
+                | TaskState::Orphaned
+                | TaskState::Pending => row.message.clone(),
+                _ => String::new(),
+            };
+            vec![
+                row.id.clone(),
+                row.name.clone(),
+                row.image.clone(),
+                row.node.clone(),
+                format!("{:?}", row.desired),
+                current,
+                error,
+            ]
+        })
+        .collect();
+    let headers = [
+        "ID",
+        "NAME",
+        "IMAGE",
+        "NODE",
+        "DESIRED STATE",
+        "CURRENT STATE",
+        "ERROR",
+    ];
+    print!("{}", table(&headers, &cells));
+    Ok(())
 }
 
 #[cfg(test)]

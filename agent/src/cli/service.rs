@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use shoal_scheduler::{DesiredState, ServiceId, TaskState};
 
 use super::ClientOptions;
-use super::client::{client, now_ms};
-use super::output::{Format, age, print_json, print_listing, table};
+use super::client::client;
+use super::output::{Format, print_json, print_listing, print_tasks};
 use super::spec::SpecArgs;
 use crate::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
 use crate::control::views::{ServiceRow, TaskRow};
@@ -33,6 +33,19 @@ pub enum ServiceCommand {
     /// Remove services; their containers are stopped and removed.
     #[command(alias = "remove")]
     Rm(RemoveArgs),
+    /// Change a service: only what the flags name changes, rolled out under its update policy
+    /// with progress until it converged (unless --detach).
+    ///
+    /// Example: shoal service update --image nginx:1.27 --update-parallelism 2 web
+    Update(Box<super::update::UpdateArgs>),
+    /// Go back to the spec before the last update, under the rollback policy.
+    Rollback(super::update::RollbackArgs),
+    /// Print the output of a service's tasks (or of one task), from every node.
+    ///
+    /// Each line is labelled `service.slot.task@node`; stderr lines go to stderr. A node that
+    /// is down or does not answer within 5 s is named in a warning and the others' lines are
+    /// printed. Example: shoal service logs -f --tail 20 web
+    Logs(super::logs::LogsArgs),
 }
 
 /// `service create`.
@@ -133,6 +146,9 @@ pub async fn run(command: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Inspect(args) => inspect(args).await,
         ServiceCommand::Scale(args) => scale(args).await,
         ServiceCommand::Rm(args) => remove(args).await,
+        ServiceCommand::Update(args) => super::update::update(*args).await,
+        ServiceCommand::Rollback(args) => super::update::rollback(args).await,
+        ServiceCommand::Logs(args) => super::logs::run(args).await,
     }
 }
 
@@ -155,7 +171,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// Polls the service's tasks until as many run as are wanted, printing progress.
-async fn wait_converged(
+pub(super) async fn wait_converged(
     options: &ClientOptions,
     name: &str,
     timeout: Duration,
@@ -165,12 +181,33 @@ async fn wait_converged(
     let started = Instant::now();
     let mut last_line = String::new();
     loop {
-        let row = find_row(&client, name).await?;
-        let tasks: Vec<TaskRow> = client.get(&api::service_tasks(name)).await?;
+        let polled = async {
+            let row = find_row(&client, name).await?;
+            let tasks: Vec<TaskRow> = client.get(&api::service_tasks(name)).await?;
+            anyhow::Ok((row, tasks))
+        };
+        let (row, tasks) = match polled.await {
+            Ok(polled) => polled,
+            // A busy or briefly leaderless cluster: the service exists, keep waiting.
+            Err(error) if is_transient(&error) && started.elapsed() < timeout => {
+                if show_progress {
+                    println!("waiting for the cluster to answer: {error:#}");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let line = progress_line(&row, &tasks);
         if show_progress && line != last_line {
             println!("{line}");
             last_line = line;
+        }
+        if row.update.as_deref() == Some("paused") {
+            anyhow::bail!(
+                "the update of {name} paused after too many failed tasks: see `shoal service ps \
+                 {name}`, then `shoal service update` it again or `shoal service rollback {name}`"
+            );
         }
         if row.running == row.desired && tasks_settled(&tasks) {
             if show_progress {
@@ -189,15 +226,32 @@ async fn wait_converged(
                 row.desired
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Whether a failed poll is worth another try: the agent answered that the cluster could not
+/// serve it just now.
+fn is_transient(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<crate::control::client::ClientError>(),
+        Some(crate::control::client::ClientError::Api { status, .. })
+            if *status == hyper::StatusCode::SERVICE_UNAVAILABLE
+    )
+}
+
 /// No task that should stop is still running.
+/// Whether nothing is left to do: every task told to stop has stopped, and every other one
+/// runs the current spec (right after an update is accepted, the old tasks still run and are
+/// all there is, which is not convergence).
 fn tasks_settled(tasks: &[TaskRow]) -> bool {
-    tasks
-        .iter()
-        .all(|task| task.desired != DesiredState::Shutdown || task.state.is_terminal())
+    tasks.iter().all(|task| {
+        if task.desired == DesiredState::Shutdown {
+            task.state.is_terminal()
+        } else {
+            task.current
+        }
+    })
 }
 
 fn progress_line(row: &ServiceRow, tasks: &[TaskRow]) -> String {
@@ -268,43 +322,7 @@ async fn ps(args: PsArgs) -> anyhow::Result<()> {
     if args.running {
         rows.retain(|row| row.desired != DesiredState::Shutdown);
     }
-    if args.format == Format::Json {
-        return print_json(&rows);
-    }
-    let now = now_ms();
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| {
-            let current = format!("{:?} {}", row.state, age(now, row.since.0));
-            let error = match row.state {
-                TaskState::Failed
-                | TaskState::Rejected
-                | TaskState::Orphaned
-                | TaskState::Pending => row.message.clone(),
-                _ => String::new(),
-            };
-            vec![
-                row.id.clone(),
-                row.name.clone(),
-                row.image.clone(),
-                row.node.clone(),
-                format!("{:?}", row.desired),
-                current,
-                error,
-            ]
-        })
-        .collect();
-    let headers = [
-        "ID",
-        "NAME",
-        "IMAGE",
-        "NODE",
-        "DESIRED STATE",
-        "CURRENT STATE",
-        "ERROR",
-    ];
-    print!("{}", table(&headers, &cells));
-    Ok(())
+    print_tasks(&rows, args.format)
 }
 
 async fn inspect(args: NameArgs) -> anyhow::Result<()> {
@@ -353,4 +371,37 @@ async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         args.services.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_scheduler::Timestamp;
+
+    use super::*;
+
+    fn row(desired: DesiredState, state: TaskState, current: bool) -> TaskRow {
+        TaskRow {
+            id: "t".into(),
+            name: "web.1".into(),
+            image: "web:1".into(),
+            node: "n".into(),
+            desired,
+            state,
+            since: Timestamp(0),
+            message: String::new(),
+            exit_code: None,
+            current,
+        }
+    }
+
+    #[test]
+    fn old_tasks_that_still_run_are_not_convergence() {
+        let running_old = row(DesiredState::Running, TaskState::Running, false);
+        let running_new = row(DesiredState::Running, TaskState::Running, true);
+        let stopping = row(DesiredState::Shutdown, TaskState::Running, false);
+        let stopped = row(DesiredState::Shutdown, TaskState::Shutdown, false);
+        assert!(!tasks_settled(std::slice::from_ref(&running_old)));
+        assert!(!tasks_settled(&[running_new.clone(), stopping]));
+        assert!(tasks_settled(&[running_new, stopped]));
+    }
 }

@@ -124,6 +124,9 @@ pub struct SpecArgs {
     /// Time between the stop signal and a kill.
     #[arg(long, default_value = "10s")]
     pub stop_grace_period: String,
+    /// The rollback policy (`--rollback-*`; each one not given is the update policy's).
+    #[command(flatten)]
+    pub rollback: super::update::RollbackPolicyArgs,
 }
 
 impl SpecArgs {
@@ -186,7 +189,7 @@ impl SpecArgs {
                 window_ms: millis("--restart-window", &self.restart_window)?,
             },
             update,
-            rollback: update,
+            rollback: self.rollback.apply_to(update)?,
             health: self.health()?,
             ports: self
                 .publish
@@ -200,6 +203,7 @@ impl SpecArgs {
                 .collect::<anyhow::Result<_>>()?,
             labels: key_values("--label", &self.labels)?,
             stop_grace_ms: millis("--stop-grace-period", &self.stop_grace_period)?,
+            force_update: 0,
         })
     }
 

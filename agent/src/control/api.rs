@@ -1,7 +1,11 @@
 //! Bodies of the control API. Paths are constants so that the server and the client agree.
 
 use serde::{Deserialize, Serialize};
-use shoal_scheduler::{ServiceId, ServiceSpec};
+use shoal_scheduler::{Availability, ServiceId, ServiceSpec};
+
+/// The response header of a write: the raft log index it committed at. A read with
+/// `?min_index=N` on any manager answers from a state that includes it.
+pub const INDEX_HEADER: &str = "x-shoal-index";
 
 /// `GET` cluster and agent facts.
 pub const INFO: &str = "/v1/info";
@@ -9,11 +13,28 @@ pub const INFO: &str = "/v1/info";
 pub const SERVICES: &str = "/v1/services";
 /// `GET` list of nodes.
 pub const NODES: &str = "/v1/nodes";
+/// `GET` a page of cluster events ([`EventsQuery`]; answers a
+/// [`shoal_consensus::events::EventPage`]).
+pub const EVENTS: &str = "/v1/events";
+/// `GET` the cluster's settings, `POST` [`ClusterSettingsRequest`] to change them.
+pub const CLUSTER_SETTINGS: &str = "/v1/cluster/settings";
 
 /// The path of one service (`GET` inspect, `DELETE` remove).
 pub fn service(name: &str) -> String {
     format!("{SERVICES}/{name}")
 }
+
+/// The path of a service's logs (`GET` [`LogsQuery`], answers a
+/// [`super::logs::ServiceLogs`]).
+pub fn service_logs(name: &str) -> String {
+    format!("{SERVICES}/{name}/logs")
+}
+
+/// Paths under this prefix are about the agent that serves them (never forwarded to a manager).
+pub const LOCAL_PREFIX: &str = "/v1/local/";
+/// `GET` the output of tasks this node runs ([`super::logs::LocalLogsQuery`]); a manager gathers
+/// a service's logs from its nodes with it.
+pub const LOCAL_LOGS: &str = "/v1/local/logs";
 
 /// The path of a service's tasks (`GET`).
 pub fn service_tasks(name: &str) -> String {
@@ -47,6 +68,44 @@ pub struct CreateServiceRequest {
 pub struct CreateServiceResponse {
     /// The new service's id.
     pub id: ServiceId,
+}
+
+/// The path of one node, by id, hostname or unique id prefix (`GET` inspect, `DELETE`
+/// remove, `?force=true` for a node that is not down).
+pub fn node(name: &str) -> String {
+    format!("{NODES}/{name}")
+}
+
+/// The path of the tasks placed on a node (`GET`).
+pub fn node_tasks(name: &str) -> String {
+    format!("{NODES}/{name}/tasks")
+}
+
+/// The path that changes a node's availability and labels (`POST` [`UpdateNodeRequest`]).
+pub fn node_update(name: &str) -> String {
+    format!("{NODES}/{name}/update")
+}
+
+/// Body of `POST /v1/nodes/{node}/update`: what to change (absent fields stay).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateNodeRequest {
+    /// `active`, `pause` (keeps its tasks, gets no new ones) or `drain` (its tasks move away).
+    #[serde(default)]
+    pub availability: Option<Availability>,
+    /// Labels to set, `(name, value)`.
+    #[serde(default)]
+    pub labels_set: Vec<(String, String)>,
+    /// Labels to remove.
+    #[serde(default)]
+    pub labels_remove: Vec<String>,
+}
+
+/// Query of `DELETE /v1/nodes/{node}`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct RemoveNodeQuery {
+    /// Remove a node that is not down (its tasks are lost and replaced elsewhere).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Body of a scale request.
@@ -87,4 +146,57 @@ pub struct InfoResponse {
     pub runtime: String,
     /// The shoal version.
     pub version: String,
+}
+
+/// Body of `POST /v1/cluster/settings`: the settings to change (absent ones stay).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterSettingsRequest {
+    /// Whether services may bind-mount the host's root or a container engine's socket.
+    #[serde(default)]
+    pub allow_sensitive_mounts: Option<bool>,
+}
+
+/// The longest an events call waits for a matching event (below the mesh's request timeout, so
+/// that a forwarded call is answered before it is given up).
+pub const MAX_EVENTS_WAIT_MS: u64 = 5_000;
+/// The most events one call answers.
+pub const MAX_EVENTS_PAGE: usize = 2_000;
+
+/// Query of `GET /v1/events`: what to read, and how long to wait for it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventsQuery {
+    /// Read after this cursor (`N` or `N.K`, a page's `next`; `end` for new events only); from
+    /// the oldest event held if absent.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Wait up to this long (milliseconds, at most [`MAX_EVENTS_WAIT_MS`]) for a matching event.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    /// At most this many events (at most [`MAX_EVENTS_PAGE`]).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only these types, comma-separated (`service`, `node`, `task`, `cluster`).
+    #[serde(default, rename = "type")]
+    pub types: Option<String>,
+    /// Only events about this name (a service, also for its tasks; a node's hostname) or id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Only events at or after this time (milliseconds since the Unix epoch).
+    #[serde(default)]
+    pub since_ms: Option<u64>,
+}
+
+/// Query of a service's logs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// The last this many lines of each task (all it holds, up to the executor's bound, if
+    /// absent).
+    #[serde(default)]
+    pub tail: Option<usize>,
+    /// Only lines written at or after this time (seconds since the Unix epoch).
+    #[serde(default)]
+    pub since_secs: Option<u64>,
+    /// Only this task of the service (its id or a unique prefix).
+    #[serde(default)]
+    pub task: Option<String>,
 }

@@ -1,6 +1,8 @@
 //! The CLI's client of the control API: HTTP/1.1 over the agent's Unix socket.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -10,7 +12,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use super::api::ErrorBody;
+use shoal_scheduler::RequestId;
+
+use super::api::{ErrorBody, INDEX_HEADER};
+use super::forward::REQUEST_ID_HEADER;
+
+/// Attempts of one write that keeps coming back uncertain.
+const WRITE_ATTEMPTS: usize = 3;
 
 /// What can go wrong talking to an agent.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +50,13 @@ pub enum ClientError {
     Decode(#[from] serde_json::Error),
 }
 
-/// A client of one agent's control socket.
+/// A client of one agent's control socket. It remembers the log index of the newest write it
+/// made, which a read through another agent can ask for (`?min_index=`, see
+/// [`ControlClient::last_write_index`]).
 #[derive(Debug, Clone)]
 pub struct ControlClient {
     socket: PathBuf,
+    last_write: Arc<AtomicU64>,
 }
 
 impl ControlClient {
@@ -53,26 +64,66 @@ impl ControlClient {
     pub fn new(socket: impl AsRef<Path>) -> Self {
         ControlClient {
             socket: socket.as_ref().to_path_buf(),
+            last_write: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The log index of the newest write this client made (0 before the first).
+    pub fn last_write_index(&self) -> u64 {
+        self.last_write.load(Ordering::Relaxed)
     }
 
     /// `GET path`, decoding JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call(Method::GET, path, None::<&()>).await
+        self.call(Method::GET, path, None::<&()>, None).await
     }
 
-    /// `POST path` with a JSON body, decoding JSON.
+    /// `POST path` with a JSON body, decoding JSON. The write carries a request id of its own:
+    /// when the agent answers that it may or may not have committed it (a timeout, a leader
+    /// change), it is sent again under the same id, which the cluster applies at most once.
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.call(Method::POST, path, Some(body)).await
+        let request = shoal_consensus::new_request_id();
+        self.post_as(path, body, request).await
     }
 
-    /// `DELETE path`, decoding JSON.
+    /// [`Self::post`] under a request id the caller chose (a retry of an earlier call).
+    pub async fn post_as<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        request: RequestId,
+    ) -> Result<T, ClientError> {
+        self.write(Method::POST, path, Some(body), request).await
+    }
+
+    /// `DELETE path`, decoding JSON (retried like [`Self::post`]).
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call(Method::DELETE, path, None::<&()>).await
+        let request = shoal_consensus::new_request_id();
+        self.write(Method::DELETE, path, None::<&()>, request).await
+    }
+
+    async fn write<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        request: RequestId,
+    ) -> Result<T, ClientError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.call(method.clone(), path, body, Some(request)).await {
+                Err(ClientError::Api { status, message })
+                    if status == StatusCode::SERVICE_UNAVAILABLE
+                        && message.contains("may or may not have been committed")
+                        && attempts < WRITE_ATTEMPTS => {}
+                other => return other,
+            }
+        }
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(
@@ -80,12 +131,13 @@ impl ControlClient {
         method: Method,
         path: &str,
         body: Option<&B>,
+        request: Option<RequestId>,
     ) -> Result<T, ClientError> {
         let payload = match body {
             Some(body) => serde_json::to_vec(body)?,
             None => Vec::new(),
         };
-        let (status, bytes) = self.exchange(method, path, payload).await?;
+        let (status, bytes) = self.exchange(method, path, payload, request).await?;
         if status.is_success() {
             return Ok(serde_json::from_slice(&bytes)?);
         }
@@ -100,6 +152,7 @@ impl ControlClient {
         method: Method,
         path: &str,
         payload: Vec<u8>,
+        request: Option<RequestId>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
@@ -112,11 +165,15 @@ impl ControlClient {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         tokio::spawn(connection);
-        let request = Request::builder()
+        let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "shoal")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(id) = request {
+            builder = builder.header(REQUEST_ID_HEADER, id.to_string());
+        }
+        let request = builder
             .body(Full::new(Bytes::from(payload)))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let response = sender
@@ -124,6 +181,13 @@ impl ControlClient {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let status = response.status();
+        let index = response
+            .headers()
+            .get(INDEX_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(index) = index {
+            self.last_write.fetch_max(index, Ordering::Relaxed);
+        }
         let bytes = response
             .into_body()
             .collect()

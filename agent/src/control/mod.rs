@@ -3,9 +3,15 @@
 //! - [`api`]: request and response bodies, and the routes' paths.
 //! - [`views`]: how the cluster state is shown (service summaries, task and node rows).
 //! - [`server`]: the axum router served by the daemon.
+//! - [`logs`]: a service's logs, gathered from its nodes (partial, with warnings, when one is gone).
+//! - [`events`]: the events route (a page after a cursor, filtered, waiting for a match).
 //! - [`client`]: the hyper client the CLI uses.
+//! - [`forward`]: calls forwarded between agents (`/shoal/control/1`): a worker's to a manager.
 
 pub mod api;
 pub mod client;
+pub mod events;
+pub mod forward;
+pub mod logs;
 pub mod server;
 pub mod views;

@@ -1,24 +1,37 @@
 //! The control API server: axum routes over the cluster state and raft writes, served on the
-//! agent's owner-only Unix socket. Reads come from this agent's applied state; writes go through
-//! raft (forwarded to the leader when this agent is a follower).
+//! agent's owner-only Unix socket, and to other agents' forwarded calls ([`super::forward`]).
+//!
+//! Reads are linearizable by default: they see every write committed before they began (a read
+//! index confirmed by the leader); `?stale=true` answers from this agent's replica at once, for
+//! cheap polling. Writes go through raft (forwarded to the leader when this agent is a
+//! follower); a write may carry a request id (header `x-shoal-request-id`), and a retry with the
+//! same id is applied once. An agent with no replica (a worker) forwards every call to a
+//! manager. A forwarded write is authorized by what its caller's admission allows.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use shoal_consensus::Quorum;
-use shoal_scheduler::{ApplyError, ClusterState, Command, Outcome, ServiceId, ServiceMode};
+use axum::{Json, Router};
+use serde::Deserialize;
+use shoal_consensus::{Committed, Quorum};
+use shoal_discovery::Mesh;
+use shoal_scheduler::authz::{self, Origin};
+use shoal_scheduler::{
+    ApplyError, ClusterState, Command, NodeId, Outcome, RequestId, ServiceId, ServiceMode,
+};
 use tokio::net::UnixListener;
 
 use super::api::{
-    self, CreateServiceRequest, CreateServiceResponse, ErrorBody, InfoResponse, ScaleRequest,
-    UpdateServiceRequest,
+    self, ClusterSettingsRequest, CreateServiceRequest, CreateServiceResponse, ErrorBody,
+    InfoResponse, RemoveNodeQuery, ScaleRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
+use super::forward::{self, Caller, ForwardedAnswer, REQUEST_ID_HEADER};
 use super::views;
 use crate::worker::now;
 
@@ -27,10 +40,29 @@ use crate::worker::now;
 pub struct ControlState {
     /// The raft handle.
     pub quorum: Quorum,
+    /// The mesh (forwarded calls).
+    pub mesh: Mesh,
     /// This agent's node id.
     pub node_id: String,
     /// This agent's runtime (`docker`, `sim`, `none`).
     pub runtime: String,
+    /// The agent's metric families.
+    pub metrics: shoal_metrics::AgentMetrics,
+    /// The executor of this node's tasks (their logs), if it runs any.
+    pub executor: Option<Arc<dyn crate::executor::Executor>>,
+}
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct ReadOptions {
+    /// Answer from this agent's replica at once instead of a linearizable read.
+    #[serde(default)]
+    pub stale: bool,
+    /// Answer from this agent's replica once it has applied this log index (a write's
+    /// [`api::INDEX_HEADER`]): reads your own writes through any manager without a round to
+    /// the leader.
+    #[serde(default)]
+    pub min_index: Option<u64>,
 }
 
 /// An error answer with its HTTP status.
@@ -41,18 +73,47 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    /// An error with its status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn no_such_service(name: &str) -> Self {
+    /// The error as an HTTP response.
+    pub fn into_response_body(self) -> Response<Body> {
+        self.into_response()
+    }
+
+    /// The error as the answer to a forwarded call.
+    pub fn into_answer(self) -> ForwardedAnswer {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: self.message,
+        })
+        .unwrap_or_default();
+        ForwardedAnswer {
+            status: self.status.as_u16(),
+            body,
+            index: None,
+        }
+    }
+
+    pub(super) fn no_such_service(name: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no such service: {name} (see `shoal service ls`)"),
         )
+    }
+}
+
+impl From<views::NodeLookupError> for ApiError {
+    fn from(error: views::NodeLookupError) -> Self {
+        let status = match error {
+            views::NodeLookupError::NotFound(_) => StatusCode::NOT_FOUND,
+            views::NodeLookupError::Ambiguous { .. } => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, error.to_string())
     }
 }
 
@@ -76,6 +137,7 @@ impl From<ApplyError> for ApiError {
                 StatusCode::CONFLICT
             }
             ApplyError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
+            ApplyError::Unauthorized(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, error.to_string())
@@ -83,6 +145,22 @@ impl From<ApplyError> for ApiError {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A write's answer: its body, and the log index it committed at in [`api::INDEX_HEADER`].
+type WriteResult<T> = Result<([(&'static str, String); 1], Json<T>), ApiError>;
+
+/// What a committed write answered, and where it is in the log.
+struct Written {
+    outcome: Outcome,
+    index: u64,
+}
+
+impl Written {
+    /// The answer `body`, with this write's index.
+    fn answer<T>(&self, body: T) -> WriteResult<T> {
+        Ok(([(api::INDEX_HEADER, self.index.to_string())], Json(body)))
+    }
+}
 
 /// The control API's routes.
 pub fn router(state: ControlState) -> Router {
@@ -94,11 +172,41 @@ pub fn router(state: ControlState) -> Router {
             get(inspect_service).delete(remove_service),
         )
         .route("/v1/services/{name}/tasks", get(service_tasks))
+        .route("/v1/services/{name}/logs", get(super::logs::service_logs))
+        .route(api::LOCAL_LOGS, get(super::logs::local_logs))
         .route("/v1/services/{name}/scale", post(scale_service))
         .route("/v1/services/{name}/update", post(update_service))
         .route("/v1/services/{name}/rollback", post(rollback_service))
+        .route(api::EVENTS, get(super::events::list_events))
         .route(api::NODES, get(list_nodes))
+        .route("/v1/nodes/{node}", get(inspect_node).delete(remove_node))
+        .route("/v1/nodes/{node}/tasks", get(node_tasks))
+        .route("/v1/nodes/{node}/update", post(update_node))
+        .route(
+            api::CLUSTER_SETTINGS,
+            get(cluster_settings).post(update_cluster_settings),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward_from_workers,
+        ))
         .with_state(Arc::new(state))
+}
+
+/// On an agent without a replica of the state, sends its socket's calls to a manager (all but
+/// `/v1/info`, which is about this agent).
+async fn forward_from_workers(
+    State(state): State<ControlState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let local = request.extensions().get::<Caller>().is_none();
+    let path = request.uri().path();
+    let about_this_agent = path == api::INFO || path.starts_with(api::LOCAL_PREFIX);
+    if local && !about_this_agent && !state.quorum.is_member() {
+        return forward::forward(&state, request).await;
+    }
+    next.run(request).await
 }
 
 /// Binds the socket at `path` (replacing a stale one), owner-only, and serves until aborted.
@@ -126,10 +234,38 @@ fn set_owner_only(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-async fn write(state: &ControlState, command: Command) -> Result<Outcome, ApiError> {
-    match state.quorum.write(command).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(error)) => Err(error.into()),
+/// The request id a write carries, if any.
+fn request_id(headers: &HeaderMap) -> Option<RequestId> {
+    let text = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let hex = text.strip_prefix('r').unwrap_or(text);
+    u64::from_str_radix(hex, 16).ok().map(RequestId)
+}
+
+/// Writes `command` for `caller`: a forwarded call only if the caller's admission allows it.
+async fn write(state: &ControlState, call: &Call, command: Command) -> Result<Written, ApiError> {
+    if let Caller::Peer(peer) = call.caller {
+        let cluster = state.quorum.state();
+        let node = NodeId::new(peer.to_string());
+        let origin = Origin::of_node(&cluster, &node).unwrap_or(Origin::Worker(&node));
+        if let Err(refused) = authz::authorize(&cluster, origin, &command) {
+            tracing::warn!(%peer, command = command.kind(), %refused, "forwarded write refused");
+            state.metrics.refused("control", "write", "unauthorized");
+            return Err(refused.into());
+        }
+    }
+    let request = call.request.or_else(|| {
+        command
+            .wants_request_id()
+            .then(shoal_consensus::new_request_id)
+    });
+    match state.quorum.write_request(request, command).await {
+        Ok(Committed {
+            index,
+            result: Ok(outcome),
+        }) => Ok(Written { outcome, index }),
+        Ok(Committed {
+            result: Err(error), ..
+        }) => Err(error.into()),
         Err(error) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             error.to_string(),
@@ -137,15 +273,32 @@ async fn write(state: &ControlState, command: Command) -> Result<Outcome, ApiErr
     }
 }
 
-fn cluster(state: &ControlState) -> Arc<ClusterState> {
-    state.quorum.state()
+/// The state a read answers from: linearizable by default, this replica's with `stale`.
+pub(super) async fn cluster(
+    state: &ControlState,
+    options: ReadOptions,
+) -> Result<Arc<ClusterState>, ApiError> {
+    let unavailable = |error: shoal_consensus::WriteError| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+    };
+    if let Some(index) = options.min_index {
+        return state.quorum.read_at_least(index).await.map_err(unavailable);
+    }
+    if options.stale {
+        return Ok(state.quorum.state());
+    }
+    state
+        .quorum
+        .read()
+        .await
+        .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))
 }
 
 async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<InfoResponse> {
     let leader = *state.quorum.leader().borrow();
     Ok(Json(InfoResponse {
         node_id: state.node_id.clone(),
-        cluster_id: cluster(&state).cluster_id.as_ref().map(|id| id.to_string()),
+        cluster_id: state.quorum.cluster_id(),
         leader: leader.map(|peer| peer.to_string()),
         is_leader: leader.map(|peer| peer.to_string()) == Some(state.node_id.clone()),
         runtime: state.runtime.clone(),
@@ -153,26 +306,50 @@ async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<InfoResponse>
     }))
 }
 
+/// Who makes a write and under which request id.
+pub struct Call {
+    caller: Caller,
+    request: Option<RequestId>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Call, Self::Rejection> {
+        Ok(Call {
+            caller: parts
+                .extensions
+                .get::<Caller>()
+                .copied()
+                .unwrap_or(Caller::Local),
+            request: request_id(&parts.headers),
+        })
+    }
+}
+
 async fn list_services(
     State(state): State<Arc<ControlState>>,
+    Query(read): Query<ReadOptions>,
 ) -> ApiResult<Vec<views::ServiceRow>> {
-    Ok(Json(views::service_rows(&cluster(&state))))
+    let cluster = cluster(&state, read).await?;
+    Ok(Json(views::service_rows(&cluster)))
 }
 
 async fn create_service(
     State(state): State<Arc<ControlState>>,
+    call: Call,
     Json(request): Json<CreateServiceRequest>,
-) -> ApiResult<CreateServiceResponse> {
-    match write(
-        &state,
-        Command::CreateService {
-            spec: request.spec,
-            at: now(),
-        },
-    )
-    .await?
-    {
-        Outcome::ServiceCreated(id) => Ok(Json(CreateServiceResponse { id })),
+) -> WriteResult<CreateServiceResponse> {
+    let command = Command::CreateService {
+        spec: request.spec,
+        at: now(),
+    };
+    let written = write(&state, &call, command).await?;
+    match written.outcome {
+        Outcome::ServiceCreated(id) => written.answer(CreateServiceResponse { id }),
         other => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("unexpected outcome {other:?}"),
@@ -183,8 +360,9 @@ async fn create_service(
 async fn inspect_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
+    Query(read): Query<ReadOptions>,
 ) -> ApiResult<shoal_scheduler::Service> {
-    let cluster = cluster(&state);
+    let cluster = cluster(&state, read).await?;
     let service =
         views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
     Ok(Json(service.clone()))
@@ -193,8 +371,9 @@ async fn inspect_service(
 async fn service_tasks(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
+    Query(read): Query<ReadOptions>,
 ) -> ApiResult<Vec<views::TaskRow>> {
-    let cluster = cluster(&state);
+    let cluster = cluster(&state, read).await?;
     let service =
         views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
     Ok(Json(views::task_rows(&cluster, service)))
@@ -203,18 +382,21 @@ async fn service_tasks(
 async fn remove_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
-) -> ApiResult<ServiceId> {
-    let id = service_id(&state, &name)?;
-    write(&state, Command::RemoveService { id, at: now() }).await?;
-    Ok(Json(id))
+    call: Call,
+) -> WriteResult<ServiceId> {
+    let id = service_id(&state, &name).await?;
+    write(&state, &call, Command::RemoveService { id, at: now() })
+        .await?
+        .answer(id)
 }
 
 async fn scale_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
+    call: Call,
     Json(request): Json<ScaleRequest>,
-) -> ApiResult<ServiceId> {
-    let cluster = cluster(&state);
+) -> WriteResult<ServiceId> {
+    let cluster = cluster(&state, ReadOptions::default()).await?;
     let service =
         views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
     if service.spec.mode == ServiceMode::Global {
@@ -233,42 +415,145 @@ async fn scale_service(
         spec,
         at: now(),
     };
-    write(&state, command).await?;
-    Ok(Json(service.id))
+    write(&state, &call, command).await?.answer(service.id)
 }
 
 async fn update_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
+    call: Call,
     Json(request): Json<UpdateServiceRequest>,
-) -> ApiResult<ServiceId> {
-    let id = service_id(&state, &name)?;
+) -> WriteResult<ServiceId> {
+    let id = service_id(&state, &name).await?;
     let command = Command::UpdateService {
         id,
         expected_version: request.expected_version,
         spec: request.spec,
         at: now(),
     };
-    write(&state, command).await?;
-    Ok(Json(id))
+    write(&state, &call, command).await?.answer(id)
 }
 
 async fn rollback_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
-) -> ApiResult<ServiceId> {
-    let id = service_id(&state, &name)?;
-    write(&state, Command::RollbackService { id, at: now() }).await?;
-    Ok(Json(id))
+    call: Call,
+) -> WriteResult<ServiceId> {
+    let id = service_id(&state, &name).await?;
+    write(&state, &call, Command::RollbackService { id, at: now() })
+        .await?
+        .answer(id)
 }
 
-async fn list_nodes(State(state): State<Arc<ControlState>>) -> ApiResult<Vec<views::NodeRow>> {
-    Ok(Json(views::node_rows(&cluster(&state))))
+async fn list_nodes(
+    State(state): State<Arc<ControlState>>,
+    Query(read): Query<ReadOptions>,
+) -> ApiResult<Vec<views::NodeRow>> {
+    let cluster = cluster(&state, read).await?;
+    Ok(Json(views::node_rows(&cluster)))
 }
 
-fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiError> {
-    let cluster = cluster(state);
+async fn inspect_node(
+    State(state): State<Arc<ControlState>>,
+    UrlPath(name): UrlPath<String>,
+    Query(read): Query<ReadOptions>,
+) -> ApiResult<shoal_scheduler::Node> {
+    let cluster = cluster(&state, read).await?;
+    Ok(Json(views::find_node(&cluster, &name)?.clone()))
+}
+
+async fn node_tasks(
+    State(state): State<Arc<ControlState>>,
+    UrlPath(name): UrlPath<String>,
+    Query(read): Query<ReadOptions>,
+) -> ApiResult<Vec<views::TaskRow>> {
+    let cluster = cluster(&state, read).await?;
+    let node = views::find_node(&cluster, &name)?;
+    Ok(Json(views::node_task_rows(&cluster, &node.id)))
+}
+
+async fn update_node(
+    State(state): State<Arc<ControlState>>,
+    UrlPath(name): UrlPath<String>,
+    call: Call,
+    Json(request): Json<UpdateNodeRequest>,
+) -> WriteResult<NodeId> {
+    let id = node_id(&state, &name).await?;
+    let command = Command::UpdateNode {
+        id: id.clone(),
+        availability: request.availability,
+        role: None,
+        labels_set: request.labels_set,
+        labels_remove: request.labels_remove,
+    };
+    write(&state, &call, command).await?.answer(id)
+}
+
+/// Removes a node from the cluster's state. A raft member is refused: its vote must move first
+/// (autopilot does it once the node is drained or asked to step down), or the group could lose
+/// its quorum to a removal.
+async fn remove_node(
+    State(state): State<Arc<ControlState>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<RemoveNodeQuery>,
+    call: Call,
+) -> WriteResult<NodeId> {
+    let cluster = cluster(&state, ReadOptions::default()).await?;
+    let node = views::find_node(&cluster, &name)?;
+    let raft = state.quorum.status();
+    let member = raft
+        .voters
+        .iter()
+        .chain(&raft.learners)
+        .any(|peer| peer.to_string() == node.id.as_str());
+    if member {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{name} is a manager: demote it first (`shoal node demote {name}`), wait until \
+                 `shoal node ls` shows it as a worker, then remove it"
+            ),
+        ));
+    }
+    let command = Command::RemoveNode {
+        id: node.id.clone(),
+        force: query.force,
+        at: now(),
+    };
+    write(&state, &call, command).await?.answer(node.id.clone())
+}
+
+async fn node_id(state: &ControlState, name: &str) -> Result<NodeId, ApiError> {
+    let cluster = cluster(state, ReadOptions::default()).await?;
+    Ok(views::find_node(&cluster, name)?.id.clone())
+}
+
+async fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiError> {
+    let cluster = cluster(state, ReadOptions::default()).await?;
     views::find_service(&cluster, name)
         .map(|s| s.id)
         .ok_or_else(|| ApiError::no_such_service(name))
+}
+
+async fn cluster_settings(
+    State(state): State<Arc<ControlState>>,
+    Query(read): Query<ReadOptions>,
+) -> ApiResult<shoal_scheduler::ClusterSettings> {
+    Ok(Json(cluster(&state, read).await?.settings.clone()))
+}
+
+async fn update_cluster_settings(
+    State(state): State<Arc<ControlState>>,
+    call: Call,
+    Json(request): Json<ClusterSettingsRequest>,
+) -> WriteResult<shoal_scheduler::ClusterSettings> {
+    let command = Command::UpdateClusterSettings {
+        allow_sensitive_mounts: request.allow_sensitive_mounts,
+    };
+    let written = write(&state, &call, command).await?;
+    let read = ReadOptions {
+        min_index: Some(written.index),
+        ..ReadOptions::default()
+    };
+    written.answer(cluster(&state, read).await?.settings.clone())
 }

@@ -51,6 +51,14 @@ pub struct TaskRow {
     pub message: String,
     /// Exit code, once exited.
     pub exit_code: Option<i64>,
+    /// Whether it runs the service's current spec (not one that an update is replacing).
+    #[serde(default = "runs_current_spec")]
+    pub current: bool,
+}
+
+/// A task row from an agent that does not say runs the current spec.
+fn runs_current_spec() -> bool {
+    true
 }
 
 /// One line of `shoal node ls`.
@@ -207,6 +215,7 @@ fn task_row(state: &ClusterState, service: &Service, task: &Task) -> TaskRow {
         since: task.status.timestamp,
         message: task.status.message.clone(),
         exit_code: task.status.exit_code,
+        current: service.is_current(task.spec_version),
     }
 }
 
@@ -237,4 +246,72 @@ fn node_row(state: &ClusterState, node: &Node) -> NodeRow {
         tasks,
         version: node.version.clone(),
     }
+}
+
+/// Why a node name, id or id prefix names no single node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeLookupError {
+    /// Nothing matches.
+    #[error("no such node: {0} (see `shoal node ls`)")]
+    NotFound(String),
+    /// More than one node matches.
+    #[error("{given} is ambiguous: it names {} ({}); give more of the id", .matches.len(), .matches.join(", "))]
+    Ambiguous {
+        /// What the user gave.
+        given: String,
+        /// The ids it matches.
+        matches: Vec<String>,
+    },
+}
+
+/// The node `given` names: its id, its hostname, or a unique prefix of its id.
+pub fn find_node<'a>(state: &'a ClusterState, given: &str) -> Result<&'a Node, NodeLookupError> {
+    if let Some(node) = state.nodes.get(&NodeId::new(given)) {
+        return Ok(node);
+    }
+    let by_host: Vec<&Node> = state
+        .nodes
+        .values()
+        .filter(|n| n.hostname == given)
+        .collect();
+    let candidates = if by_host.is_empty() && !given.is_empty() {
+        state
+            .nodes
+            .values()
+            .filter(|n| n.id.as_str().starts_with(given))
+            .collect()
+    } else {
+        by_host
+    };
+    match candidates.as_slice() {
+        [one] => Ok(one),
+        [] => Err(NodeLookupError::NotFound(given.to_owned())),
+        many => Err(NodeLookupError::Ambiguous {
+            given: given.to_owned(),
+            matches: many.iter().map(|n| n.id.to_string()).collect(),
+        }),
+    }
+}
+
+/// The rows of `node ps`: the tasks placed on `node`, live ones first, each service's by slot.
+pub fn node_task_rows(state: &ClusterState, node: &NodeId) -> Vec<TaskRow> {
+    let mut tasks: Vec<(&Service, &Task)> = state
+        .tasks
+        .values()
+        .filter(|task| task.node.as_ref() == Some(node))
+        .filter_map(|task| Some((state.services.get(&task.service)?, task)))
+        .collect();
+    tasks.sort_by(|(sa, a), (sb, b)| {
+        let shut = |t: &Task| t.desired == DesiredState::Shutdown;
+        (shut(a), &sa.spec.name, a.slot, std::cmp::Reverse(a.id)).cmp(&(
+            shut(b),
+            &sb.spec.name,
+            b.slot,
+            std::cmp::Reverse(b.id),
+        ))
+    });
+    tasks
+        .into_iter()
+        .map(|(service, task)| task_row(state, service, task))
+        .collect()
 }

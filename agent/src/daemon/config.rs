@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub bootstrap_window: Duration,
     /// Never pull images (tests: no registry is reachable).
     pub never_pull: bool,
+    /// Raft timing (the LAN defaults; many agents in one process need it slower).
+    pub raft_timing: shoal_consensus::RaftTiming,
 }
 
 impl AgentConfig {
@@ -70,6 +72,7 @@ impl AgentConfig {
             down_grace: Duration::from_secs(2),
             bootstrap_window: Duration::from_millis(1200),
             never_pull: true,
+            raft_timing: shoal_consensus::RaftTiming::LAN,
         }
     }
 }

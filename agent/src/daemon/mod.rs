@@ -12,21 +12,24 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use shoal_consensus::{Quorum, QuorumConfig};
-use shoal_discovery::{Mesh, MeshConfig, Multiaddr, NodeInfo, NodeRole, ShoalProtocol};
+use shoal_discovery::{
+    Mesh, MeshConfig, Multiaddr, NodeInfo, NodeRole, RaftAnnouncement, ShoalProtocol,
+};
 use shoal_metrics::{AgentInfo, MetricsServer};
-use shoal_scheduler::{NodeId, Runtime};
+use shoal_scheduler::{Credential, NodeId, Runtime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use config::{AgentConfig, ExecutorKind};
 
-use crate::dispatch::leader_link::{self, LeaderView};
-use crate::dispatch::router;
+use crate::dispatch::leader_link::{self, LeaderView, LinkContext};
+use crate::dispatch::router::{self, RouterContext};
 use crate::executor::{
     DockerConfig, DockerExecutor, Executor, PullPolicy, RuntimeInfo, SimConfig, SimExecutor,
 };
 use crate::leader::{self, LeaderContext};
 use crate::worker::{self, WorkerHandle};
+use node_record::SelfDescription;
 
 /// Capacity of the worker's report channel.
 const REPORTS_CAPACITY: usize = 4096;
@@ -52,13 +55,13 @@ impl Agent {
         let node_id = NodeId::new(keypair.public().to_peer_id().to_string());
         let executor = connect_executor(&config, &node_id).await;
         let runtime = describe_runtime(executor.as_deref()).await;
-        let info = node_info(&config, &runtime);
+        let info = node_info(&config, &runtime)?;
 
         let (mut registry, agent_info) = shoal_metrics::new_registry(AgentInfo::new(
             env!("CARGO_PKG_VERSION"),
             node_id.to_string(),
         ));
-        let metrics = shoal_metrics::AgentMetrics::register(&mut registry);
+        let agent_metrics = shoal_metrics::AgentMetrics::register(&mut registry);
         let mesh =
             shoal_discovery::start(mesh_config(&config)?, info.clone(), &mut registry).await?;
         let advertise = mesh
@@ -78,7 +81,7 @@ impl Agent {
         let (reports_tx, reports_rx) = mpsc::channel(REPORTS_CAPACITY);
         let worker = executor.clone().map(|executor| {
             let (handle, task) =
-                worker::spawn(node_id.clone(), executor, reports_tx, metrics.clone());
+                worker::spawn(node_id.clone(), executor, reports_tx, agent_metrics.clone());
             tasks.spawn(async move {
                 let _ = task.await;
             });
@@ -95,40 +98,54 @@ impl Agent {
             mesh: mesh.clone(),
             local_worker: worker.clone(),
             down_grace: config.down_grace,
-            metrics,
+            metrics: agent_metrics.clone(),
         };
         tasks.spawn(leader::supervise(context, quorum.leader(), local_tx));
         tasks.spawn(router::run(
             mesh.serve(ShoalProtocol::Dispatch).await?,
-            view.clone(),
-            worker.clone(),
+            RouterContext {
+                view: view.clone(),
+                worker: worker.clone(),
+                quorum: quorum.clone(),
+                metrics: agent_metrics.clone(),
+            },
         ));
-        tasks.spawn(leader_link::run(
-            node_id.clone(),
-            mesh.clone(),
+        let link = LinkContext {
+            node: node_id.clone(),
+            mesh: mesh.clone(),
             view,
-            worker.clone(),
-            reports_rx,
-        ));
+            quorum: quorum.clone(),
+        };
+        tasks.spawn(leader_link::run(link, worker.clone(), reports_rx));
         tasks.spawn(role::follow(quorum.clone(), agent_info));
         tasks.spawn(node_record::keep_registered(
             quorum.clone(),
             mesh.clone(),
-            node_id.clone(),
-            runtime.clone(),
-            config.labels.clone(),
+            SelfDescription {
+                node: node_id.clone(),
+                runtime: runtime.clone(),
+                labels: config.labels.clone(),
+                credential: credential_of(&config)?,
+            },
         ));
 
-        let metrics = match config.metrics_addr {
+        let metrics_server = match config.metrics_addr {
             Some(addr) => Some(shoal_metrics::serve(addr, Arc::new(registry)).await?),
             None => None,
         };
         let socket = crate::paths::control_socket(&config.data_dir);
         let control = crate::control::server::ControlState {
             quorum: quorum.clone(),
+            mesh: mesh.clone(),
             node_id: node_id.to_string(),
             runtime: runtime_name(runtime.runtime).into(),
+            metrics: agent_metrics.clone(),
+            executor: executor.clone(),
         };
+        tasks.spawn(crate::control::forward::serve(
+            mesh.serve(ShoalProtocol::Control).await?,
+            control.clone(),
+        ));
         let server = crate::control::server::serve(&socket, control)
             .await
             .with_context(|| format!("cannot open the control socket {}", socket.display()))?;
@@ -143,7 +160,7 @@ impl Agent {
             socket,
             executor,
             worker,
-            metrics,
+            metrics: metrics_server,
             tasks,
         })
     }
@@ -301,8 +318,12 @@ pub fn runtime_name(runtime: Runtime) -> &'static str {
     }
 }
 
-fn node_info(config: &AgentConfig, runtime: &RuntimeInfo) -> NodeInfo {
-    NodeInfo {
+fn node_info(config: &AgentConfig, runtime: &RuntimeInfo) -> anyhow::Result<NodeInfo> {
+    let raft = RaftAnnouncement {
+        worker_only: credential_of(config)? == Credential::Worker,
+        ..RaftAnnouncement::default()
+    };
+    Ok(NodeInfo {
         hostname: host::hostname(),
         role: NodeRole::Worker,
         labels: config.labels.clone(),
@@ -312,8 +333,22 @@ fn node_info(config: &AgentConfig, runtime: &RuntimeInfo) -> NodeInfo {
         memory_bytes: runtime.memory_bytes,
         runtime: runtime_name(runtime.runtime).into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        raft,
         ..NodeInfo::default()
-    }
+    })
+}
+
+/// What the agent's token allows it (a manager in open mode).
+fn credential_of(config: &AgentConfig) -> anyhow::Result<Credential> {
+    let Some(token) = &config.token else {
+        return Ok(Credential::Manager);
+    };
+    let token = shoal_consensus::Token::parse(token)
+        .context("--token is not a shoal token; create one with `shoal cluster token`")?;
+    Ok(match token.role() {
+        shoal_consensus::TokenRole::Manager => Credential::Manager,
+        shoal_consensus::TokenRole::Worker => Credential::Worker,
+    })
 }
 
 fn parse_addrs(flag: &str, addrs: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -351,6 +386,7 @@ fn quorum_config(config: &AgentConfig, info: NodeInfo, advertise: Vec<String>) -
     quorum.bootstrap_window = config.bootstrap_window;
     quorum.bootstrap_expect = config.bootstrap_expect;
     quorum.target_managers = config.managers;
+    quorum.timing = config.raft_timing;
     quorum.token = config.token.clone();
     quorum
 }

@@ -1,6 +1,7 @@
 //! Keeps this agent's node record in the cluster state current: written once the agent belongs
 //! to a cluster, and again whenever what it reports about itself (addresses, resources, runtime,
-//! version) differs from what is recorded.
+//! version) differs from what is recorded. A manager compares with its replica of the state; a
+//! worker, which holds none, with what it last wrote (and writes once after every start).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use shoal_consensus::Quorum;
 use shoal_discovery::Mesh;
 use shoal_scheduler::{
-    Availability, Command, Node, NodeId, NodeRole, NodeState, Platform, Resources,
+    Availability, Command, Credential, Node, NodeId, NodeRole, NodeState, Platform, Resources,
 };
 
 use super::host;
@@ -19,27 +20,53 @@ const RETRY: Duration = Duration::from_millis(500);
 /// How often the record is checked even without a state change.
 const RECHECK: Duration = Duration::from_secs(10);
 
+/// What this agent is as a node: its id, runtime, labels and credential.
+#[derive(Debug, Clone)]
+pub struct SelfDescription {
+    /// The node id.
+    pub node: NodeId,
+    /// Its runtime.
+    pub runtime: RuntimeInfo,
+    /// Its labels as given on the command line.
+    pub labels: BTreeMap<String, String>,
+    /// What its token allows.
+    pub credential: Credential,
+}
+
 /// Runs until the quorum's state watch closes.
-pub async fn keep_registered(
-    quorum: Quorum,
-    mesh: Mesh,
-    node: NodeId,
-    runtime: RuntimeInfo,
-    labels: BTreeMap<String, String>,
-) {
+pub async fn keep_registered(quorum: Quorum, mesh: Mesh, me: SelfDescription) {
     let mut applied = quorum.watch();
+    let mut written: Option<Node> = None;
     loop {
-        let wanted = record(&mesh, &node, &runtime, &labels).await;
-        let state = quorum.state();
-        let stale = state.cluster_id.is_some()
-            && state.nodes.get(&node).is_none_or(|n| differs(n, &wanted));
-        drop(state);
+        let wanted = record(&mesh, &me).await;
+        let joined = quorum.cluster_id().is_some();
+        let stale = if quorum.is_member() {
+            let state = quorum.state();
+            joined
+                && state
+                    .nodes
+                    .get(&me.node)
+                    .is_none_or(|n| differs(n, &wanted))
+        } else {
+            joined && written.as_ref().is_none_or(|w| differs(w, &wanted))
+        };
         if stale {
-            match quorum.write(Command::UpsertNode { node: wanted }).await {
-                Ok(Ok(_)) => tracing::info!(%node, "node registered in the cluster"),
-                Ok(Err(error)) => tracing::warn!(%node, %error, "node registration refused"),
+            match quorum
+                .write(Command::UpsertNode {
+                    node: wanted.clone(),
+                })
+                .await
+            {
+                Ok(Ok(_)) => {
+                    tracing::info!(node = %me.node, "node registered in the cluster");
+                    written = Some(wanted);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(node = %me.node, %error, "node registration refused");
+                    written = Some(wanted);
+                }
                 Err(error) => {
-                    tracing::debug!(%node, %error, "cannot register the node yet; retrying");
+                    tracing::debug!(node = %me.node, %error, "cannot register the node yet; retrying");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
@@ -60,14 +87,11 @@ fn differs(recorded: &Node, wanted: &Node) -> bool {
         || recorded.runtime != wanted.runtime
         || recorded.platform != wanted.platform
         || recorded.version != wanted.version
+        || recorded.credential != wanted.credential
 }
 
-async fn record(
-    mesh: &Mesh,
-    node: &NodeId,
-    runtime: &RuntimeInfo,
-    labels: &BTreeMap<String, String>,
-) -> Node {
+async fn record(mesh: &Mesh, me: &SelfDescription) -> Node {
+    let (node, runtime, labels) = (&me.node, &me.runtime, &me.labels);
     let addresses = mesh
         .listen_addrs()
         .await
@@ -91,5 +115,6 @@ async fn record(
         reserved: Resources::default(),
         runtime: runtime.runtime,
         version: env!("CARGO_PKG_VERSION").into(),
+        credential: me.credential,
     }
 }

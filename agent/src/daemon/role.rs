@@ -24,12 +24,7 @@ pub fn current(quorum: &Quorum) -> (&'static str, String) {
     } else {
         ROLE_WORKER
     };
-    let cluster_id = quorum
-        .state()
-        .cluster_id
-        .as_ref()
-        .map(|id| id.to_string())
-        .unwrap_or_default();
+    let cluster_id = quorum.cluster_id().unwrap_or_default();
     (role, cluster_id)
 }
 

@@ -4,28 +4,41 @@
 //! marks a node down when its heartbeats stop for the grace period *and* the mesh agrees that it
 //! is gone — a node that only lost its link to the leader is not down.
 //!
-//! A new leader starts every session as "just heard", so a leader change marks nobody down.
+//! A new leader starts every session as "just heard", so a leader change marks nobody down, and
+//! it pushes nothing until its applied state holds an entry of its own term: tasks created just
+//! before a failover are then in the sets it sends, never removed by them.
 //! A node without a container runtime heartbeats like any other but runs no worker: it is never
 //! sent assignments.
+//!
+//! Liveness marks never hold up the loop that serves heartbeats: they gather while one write is
+//! in flight and go as one batched write (many nodes marked down at once are one command).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_consensus::Quorum;
 use shoal_discovery::{MemberState, Mesh, PeerId};
-use shoal_scheduler::{ClusterState, Command, NodeId, NodeState, Runtime};
+use shoal_scheduler::{Command, NodeId, NodeState, Runtime};
 use tokio::sync::mpsc;
 
 use super::assignments;
 use super::messages::Assignment;
-use super::pusher::{Pusher, Target};
+use super::pusher::{Leadership, Pusher, Target};
 use crate::worker::{WorkerHandle, now};
 
 /// How often sessions are checked for silence.
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 /// Capacity of the heartbeat channel.
 const HEARTBEAT_CAPACITY: usize = 1024;
+/// How long a new leader waits at a time for its state to catch up before it checks that it
+/// still leads.
+const READY_WAIT: Duration = Duration::from_secs(5);
+/// Node states in one liveness write at most.
+const MAX_MARKS_PER_WRITE: usize = 1_000;
+/// Pushes follow state changes at once, but at most once per this interval: under a stream of
+/// changes (a large scale, a burst of reports) each pass over every task serves many of them.
+const PUSH_PACE: Duration = Duration::from_millis(20);
 
 /// A worker's heartbeat, as the router hands it over.
 #[derive(Debug)]
@@ -65,27 +78,74 @@ struct Session {
 
 /// Runs the dispatcher until `heartbeats` closes (the leader duties end).
 pub async fn run(context: DispatcherContext, mut heartbeats: mpsc::Receiver<Heartbeat>) {
-    let mut dispatcher = Dispatcher::new(context);
+    let Some(leadership) = wait_until_ready(&context, &mut heartbeats).await else {
+        return;
+    };
+    let mut dispatcher = Dispatcher::new(context, leadership);
     let mut applied = dispatcher.context.quorum.watch();
     let mut check = tokio::time::interval(CHECK_INTERVAL);
+    let (marked, mut marks_done) = mpsc::channel(1);
     // This agent is obviously alive: no need to wait for its own first heartbeat, once it is
     // registered (which may happen after the duties start).
     let local = dispatcher.context.local.clone();
-    dispatcher.mark_if_needed(&local, NodeState::Ready).await;
-    dispatcher.push_changed().await;
+    dispatcher.mark(&local, NodeState::Ready);
+    dispatcher.push_changed();
+    let mut last_push = tokio::time::Instant::now();
+    let mut push_due: Option<tokio::time::Instant> = None;
     loop {
+        dispatcher.flush_marks(&marked);
         tokio::select! {
             changed = applied.changed() => {
                 if changed.is_err() { break; }
-                dispatcher.mark_if_needed(&local, NodeState::Ready).await;
-                dispatcher.push_changed().await;
+                dispatcher.mark(&local, NodeState::Ready);
+                let at = (last_push + PUSH_PACE).max(tokio::time::Instant::now());
+                push_due.get_or_insert(at);
+            }
+            () = sleep_until(push_due) => {
+                push_due = None;
+                last_push = tokio::time::Instant::now();
+                dispatcher.push_changed();
             }
             heartbeat = heartbeats.recv() => match heartbeat {
-                Some(heartbeat) => dispatcher.on_heartbeat(heartbeat).await,
+                Some(heartbeat) => dispatcher.on_heartbeat(heartbeat),
                 None => break,
             },
+            Some(()) = marks_done.recv() => dispatcher.marking = None,
             _ = check.tick() => dispatcher.check_liveness().await,
         }
+    }
+}
+
+/// Waits until this leader's applied state holds an entry of its own term, taking heartbeats
+/// meanwhile (they only wait). None if it stopped leading first.
+async fn wait_until_ready(
+    context: &DispatcherContext,
+    heartbeats: &mut mpsc::Receiver<Heartbeat>,
+) -> Option<Leadership> {
+    let quorum = &context.quorum;
+    loop {
+        tokio::select! {
+            ready = quorum.ready_as_leader(READY_WAIT) => {
+                if ready {
+                    return Some(Leadership { epoch: now().0, term: quorum.term() });
+                }
+                if !quorum.is_leader() {
+                    return None;
+                }
+            }
+            // Heartbeats only wait; the channel closing ends the duties.
+            heartbeat = heartbeats.recv() => {
+                heartbeat?;
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -96,25 +156,29 @@ pub fn heartbeat_channel() -> (mpsc::Sender<Heartbeat>, mpsc::Receiver<Heartbeat
 
 struct Dispatcher {
     context: DispatcherContext,
-    /// Distinguishes this leadership's assignment versions from any earlier leader's.
-    epoch: u64,
+    /// This leadership: its epoch (which distinguishes its assignment versions from any earlier
+    /// leader's) and raft term.
+    leadership: Leadership,
     sessions: HashMap<NodeId, Session>,
-    /// Nodes for which a down or ready mark is being written.
-    marking: HashSet<NodeId>,
+    /// Node states to write, gathered while a write is in flight.
+    marks: BTreeMap<NodeId, NodeState>,
+    /// The node states being written.
+    marking: Option<BTreeMap<NodeId, NodeState>>,
 }
 
 impl Dispatcher {
-    fn new(context: DispatcherContext) -> Self {
+    fn new(context: DispatcherContext, leadership: Leadership) -> Self {
         Dispatcher {
             context,
-            epoch: now().0,
+            leadership,
             sessions: HashMap::new(),
-            marking: HashSet::new(),
+            marks: BTreeMap::new(),
+            marking: None,
         }
     }
 
     /// Pushes every worker whose assignments changed since they were last sent.
-    async fn push_changed(&mut self) {
+    fn push_changed(&mut self) {
         let state = self.context.quorum.state();
         let mut sets = assignments::by_node(&state);
         for node in state.nodes.values() {
@@ -135,7 +199,7 @@ impl Dispatcher {
             let pusher = first
                 .then(|| self.target(&node.id))
                 .flatten()
-                .map(|t| Pusher::spawn(t, self.epoch, self.context.metrics.clone()));
+                .map(|t| Pusher::spawn(t, self.leadership, self.context.metrics.clone()));
             let session = self.session(&node.id);
             let changed =
                 session.version == 0 || !assignments::same_instructions(&session.sent, &tasks);
@@ -173,7 +237,7 @@ impl Dispatcher {
             })
     }
 
-    async fn on_heartbeat(&mut self, heartbeat: Heartbeat) {
+    fn on_heartbeat(&mut self, heartbeat: Heartbeat) {
         self.context.metrics.dispatcher_heartbeats.inc();
         let session = self.session(&heartbeat.node);
         session.last_heard = Instant::now();
@@ -182,7 +246,7 @@ impl Dispatcher {
         if let Some(pusher) = &session.pusher {
             pusher.heartbeat(heartbeat.holds);
         }
-        self.mark_if_needed(&heartbeat.node, NodeState::Ready).await;
+        self.mark(&heartbeat.node, NodeState::Ready);
     }
 
     /// Marks down every node that is silent past the grace and that the mesh does not hear
@@ -217,35 +281,72 @@ impl Dispatcher {
             }
         }
         for node in to_mark {
-            self.mark_if_needed(&node, NodeState::Down).await;
+            self.mark(&node, NodeState::Down);
         }
     }
 
-    /// Writes `node`'s new liveness through raft unless it already has it.
-    async fn mark_if_needed(&mut self, node: &NodeId, target: NodeState) {
-        let state: Arc<ClusterState> = self.context.quorum.state();
+    /// Queues `node`'s new liveness unless the state, the write in flight or the queue
+    /// already has it.
+    fn mark(&mut self, node: &NodeId, target: NodeState) {
+        let state = self.context.quorum.state();
         let Some(current) = state.nodes.get(node) else {
             return;
         };
-        if current.state == target || self.marking.contains(node) {
+        let in_flight = self.marking.as_ref().and_then(|m| m.get(node)).copied();
+        if current.state == target && in_flight.is_none_or(|s| s == target) {
+            self.marks.remove(node);
             return;
         }
-        self.marking.insert(node.clone());
-        let command = Command::SetNodeState {
-            id: node.clone(),
-            state: target,
-            at: now(),
-        };
-        match self.context.quorum.write(command).await {
-            Ok(Ok(_)) => {
-                if target == NodeState::Down {
-                    self.context.metrics.dispatcher_nodes_marked_down.inc();
-                }
-                tracing::info!(%node, state = ?target, "node state changed")
-            }
-            Ok(Err(error)) => tracing::debug!(%node, %error, "node state not changed"),
-            Err(error) => tracing::warn!(%node, %error, "cannot record node state"),
+        if in_flight == Some(target) {
+            return;
         }
-        self.marking.remove(node);
+        self.marks.insert(node.clone(), target);
+    }
+
+    /// Writes the queued marks, as one command, unless a write is in flight; `done` hears when
+    /// it ends.
+    fn flush_marks(&mut self, done: &mpsc::Sender<()>) {
+        if self.marking.is_some() || self.marks.is_empty() {
+            return;
+        }
+        let split = self.marks.keys().nth(MAX_MARKS_PER_WRITE).cloned();
+        let rest = split
+            .map(|at| self.marks.split_off(&at))
+            .unwrap_or_default();
+        let batch = std::mem::replace(&mut self.marks, rest);
+        self.marking = Some(batch.clone());
+        let (quorum, metrics, done) = (
+            self.context.quorum.clone(),
+            self.context.metrics.clone(),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            write_marks(&quorum, &metrics, batch).await;
+            let _ = done.send(()).await;
+        });
+    }
+}
+
+/// Writes node states through raft in one command.
+async fn write_marks(
+    quorum: &Quorum,
+    metrics: &shoal_metrics::AgentMetrics,
+    batch: BTreeMap<NodeId, NodeState>,
+) {
+    let down = batch.values().filter(|s| **s == NodeState::Down).count();
+    let changes: Vec<(NodeId, NodeState)> = batch.into_iter().collect();
+    let command = Command::SetNodeStates {
+        changes: changes.clone(),
+        at: now(),
+    };
+    match quorum.write(command).await {
+        Ok(Ok(_)) => {
+            metrics.dispatcher_nodes_marked_down.inc_by(down as u64);
+            for (node, state) in &changes {
+                tracing::info!(%node, ?state, "node state changed");
+            }
+        }
+        Ok(Err(error)) => tracing::debug!(%error, nodes = changes.len(), "node states not changed"),
+        Err(error) => tracing::warn!(%error, nodes = changes.len(), "cannot record node states"),
     }
 }

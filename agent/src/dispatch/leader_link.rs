@@ -7,19 +7,23 @@
 
 use std::time::Duration;
 
+use shoal_consensus::Quorum;
 use shoal_discovery::{Mesh, PeerId, ShoalProtocol};
 use shoal_scheduler::{NodeId, TaskId, TaskStatus};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::dispatcher::Heartbeat;
-use super::messages::{DispatchRequest, DispatchResponse, decode, encode};
+use super::messages::{DispatchRequest, DispatchResponse, MAX_REPORTS_PER_MESSAGE, decode, encode};
 use super::reports::PendingReports;
+use super::router::BUSY;
 use crate::worker::WorkerHandle;
 
 /// Time between heartbeats.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
 /// Wait before resending reports that failed.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Wait before sending a heartbeat again that a busy dispatcher turned away.
+const BUSY_RETRY: Duration = Duration::from_millis(50);
 /// Most reports held while no leader answers (the oldest are dropped beyond; the worker's
 /// periodic resync reports current states again).
 const MAX_BUFFERED_REPORTS: usize = 100_000;
@@ -42,15 +46,27 @@ pub struct LeaderView {
     pub local: watch::Receiver<Option<LocalLeader>>,
 }
 
+/// What the link needs.
+#[derive(Clone)]
+pub struct LinkContext {
+    /// This agent's node id.
+    pub node: NodeId,
+    /// The mesh.
+    pub mesh: Mesh,
+    /// Where the leader is.
+    pub view: LeaderView,
+    /// The raft handle: what the leader's answers teach (its term, the manager set).
+    pub quorum: Quorum,
+}
+
 /// Runs the link until the worker's report channel closes; without a worker (`runtime: none`),
 /// only heartbeats, until the agent stops.
 pub async fn run(
-    node: NodeId,
-    mesh: Mesh,
-    view: LeaderView,
+    link: LinkContext,
     worker: Option<WorkerHandle>,
     mut reports: mpsc::Receiver<Vec<(TaskId, TaskStatus)>>,
 ) {
+    let (node, mesh, view) = (&link.node, &link.mesh, &link.view);
     let mut buffer: Vec<(TaskId, TaskStatus)> = Vec::new();
     let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -62,7 +78,7 @@ pub async fn run(
                     Some(batch) => buffer.extend(batch),
                     None => return,
                 },
-                _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, worker).await,
+                _ = heartbeat.tick() => send_heartbeat(&link, worker).await,
             }
         }
         while let Ok(more) = reports.try_recv() {
@@ -75,13 +91,16 @@ pub async fn run(
         if buffer.is_empty() {
             continue;
         }
-        match deliver(&node, &mesh, &view, buffer.clone()).await {
-            Ok(()) => buffer.clear(),
+        let batch = buffer.len().min(MAX_REPORTS_PER_MESSAGE);
+        match deliver(node, mesh, view, buffer[..batch].to_vec()).await {
+            Ok(()) => {
+                buffer.drain(..batch);
+            }
             Err(reason) => {
                 tracing::debug!(%reason, pending = buffer.len(), "reports not delivered; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    _ = heartbeat.tick() => send_heartbeat(&node, &mesh, &view, worker).await,
+                    _ = heartbeat.tick() => send_heartbeat(&link, worker).await,
                 }
             }
         }
@@ -112,12 +131,12 @@ async fn deliver(
             .map_err(|_| "leader duties ended".to_string())?;
     }
     let leader = (*view.leader.borrow()).ok_or_else(|| "no leader known".to_string())?;
+    let request = encode(&DispatchRequest::Report { reports }).map_err(|e| {
+        tracing::warn!(error = %e, "status reports not sent");
+        e.to_string()
+    })?;
     let answer = mesh
-        .request(
-            leader,
-            ShoalProtocol::Dispatch,
-            encode(&DispatchRequest::Report { reports }),
-        )
+        .request(leader, ShoalProtocol::Dispatch, request)
         .await
         .map_err(|e| e.to_string())?;
     match decode::<DispatchResponse>(&answer).map_err(|e| e.to_string())? {
@@ -127,29 +146,63 @@ async fn deliver(
     }
 }
 
-async fn send_heartbeat(
-    node: &NodeId,
-    mesh: &Mesh,
-    view: &LeaderView,
-    worker: Option<&WorkerHandle>,
-) {
+async fn send_heartbeat(link: &LinkContext, worker: Option<&WorkerHandle>) {
     let holds = worker.and_then(WorkerHandle::holds);
-    let local = view.local.borrow().clone();
+    let local = link.view.local.borrow().clone();
     if let Some(local) = local {
         let _ = local.heartbeats.try_send(Heartbeat {
-            node: node.clone(),
+            node: link.node.clone(),
             holds,
         });
         return;
     }
-    let leader = *view.leader.borrow();
+    let leader = *link.view.leader.borrow();
     let Some(leader) = leader else { return };
-    let mesh = mesh.clone();
+    let link = link.clone();
     // Heartbeats must not queue behind a slow leader: each one is sent on its own.
     tokio::spawn(async move {
-        let request = encode(&DispatchRequest::Heartbeat { holds });
-        if let Err(error) = mesh.request(leader, ShoalProtocol::Dispatch, request).await {
-            tracing::debug!(%leader, %error, "heartbeat not delivered");
+        for _ in 0..3 {
+            let beat = DispatchRequest::Heartbeat {
+                holds,
+                managers_epoch: link.quorum.known_managers_epoch(),
+            };
+            let Ok(request) = encode(&beat) else { return };
+            let answer = match link
+                .mesh
+                .request(leader, ShoalProtocol::Dispatch, request)
+                .await
+            {
+                Ok(bytes) => decode::<DispatchResponse>(&bytes),
+                Err(error) => {
+                    tracing::debug!(%leader, %error, "heartbeat not delivered");
+                    return;
+                }
+            };
+            match answer {
+                Ok(DispatchResponse::Beat { term, managers }) => {
+                    if let Some(list) = managers {
+                        link.quorum.learn_managers(&leader, &list);
+                    }
+                    link.quorum.claim_leader(leader, term);
+                    return;
+                }
+                Ok(DispatchResponse::NotLeader) => {
+                    link.quorum.not_leader(&leader);
+                    return;
+                }
+                // A full queue at the dispatcher: soon again, not at the next beat.
+                Ok(DispatchResponse::Retry { reason }) if reason == BUSY => {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                }
+                Ok(other) => {
+                    tracing::debug!(%leader, ?other, "unexpected answer to a heartbeat");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(%leader, %error, "bad answer to a heartbeat");
+                    return;
+                }
+            }
         }
     });
 }

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use super::assignments;
 use super::messages::{
-    Assignment, AssignmentDelta, AssignmentSet, DispatchRequest, DispatchResponse, decode, encode,
+    self, Assignment, AssignmentDelta, AssignmentSet, CodecError, DispatchRequest,
+    DispatchResponse, decode, encode,
 };
 use crate::worker::WorkerHandle;
 
@@ -52,13 +53,28 @@ enum Sent {
     Acked,
     Resync,
     Failed,
+    /// The message does not fit the protocol's limit (nothing was sent).
+    TooLarge,
+}
+
+/// Who sends: the leadership's epoch and the raft term it leads in.
+#[derive(Debug, Clone, Copy)]
+pub struct Leadership {
+    /// Distinguishes this leadership's assignment versions from any earlier leader's.
+    pub epoch: u64,
+    /// The raft term: what tells a worker that is not a raft member who leads.
+    pub term: u64,
 }
 
 impl Pusher {
-    /// Starts the sender of `target` for the leadership `epoch`.
-    pub fn spawn(target: Target, epoch: u64, metrics: shoal_metrics::AgentMetrics) -> Pusher {
+    /// Starts the sender of `target` for `leadership`.
+    pub fn spawn(
+        target: Target,
+        leadership: Leadership,
+        metrics: shoal_metrics::AgentMetrics,
+    ) -> Pusher {
         let (wanted, rx) = watch::channel(Wanted::default());
-        tokio::spawn(run(target, epoch, rx, metrics));
+        tokio::spawn(run(target, leadership, rx, metrics));
         Pusher { wanted }
     }
 
@@ -83,10 +99,11 @@ impl Pusher {
 
 async fn run(
     target: Target,
-    epoch: u64,
+    leadership: Leadership,
     mut wanted: watch::Receiver<Wanted>,
     metrics: shoal_metrics::AgentMetrics,
 ) {
+    let epoch = leadership.epoch;
     // The version the worker acknowledged, with its set.
     let mut acked: Option<(u64, Arc<Vec<Assignment>>)> = None;
     let mut beats = 0;
@@ -103,24 +120,19 @@ async fn run(
         }
         let holds_it = acked.as_ref().is_some_and(|(v, _)| *v == now.version);
         if now.version > 0 && !holds_it {
-            let request = match &acked {
+            let sent = match &acked {
                 Some((base, old)) => {
                     let (upserts, removed) = assignments::changes(old, &now.tasks);
-                    DispatchRequest::Update(AssignmentDelta {
-                        term: epoch,
+                    let changes = Changes {
                         base: *base,
                         version: now.version,
                         upserts,
                         removed,
-                    })
+                    };
+                    send_changes(&target, leadership, changes, &metrics).await
                 }
-                None => DispatchRequest::Assign(AssignmentSet {
-                    term: epoch,
-                    version: now.version,
-                    tasks: now.tasks.as_ref().clone(),
-                }),
+                None => send_set(&target, leadership, &now, &metrics).await,
             };
-            let sent = send(&target, request).await;
             let result = if matches!(sent, Sent::Acked) {
                 OpResult::Ok
             } else {
@@ -141,7 +153,7 @@ async fn run(
                     continue;
                 }
                 // Again in full at the next heartbeat or change.
-                Sent::Failed => acked = None,
+                Sent::Failed | Sent::TooLarge => acked = None,
             }
         }
         if wanted.changed().await.is_err() {
@@ -150,8 +162,91 @@ async fn run(
     }
 }
 
+/// What changed from the acknowledged set to the wanted one.
+struct Changes {
+    base: u64,
+    version: u64,
+    upserts: Vec<Assignment>,
+    removed: Vec<shoal_scheduler::TaskId>,
+}
+
+/// Sends `changes`, page after page (every removal on the first); acknowledged once every page
+/// was.
+async fn send_changes(
+    target: &Target,
+    leadership: Leadership,
+    changes: Changes,
+    metrics: &shoal_metrics::AgentMetrics,
+) -> Sent {
+    send_pages(target, &changes.upserts, metrics, |page, pages, upserts| {
+        DispatchRequest::Update(AssignmentDelta {
+            term: leadership.epoch,
+            leader_term: leadership.term,
+            base: changes.base,
+            version: changes.version,
+            page,
+            pages,
+            upserts,
+            removed: if page == 0 {
+                changes.removed.clone()
+            } else {
+                Vec::new()
+            },
+        })
+    })
+    .await
+}
+
+/// Sends the full set `now`, page after page; acknowledged once every page was.
+async fn send_set(
+    target: &Target,
+    leadership: Leadership,
+    now: &Wanted,
+    metrics: &shoal_metrics::AgentMetrics,
+) -> Sent {
+    send_pages(target, &now.tasks, metrics, |page, pages, tasks| {
+        DispatchRequest::Assign(AssignmentSet {
+            term: leadership.epoch,
+            version: now.version,
+            leader_term: leadership.term,
+            page,
+            pages,
+            tasks,
+        })
+    })
+    .await
+}
+
+/// Sends `assignments` in the pages of requests `request(page, pages, assignments)` makes, one
+/// after the other; acknowledged once every page was. This agent's own worker takes any size
+/// at once: one page.
+async fn send_pages(
+    target: &Target,
+    assignments: &[Assignment],
+    metrics: &shoal_metrics::AgentMetrics,
+    request: impl Fn(u32, u32, Vec<Assignment>) -> DispatchRequest,
+) -> Sent {
+    let pages = match target {
+        Target::Local(_) => vec![assignments],
+        Target::Remote(_) => messages::pages(assignments),
+    };
+    let count = u32::try_from(pages.len()).unwrap_or(u32::MAX);
+    for (page, slice) in pages.into_iter().enumerate() {
+        let page = u32::try_from(page).unwrap_or(u32::MAX);
+        match send(target, request(page, count, slice.to_vec()), metrics).await {
+            Sent::Acked => {}
+            other => return other,
+        }
+    }
+    Sent::Acked
+}
+
 /// Sends one request and waits for its answer.
-async fn send(target: &Target, request: DispatchRequest) -> Sent {
+async fn send(
+    target: &Target,
+    request: DispatchRequest,
+    metrics: &shoal_metrics::AgentMetrics,
+) -> Sent {
     match target {
         Target::Local(worker) => match request {
             DispatchRequest::Assign(set) => match worker.assign(set).await {
@@ -167,7 +262,23 @@ async fn send(target: &Target, request: DispatchRequest) -> Sent {
         },
         Target::Remote(remote) => {
             let (mesh, peer) = remote.as_ref();
-            let bytes = encode(&request);
+            let kind = match request {
+                DispatchRequest::Update(_) => "update",
+                _ => "assign",
+            };
+            let bytes = match encode(&request) {
+                Ok(bytes) => bytes,
+                Err(CodecError::TooLarge(size)) => {
+                    tracing::warn!(%peer, size, kind, "assignments too large for one message");
+                    metrics.unsent("dispatch", kind, "too_large");
+                    return Sent::TooLarge;
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, kind, "assignments not encodable");
+                    metrics.unsent("dispatch", kind, "encode");
+                    return Sent::Failed;
+                }
+            };
             match mesh.request(*peer, ShoalProtocol::Dispatch, bytes).await {
                 Ok(bytes) => match decode::<DispatchResponse>(&bytes) {
                     Ok(DispatchResponse::Ack) => Sent::Acked,

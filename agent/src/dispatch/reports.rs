@@ -59,7 +59,8 @@ struct NodeBatch {
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
 
-/// One command per reporting node, written concurrently; every waiter hears the outcome.
+/// One command per reporting node (or several, of at most [`MAX_BATCH`] reports each), written
+/// concurrently; every waiter hears the outcome.
 async fn write_batch(quorum: &Quorum, batch: Vec<PendingReports>) {
     let mut by_node: BTreeMap<NodeId, NodeBatch> = BTreeMap::new();
     for pending in batch {
@@ -70,13 +71,17 @@ async fn write_batch(quorum: &Quorum, batch: Vec<PendingReports>) {
     let writes = by_node
         .into_iter()
         .map(|(node, NodeBatch { reports, waiters })| async move {
-            let outcome = match quorum
-                .write(Command::ReportTaskStatus { node, reports })
-                .await
-            {
-                Ok(_) => Ok(()),
-                Err(error) => Err(error.to_string()),
-            };
+            let mut outcome = Ok(());
+            for chunk in reports.chunks(MAX_BATCH) {
+                let command = Command::ReportTaskStatus {
+                    node: node.clone(),
+                    reports: chunk.to_vec(),
+                };
+                if let Err(error) = quorum.write(command).await {
+                    outcome = Err(error.to_string());
+                    break;
+                }
+            }
             for waiter in waiters {
                 let _ = waiter.send(outcome.clone());
             }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use shoal_scheduler::{NodeId, Resources, Runtime, ServiceId, ServiceSpec, TaskId, TaskState};
 use tokio::sync::mpsc;
 
@@ -168,8 +169,40 @@ pub trait Executor: Send + Sync + 'static {
     /// runtime.
     fn events(&self) -> mpsc::Receiver<Observation>;
 
-    /// The last `tail` lines of the task's output (stdout and stderr interleaved).
-    fn logs(&self, task: TaskId, tail: usize) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// The task's output as `query` asks: its last lines, each with its stream and time, oldest
+    /// first ([`NotFound`](ExecutorError::NotFound) once the container is gone).
+    fn logs<'a>(&'a self, task: TaskId, query: &'a LogQuery)
+    -> BoxFuture<'a, Result<Vec<LogLine>>>;
+}
+
+/// Which output of a task [`Executor::logs`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// At most this many lines, the newest (at most the executor's own bound).
+    pub tail: usize,
+    /// Only lines written at or after this time (seconds since the Unix epoch; 0: all).
+    pub since_secs: u64,
+}
+
+/// Which stream a line was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of a task's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The stream it went to.
+    pub stream: LogStream,
+    /// When the runtime received it (RFC 3339 with nanoseconds, UTC), or empty if unknown.
+    pub time: String,
+    /// The line, without its newline (cut at the executor's longest line).
+    pub text: String,
 }
 
 /// The container name of a task: `shoal-<service>.<slot>.<task>` (`global` instead of a slot

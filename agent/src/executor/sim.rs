@@ -14,8 +14,8 @@ use shoal_scheduler::{NodeId, Runtime, ServiceId, TaskId, TaskState};
 use tokio::sync::mpsc;
 
 use super::{
-    EVENTS_CHANNEL_CAPACITY, Executor, ExecutorError, Health, Observation, Result, RunSpec,
-    RuntimeInfo,
+    EVENTS_CHANNEL_CAPACITY, Executor, ExecutorError, Health, LogLine, LogQuery, Observation,
+    Result, RunSpec, RuntimeInfo,
 };
 
 /// Exit code reported for a task killed with [`SimExecutor::kill`] (as for SIGKILL).
@@ -302,16 +302,20 @@ impl Executor for SimExecutor {
         rx
     }
 
-    fn logs(&self, task: TaskId, tail: usize) -> BoxFuture<'_, Result<Vec<String>>> {
-        let line = self.inner.state().tasks.get(&task).map(|t| {
-            format!(
-                "{task}: {:?}, {} (simulated: no output)",
-                t.state, t.message
-            )
-        });
+    /// A simulated task writes nothing: its output is empty (a task it does not know is
+    /// [`ExecutorError::NotFound`], as a removed container is).
+    fn logs<'a>(
+        &'a self,
+        task: TaskId,
+        _query: &'a LogQuery,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>>> {
+        let known = self.inner.state().tasks.contains_key(&task);
         Box::pin(async move {
-            let line = line.ok_or(ExecutorError::NotFound(task))?;
-            Ok(if tail == 0 { Vec::new() } else { vec![line] })
+            if known {
+                Ok(Vec::new())
+            } else {
+                Err(ExecutorError::NotFound(task))
+            }
         })
     }
 }

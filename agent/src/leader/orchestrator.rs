@@ -2,13 +2,18 @@
 //! scheduler's reconcile and placement on a snapshot, and commits the resulting plan. A plan the
 //! state machine finds stale is simply recomputed on the next pass. Timed work (restart delays,
 //! update delays, monitor periods) wakes it at the time the plan names.
+//!
+//! A large plan (a scale to 100,000 replicas) is committed in pieces under the command size
+//! limit ([`Plan::into_pieces`](shoal_scheduler::Plan::into_pieces)), one after the other, so
+//! a big reconciliation converges instead of being refused whole. A new leader decides nothing
+//! until its state holds an entry of its own term.
 
 use std::time::Duration;
 
 use shoal_consensus::Quorum;
 use shoal_metrics::AgentMetrics;
 use shoal_metrics::agent::{PlanLabels, PlanResult};
-use shoal_scheduler::{ApplyError, Command, Timestamp};
+use shoal_scheduler::{ApplyError, Command, Plan, Timestamp};
 use tokio::time::Instant;
 
 use crate::worker::now;
@@ -21,9 +26,19 @@ const MAX_DELAY: Duration = Duration::from_millis(100);
 const WRITE_RETRY: Duration = Duration::from_millis(100);
 /// A pass runs at least this often, whatever happens.
 const MAX_IDLE: Duration = Duration::from_secs(2);
+/// What the items of one plan piece may add up to: half the command limit, as the items'
+/// sizes are upper bounds and the plan has a little more around them.
+pub const PLAN_PIECE_BYTES: usize = shoal_consensus::limits::MAX_COMMAND_BYTES / 2;
+/// How long the loop waits at a time for a new leader's state to catch up.
+const READY_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs passes until the state watch closes.
 pub async fn run(quorum: Quorum, metrics: AgentMetrics) {
+    while !quorum.ready_as_leader(READY_WAIT).await {
+        if !quorum.is_leader() {
+            return;
+        }
+    }
     let mut applied = quorum.watch();
     loop {
         let state = quorum.state();
@@ -37,39 +52,67 @@ pub async fn run(quorum: Quorum, metrics: AgentMetrics) {
         let wake_at: Option<Timestamp> = plan.wake_at;
         drop(state);
         if !plan.is_empty() {
-            let placed = plan.placed_count();
             metrics.scheduler_unplaceable_tasks.set(unplaceable(&plan));
-            let result = quorum.write(Command::ApplyPlan { plan, at }).await;
-            let outcome = match &result {
-                Ok(Ok(_)) => PlanResult::Committed,
-                Ok(Err(ApplyError::Stale(_))) => PlanResult::Stale,
-                _ => PlanResult::Failed,
-            };
-            metrics
-                .scheduler_plans
-                .get_or_create(&PlanLabels { result: outcome })
-                .inc();
-            match result {
-                Ok(Ok(_)) => {
-                    metrics.scheduler_placements.inc_by(placed as u64);
-                    tracing::debug!(placed, "plan committed");
-                    continue;
-                }
-                Ok(Err(ApplyError::Stale(reason))) => {
-                    tracing::debug!(%reason, "plan was stale; recomputing");
-                    continue;
-                }
-                Ok(Err(error)) => tracing::warn!(%error, "plan refused"),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot commit plan");
-                    tokio::time::sleep(WRITE_RETRY).await;
-                }
+            match commit(&quorum, &metrics, plan, at).await {
+                Committed::All | Committed::Stale => continue,
+                Committed::Failed => tokio::time::sleep(WRITE_RETRY).await,
+                Committed::Refused => {}
             }
         }
         if !wait_for_change(&mut applied, wake_at).await {
             return;
         }
     }
+}
+
+/// How committing a plan went.
+enum Committed {
+    /// Every piece.
+    All,
+    /// A piece was stale: recompute at once (the pieces before it stay, each valid alone).
+    Stale,
+    /// A piece was refused for another reason.
+    Refused,
+    /// A write failed (no quorum, timeout): retry after a pause.
+    Failed,
+}
+
+/// Commits `plan` in pieces under the command size limit, one after the other.
+async fn commit(quorum: &Quorum, metrics: &AgentMetrics, plan: Plan, at: Timestamp) -> Committed {
+    let pieces = plan.into_pieces(PLAN_PIECE_BYTES);
+    let count = pieces.len();
+    for piece in pieces {
+        let placed = piece.placed_count();
+        let result = quorum.write(Command::ApplyPlan { plan: piece, at }).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => PlanResult::Committed,
+            Ok(Err(ApplyError::Stale(_))) => PlanResult::Stale,
+            _ => PlanResult::Failed,
+        };
+        metrics
+            .scheduler_plans
+            .get_or_create(&PlanLabels { result: outcome })
+            .inc();
+        match result {
+            Ok(Ok(_)) => {
+                metrics.scheduler_placements.inc_by(placed as u64);
+                tracing::debug!(placed, pieces = count, "plan committed");
+            }
+            Ok(Err(ApplyError::Stale(reason))) => {
+                tracing::debug!(%reason, "plan was stale; recomputing");
+                return Committed::Stale;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "plan refused");
+                return Committed::Refused;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot commit plan");
+                return Committed::Failed;
+            }
+        }
+    }
+    Committed::All
 }
 
 /// Tasks of the plan that stay without a node.
@@ -107,6 +150,46 @@ async fn wait_for_change(
                 }
             }
             _ = quiet => return true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_scheduler::synthetic::{self, ClusterShape};
+
+    /// A scale to 100,000 replicas is one plan far above the command limit; each of its pieces
+    /// encodes under it.
+    #[test]
+    fn every_piece_of_a_huge_plan_fits_a_command() {
+        let mut state = synthetic::cluster(&ClusterShape::new(200, 3));
+        synthetic::create_service(&mut state, synthetic::spec("big", 100_000), Timestamp(0))
+            .expect("created");
+        let plan = shoal_scheduler::reconcile::reconcile(&state, Timestamp(1));
+        let whole = shoal_consensus::codec::encode(&Command::ApplyPlan {
+            plan: plan.clone(),
+            at: Timestamp(1),
+        })
+        .expect("encodes")
+        .len();
+        assert!(
+            whole > shoal_consensus::limits::MAX_COMMAND_BYTES,
+            "{whole} bytes"
+        );
+        let pieces = plan.into_pieces(PLAN_PIECE_BYTES);
+        assert!(pieces.len() > 1);
+        for piece in pieces {
+            let bytes = shoal_consensus::codec::encode(&Command::ApplyPlan {
+                plan: piece,
+                at: Timestamp(1),
+            })
+            .expect("encodes")
+            .len();
+            assert!(
+                bytes <= shoal_consensus::limits::MAX_COMMAND_BYTES,
+                "{bytes} bytes"
+            );
         }
     }
 }

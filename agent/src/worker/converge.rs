@@ -1,7 +1,11 @@
 //! The worker's decision, as a pure function: given what the leader wants and what the executor
-//! shows, which tasks need an operation or a report.
+//! shows, which of the tasks to look at need an operation or a report. The worker asks only
+//! about the tasks something happened to since it last looked (and about all of them now and
+//! then), so one event costs the same with twenty tasks as with twenty thousand.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+#[cfg(test)]
+use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
 
 use shoal_scheduler::{DesiredState, TaskId, TaskState};
 
@@ -21,33 +25,43 @@ pub enum Action {
     ReportMissing,
 }
 
-/// The actions that converge every task. `told` is whether a leader has sent an assignment set
-/// since the agent started: until then, containers without an assignment are left alone.
-pub fn plan(
+/// What `id` needs, if anything. `told` is whether a leader has sent an assignment set since
+/// the agent started: until then, containers without an assignment are left alone.
+pub fn decide(
+    id: TaskId,
     assignments: &BTreeMap<TaskId, Assignment>,
     observed: &HashMap<TaskId, Observation>,
     reported: &HashMap<TaskId, TaskState>,
-    busy: &HashSet<TaskId>,
+    told: bool,
+) -> Option<Action> {
+    match assignments.get(&id) {
+        Some(assignment) => {
+            let last = reported
+                .get(&id)
+                .copied()
+                .unwrap_or(assignment.task.status.state);
+            action_for(assignment.task.desired, observed.get(&id), last)
+        }
+        // A container of a task no leader assigned: a stray, once a leader spoke.
+        None => (told && observed.contains_key(&id)).then_some(Action::StopAndRemove),
+    }
+}
+
+/// The actions that converge the `candidates` (tasks not in `skip`).
+#[cfg(test)]
+pub fn plan(
+    candidates: impl IntoIterator<Item = TaskId>,
+    assignments: &BTreeMap<TaskId, Assignment>,
+    observed: &HashMap<TaskId, Observation>,
+    reported: &HashMap<TaskId, TaskState>,
+    skip: &HashSet<TaskId>,
     told: bool,
 ) -> Vec<(TaskId, Action)> {
-    let mut actions = Vec::new();
-    for (id, assignment) in assignments.iter().filter(|(id, _)| !busy.contains(id)) {
-        let last = reported
-            .get(id)
-            .copied()
-            .unwrap_or(assignment.task.status.state);
-        if let Some(action) = action_for(assignment.task.desired, observed.get(id), last) {
-            actions.push((*id, action));
-        }
-    }
-    if told {
-        let strays = observed
-            .keys()
-            .filter(|id| !assignments.contains_key(id) && !busy.contains(id))
-            .map(|id| (*id, Action::StopAndRemove));
-        actions.extend(strays);
-    }
-    actions
+    candidates
+        .into_iter()
+        .filter(|id| !skip.contains(id))
+        .filter_map(|id| Some((id, decide(id, assignments, observed, reported, told)?)))
+        .collect()
 }
 
 fn action_for(
@@ -154,10 +168,14 @@ mod tests {
     fn strays_are_removed_only_once_a_leader_spoke() {
         let observed = HashMap::from([(TaskId(9), seen(TaskState::Running))]);
         let none = BTreeMap::new();
-        assert!(plan(&none, &observed, &HashMap::new(), &HashSet::new(), false).is_empty());
+        let (reported, skip) = (HashMap::new(), HashSet::new());
+        let look = || [TaskId(9)];
+        assert!(plan(look(), &none, &observed, &reported, &skip, false).is_empty());
         assert_eq!(
-            plan(&none, &observed, &HashMap::new(), &HashSet::new(), true),
+            plan(look(), &none, &observed, &reported, &skip, true),
             vec![(TaskId(9), Action::StopAndRemove)]
         );
+        let busy = HashSet::from([TaskId(9)]);
+        assert!(plan(look(), &none, &observed, &reported, &busy, true).is_empty());
     }
 }

@@ -10,8 +10,9 @@
 
 mod backoff;
 mod converge;
+mod pages;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use crate::executor::{Executor, Observation};
 pub use converge::Action;
 
 use backoff::Backoffs;
+use pages::{DeltaPage, DeltaPages, Pages};
 
 /// How often the worker re-reads every container, in case an event was missed.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
@@ -42,6 +44,11 @@ const REMOVED_MEMORY: Duration = Duration::from_secs(30);
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Capacity of the worker's input channel.
 const INPUT_CAPACITY: usize = 64;
+/// How often the worker looks at every task, whatever happened (the safety net of its
+/// event-driven looks).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Statuses handed to the delivery queue in one batch at most.
+const REPORT_BATCH: usize = 1_000;
 
 /// What the worker is told.
 #[derive(Debug)]
@@ -108,6 +115,8 @@ pub fn spawn(
         reports,
         holds: holds_tx,
         assignments: BTreeMap::new(),
+        pages: Pages::default(),
+        delta_pages: DeltaPages::default(),
         told: false,
         observed: HashMap::new(),
         reported: HashMap::new(),
@@ -116,6 +125,9 @@ pub fn spawn(
         seen_at: HashMap::new(),
         removed: HashMap::new(),
         backoffs: Backoffs::default(),
+        dirty: BTreeSet::new(),
+        look_at_all: true,
+        unsent: BTreeMap::new(),
         operations: JoinSet::new(),
         metrics,
     };
@@ -139,6 +151,10 @@ struct Worker {
     holds: watch::Sender<Option<(u64, u64)>>,
     /// What the leader wants, by task.
     assignments: BTreeMap<TaskId, Assignment>,
+    /// The pages of a set being received.
+    pages: Pages,
+    /// The pages of changes being received.
+    delta_pages: DeltaPages,
     /// Whether any leader has sent a set since start (until then nothing is removed).
     told: bool,
     /// What the executor last showed, by task.
@@ -158,6 +174,12 @@ struct Worker {
     removed: HashMap<TaskId, Instant>,
     /// Tasks whose stop or removal failed, waiting before the next attempt.
     backoffs: Backoffs,
+    /// Tasks something happened to since the worker last looked at them.
+    dirty: BTreeSet<TaskId>,
+    /// Whether the next look takes every task (a new set, a resync, the periodic sweep).
+    look_at_all: bool,
+    /// Statuses not yet handed to the delivery queue (the latest per task).
+    unsent: BTreeMap<TaskId, TaskStatus>,
     operations: JoinSet<Done>,
     metrics: AgentMetrics,
 }
@@ -175,6 +197,8 @@ impl Worker {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut resyncs: JoinSet<(Instant, crate::executor::Result<Vec<Observation>>)> =
             JoinSet::new();
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry_at = self.backoffs.next_due(Instant::now());
             tokio::select! {
@@ -194,16 +218,21 @@ impl Worker {
                 Some(Ok((started, all))) = resyncs.join_next(), if !resyncs.is_empty() => {
                     self.on_resync(started, all);
                 }
-                _ = sleep_until(retry_at), if retry_at.is_some() => {}
+                _ = sweep.tick() => self.look_at_all = true,
+                _ = sleep_until(retry_at), if retry_at.is_some() => self.look_at_all = true,
             }
             self.converge();
+            self.flush_reports();
         }
         tracing::debug!(node = %self.node, "worker stopped");
     }
 
     fn on_input(&mut self, input: WorkerInput) {
         match input {
-            WorkerInput::Assign(set) => {
+            WorkerInput::Assign(page) => {
+                let Some(set) = self.pages.take(page) else {
+                    return;
+                };
                 let held = *self.holds.borrow();
                 if held.is_some_and(|(term, version)| term == set.term && version > set.version) {
                     // An older set of the same leader, overtaken by a newer one.
@@ -217,10 +246,23 @@ impl Worker {
                 );
                 self.assignments = set.tasks.into_iter().map(|a| (a.task.id, a)).collect();
                 self.told = true;
+                self.look_at_all = true;
                 self.holds.send_replace(Some((set.term, set.version)));
                 self.forget_unassigned_reports();
             }
-            WorkerInput::Update(delta, reply) => {
+            WorkerInput::Update(page, reply) => {
+                let holds_base = *self.holds.borrow() == Some((page.term, page.base));
+                let delta = match self.delta_pages.take(page) {
+                    DeltaPage::Whole(delta) => delta,
+                    DeltaPage::Taken => {
+                        let _ = reply.send(holds_base);
+                        return;
+                    }
+                    DeltaPage::Dropped => {
+                        let _ = reply.send(false);
+                        return;
+                    }
+                };
                 let applies = *self.holds.borrow() == Some((delta.term, delta.base));
                 if applies {
                     tracing::debug!(
@@ -233,6 +275,8 @@ impl Worker {
                     for task in &delta.removed {
                         self.assignments.remove(task);
                     }
+                    self.dirty.extend(delta.removed.iter().copied());
+                    self.dirty.extend(delta.upserts.iter().map(|a| a.task.id));
                     let upserts = delta.upserts.into_iter().map(|a| (a.task.id, a));
                     self.assignments.extend(upserts);
                     self.holds.send_replace(Some((delta.term, delta.version)));
@@ -255,6 +299,7 @@ impl Worker {
 
     fn on_observation(&mut self, observation: Observation) {
         let task = observation.task_id;
+        self.dirty.insert(task);
         self.unseen.remove(&task);
         if observation.removed || self.removed.contains_key(&task) {
             self.observed.remove(&task);
@@ -269,6 +314,7 @@ impl Worker {
     /// Folds in a full observation of the runtime (the safety net for missed events).
     /// Events seen after `started` are newer than the resync and win over it.
     fn on_resync(&mut self, started: Instant, observed: crate::executor::Result<Vec<Observation>>) {
+        self.look_at_all = true;
         match observed {
             Ok(all) => {
                 let newer = |seen_at: &HashMap<TaskId, Instant>, task: &TaskId| {
@@ -301,6 +347,7 @@ impl Worker {
 
     fn on_done(&mut self, done: Done) {
         self.busy.remove(&done.task);
+        self.dirty.insert(done.task);
         self.record_operation(&done);
         // A container stopped and removed is gone, whatever the events say later: without this
         // the task would look stoppable again until the `destroy` event arrives.
@@ -346,50 +393,74 @@ impl Worker {
         }
     }
 
-    /// Decides and starts what moves every task toward its desired state.
+    /// Decides and starts what moves the tasks something happened to (or, now and then, every
+    /// task) toward their desired state, in task order. A task that must wait is looked at
+    /// again when its wait ends: an operation in flight when it is done, a start not yet seen
+    /// when it is seen or its grace ends, a back-off when it is due (every task is looked at
+    /// then). Once every operation slot is taken the rest wait for the next turn untouched, so
+    /// a turn costs what it can do, not what is pending.
     fn converge(&mut self) {
-        self.unseen.retain(|_, at| at.elapsed() <= UNSEEN_GRACE);
+        let now = Instant::now();
+        let expired: Vec<TaskId> = self
+            .unseen
+            .iter()
+            .filter(|(_, at)| at.elapsed() > UNSEEN_GRACE)
+            .map(|(task, _)| *task)
+            .collect();
+        for task in expired {
+            self.unseen.remove(&task);
+            self.dirty.insert(task);
+        }
         self.removed.retain(|_, at| at.elapsed() <= REMOVED_MEMORY);
         let (assignments, observed) = (&self.assignments, &self.observed);
         self.backoffs
             .retain(|task| assignments.contains_key(task) || observed.contains_key(task));
-        let mut skip = self.busy.clone();
-        skip.extend(self.unseen.keys().copied());
-        skip.extend(self.backoffs.waiting(Instant::now()));
-        let actions = converge::plan(
-            &self.assignments,
-            &self.observed,
-            &self.reported,
-            &skip,
-            self.told,
-        );
-        for (task, action) in actions {
-            match action {
-                Action::ReportShutdown => {
+        if std::mem::take(&mut self.look_at_all) {
+            let all = self.assignments.keys().chain(self.observed.keys());
+            self.dirty.extend(all.copied());
+        }
+        let waiting: HashSet<TaskId> = self.backoffs.waiting(now).collect();
+        while let Some(task) = self.dirty.pop_first() {
+            if self.busy.contains(&task)
+                || self.unseen.contains_key(&task)
+                || waiting.contains(&task)
+            {
+                continue;
+            }
+            let decided = converge::decide(
+                task,
+                &self.assignments,
+                &self.observed,
+                &self.reported,
+                self.told,
+            );
+            match decided {
+                None => {}
+                Some(Action::ReportShutdown) => {
                     self.report(task, TaskState::Shutdown, "stopped".into(), None, None);
                 }
-                Action::ReportMissing => {
-                    self.report(
-                        task,
-                        TaskState::Failed,
-                        "container disappeared".into(),
-                        None,
-                        None,
-                    );
+                Some(Action::ReportMissing) => {
+                    let why = "container disappeared".into();
+                    self.report(task, TaskState::Failed, why, None, None);
                 }
-                Action::Start | Action::StopAndRemove => self.launch(task, action),
+                Some(action) if !self.launch(task, action) => {
+                    self.dirty.insert(task);
+                    break;
+                }
+                Some(_) => {}
             }
         }
     }
 
-    fn launch(&mut self, task: TaskId, action: Action) {
+    /// Starts `action` for `task`; false when no operation slot is free.
+    fn launch(&mut self, task: TaskId, action: Action) -> bool {
         if self.busy.len() >= MAX_CONCURRENT_OPERATIONS {
-            return;
+            return false;
         }
         let executor = self.executor.clone();
         if action == Action::Start {
             let Some(spec) = self.run_spec(task) else {
-                return;
+                return true;
             };
             self.busy.insert(task);
             self.report(task, TaskState::Starting, String::new(), None, None);
@@ -404,7 +475,7 @@ impl Worker {
                     took,
                 }
             });
-            return;
+            return true;
         }
         let grace = self
             .assignments
@@ -427,6 +498,7 @@ impl Worker {
                 took,
             }
         });
+        true
     }
 
     fn record_operation(&self, done: &Done) {
@@ -513,9 +585,27 @@ impl Worker {
             timestamp: now(),
             container_id,
         };
-        if self.reports.try_send(vec![(task, status)]).is_err() {
-            // The delivery queue is full or closed: forget the mark so the next pass resends.
-            self.reported.remove(&task);
+        // A newer status of the same task replaces one not yet handed over.
+        self.unsent.insert(task, status);
+    }
+
+    /// Hands the statuses not yet delivered to the delivery queue, in batches; what does not
+    /// fit now waits for the next turn (nothing is dropped).
+    fn flush_reports(&mut self) {
+        while !self.unsent.is_empty() {
+            let permit = match self.reports.try_reserve() {
+                Ok(permit) => permit,
+                Err(_) => return,
+            };
+            let rest = self
+                .unsent
+                .keys()
+                .nth(REPORT_BATCH)
+                .copied()
+                .map(|at| self.unsent.split_off(&at))
+                .unwrap_or_default();
+            let batch = std::mem::replace(&mut self.unsent, rest);
+            permit.send(batch.into_iter().collect());
         }
     }
 }

@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 
 use super::backoff::FIRST_RETRY;
 use crate::dispatch::messages::{Assignment, AssignmentDelta, AssignmentSet};
-use crate::dispatch::pusher::{Pusher, Target};
+use crate::dispatch::pusher::{Leadership, Pusher, Target};
 use crate::executor::{
-    Executor, ExecutorError, Observation, Result, RunSpec, RuntimeInfo, SimConfig, SimExecutor,
+    Executor, ExecutorError, LogLine, LogQuery, Observation, Result, RunSpec, RuntimeInfo,
+    SimConfig, SimExecutor,
 };
 
 /// The sim executor, except that the first `failures` stops fail; it records every stop.
@@ -55,8 +56,12 @@ impl Executor for FailingStops {
     fn events(&self) -> mpsc::Receiver<Observation> {
         self.inner.events()
     }
-    fn logs(&self, task: TaskId, tail: usize) -> BoxFuture<'_, Result<Vec<String>>> {
-        self.inner.logs(task, tail)
+    fn logs<'a>(
+        &'a self,
+        task: TaskId,
+        query: &'a LogQuery,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>>> {
+        self.inner.logs(task, query)
     }
 }
 
@@ -92,6 +97,9 @@ async fn a_failing_stop_is_retried_with_a_doubling_wait() {
     let set = |version, desired| AssignmentSet {
         term: 1,
         version,
+        leader_term: 1,
+        page: 0,
+        pages: 1,
         tasks: vec![assignment(&node, desired)],
     };
     worker
@@ -152,8 +160,11 @@ async fn changes_apply_only_on_their_base() {
     let (node, worker, _reports) = sim_worker("worker-delta");
     let delta = |base, version| AssignmentDelta {
         term: 7,
+        leader_term: 1,
         base,
         version,
+        page: 0,
+        pages: 1,
         upserts: vec![assignment(&node, DesiredState::Running)],
         removed: Vec::new(),
     };
@@ -164,6 +175,9 @@ async fn changes_apply_only_on_their_base() {
     let set = AssignmentSet {
         term: 7,
         version: 1,
+        leader_term: 1,
+        page: 0,
+        pages: 1,
         tasks: Vec::new(),
     };
     worker.assign(set).await.expect("assign");
@@ -179,7 +193,8 @@ async fn changes_apply_only_on_their_base() {
 async fn the_sender_keeps_a_worker_on_the_latest_set() {
     let (node, worker, _reports) = sim_worker("worker-pusher");
     let metrics = shoal_metrics::AgentMetrics::register(&mut Default::default());
-    let pusher = Pusher::spawn(Target::Local(worker.clone()), 9, metrics);
+    let leadership = Leadership { epoch: 9, term: 1 };
+    let pusher = Pusher::spawn(Target::Local(worker.clone()), leadership, metrics);
     let holds = |want: (u64, u64)| {
         let worker = worker.clone();
         async move {

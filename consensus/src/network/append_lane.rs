@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::frames::{read_frame, write_frame};
 use super::messages::{AppendFrame, AppendReply};
+use crate::token::Proof;
 use crate::types::TypeConfig;
 
 /// Requests queued for the writer at most; the sender keeps fewer than this in flight.
@@ -67,11 +68,13 @@ fn network_error(msg: impl std::fmt::Display) -> RPCError<TypeConfig> {
 }
 
 impl AppendLane {
-    /// Opens an append stream to `peer`; each answer must arrive within `ttl` of its request.
+    /// Opens an append stream to `peer`; each frame carries `cluster_id` and `proof`, and each
+    /// answer must arrive within `ttl` of its request.
     pub(crate) async fn open(
         mesh: &Mesh,
         peer: PeerId,
         cluster_id: Option<String>,
+        proof: Option<Proof>,
         ttl: Duration,
     ) -> Result<AppendLane, RPCError<TypeConfig>> {
         let opening = mesh.open_stream(peer, ShoalStream::RaftAppend);
@@ -96,7 +99,7 @@ impl AppendLane {
             write,
             incoming,
             waiting,
-            cluster_id,
+            (cluster_id, proof),
             mesh.clone(),
         ));
         let reader = tokio::spawn(read_replies(read, waiters, peer, mesh.clone()));
@@ -196,7 +199,7 @@ async fn write_requests(
     mut write: WriteHalf<Stream>,
     mut incoming: mpsc::Receiver<(AppendEntriesRequest<TypeConfig>, Waiter)>,
     waiting: mpsc::Sender<Waiter>,
-    cluster_id: Option<String>,
+    (cluster_id, proof): (Option<String>, Option<Proof>),
     mesh: Mesh,
 ) {
     while let Some(first) = incoming.recv().await {
@@ -204,6 +207,7 @@ async fn write_requests(
         while let Some((request, waiter)) = next.take() {
             let frame = AppendFrame {
                 cluster_id: cluster_id.clone(),
+                proof: proof.clone(),
                 request,
             };
             if waiting.send(waiter).await.is_err() {

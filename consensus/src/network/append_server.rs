@@ -23,9 +23,9 @@ use shoal_discovery::metrics::Direction;
 use shoal_discovery::{IncomingStreams, Mesh, PeerId, ShoalStream, Stream};
 use tokio::task::{self, JoinSet};
 
-use super::frames::{read_frame, write_frame};
+use super::frames::{read_frame_if, write_frame};
 use super::messages::{AppendFrame, AppendReply};
-use crate::core::{Core, raft_id_of_peer};
+use crate::core::Core;
 use crate::types::TypeConfig;
 
 /// Append streams served at once per peer at most. A leader holds one for replication and one
@@ -92,25 +92,41 @@ async fn read_requests(
     mut requests: mpsc::Sender<AppendEntriesRequest<TypeConfig>>,
     refuse: oneshot::Sender<String>,
 ) {
-    let sender = raft_id_of_peer(&peer);
     loop {
-        let frame = match read_frame::<_, AppendFrame>(&mut read).await {
+        // Who may send is known before the frame's body is read into memory.
+        let admit = |_len| {
+            core.access
+                .allows_peer(&core.raft, &peer)
+                .map_err(|why| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why))
+        };
+        let frame = match read_frame_if::<_, AppendFrame, _>(&mut read, admit).await {
             Ok(Some((frame, bytes))) => {
                 core.mesh
                     .count_stream_message(ShoalStream::RaftAppend, Direction::In, bytes);
                 frame
             }
             Ok(None) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(%peer, why = %e, "append stream refused before reading a frame");
+                core.refusals.count("append", "not_member");
+                let _ = refuse.send(e.to_string());
+                return;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "malformed append frame");
+                core.refusals.count("append", "malformed");
                 let _ = refuse.send(format!("malformed frame: {e}"));
                 return;
             }
         };
         let cluster = frame.cluster_id.as_deref();
-        if let Err(why) = core.access.allows(&core.raft, sender, cluster) {
-            tracing::debug!(%peer, why, "append stream refused");
-            let _ = refuse.send(why);
+        if let Err(why) = core
+            .access
+            .allows(&core.raft, &peer, cluster, frame.proof.as_ref())
+        {
+            tracing::warn!(%peer, %why, "append stream refused");
+            core.refusals.count("append", why.label());
+            let _ = refuse.send(why.to_string());
             return;
         }
         if requests.send(frame.request).await.is_err() {

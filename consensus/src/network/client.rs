@@ -49,14 +49,28 @@ impl SendError {
     }
 }
 
-/// Sends one request to `peer` and decodes the response (bounded both ways).
+/// Sends one request to `peer` and decodes the response (bounded both ways). `access` gives
+/// the cluster id and the manager proof the request carries.
 pub(crate) async fn send(
     mesh: &Mesh,
+    access: &Access,
     peer: PeerId,
-    cluster_id: Option<String>,
     body: RaftRequest,
 ) -> Result<RaftResponse, SendError> {
-    let envelope = Envelope { cluster_id, body };
+    let envelope = Envelope {
+        cluster_id: access.cluster_id(),
+        proof: access.proof_for(&peer),
+        body,
+    };
+    send_envelope(mesh, peer, envelope).await
+}
+
+/// Sends one envelope to `peer` and decodes the response (bounded both ways).
+pub(crate) async fn send_envelope(
+    mesh: &Mesh,
+    peer: PeerId,
+    envelope: Envelope,
+) -> Result<RaftResponse, SendError> {
     let bytes = encode_bounded(&envelope, MAX_RPC_BYTES).map_err(|e| {
         tracing::warn!(%peer, error = %e, "oversized raft request not sent");
         SendError::Other(e.to_string())
@@ -136,7 +150,8 @@ impl RaftPeer {
         // after its fsync, which on a busy disk takes longer. Timing out would resend the same
         // entries forever, so each answer may take MIN_DATA_TTL.
         let ttl = option.hard_ttl().max(MIN_DATA_TTL);
-        AppendLane::open(&self.mesh, peer, self.access.cluster_id(), ttl).await
+        let proof = self.access.proof_for(&peer);
+        AppendLane::open(&self.mesh, peer, self.access.cluster_id(), proof, ttl).await
     }
 
     async fn call(
@@ -156,7 +171,7 @@ impl RaftPeer {
             RaftRequest::Vote(_) | RaftRequest::PreVote(_) => option.hard_ttl(),
             _ => option.hard_ttl().max(MIN_DATA_TTL),
         };
-        let sent = send(&self.mesh, peer, self.access.cluster_id(), body);
+        let sent = send(&self.mesh, &self.access, peer, body);
         match tokio::time::timeout(ttl, sent).await {
             Ok(r) => r.map_err(SendError::into_rpc),
             Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
@@ -260,21 +275,35 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
         cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        use tokio::io::AsyncReadExt as _;
         let stream = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
-        let data = snapshot.snapshot;
-        let total = data.len() as u64;
+        let file = snapshot.snapshot;
+        let total = file.len;
+        let unreadable = |e: std::io::Error| {
+            StreamingError::from(RPCError::Network(NetworkError::from_string(format!(
+                "snapshot file {}: {e}",
+                file.path.display()
+            ))))
+        };
+        // Read in pieces: never more than one piece of the snapshot in memory here.
+        let mut reader = tokio::fs::File::open(&file.path)
+            .await
+            .map_err(&unreadable)?;
         let mut cancel = std::pin::pin!(cancel);
-        let mut offset = 0usize;
+        let mut offset = 0u64;
         loop {
-            let end = (offset + SNAPSHOT_CHUNK_BYTES).min(data.len());
-            let done = end == data.len();
+            let want = SNAPSHOT_CHUNK_BYTES.min(usize::try_from(total - offset).unwrap_or(0));
+            let mut data = vec![0u8; want];
+            reader.read_exact(&mut data).await.map_err(&unreadable)?;
+            let end = offset + want as u64;
+            let done = end == total;
             let chunk = SnapshotChunk {
                 stream,
                 vote,
                 meta: snapshot.meta.clone(),
-                offset: offset as u64,
+                offset,
                 total,
-                data: data[offset..end].to_vec(),
+                data,
                 done,
             };
             let reply = tokio::select! {

@@ -1,5 +1,5 @@
 //! Length-prefixed CBOR frames on a byte stream: a 4-byte big-endian length, then that many bytes
-//! of CBOR. Both directions are bounded by [`MAX_RPC_BYTES`]: a longer frame is never sent, and a
+//! of CBOR. Both directions are bounded by [`MAX_FRAME_BYTES`]: a longer frame is never sent, and a
 //! length prefix above it ends the stream before anything is allocated.
 
 use std::io;
@@ -9,14 +9,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{decode, encode_bounded};
-use crate::limits::MAX_RPC_BYTES;
+use crate::limits::MAX_FRAME_BYTES;
 
 /// Bytes of the length prefix.
 const PREFIX: usize = 4;
 
-/// Encodes `value` as one frame (prefix included), refusing one above [`MAX_RPC_BYTES`].
+/// Encodes `value` as one frame (prefix included), refusing one above [`MAX_FRAME_BYTES`].
 pub(crate) fn encode_frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
-    let body = encode_bounded(value, MAX_RPC_BYTES).map_err(io::Error::other)?;
+    let body = encode_bounded(value, MAX_FRAME_BYTES).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(io::Error::other)?;
     let mut frame = Vec::with_capacity(PREFIX + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
@@ -41,6 +41,18 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    read_frame_if(r, |_| Ok(())).await
+}
+
+/// Reads one frame like [`read_frame`], but asks `admit` (given the body's length) whether to
+/// read it at all before anything is allocated for it: a sender the receiver does not accept
+/// never makes it hold a large buffer.
+pub(crate) async fn read_frame_if<R, T, F>(r: &mut R, admit: F) -> io::Result<Option<(T, usize)>>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+    F: FnOnce(usize) -> io::Result<()>,
+{
     let mut prefix = [0u8; PREFIX];
     match r.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -48,12 +60,13 @@ where
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(prefix) as usize;
-    if len > MAX_RPC_BYTES {
+    if len > MAX_FRAME_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the limit of {MAX_RPC_BYTES} bytes"),
+            format!("frame of {len} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"),
         ));
     }
+    admit(len)?;
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     decode(&body)
@@ -86,7 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_oversized_cut_or_garbled_frame_is_an_error() {
-        let huge = ok(u32::try_from(MAX_RPC_BYTES + 1)).to_be_bytes();
+        let huge = ok(u32::try_from(MAX_FRAME_BYTES + 1)).to_be_bytes();
         let mut r = futures::io::Cursor::new(huge.to_vec());
         match read_frame::<_, u32>(&mut r).await {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),

@@ -5,19 +5,40 @@ use openraft::raft::{
     AppendEntriesRequest, SnapshotResponse, StreamAppendResult, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use serde::{Deserialize, Serialize};
-use shoal_scheduler::Node;
+use std::collections::BTreeSet;
 
-use crate::types::{ApplyResult, LogCommand, RaftNode, SnapshotMeta, TypeConfig, Vote};
+use serde::{Deserialize, Serialize};
+use shoal_scheduler::{Credential, Node};
+
+use crate::token::Proof;
+use crate::types::{Committed, LogCommand, RaftNode, SnapshotMeta, TypeConfig, Vote};
 
 /// Every request carries the sender's cluster id (None before it has one): agents of
-/// different clusters never talk raft.
+/// different clusters never talk raft. In a closed cluster a raft RPC also carries the proof
+/// that its sender holds a manager token.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
     /// The sender's cluster id.
     pub cluster_id: Option<String>,
+    /// The sender's manager proof for the receiver (closed clusters).
+    pub proof: Option<Proof>,
     /// The request.
     pub body: RaftRequest,
+}
+
+impl RaftRequest {
+    /// A short name, for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RaftRequest::Vote(_) => "vote",
+            RaftRequest::PreVote(_) => "pre_vote",
+            RaftRequest::SnapshotChunk(_) => "snapshot",
+            RaftRequest::Write(_) => "write",
+            RaftRequest::ReadIndex => "read_index",
+            RaftRequest::Join(_) => "join",
+            RaftRequest::TransferLeader(_) => "transfer_leader",
+        }
+    }
 }
 
 /// A request on `/shoal/raft/1`.
@@ -71,24 +92,22 @@ pub struct JoinRequest {
     pub token: Option<String>,
 }
 
-/// Where a joiner stands after joining.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JoinedRole {
-    /// Added as a raft learner (a manager candidate).
-    Learner,
-    /// A worker only.
-    Worker,
-}
-
-/// The answer to an accepted join.
+/// The answer to an accepted join. The joiner is a worker of the cluster; the autopilot may
+/// later make it a raft learner, then a manager, if its credential allows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinAccepted {
     /// The cluster's id.
     pub cluster_id: String,
-    /// The joiner's role.
-    pub role: JoinedRole,
-    /// The raft voters (managers).
-    pub managers: Vec<RaftNode>,
+    /// What the joiner's token allows it.
+    pub credential: Credential,
+    /// The raft members (voters and learners), as PeerIds in text form.
+    pub managers: BTreeSet<String>,
+    /// Log index of the membership `managers` describes.
+    pub epoch: u64,
+    /// The leader that accepted the join.
+    pub leader: String,
+    /// Its term.
+    pub term: u64,
 }
 
 /// A response on `/shoal/raft/1`.
@@ -101,7 +120,7 @@ pub enum RaftResponse {
     /// The final snapshot piece was installed.
     Snapshot(SnapshotResponse<TypeConfig>),
     /// To a forwarded write.
-    Write(Result<ApplyResult, ForwardFailure>),
+    Write(Result<Committed, ForwardFailure>),
     /// To ReadIndex: the log index to wait for.
     ReadIndex(Result<u64, ForwardFailure>),
     /// To Join.
@@ -135,6 +154,8 @@ pub enum ForwardFailure {
 pub struct AppendFrame {
     /// The cluster the leader belongs to (checked like an [`Envelope`]'s).
     pub cluster_id: Option<String>,
+    /// The leader's manager proof for the receiver (closed clusters).
+    pub proof: Option<Proof>,
     /// The next AppendEntries, in the order the leader's replication produced it.
     pub request: AppendEntriesRequest<TypeConfig>,
 }

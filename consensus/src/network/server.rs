@@ -9,10 +9,15 @@ use tokio::sync::mpsc;
 
 use super::chunks::Assembled;
 use super::messages::{Envelope, ForwardFailure, RaftRequest, RaftResponse, SnapshotChunk};
+use shoal_scheduler::authz::{self, Origin};
+use shoal_scheduler::{ApplyError, NodeId};
+
 use crate::codec::{decode_bounded, encode_bounded};
 use crate::core::{Core, raft_id_of_peer};
 use crate::limits::MAX_RPC_BYTES;
 use crate::storage::state_machine::Snapshot;
+use crate::types::Committed;
+use crate::types::LogCommand;
 
 /// Serves inbound raft requests until the mesh closes the channel.
 pub(crate) async fn run(core: Arc<Core>, mut inbound: mpsc::Receiver<InboundRequest>) {
@@ -35,53 +40,77 @@ async fn handle(core: &Core, peer: PeerId, payload: &[u8]) -> RaftResponse {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "malformed raft request");
+            core.refusals.count("malformed", "malformed");
             return RaftResponse::Refused(format!("malformed request: {e}"));
         }
     };
-    let sender = raft_id_of_peer(&peer);
+    let request = envelope.body.label();
     let cluster = envelope.cluster_id.as_deref();
+    let refuse = |reason: &'static str, why: String| {
+        tracing::warn!(%peer, request, reason, why, "raft request refused");
+        core.refusals.count(request, reason);
+        RaftResponse::Refused(why)
+    };
     match envelope.body {
         RaftRequest::Join(req) => crate::join::handle(core, peer, cluster, req).await,
-        RaftRequest::Write(cmd) => {
-            if let Err(why) = may_forward(core, &peer, cluster) {
-                return RaftResponse::Refused(why);
+        RaftRequest::Write(entry) => {
+            if let Err((reason, why)) = may_write(core, &peer, cluster, &entry) {
+                return match reason {
+                    "unauthorized" => {
+                        tracing::warn!(%peer, command = entry.command.kind(), why, "write refused");
+                        core.refusals.count(request, reason);
+                        RaftResponse::Write(Ok(Committed {
+                            index: 0,
+                            result: Err(ApplyError::Unauthorized(why)),
+                        }))
+                    }
+                    _ => refuse(reason, why),
+                };
             }
-            RaftResponse::Write(core.write_as_leader(cmd.0, core.config.write_timeout).await)
+            RaftResponse::Write(
+                core.write_entry_as_leader(*entry, core.config.write_timeout)
+                    .await,
+            )
         }
         RaftRequest::ReadIndex => {
-            if let Err(why) = may_forward(core, &peer, cluster) {
-                return RaftResponse::Refused(why);
+            let proof = envelope.proof.as_ref();
+            if let Err(why) = core.access.allows(&core.raft, &peer, cluster, proof) {
+                return refuse(why.label(), why.to_string());
             }
             RaftResponse::ReadIndex(core.read_index_as_leader(core.config.write_timeout).await)
         }
         body => {
-            if let Err(why) = core.access.allows(&core.raft, sender, cluster) {
-                tracing::debug!(%peer, why, "raft RPC refused");
-                return RaftResponse::Refused(why);
+            let proof = envelope.proof.as_ref();
+            if let Err(why) = core.access.allows(&core.raft, &peer, cluster, proof) {
+                return refuse(why.label(), why.to_string());
             }
-            raft_rpc(core, sender, body).await
+            raft_rpc(core, raft_id_of_peer(&peer), body).await
         }
     }
 }
 
-/// Forwarded writes and reads come from raft members or nodes of the cluster.
-fn may_forward(core: &Core, peer: &PeerId, cluster: Option<&str>) -> Result<(), String> {
+/// Whether `peer` may have `entry` written: a raft member (a manager) may write anything; any
+/// other node of the cluster what its credential allows ([`authz::authorize`]). The refusal
+/// comes with its reason's label.
+fn may_write(
+    core: &Core,
+    peer: &PeerId,
+    cluster: Option<&str>,
+    entry: &LogCommand,
+) -> Result<(), (&'static str, String)> {
     let ours = core.access.cluster_id();
     if ours.is_none() || cluster != ours.as_deref() {
-        return Err("not in this cluster".to_owned());
+        return Err(("other_cluster", "not in this cluster".to_owned()));
     }
-    let sender = raft_id_of_peer(peer);
-    let is_member = core.voters().contains_key(&sender) || core.learners().contains_key(&sender);
-    let is_node = core
-        .state()
-        .nodes
-        .keys()
-        .any(|n| n.as_str() == peer.to_string());
-    if is_member || is_node {
-        Ok(())
+    let state = core.state();
+    let node = NodeId::new(peer.to_string());
+    let origin = if core.access.allows_peer(&core.raft, peer).is_ok() {
+        Origin::Manager
     } else {
-        Err("not a node of this cluster".to_owned())
-    }
+        Origin::of_node(&state, &node)
+            .ok_or(("not_node", "not a node of this cluster".to_owned()))?
+    };
+    authz::authorize(&state, origin, &entry.command).map_err(|e| ("unauthorized", e.to_string()))
 }
 
 async fn raft_rpc(core: &Core, sender: u64, body: RaftRequest) -> RaftResponse {
@@ -107,19 +136,23 @@ async fn raft_rpc(core: &Core, sender: u64, body: RaftRequest) -> RaftResponse {
 }
 
 async fn snapshot_chunk(core: &Core, sender: u64, chunk: SnapshotChunk) -> RaftResponse {
-    let assembled = {
-        let mut assembler = match core.assembler.lock() {
+    // The piece goes to a file: off the async threads.
+    let assembler = core.assembler.clone();
+    let assembled = tokio::task::spawn_blocking(move || {
+        let mut assembler = match assembler.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         assembler.accept(sender, chunk)
-    };
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("snapshot piece: {e}")));
     match assembled {
         Ok(None) => RaftResponse::ChunkAccepted,
-        Ok(Some(Assembled { vote, meta, data })) => {
+        Ok(Some(Assembled { vote, meta, file })) => {
             let snapshot = Snapshot {
                 meta,
-                snapshot: data,
+                snapshot: file,
             };
             match core.raft.install_full_snapshot(vote, snapshot).await {
                 Ok(r) => RaftResponse::Snapshot(r),

@@ -10,7 +10,8 @@
 //! - [`log`]: [`LogStore`], openraft's `RaftLogStorage` and `RaftLogReader`.
 //! - [`state_machine`]: [`StateMachine`]: the in-memory `ClusterState`, its apply watch, and
 //!   snapshot building/installation.
-//! - [`snapshot`]: the stored snapshot format (CBOR).
+//! - [`snapshot`]: snapshot files (the encoded state, streamed to and from disk) and their
+//!   records.
 //!
 //! Restart: the state machine is restored from its last durable snapshot and openraft re-applies
 //! the log up to the saved committed log id, so nothing acknowledged is lost.
@@ -33,7 +34,7 @@ pub use self::state_machine::{AppliedState, StateMachine};
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Small records: vote, committed, last purged log id (CBOR each).
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
-/// The current snapshot (CBOR of [`snapshot::StoredSnapshot`]).
+/// The current snapshot's record (CBOR of [`snapshot::StoredSnapshot`]: metadata and file).
 pub(crate) const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
 
 pub(crate) const KEY_VOTE: &str = "vote";
@@ -84,7 +85,7 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenErro
     let metrics = crate::metrics::LogMetrics::default();
     let writer = writer::Writer::spawn(db.clone(), pending.clone(), metrics.clone())?;
     let log = LogStore::new(db.clone(), pending, writer.clone(), metrics);
-    let sm = StateMachine::open(db, writer)?;
+    let sm = StateMachine::open(db, writer, snapshot::SnapshotDir::open(data_dir)?)?;
     Ok((log, sm))
 }
 

@@ -15,18 +15,20 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, ReadableDatabase};
-use shoal_scheduler::{ClusterState, Outcome};
+use shoal_scheduler::events::{Event, Probe};
+use shoal_scheduler::{ClusterState, Outcome, Timestamp};
 use tokio::sync::watch;
 
-use super::snapshot::{StoredSnapshot, decode_state, decode_stored, encode_state, encode_stored};
+use super::snapshot::{SnapshotDir, SnapshotFile, StoredSnapshot, decode_stored, encode_stored};
 use super::writer::{RecordTable, Writer};
 use super::{KEY_CURRENT, SNAPSHOT};
 use crate::codec::io_err;
+use crate::events::EventLog;
 use crate::metrics::SnapshotMetrics;
 use crate::types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 
-/// The snapshot data openraft moves around: the CBOR of a `ClusterState`.
-pub type SnapshotData = Vec<u8>;
+/// The snapshot data openraft moves around: the file of an encoded `ClusterState`.
+pub type SnapshotData = SnapshotFile;
 /// A snapshot with its metadata.
 pub type Snapshot = openraft::storage::Snapshot<
     crate::types::LeaderIdCommitted,
@@ -48,6 +50,8 @@ pub struct AppliedState {
 pub(crate) struct Shared {
     state: RwLock<Arc<ClusterState>>,
     applied: watch::Sender<AppliedState>,
+    /// The events of what was applied (and the leader changes seen).
+    pub(crate) events: EventLog,
 }
 
 impl Shared {
@@ -80,6 +84,7 @@ pub struct StateMachine {
     shared: Arc<Shared>,
     db: Arc<Database>,
     writer: Writer,
+    snapshots: SnapshotDir,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     applies: u64,
@@ -88,10 +93,14 @@ pub struct StateMachine {
 
 impl StateMachine {
     /// Opens the state machine, restored from the stored snapshot if there is one.
-    pub(crate) fn open(db: Arc<Database>, writer: Writer) -> io::Result<StateMachine> {
+    pub(crate) fn open(
+        db: Arc<Database>,
+        writer: Writer,
+        snapshots: SnapshotDir,
+    ) -> io::Result<StateMachine> {
         let (state, last_applied, membership) = match read_current(&db)? {
             Some(s) => {
-                let state = decode_state(&s.data).map_err(io_err)?;
+                let state = stored_state(&snapshots, &s)?;
                 (state, s.meta.last_log_id, s.meta.last_membership)
             }
             None => (ClusterState::default(), None, StoredMembership::default()),
@@ -103,11 +112,16 @@ impl StateMachine {
         let shared = Arc::new(Shared {
             state: RwLock::new(Arc::new(state)),
             applied,
+            events: EventLog::new(),
         });
+        if let Some(last) = last_applied {
+            shared.events.start_after(last.index);
+        }
         Ok(StateMachine {
             shared,
             db,
             writer,
+            snapshots,
             last_applied,
             membership,
             applies: 0,
@@ -136,6 +150,35 @@ impl StateMachine {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch (the time of events whose command carries none).
+pub(crate) fn wall_clock() -> Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The state a stored record names: decoded from its file, or from the record itself for a
+/// snapshot stored before snapshots had files.
+fn stored_state(snapshots: &SnapshotDir, stored: &StoredSnapshot) -> io::Result<ClusterState> {
+    match &stored.file {
+        Some(name) => SnapshotFile::at(snapshots.path(name))?.read_state(),
+        None => crate::codec::decode(&stored.data).map_err(io_err),
+    }
+}
+
+/// The current snapshot as openraft wants it: its file (a snapshot stored before snapshots
+/// had files is written to one first).
+fn current_file(snapshots: &SnapshotDir, stored: &StoredSnapshot) -> io::Result<SnapshotFile> {
+    match &stored.file {
+        Some(name) => SnapshotFile::at(snapshots.path(name)),
+        None => {
+            let state = stored_state(snapshots, stored)?;
+            snapshots.write(&state, &stored.meta).map(|(_, file)| file)
+        }
+    }
+}
+
 fn read_current(db: &Database) -> io::Result<Option<StoredSnapshot>> {
     let rtx = db.begin_read().map_err(io_err)?;
     let t = rtx.open_table(SNAPSHOT).map_err(io_err)?;
@@ -159,6 +202,7 @@ pub struct SnapshotBuilder {
     state: Arc<ClusterState>,
     meta: SnapshotMeta,
     writer: Writer,
+    snapshots: SnapshotDir,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -166,31 +210,36 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let started = std::time::Instant::now();
-        let state = self.state.clone();
-        let data = tokio::task::spawn_blocking(move || encode_state(&state))
+        let (state, meta, snapshots) = (
+            self.state.clone(),
+            self.meta.clone(),
+            self.snapshots.clone(),
+        );
+        let (name, file) = tokio::task::spawn_blocking(move || snapshots.write(&state, &meta))
             .await
-            .map_err(io_err)?
-            .map_err(io_err)?;
+            .map_err(io_err)??;
         let stored = StoredSnapshot {
             meta: self.meta.clone(),
-            data,
+            file: Some(name.clone()),
+            data: Vec::new(),
         };
         // A snapshot installed from the leader meanwhile may be newer: never replace it.
         let newer_stored =
             read_current(&self.db)?.is_some_and(|s| s.meta.last_log_id > stored.meta.last_log_id);
         if !newer_stored {
             write_current(&self.writer, &stored).await?;
+            self.snapshots.prune(&name);
         }
         self.metrics
             .duration
             .observe(started.elapsed().as_secs_f64());
         self.metrics
             .size
-            .set(i64::try_from(stored.data.len()).unwrap_or(i64::MAX));
-        tracing::debug!(last = ?stored.meta.last_log_id, bytes = stored.data.len(), "snapshot built");
+            .set(i64::try_from(file.len).unwrap_or(i64::MAX));
+        tracing::debug!(last = ?stored.meta.last_log_id, bytes = file.len, "snapshot built");
         Ok(Snapshot {
             meta: stored.meta,
-            snapshot: stored.data,
+            snapshot: file,
         })
     }
 }
@@ -214,6 +263,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if batch.is_empty() {
             return Ok(());
         }
+        let applied_at = wall_clock();
+        let mut events: Vec<Event> = Vec::new();
         {
             let mut guard = match self.shared.state.write() {
                 Ok(g) => g,
@@ -223,7 +274,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for (entry, responder) in batch {
                 let response = match &entry.payload {
                     EntryPayload::Blank => Ok(Outcome::Done),
-                    EntryPayload::Normal(cmd) => state.apply(&cmd.0),
+                    EntryPayload::Normal(cmd) => {
+                        let probe = Probe::before(state, &cmd.command);
+                        let result = state.apply_request(cmd.request, &cmd.command);
+                        if let Ok(outcome) = &result {
+                            let index = entry.log_id.index;
+                            events.extend(probe.after(
+                                state,
+                                &cmd.command,
+                                outcome,
+                                index,
+                                applied_at,
+                            ));
+                        }
+                        result
+                    }
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Ok(Outcome::Done)
@@ -235,6 +300,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
         }
+        self.shared.events.push(events);
         self.publish();
         Ok(())
     }
@@ -249,6 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last_membership: self.membership.clone(),
             },
             writer: self.writer.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 
@@ -257,19 +324,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let state = decode_state(&snapshot).map_err(io_err)?;
+        let snapshots = self.snapshots.clone();
         let already_stored = read_current(&self.db)?.is_some_and(|s| s.meta == *meta);
+        let owned_meta = meta.clone();
+        // Decoded as a stream; a received file is moved into place, any other file (one this
+        // agent does not own) is written anew.
+        let (state, name) = tokio::task::spawn_blocking(move || {
+            let state = snapshot.read_state()?;
+            let name = if already_stored {
+                String::new()
+            } else if snapshots.is_incoming(&snapshot.path) {
+                snapshots.adopt_incoming(&snapshot.path, &owned_meta)?.0
+            } else {
+                snapshots.write(&state, &owned_meta)?.0
+            };
+            Ok::<_, io::Error>((state, name))
+        })
+        .await
+        .map_err(io_err)??;
         if !already_stored {
             write_current(
                 &self.writer,
                 &StoredSnapshot {
                     meta: meta.clone(),
-                    data: snapshot,
+                    file: Some(name.clone()),
+                    data: Vec::new(),
                 },
             )
             .await?;
+            self.snapshots.prune(&name);
         }
         self.shared.replace(state);
+        if let Some(last) = meta.last_log_id {
+            self.shared.events.start_after(last.index);
+        }
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.publish();
@@ -278,9 +366,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(read_current(&self.db)?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: s.data,
+        let Some(stored) = read_current(&self.db)? else {
+            return Ok(None);
+        };
+        let file = current_file(&self.snapshots, &stored)?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: file,
         }))
     }
 }

@@ -53,9 +53,15 @@ async fn a_clean_session_leaves_its_stream_for_the_next() {
     let leader = from.quorum.peer_id();
     let heartbeat = |term| heartbeat(term, &leader);
     let open = || async {
-        AppendLane::open(&from.mesh, to, cluster_id.clone(), Duration::from_secs(5))
-            .await
-            .unwrap_or_else(|e| panic!("open: {e}"))
+        AppendLane::open(
+            &from.mesh,
+            to,
+            cluster_id.clone(),
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open: {e}"))
     };
     let idle = IdleLane::default();
 

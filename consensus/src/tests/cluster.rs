@@ -147,20 +147,32 @@ async fn compaction_then_snapshot_install_to_new_member() {
         m.snapshot.is_some() && m.purged.is_some_and(|p| p.index > 50)
     })
     .await;
+    // Two more agents: with three eligible nodes the autopilot wants three managers, so both
+    // become learners (the log they need was compacted: a snapshot), then voters.
     let seed = addr(&first.mesh).await;
-    let second = start_agent(&root.path().join("a1"), "node1", &[seed], small).await;
-    let q = second.quorum.clone();
-    eventually("snapshot installed on the new member", T, || {
-        q.state().services.len() == 120
-    })
+    let second = start_agent(
+        &root.path().join("a1"),
+        "node1",
+        std::slice::from_ref(&seed),
+        small,
+    )
     .await;
-    // The leader may have committed more (the new node's registration, its role) than the new
-    // member applied at that moment: the states must meet, not be equal at once.
+    let third = start_agent(&root.path().join("a2"), "node2", &[seed], small).await;
     let leader = first.quorum.clone();
-    eventually("the new member's state equals the leader's", T, || {
-        *q.state() == *leader.state()
-    })
-    .await;
+    for new in [&second, &third] {
+        let q = new.quorum.clone();
+        eventually("snapshot installed on the new member", T, || {
+            q.state().services.len() == 120
+        })
+        .await;
+        // The leader may have committed more (the new node's registration, its role) than the
+        // new member applied at that moment: the states must meet, not be equal at once.
+        eventually("the new member's state equals the leader's", T, || {
+            *q.state() == *leader.state()
+        })
+        .await;
+    }
+    third.kill().await;
     second.kill().await;
     first.kill().await;
 }

@@ -89,13 +89,33 @@ pub(crate) async fn start_quorum(
     mesh: &Mesh,
     config: QuorumConfig,
 ) -> Result<Quorum, ConsensusError> {
+    start_quorum_registered(mesh, config).await.map(|(q, _)| q)
+}
+
+/// [`start_quorum`], keeping the registry its metrics are in.
+pub(crate) async fn start_quorum_registered(
+    mesh: &Mesh,
+    config: QuorumConfig,
+) -> Result<(Quorum, Registry), ConsensusError> {
     let mut registry = Registry::default();
-    tokio::time::timeout(
+    let quorum = tokio::time::timeout(
         Duration::from_secs(30),
         Quorum::start(config, mesh.clone(), &mut registry),
     )
     .await
-    .unwrap_or_else(|_| Err(ConsensusError::JoinFailed("start timed out".into())))
+    .unwrap_or_else(|_| Err(ConsensusError::JoinFailed("start timed out".into())))?;
+    Ok((quorum, registry))
+}
+
+/// The value of the sample `line` starts with (name and labels, exactly as exposed), or 0.
+pub(crate) fn sample(registry: &Registry, line: &str) -> f64 {
+    let mut text = String::new();
+    if shoal_metrics::prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return 0.0;
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Starts an agent in `dir` (reusing its identity and raft data if present).
@@ -167,6 +187,7 @@ pub(crate) fn spec(name: &str) -> ServiceSpec {
         mounts: vec![],
         labels: Default::default(),
         stop_grace_ms: 1000,
+        force_update: 0,
     }
 }
 
@@ -230,24 +251,50 @@ pub(crate) async fn cluster(
             Err(e) => panic!("quorum start: {e}"),
         }
     }
-    // Every agent must see the final, uniform configuration: killing managers while a joint
-    // configuration is still in flight could leave its old half without a majority.
-    for agent in &agents {
+    // Every member must see the final, uniform configuration: killing managers while a joint
+    // configuration is still in flight could leave its old half without a majority. An agent
+    // the leader's membership does not hold is a plain worker (a learner autopilot removed
+    // keeps the last membership it was sent, and is not waited on).
+    let uniform = |quorum: &Quorum| {
+        use openraft::async_runtime::WatchReceiver;
+        let metrics = quorum.raft().metrics().borrow_watched().clone();
+        let single = metrics
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .len()
+            == 1;
+        single && quorum.status().voters.len() == voters
+    };
+    eventually(
+        &format!("a leader with {voters} voters, uniform"),
+        Duration::from_secs(20),
+        || {
+            agents
+                .iter()
+                .any(|a| a.quorum.is_leader() && uniform(&a.quorum))
+        },
+    )
+    .await;
+    let members = agents
+        .iter()
+        .find(|a| a.quorum.is_leader())
+        .map(|leader| {
+            let status = leader.quorum.status();
+            let mut members = status.voters;
+            members.extend(status.learners);
+            members
+        })
+        .unwrap_or_default();
+    for agent in agents
+        .iter()
+        .filter(|a| members.contains(&a.quorum.peer_id()))
+    {
         let quorum = agent.quorum.clone();
         eventually(
             &format!("{voters} voters, uniform"),
             Duration::from_secs(20),
-            || {
-                use openraft::async_runtime::WatchReceiver;
-                let metrics = quorum.raft().metrics().borrow_watched().clone();
-                let uniform = metrics
-                    .membership_config
-                    .membership()
-                    .get_joint_config()
-                    .len()
-                    == 1;
-                uniform && quorum.status().voters.len() == voters
-            },
+            || uniform(&quorum),
         )
         .await;
     }

@@ -54,9 +54,8 @@ impl Drop for Spinners {
 /// A write whose state stays small: a status change of an absent node (committed and applied
 /// either way; the state machine refuses it).
 fn tick(seq: u64) -> Command {
-    Command::SetNodeState {
-        id: NodeId::new("load-probe"),
-        state: NodeState::Ready,
+    Command::SetNodeStates {
+        changes: vec![(NodeId::new("load-probe"), NodeState::Ready)],
         at: Timestamp(seq),
     }
 }

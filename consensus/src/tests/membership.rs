@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 
 use shoal_discovery::{Mesh, PeerId};
 use shoal_scheduler::{
-    Availability, Command, Node, NodeId, NodeRole, NodeState, Platform, Resources, Runtime,
+    Availability, Command, Credential, Node, NodeId, NodeRole, NodeState, Platform, Resources,
+    Runtime,
 };
 use tempfile::TempDir;
 
 use super::harness::*;
-use crate::network::client::send;
-use crate::network::messages::{JoinRequest, JoinedRole, RaftRequest, RaftResponse};
+use crate::network::client::send_envelope;
+use crate::network::messages::{Envelope, JoinRequest, RaftRequest, RaftResponse};
 use crate::types::RaftNode;
 use crate::{ConsensusError, Quorum, QuorumConfig};
 
@@ -59,11 +60,47 @@ fn sorted(mut peers: Vec<PeerId>) -> Vec<PeerId> {
     peers
 }
 
+/// Which of the three agents' identities the one arriving last gets.
+#[derive(Clone, Copy)]
+enum Latecomer {
+    /// The highest PeerId: one of the two waiting agents initialises.
+    Highest,
+    /// The lowest PeerId: the latecomer initialises, maybe before the others heard it as
+    /// unclustered (they must still take its votes).
+    Lowest,
+}
+
+/// Three data dirs with identities in place, ordered so that the third is the `late` one.
+fn dirs_for(root: &std::path::Path, late: Latecomer) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<(PeerId, std::path::PathBuf)> = (0..3)
+        .map(|i| {
+            let dir = root.join(format!("a{i}"));
+            let key = shoal_discovery::identity::load_or_create(&dir.join("mesh"))
+                .unwrap_or_else(|e| panic!("identity: {e}"));
+            (key.public().to_peer_id(), dir)
+        })
+        .collect();
+    dirs.sort_by_key(|(peer, _)| *peer);
+    if let Latecomer::Lowest = late {
+        dirs.rotate_left(1);
+    }
+    dirs.into_iter().map(|(_, dir)| dir).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_expect_three_waits_for_the_third_then_forms_one_cluster() {
+    expect_three_forms_one_cluster(Latecomer::Highest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_expect_three_forms_one_cluster_when_the_lowest_comes_last() {
+    expect_three_forms_one_cluster(Latecomer::Lowest).await;
+}
+
+async fn expect_three_forms_one_cluster(late: Latecomer) {
     let _serial = serial().await;
     let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
-    let dirs: Vec<_> = (0..3).map(|i| root.path().join(format!("a{i}"))).collect();
+    let dirs = dirs_for(root.path(), late);
     let m0 = start_mesh(&dirs[0], "node0", &[], None).await;
     let seed = addr(&m0).await;
     let m1 = start_mesh(&dirs[1], "node1", std::slice::from_ref(&seed), None).await;
@@ -179,6 +216,7 @@ fn joiner_node(peer: PeerId, name: &str) -> Node {
         reserved: Resources::default(),
         runtime: Runtime::Sim,
         version: "test".into(),
+        credential: Credential::Manager,
     }
 }
 
@@ -206,25 +244,20 @@ async fn a_join_sent_to_a_follower_is_forwarded_to_the_leader() {
         token: None,
     };
     let target = follower.quorum.peer_id();
-    let reply = send(
-        &joiner,
-        target,
-        Some(cluster_id.clone()),
-        RaftRequest::Join(request),
-    )
-    .await;
+    let envelope = Envelope {
+        cluster_id: Some(cluster_id.clone()),
+        proof: None,
+        body: RaftRequest::Join(request),
+    };
+    let reply = send_envelope(&joiner, target, envelope).await;
     let accepted = match reply {
         Ok(RaftResponse::Join(Ok(accepted))) => accepted,
         other => panic!("join through a follower: {other:?}"),
     };
     assert_eq!(accepted.cluster_id, cluster_id);
-    assert_eq!(accepted.role, JoinedRole::Learner);
-    let mut managers: Vec<String> = accepted
-        .managers
-        .iter()
-        .map(|m| m.peer_id.clone())
-        .collect();
-    managers.sort();
+    assert_eq!(accepted.credential, Credential::Manager);
+    assert_eq!(accepted.leader, agents[leader].quorum.peer_id().to_string());
+    let managers: Vec<String> = accepted.managers.iter().cloned().collect();
     let mut voters: Vec<String> = follower
         .quorum
         .status()
@@ -242,7 +275,10 @@ async fn a_join_sent_to_a_follower_is_forwarded_to_the_leader() {
         })
         .await;
     }
-    assert!(agents[leader].quorum.status().learners.contains(&me));
+    // A worker: the three managers need no learner, so it stays out of the raft group.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = agents[leader].quorum.status();
+    assert!(!status.learners.contains(&me) && !status.voters.contains(&me));
     joiner.kill();
     for a in agents {
         a.kill().await;

@@ -3,15 +3,19 @@
 use std::time::Duration;
 
 use openraft::raft::VoteRequest;
+use shoal_discovery::{Mesh, PeerId};
+use shoal_scheduler::{ApplyError, Command, NodeId, NodeRole, Timestamp};
 use tempfile::TempDir;
 
 use super::harness::*;
 use crate::network::append_lane::AppendLane;
 use crate::network::append_server::MAX_STREAMS_PER_PEER;
-use crate::network::client::send;
-use crate::network::messages::{RaftRequest, RaftResponse};
-use crate::types::Vote;
+use crate::network::client::send_envelope;
+use crate::network::messages::{Envelope, RaftRequest, RaftResponse};
+use crate::types::{LogCommand, RaftNode, Vote};
 use crate::{ConsensusError, Token};
+
+const T: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_gate_joins_and_roles() {
@@ -85,6 +89,68 @@ async fn tokens_gate_joins_and_roles() {
     m0.kill();
 }
 
+/// An agent holding a worker token never forms a cluster, even when it is the first agent up
+/// or the lowest PeerId around: alone it gives up with a message that says why; started next to
+/// a manager-token agent, the manager forms the cluster alone and the worker joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_token_never_forms_a_cluster() {
+    let _serial = serial().await;
+    let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let manager = Token::generate_manager().unwrap_or_else(|e| panic!("{e}"));
+    let mesh_secret = Some(manager.mesh_secret());
+    let worker_config = |name: &str, join_timeout: Duration| {
+        let mut config = quorum_config(&root.path().join(name), name);
+        config.token = Some(manager.worker_token());
+        config.join_timeout = join_timeout;
+        config
+    };
+
+    let lone = start_mesh(&root.path().join("w0"), "w0", &[], mesh_secret.clone()).await;
+    match start_quorum(&lone, worker_config("w0", Duration::from_millis(1500))).await {
+        Err(ConsensusError::JoinFailed(why)) => {
+            assert!(why.contains("worker token"), "{why}")
+        }
+        Ok(_) => panic!("a lone worker-token agent formed a cluster"),
+        Err(other) => panic!("unexpected: {other}"),
+    }
+    lone.kill();
+
+    let w = start_mesh(&root.path().join("w1"), "w1", &[], mesh_secret.clone()).await;
+    let seed = addr(&w).await;
+    let waiting = tokio::spawn({
+        let (w, config) = (w.clone(), worker_config("w1", Duration::from_secs(20)));
+        async move { start_quorum(&w, config).await }
+    });
+    let m = start_mesh(&root.path().join("m0"), "m0", &[seed], mesh_secret).await;
+    let mut config = quorum_config(&root.path().join("m0"), "m0");
+    config.token = manager.manager_token();
+    let q = start_quorum(&m, config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let worker = match waiting.await {
+        Ok(Ok(worker)) => worker,
+        other => panic!("the worker did not join: {other:?}"),
+    };
+    let status = q.status();
+    assert_eq!(
+        status.voters,
+        vec![q.peer_id()],
+        "the manager alone is a voter"
+    );
+    assert!(
+        !worker.is_member(),
+        "the worker-token agent is a raft member"
+    );
+    eventually("the worker knows the leader", T, || {
+        *worker.leader().borrow() == Some(q.peer_id())
+    })
+    .await;
+    worker.shutdown().await;
+    w.kill();
+    q.shutdown().await;
+    m.kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_rpcs_from_non_members_are_refused() {
     let _serial = serial().await;
@@ -96,13 +162,18 @@ async fn raft_rpcs_from_non_members_are_refused() {
         Vote::new(99, crate::raft_id_of_peer(&outsider.local_peer_id())),
         None,
     );
-    match send(&outsider, target, cluster.clone(), RaftRequest::Vote(vote)).await {
+    let envelope = Envelope {
+        cluster_id: cluster.clone(),
+        proof: None,
+        body: RaftRequest::Vote(vote),
+    };
+    match send_envelope(&outsider, target, envelope).await {
         Ok(RaftResponse::Refused(why)) => assert!(why.contains("not a raft member"), "{why}"),
         other => panic!("a non-member's vote must be refused, got {other:?}"),
     }
     // The same on an append stream: a non-member's AppendEntries with a newer term.
     let before = outsider.traffic();
-    let lane = AppendLane::open(&outsider, target, cluster, Duration::from_secs(5))
+    let lane = AppendLane::open(&outsider, target, cluster, None, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("open an append stream: {e}"));
     match lane.send(heartbeat(99, &outsider.local_peer_id())).await {
@@ -130,7 +201,7 @@ async fn append_streams_are_bounded_per_peer() {
     let target = member.quorum.peer_id();
     let cluster = member.quorum.cluster_id();
     let ttl = Duration::from_secs(5);
-    let open = || AppendLane::open(&other, target, cluster.clone(), ttl);
+    let open = || AppendLane::open(&other, target, cluster.clone(), None, ttl);
     let probe = |term| heartbeat(term, &other.local_peer_id());
     // Streams that never send a frame stay open on the server, up to its per-peer bound.
     // libp2p-stream hands the server one new stream at a time and drops one that arrives while
@@ -171,4 +242,183 @@ async fn append_streams_are_bounded_per_peer() {
     drop(idle);
     other.kill();
     member.kill().await;
+}
+
+/// What a raw `/shoal/raft/1` write from `mesh` to `to` is answered.
+async fn raw_write(mesh: &Mesh, to: PeerId, cluster: Option<String>, cmd: Command) -> String {
+    let envelope = Envelope {
+        cluster_id: cluster,
+        proof: None,
+        body: RaftRequest::Write(Box::new(LogCommand::new(cmd, None))),
+    };
+    format!("{:?}", send_envelope(mesh, to, envelope).await)
+}
+
+/// A vote and an AppendEntries from `mesh` to `to`: both must be refused.
+async fn vote_and_append_are_refused(mesh: &Mesh, to: PeerId, cluster: Option<String>) {
+    let me = mesh.local_peer_id();
+    let vote = VoteRequest::new(Vote::new(99, crate::raft_id_of_peer(&me)), None);
+    let envelope = Envelope {
+        cluster_id: cluster.clone(),
+        proof: None,
+        body: RaftRequest::Vote(vote),
+    };
+    match send_envelope(mesh, to, envelope).await {
+        Ok(RaftResponse::Refused(why)) => assert!(why.contains("not a raft member"), "{why}"),
+        other => panic!("a vote from {me} must be refused, got {other:?}"),
+    }
+    let lane = AppendLane::open(mesh, to, cluster, None, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("open an append stream: {e}"));
+    match lane.send(heartbeat(99, &me)).await {
+        Err(e) => assert!(e.to_string().contains("not a raft member"), "{e}"),
+        Ok(answer) => panic!("an append from {me} must be refused, got {answer:?}"),
+    }
+}
+
+/// A closed cluster with a leader, a learner, an agent that joined with a worker token and a
+/// mesh peer holding the mesh secret that never joined: the worker-token agent may only speak
+/// for itself, and neither it nor the outsider can talk raft to the learner. Every refusal is
+/// counted, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_outsiders_cannot_write_for_others_nor_talk_raft() {
+    let _serial = serial().await;
+    let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let manager = Token::generate_manager().unwrap_or_else(|e| panic!("{e}"));
+    let secret = Some(manager.mesh_secret());
+    let start = |name: &str, token: Option<String>, seeds: Vec<_>| {
+        let dir = root.path().join(name);
+        let secret = secret.clone();
+        let name = name.to_owned();
+        async move {
+            let mesh = start_mesh(&dir, &name, &seeds, secret).await;
+            let mut config = quorum_config(&dir, &name);
+            config.token = token;
+            config.autopilot = false; // this test places the learner itself
+            let (quorum, registry) = start_quorum_registered(&mesh, config)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            (mesh, quorum, registry)
+        }
+    };
+    let (m0, leader, registry) = start("a0", manager.manager_token(), vec![]).await;
+    let seed = addr(&m0).await;
+    let (m1, learner, _r1) = start("a1", manager.manager_token(), vec![seed.clone()]).await;
+    let (m2, worker, _r2) = start("a2", Some(manager.worker_token()), vec![seed.clone()]).await;
+    let outsider = start_mesh(&root.path().join("a3"), "a3", &[seed], secret.clone()).await;
+    let learner_id = crate::raft_id_of_peer(&learner.peer_id());
+    let learner_node = RaftNode {
+        peer_id: learner.peer_id().to_string(),
+        addrs: vec![],
+    };
+    if let Err(e) = leader
+        .raft()
+        .add_learner(learner_id, learner_node, true)
+        .await
+    {
+        panic!("add learner: {e}");
+    }
+    let l = learner.clone();
+    eventually("the learner holds the state", T, move || l.is_member()).await;
+    assert!(!worker.is_member(), "a worker token made a raft member");
+    let cluster = leader.cluster_id();
+    let before = leader.state();
+
+    let (me, other) = (
+        NodeId::new(worker.peer_id().to_string()),
+        NodeId::new(learner.peer_id().to_string()),
+    );
+    let label = |id: &NodeId, role| Command::UpdateNode {
+        id: id.clone(),
+        availability: None,
+        role,
+        labels_set: vec![("zone".into(), "mine".into())],
+        labels_remove: vec![],
+    };
+    let forged = [
+        Command::ReportTaskStatus {
+            node: other.clone(),
+            reports: vec![],
+        },
+        label(&me, None),
+        label(&me, Some(NodeRole::Manager)),
+        Command::RemoveNode {
+            id: other.clone(),
+            force: true,
+            at: Timestamp(1),
+        },
+        create("not-yours"),
+    ];
+    for cmd in &forged {
+        // Through the worker's own quorum handle, as the agent would write it...
+        match worker.write(cmd.clone()).await {
+            Ok(Err(ApplyError::Unauthorized(why))) => assert!(why.contains("worker"), "{why}"),
+            other => panic!("{} from a worker token: {other:?}", cmd.kind()),
+        }
+        // ...and from an outsider that never joined.
+        let answer = raw_write(&outsider, leader.peer_id(), cluster.clone(), cmd.clone()).await;
+        assert!(answer.contains("not a node of this cluster"), "{answer}");
+    }
+    let refused = sample(
+        &registry,
+        "shoal_raft_refused_total{request=\"write\",reason=\"unauthorized\"}",
+    );
+    let strangers = sample(
+        &registry,
+        "shoal_raft_refused_total{request=\"write\",reason=\"not_node\"}",
+    );
+    assert_eq!((refused, strangers), (5.0, 5.0));
+    // What a worker may do: its own registration.
+    let mut own = worker.state().nodes.get(&me).cloned();
+    if own.is_none() {
+        own = leader.state().nodes.get(&me).cloned();
+    }
+    let own = own.unwrap_or_else(|| panic!("the worker is a node"));
+    match worker.write(Command::UpsertNode { node: own }).await {
+        Ok(Ok(_)) => {}
+        other => panic!("a worker refreshing its own record: {other:?}"),
+    }
+
+    // Raft to the learner: from the worker-token agent and from the outsider, refused.
+    vote_and_append_are_refused(&m2, learner.peer_id(), cluster.clone()).await;
+    vote_and_append_are_refused(&outsider, learner.peer_id(), cluster.clone()).await;
+    // A member's raft RPC without the proof a manager token gives is refused too.
+    let me = m1.local_peer_id();
+    let vote = VoteRequest::new(Vote::new(99, crate::raft_id_of_peer(&me)), None);
+    let unproven = Envelope {
+        cluster_id: cluster.clone(),
+        proof: None,
+        body: RaftRequest::Vote(vote),
+    };
+    match send_envelope(&m1, leader.peer_id(), unproven).await {
+        Ok(RaftResponse::Refused(why)) => assert!(why.contains("manager proof"), "{why}"),
+        other => panic!("a vote without a proof must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        sample(
+            &registry,
+            "shoal_raft_refused_total{request=\"vote\",reason=\"no_proof\"}"
+        ),
+        1.0
+    );
+    let after = leader.state();
+    assert_eq!(after.services, before.services, "a service appeared");
+    let strip = |s: &shoal_scheduler::ClusterState| {
+        s.nodes
+            .values()
+            .map(|n| (n.id.clone(), n.labels.clone(), n.role, n.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&after), strip(&before), "a node changed");
+    assert_eq!(
+        learner.status().term,
+        leader.status().term,
+        "the learner's term moved"
+    );
+
+    outsider.kill();
+    for (quorum, mesh) in [(worker, m2), (learner, m1), (leader, m0)] {
+        quorum.shutdown().await;
+        mesh.kill();
+    }
 }

@@ -54,6 +54,7 @@ async fn appends_are_readable_at_once_timed_and_durable() {
         &sm.snapshot_metrics(),
         &crate::metrics::commit_histogram(),
         &log.metrics(),
+        &crate::metrics::Refusals::default(),
     );
     let entries: Vec<Entry> = (1..=3)
         .map(|i| Entry {

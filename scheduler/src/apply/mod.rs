@@ -44,15 +44,19 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
             labels_set,
             labels_remove,
         } => node::update(state, id, *availability, *role, labels_set, labels_remove),
-        Command::SetNodeState {
-            id,
-            state: node_state,
-            at,
-        } => node::set_state(state, id, *node_state, *at),
+        Command::SetNodeStates { changes, at } => node::set_states(state, changes, *at),
         Command::RemoveNode { id, force, at } => node::remove(state, id, *force, *at),
         Command::ApplyPlan { plan, at } => plan::apply(state, plan, *at),
         Command::ReportTaskStatus { node, reports } => status::report(state, node, reports),
         Command::PruneTasks { keep_per_slot } => Ok(prune::prune(state, *keep_per_slot)),
+        Command::UpdateClusterSettings {
+            allow_sensitive_mounts,
+        } => {
+            if let Some(allow) = allow_sensitive_mounts {
+                state.settings.allow_sensitive_mounts = *allow;
+            }
+            Ok(Outcome::Done)
+        }
     }
 }
 

@@ -80,20 +80,38 @@ pub fn update(
     Ok(Outcome::Done)
 }
 
-/// Records a node's liveness; a node going down loses its unfinished tasks.
-pub fn set_state(
+/// The most nodes one liveness write may change.
+pub const MAX_NODE_STATE_CHANGES: usize = 10_000;
+
+/// Records the liveness of several nodes; a node going down loses its unfinished tasks. A node
+/// that is gone is skipped (it may have been removed while the write was on its way); a batch
+/// that names no existing node is refused.
+pub fn set_states(
     state: &mut ClusterState,
-    id: &NodeId,
-    new_state: NodeState,
+    changes: &[(NodeId, NodeState)],
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
-    let node = state
-        .nodes
-        .get_mut(id)
-        .ok_or_else(|| ApplyError::NoSuchNode(id.clone()))?;
-    let was = node.state;
-    node.state = new_state;
-    if new_state == NodeState::Down && was != NodeState::Down {
+    if changes.len() > MAX_NODE_STATE_CHANGES {
+        return Err(ApplyError::Refused(format!(
+            "more than {MAX_NODE_STATE_CHANGES} node states in one write"
+        )));
+    }
+    if let Some((id, _)) = changes.first()
+        && changes.iter().all(|(id, _)| !state.nodes.contains_key(id))
+    {
+        return Err(ApplyError::NoSuchNode(id.clone()));
+    }
+    let mut down = Vec::new();
+    for (id, new_state) in changes {
+        let Some(node) = state.nodes.get_mut(id) else {
+            continue;
+        };
+        if *new_state == NodeState::Down && node.state != NodeState::Down {
+            down.push(id.clone());
+        }
+        node.state = *new_state;
+    }
+    for id in &down {
         orphan_tasks(state, id, at, "node down");
     }
     Ok(Outcome::Done)

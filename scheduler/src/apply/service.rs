@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use crate::command::{ApplyError, Outcome};
 use crate::model::{
-    ClusterState, ConstraintKey, DesiredState, PlacementPreference, Service, ServiceId,
-    ServiceMode, ServiceSpec, Timestamp, UpdateState, UpdateStatus,
+    ClusterSettings, ClusterState, ConstraintKey, DesiredState, MountKind, PlacementPreference,
+    Service, ServiceId, ServiceMode, ServiceSpec, Timestamp, UpdateState, UpdateStatus,
 };
 
 /// The most replicas a service may ask for.
@@ -24,6 +24,7 @@ pub fn create(
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
     validate(spec)?;
+    check_mounts_allowed(spec, &state.settings)?;
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ApplyError::NameInUse(spec.name.clone()));
     }
@@ -55,6 +56,7 @@ pub fn update(
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
     validate(spec)?;
+    check_mounts_allowed(spec, &state.settings)?;
     let svc = state
         .services
         .get_mut(&id)
@@ -243,4 +245,84 @@ fn validate_ports(spec: &ServiceSpec) -> Result<(), ApplyError> {
         }
     }
     Ok(())
+}
+
+/// Container engine sockets: a task that mounts one (or a directory holding one) controls the
+/// engine, and with it the node.
+const ENGINE_SOCKETS: [&str; 4] = [
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+];
+
+/// Refuses bind mounts of the host's root or of an engine's socket unless the cluster allows
+/// them (`shoal cluster update --allow-sensitive-mounts`).
+fn check_mounts_allowed(spec: &ServiceSpec, settings: &ClusterSettings) -> Result<(), ApplyError> {
+    if settings.allow_sensitive_mounts {
+        return Ok(());
+    }
+    let binds = spec.mounts.iter().filter(|m| m.kind == MountKind::Bind);
+    match binds.map(|m| &m.source).find(|s| is_sensitive_bind(s)) {
+        Some(source) => Err(ApplyError::Refused(format!(
+            "bind mount of {source:?} hands the task its node (the host's root or a container \
+             engine's socket); a cluster manager can allow it with \
+             `shoal cluster update --allow-sensitive-mounts`"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Whether a bind source is the host's root, an engine socket, or a directory above one.
+pub fn is_sensitive_bind(source: &str) -> bool {
+    let path = normalize_path(source);
+    path == "/"
+        || ENGINE_SOCKETS
+            .iter()
+            .any(|socket| *socket == path || socket.starts_with(&format!("{path}/")))
+}
+
+/// An absolute path with `.`, `..`, repeated and trailing slashes resolved lexically.
+fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn the_root_and_engine_sockets_are_sensitive_however_written() {
+        for source in [
+            "/",
+            "//",
+            "/var/..",
+            "/var/run/docker.sock",
+            "/var/run/./docker.sock/",
+            "/run",
+            "/var",
+            "/var/run",
+            "/tmp/../run/docker.sock",
+        ] {
+            assert!(is_sensitive_bind(source), "{source}");
+        }
+        for source in [
+            "/data",
+            "/var/lib/app",
+            "/run/user/1000",
+            "/srv/docker.sock.bak",
+        ] {
+            assert!(!is_sensitive_bind(source), "{source}");
+        }
+    }
 }

@@ -197,9 +197,8 @@ fn node_down_orphans_and_removal_needs_down_or_force() {
     });
     assert!(matches!(refused, Err(ApplyError::Refused(_))));
     state
-        .apply(&Command::SetNodeState {
-            id: node.clone(),
-            state: NodeState::Down,
+        .apply(&Command::SetNodeStates {
+            changes: vec![(node.clone(), NodeState::Down)],
             at: Timestamp(2),
         })
         .expect("down");

@@ -102,16 +102,14 @@ fn every_filter_explains_its_refusals() {
     let mut state = cluster(6);
     let ids: Vec<NodeId> = state.nodes.keys().cloned().collect();
     state
-        .apply(&Command::SetNodeState {
-            id: ids[0].clone(),
-            state: NodeState::Down,
+        .apply(&Command::SetNodeStates {
+            changes: vec![(ids[0].clone(), NodeState::Down)],
             at: Timestamp(1),
         })
         .expect("down");
     state
-        .apply(&Command::SetNodeState {
-            id: ids[1].clone(),
-            state: NodeState::Down,
+        .apply(&Command::SetNodeStates {
+            changes: vec![(ids[1].clone(), NodeState::Down)],
             at: Timestamp(1),
         })
         .expect("down");

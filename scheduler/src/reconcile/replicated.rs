@@ -1,9 +1,11 @@
 //! Replicated services: exactly `replicas` occupied slots. Surplus slots (the highest numbers)
 //! are stopped, missing ones created in the lowest free numbers, and every other slot goes
-//! through [`slot::reconcile`]: restarts, and replacement of tasks on drained nodes (a paused
-//! node keeps its tasks).
+//! through [`slot::reconcile`]: restarts, and replacement of tasks on drained nodes, paced by
+//! the update parallelism (a paused node keeps its tasks).
 
-use crate::model::{Availability, Service, SlotKey, Task};
+use std::cell::Cell;
+
+use crate::model::{Availability, Service, SlotKey, Task, TaskState};
 use crate::reconcile::slot::{self, Current};
 use crate::reconcile::{Pass, Slots};
 
@@ -26,21 +28,47 @@ pub fn reconcile<'s>(
         slots[*key].iter().for_each(|t| pass.stop(t));
     }
     let state = pass.state;
-    let on_drained_node = |t: &Task| {
-        t.node.as_ref().is_some_and(|n| {
+    // Tasks leave a drained node paced like a rolling update: at most `parallelism` slots in
+    // transition at once (0 = no limit), counting those an update or an earlier move started.
+    let moves = Cell::new(drain_budget(svc, slots, &occupied[..keep]));
+    let must_move = |t: &Task| {
+        let drained = t.node.as_ref().is_some_and(|n| {
             state
                 .nodes
                 .get(n)
                 .is_some_and(|node| node.availability == Availability::Drain)
-        })
+        });
+        let allowed = drained && moves.get() > 0;
+        if allowed {
+            moves.set(moves.get() - 1);
+        }
+        allowed
     };
     let mut current = Vec::with_capacity(keep);
     for key in &occupied[..keep] {
-        let outcome = slot::reconcile(pass, svc, key, &slots[*key], on_drained_node);
+        let outcome = slot::reconcile(pass, svc, key, &slots[*key], must_move);
         current.push(((*key).clone(), outcome));
     }
     create_missing(pass, svc, slots, replicas - keep as u64, &mut current);
     current
+}
+
+/// How many tasks may leave drained nodes in this pass: the update parallelism less the slots
+/// whose newest task is on its way (placed or starting, not yet running).
+fn drain_budget(svc: &Service, slots: &Slots<'_>, occupied: &[&SlotKey]) -> u64 {
+    let parallelism = svc.spec.update.parallelism;
+    if parallelism == 0 {
+        return u64::MAX;
+    }
+    let in_transition = occupied
+        .iter()
+        .filter(|key| {
+            slots[**key].iter().rfind(|t| t.is_live()).is_some_and(|t| {
+                t.status.state != TaskState::Running && !t.status.state.is_terminal()
+            })
+        })
+        .count() as u64;
+    parallelism.saturating_sub(in_transition)
 }
 
 /// Creates `missing` tasks in the lowest slot numbers that have no live task.

@@ -162,9 +162,8 @@ fn tasks_on_a_down_node_are_replaced_and_stopped_when_it_returns() {
         .collect();
     assert_eq!(lost.len(), 2);
     state
-        .apply(&Command::SetNodeState {
-            id: down.clone(),
-            state: NodeState::Down,
+        .apply(&Command::SetNodeStates {
+            changes: vec![(down.clone(), NodeState::Down)],
             at: Timestamp(3),
         })
         .expect("down");
@@ -184,9 +183,8 @@ fn tasks_on_a_down_node_are_replaced_and_stopped_when_it_returns() {
             .all(|t| state.tasks[t].desired == DesiredState::Shutdown)
     );
     state
-        .apply(&Command::SetNodeState {
-            id: down,
-            state: NodeState::Ready,
+        .apply(&Command::SetNodeStates {
+            changes: vec![(down, NodeState::Ready)],
             at: Timestamp(4),
         })
         .expect("up");
@@ -196,7 +194,9 @@ fn tasks_on_a_down_node_are_replaced_and_stopped_when_it_returns() {
 #[test]
 fn drain_moves_tasks_pause_keeps_them() {
     let mut state = cluster(3);
-    let id = create(&mut state, synthetic::spec("web", 6));
+    let mut spec = synthetic::spec("web", 6);
+    spec.update.parallelism = 2;
+    let id = create(&mut state, spec);
     pass(&mut state, 1);
     run_all(&mut state, 2);
     let nodes: Vec<NodeId> = state.nodes.keys().cloned().collect();
@@ -230,6 +230,53 @@ fn drain_moves_tasks_pause_keeps_them() {
         svc_tasks(&state, id)
             .iter()
             .all(|t| t.desired == DesiredState::Running)
+    );
+}
+
+#[test]
+fn drain_is_paced_by_the_update_parallelism() {
+    let mut state = cluster(2);
+    let id = create(&mut state, synthetic::spec("web", 4)); // parallelism 1
+    pass(&mut state, 1);
+    run_all(&mut state, 2);
+    let drained = state.nodes.keys().next().cloned().expect("a node");
+    let on_drained = |state: &ClusterState| {
+        svc_tasks(state, id)
+            .iter()
+            .filter(|t| t.is_live() && t.node.as_ref() == Some(&drained))
+            .count()
+    };
+    let before = on_drained(&state);
+    assert_eq!(before, 2, "spread puts two of four on each node");
+    let cmd = Command::UpdateNode {
+        id: drained.clone(),
+        availability: Some(Availability::Drain),
+        role: None,
+        labels_set: vec![],
+        labels_remove: vec![],
+    };
+    state.apply(&cmd).expect("drain");
+    let mut moved_at_once = Vec::new();
+    for round in 0..10u64 {
+        let left = on_drained(&state);
+        if left == 0 {
+            break;
+        }
+        pass(&mut state, 10 + round * 3);
+        moved_at_once.push(left - on_drained(&state));
+        stop_all(&mut state, 11 + round * 3);
+        pass(&mut state, 11 + round * 3);
+        run_all(&mut state, 12 + round * 3);
+    }
+    assert_eq!(on_drained(&state), 0, "every task left the drained node");
+    assert_eq!(
+        moved_at_once,
+        vec![1, 1],
+        "one slot in transition at a time"
+    );
+    assert_eq!(
+        svc_tasks(&state, id).iter().filter(|t| t.is_live()).count(),
+        4
     );
 }
 

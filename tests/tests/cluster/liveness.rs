@@ -285,7 +285,11 @@ async fn a_node_cut_off_from_the_leader_only_is_not_marked_down() {
 
     let cut = LinkCut::between(tcp_port(&seed), tcp_port(&join_addr(&worker).await));
     // The link is really gone: the leader cannot reach the worker on the dispatch protocol.
-    let probe = encode(&DispatchRequest::Heartbeat { holds: None });
+    let probe = encode(&DispatchRequest::Heartbeat {
+        holds: None,
+        managers_epoch: 0,
+    })
+    .expect("a heartbeat encodes");
     let reached = tokio::time::timeout(
         Duration::from_secs(2),
         leader

@@ -1,8 +1,16 @@
 //! Whole-cluster tests: real agents in this process on loopback, the real Docker engine.
 //! One test binary, one module per scenario.
 
+mod api;
+mod cli_update;
+mod containers;
 mod docker_single;
+mod events;
 mod liveness;
+mod logs;
 mod metrics;
 mod no_runtime;
+mod nodes;
+mod scale;
 mod sim_cluster;
+mod workers;

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::query_parameters::{
     KillContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -30,8 +31,8 @@ use shoal_scheduler::{NodeId, Runtime, TaskId};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
-    Executor, ExecutorError, LABEL_NODE_ID, LABEL_TASK_ID, Observation, Result, RunSpec,
-    RuntimeInfo,
+    Executor, ExecutorError, LABEL_NODE_ID, LABEL_TASK_ID, LogLine, LogQuery, LogStream,
+    Observation, Result, RunSpec, RuntimeInfo,
 };
 
 /// Where the engine is looked for when neither the config nor `DOCKER_HOST` says.
@@ -352,36 +353,31 @@ impl Inner {
         }
     }
 
-    async fn logs(&self, task: TaskId, tail: usize) -> Result<Vec<String>> {
+    async fn logs(&self, task: TaskId, query: &LogQuery) -> Result<Vec<LogLine>> {
         let id = self
             .container_of(task)
             .await?
             .ok_or(ExecutorError::NotFound(task))?;
-        let tail = tail.min(MAX_LOG_LINES);
+        let tail = query.tail.min(MAX_LOG_LINES);
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
+            .timestamps(true)
+            .since(i32::try_from(query.since_secs).unwrap_or(i32::MAX))
             .tail(&tail.to_string())
             .build();
         let mut stream = self.docker.logs(&id, Some(options));
-        let mut lines: VecDeque<String> = VecDeque::new();
-        let mut partial = String::new();
+        let mut lines = LineSplitter::new(tail);
         while let Some(item) = stream.next().await {
-            let chunk = item.map_err(ExecutorError::docker("logs"))?;
-            partial.push_str(&String::from_utf8_lossy(chunk.as_ref()));
-            while let Some(end) = partial.find('\n') {
-                let line: String = partial.drain(..=end).collect();
-                push_line(&mut lines, line.trim_end_matches(['\n', '\r']), tail);
-            }
-            if partial.len() > MAX_LOG_LINE_BYTES {
-                let line = std::mem::take(&mut partial);
-                push_line(&mut lines, &line, tail);
+            match item.map_err(ExecutorError::docker("logs"))? {
+                LogOutput::StdErr { message } => lines.push(LogStream::Stderr, &message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    lines.push(LogStream::Stdout, &message)
+                }
+                LogOutput::StdIn { .. } => {}
             }
         }
-        if !partial.is_empty() {
-            push_line(&mut lines, &partial, tail);
-        }
-        Ok(lines.into())
+        Ok(lines.finish())
     }
 
     async fn describe(&self) -> Result<RuntimeInfo> {
@@ -404,19 +400,69 @@ impl Inner {
     }
 }
 
-/// Appends a line (cut to [`MAX_LOG_LINE_BYTES`]), keeping only the last `keep`.
-fn push_line(lines: &mut VecDeque<String>, line: &str, keep: usize) {
-    if keep == 0 {
-        return;
+/// Cuts the engine's frames into lines per stream (a frame may hold part of a line, or
+/// several), keeping the last `keep` lines, each cut to [`MAX_LOG_LINE_BYTES`] and split into
+/// its timestamp and text.
+struct LineSplitter {
+    keep: usize,
+    lines: VecDeque<LogLine>,
+    partial: HashMap<LogStream, String>,
+}
+
+impl LineSplitter {
+    fn new(keep: usize) -> Self {
+        LineSplitter {
+            keep,
+            lines: VecDeque::new(),
+            partial: HashMap::new(),
+        }
     }
-    let mut end = line.len().min(MAX_LOG_LINE_BYTES);
-    while !line.is_char_boundary(end) {
-        end -= 1;
+
+    fn push(&mut self, stream: LogStream, bytes: &[u8]) {
+        let mut partial = self.partial.remove(&stream).unwrap_or_default();
+        partial.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(end) = partial.find('\n') {
+            let line: String = partial.drain(..=end).collect();
+            self.line(stream, line.trim_end_matches(['\n', '\r']));
+        }
+        if partial.len() > MAX_LOG_LINE_BYTES {
+            let line = std::mem::take(&mut partial);
+            self.line(stream, &line);
+        }
+        self.partial.insert(stream, partial);
     }
-    if lines.len() == keep {
-        lines.pop_front();
+
+    fn line(&mut self, stream: LogStream, raw: &str) {
+        if self.keep == 0 {
+            return;
+        }
+        let (time, text) = match raw.split_once(' ') {
+            Some((time, text)) if time.ends_with('Z') && time.contains('T') => (time, text),
+            _ => ("", raw),
+        };
+        let mut end = text.len().min(MAX_LOG_LINE_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if self.lines.len() == self.keep {
+            self.lines.pop_front();
+        }
+        self.lines.push_back(LogLine {
+            stream,
+            time: time.to_owned(),
+            text: text[..end].to_owned(),
+        });
     }
-    lines.push_back(line[..end].to_string());
+
+    fn finish(mut self) -> Vec<LogLine> {
+        let rest: Vec<(LogStream, String)> = self.partial.drain().collect();
+        for (stream, partial) in rest {
+            if !partial.is_empty() {
+                self.line(stream, &partial);
+            }
+        }
+        self.lines.into()
+    }
 }
 
 /// The HTTP status of an engine error, if it is one.
@@ -456,7 +502,11 @@ impl Executor for DockerExecutor {
         events::subscribe(self.inner.clone())
     }
 
-    fn logs(&self, task: TaskId, tail: usize) -> BoxFuture<'_, Result<Vec<String>>> {
-        Box::pin(self.inner.logs(task, tail))
+    fn logs<'a>(
+        &'a self,
+        task: TaskId,
+        query: &'a LogQuery,
+    ) -> BoxFuture<'a, Result<Vec<LogLine>>> {
+        Box::pin(self.inner.logs(task, query))
     }
 }

@@ -14,9 +14,17 @@ use super::{
 };
 use crate::executor::{
     DockerConfig, DockerExecutor, Executor, ExecutorError, Health, LABEL_NODE_ID, LABEL_SERVICE_ID,
-    LABEL_SERVICE_NAME, LABEL_SLOT, LABEL_SPEC_VERSION, LABEL_TASK_ID, Observation, PullPolicy,
-    RunSpec, container_name,
+    LABEL_SERVICE_NAME, LABEL_SLOT, LABEL_SPEC_VERSION, LABEL_TASK_ID, LogQuery, LogStream,
+    Observation, PullPolicy, RunSpec, container_name,
 };
+
+/// The last `n` lines of a task's whole output.
+fn tail(n: usize) -> LogQuery {
+    LogQuery {
+        tail: n,
+        since_secs: 0,
+    }
+}
 
 const LONG_RUNNING: &str = "while true; do sleep 1; done";
 
@@ -240,15 +248,29 @@ async fn docker_exit_code_is_seen_through_the_event_stream() {
     );
 
     // stdout and stderr are stored apart: only the order within one stream is kept.
-    let mut logs = executor.logs(failing.task_id, 10).await.expect("logs");
-    logs.sort();
+    let logs = executor
+        .logs(failing.task_id, &tail(10))
+        .await
+        .expect("logs");
+    let mut texts: Vec<(LogStream, &str)> =
+        logs.iter().map(|l| (l.stream, l.text.as_str())).collect();
+    texts.sort();
     assert_eq!(
-        logs,
-        vec!["err".to_string(), "last".to_string(), "out".to_string()]
+        texts,
+        [
+            (LogStream::Stdout, "last"),
+            (LogStream::Stdout, "out"),
+            (LogStream::Stderr, "err"),
+        ]
     );
+    assert!(logs.iter().all(|l| l.time.ends_with('Z')), "{logs:?}");
+    let last = executor
+        .logs(failing.task_id, &tail(1))
+        .await
+        .expect("logs");
     assert_eq!(
-        executor.logs(failing.task_id, 1).await.expect("logs"),
-        vec!["last".to_string()]
+        last.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+        ["last"]
     );
     // A task that already exited is not started again.
     let again = executor.start(&failing).await;
@@ -453,7 +475,7 @@ async fn docker_remove_removes() {
     .await
     .expect("removal event");
     assert_eq!(removal.state, TaskState::Shutdown, "{removal:?}");
-    let logs = executor.logs(run.task_id, 10).await;
+    let logs = executor.logs(run.task_id, &tail(10)).await;
     assert!(matches!(logs, Err(ExecutorError::NotFound(_))), "{logs:?}");
 }
 
