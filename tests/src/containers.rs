@@ -168,9 +168,12 @@ fn node_id_of(container: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Removes an agent container and every task container of its node.
+/// Removes an agent container and every task container of its node. The agent goes first
+/// (killed), so that it cannot start a replacement for a task container removed under it.
 fn remove_with_tasks(container: &str) {
-    if let Some(node) = node_id_of(container) {
+    let node = node_id_of(container);
+    let _ = docker(&["kill", container]);
+    if let Some(node) = node {
         let filter = format!("label={NODE_LABEL}={node}");
         let tasks = docker_ok(&["ps", "-aq", "--filter", &filter]);
         let ids: Vec<&str> = tasks.lines().filter(|l| !l.is_empty()).collect();

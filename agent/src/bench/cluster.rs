@@ -156,7 +156,9 @@ async fn measure(args: &ClusterBenchArgs, root: &Path) -> anyhow::Result<()> {
     let n = args.agents;
     let started = Instant::now();
     let agents = start_cluster(root, n, args.concurrency, args.timing.timing()).await?;
-    let limit = Duration::from_secs(60) + Duration::from_millis(500 * n as u64);
+    // Generous on purpose: this is a check that every agent gets ready, and the time it took is
+    // the figure; a slow machine should print a slow figure, not fail.
+    let limit = Duration::from_secs(60) + Duration::from_secs(n as u64);
     wait_on_leader(&agents, "every node ready", limit, |s| ready_nodes(s) == n).await?;
     let formed = started.elapsed();
     // Let the autopilot settle the raft group (learners promoted or removed).

@@ -143,4 +143,8 @@ async fn logs_come_from_every_node_and_a_gone_node_is_named_not_waited_for() {
     .expect("shoal service logs");
     let missing = shoal_cli(socket, &["service", "logs", "nosuch"]).await;
     assert!(missing.is_err_and(|e| e.to_string().contains("no such service")));
+    // The agents stop before their guards remove the containers, so none is started again.
+    for agent in agents {
+        agent.shutdown().await;
+    }
 }
