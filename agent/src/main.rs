@@ -2,11 +2,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use shoal_agent::cli::{Cli, run};
+use shoal_agent::cli::{parse, run};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

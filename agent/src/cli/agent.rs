@@ -19,14 +19,23 @@ pub struct AgentArgs {
     /// (default: /var/lib/shoal as root, the XDG data dir otherwise).
     #[arg(long, env = "SHOAL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Multiaddrs to listen on (repeatable).
-    #[arg(long, default_values_t = ["/ip4/0.0.0.0/tcp/7946".to_string(), "/ip4/0.0.0.0/udp/7946/quic-v1".to_string()])]
+    /// A TOML file of agent settings: its keys are these flags' names (`metrics_addr = "…"`,
+    /// `join = ["…"]`, `no_mdns = true`). A flag on the command line wins over its `SHOAL_*`
+    /// variable, which wins over the file. `--print-config` shows the result.
+    #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective settings (as a config file, each with its source) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Multiaddrs to listen on (repeatable; `SHOAL_LISTEN` takes a comma-separated list).
+    #[arg(long, env = "SHOAL_LISTEN", value_delimiter = ',', default_values_t = ["/ip4/0.0.0.0/tcp/7946".to_string(), "/ip4/0.0.0.0/udp/7946/quic-v1".to_string()])]
     pub listen: Vec<String>,
     /// Multiaddrs to announce to peers instead of the listen addresses (NAT, cloud).
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_ADVERTISE", value_delimiter = ',')]
     pub advertise: Vec<String>,
-    /// A peer to join through: `/ip4/10.0.0.5/tcp/7946/p2p/12D3KooW...` (repeatable).
-    #[arg(long)]
+    /// A peer to join through: `/ip4/10.0.0.5/tcp/7946/p2p/12D3KooW...` (repeatable;
+    /// `SHOAL_JOIN` takes a comma-separated list).
+    #[arg(long, env = "SHOAL_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
     /// The cluster's secret. Peers without it cannot even finish a handshake. Prefer
     /// `SHOAL_TOKEN` or `--token-file`: a value on the command line shows in `ps` to every
@@ -34,32 +43,36 @@ pub struct AgentArgs {
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// A file holding the cluster's secret (as `shoal cluster token` printed it).
-    #[arg(long, conflicts_with = "token")]
+    #[arg(long, env = "SHOAL_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
     /// Do not use mDNS to find peers on the LAN.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_NO_MDNS")]
     pub no_mdns: bool,
     /// Wait until this many agents are seen, then form the cluster with all of them as managers.
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_BOOTSTRAP_EXPECT")]
     pub bootstrap_expect: Option<usize>,
     /// How many managers autopilot keeps (odd: 1, 3, 5, 7).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "SHOAL_MANAGERS", default_value_t = 3)]
     pub managers: usize,
     /// The container runtime: `docker`, or `sim` (in-memory tasks for scale tests only).
-    #[arg(long, value_enum, default_value_t = ExecutorKind::Docker)]
+    #[arg(long, env = "SHOAL_EXECUTOR", value_enum, default_value_t = ExecutorKind::Docker)]
     pub executor: ExecutorKind,
-    /// Node labels `KEY=VALUE` (repeatable), used by constraints such as `node.labels.zone==eu`.
-    #[arg(long = "label")]
+    /// Node labels `KEY=VALUE` (repeatable), used by constraints such as `node.labels.zone==eu`
+    /// (`SHOAL_LABELS` takes a comma-separated list).
+    #[arg(long = "label", env = "SHOAL_LABELS", value_delimiter = ',')]
     pub labels: Vec<String>,
     /// Serve Prometheus metrics on this address (`off` to disable).
-    #[arg(long, default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "SHOAL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
     /// Pull missing images (`missing`, the default) or `never`.
-    #[arg(long, value_enum, default_value_t = PullFlag::Missing)]
+    #[arg(long, env = "SHOAL_PULL", value_enum, default_value_t = PullFlag::Missing)]
     pub pull: PullFlag,
     /// A node is marked down when its heartbeats stop for this long and its peers agree.
-    #[arg(long, default_value = "2s", value_parser = super::spec::parse_duration)]
+    #[arg(long, env = "SHOAL_DOWN_GRACE", default_value = "2s", value_parser = super::spec::parse_duration)]
     pub down_grace: Duration,
+    /// The effective settings, rendered when `--print-config` is given (not a flag).
+    #[arg(skip)]
+    pub effective_config: Option<String>,
 }
 
 impl AgentArgs {
@@ -151,6 +164,10 @@ impl AgentArgs {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    if args.print_config {
+        print!("{}", args.effective_config.unwrap_or_default());
+        return Ok(());
+    }
     crate::daemon::init_logging();
     let config = args.to_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -5,8 +5,10 @@ mod agent;
 mod bench;
 mod client;
 mod cluster;
+pub mod config_file;
 mod events;
 mod logs;
+mod man;
 mod node;
 mod output;
 mod service;
@@ -16,7 +18,7 @@ mod version;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 pub use agent::AgentArgs;
 
@@ -57,6 +59,8 @@ pub enum Command {
     Version(version::VersionArgs),
     /// Print a shell completion script: `shoal completion bash > /etc/bash_completion.d/shoal`.
     Completion(version::CompletionArgs),
+    /// Write the manual pages (`shoal.1`, `shoal-service-create.1`, ...) into a directory.
+    Man(man::ManArgs),
     /// Run a benchmark and print its figures (the last line is JSON).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -97,8 +101,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             version::completion(args);
             Ok(())
         }
+        Command::Man(args) => man::write_pages(&args),
         Command::Bench(command) => bench::run(command),
     }
+}
+
+/// Parses the process's command line, with `shoal agent --config FILE` layered under its flags
+/// and environment. Help, version and usage errors print and exit, as clap does.
+pub fn parse() -> Result<Cli, config_file::ConfigFileError> {
+    let layered = config_file::layer(std::env::args_os().collect())?;
+    let matches = Cli::command().get_matches_from(&layered.argv);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let (Command::Agent(args), Some((_, agent))) = (&mut cli.command, matches.subcommand())
+        && args.print_config
+    {
+        args.effective_config = Some(config_file::render_effective(agent, &layered));
+    }
+    Ok(cli)
 }
 
 /// A small runtime for client commands.
