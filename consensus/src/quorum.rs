@@ -210,6 +210,21 @@ impl Quorum {
         self.core.access.cluster_id()
     }
 
+    /// How many managers this agent's autopilot keeps when it leads (fewer while the cluster has
+    /// too few eligible nodes).
+    pub fn manager_target(&self) -> usize {
+        self.core.config.target_managers
+    }
+
+    /// The token this agent runs with, as far as it may be shown: its role and the cluster
+    /// secret's fingerprint. `None` in open mode.
+    pub fn token_summary(&self) -> Option<(crate::TokenRole, String)> {
+        self.core
+            .token
+            .as_ref()
+            .map(|token| (token.role(), token.fingerprint()))
+    }
+
     /// Commits `cmd` and returns what applying it answered (a refused command is `Ok(Err(_))`).
     /// Works on any agent: followers and workers forward to the leader. A command that a retry
     /// could apply twice gets a request id of its own, so that the retries this call makes

@@ -21,6 +21,7 @@ const MESH_DOMAIN: &[u8] = b"shoal/token/mesh\0";
 const WORKER_DOMAIN: &[u8] = b"shoal/token/worker\0";
 const RAFT_DOMAIN: &[u8] = b"shoal/token/raft\0";
 const PROOF_DOMAIN: &[u8] = b"shoal/raft-proof/v1\0";
+const FINGERPRINT_DOMAIN: &[u8] = b"shoal/token/fingerprint\0";
 
 /// What a presented token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,12 @@ impl Token {
     /// The role this token grants.
     pub fn role(&self) -> TokenRole {
         self.role
+    }
+
+    /// A short public name of the cluster's secret (the same for the manager and the worker
+    /// token): two agents whose fingerprints differ cannot connect. Reveals nothing of the secret.
+    pub fn fingerprint(&self) -> String {
+        hex(&digest(FINGERPRINT_DOMAIN, &self.mesh)[..6])
     }
 
     /// The secret to give the mesh (`MeshConfig::token`): the same for both roles of a cluster.
@@ -227,6 +234,20 @@ fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_roles_share_a_fingerprint_that_shows_no_secret() -> Result<(), ConsensusError> {
+        let manager = Token::generate_manager()?;
+        let worker = Token::parse(&manager.worker_token())?;
+        let other = Token::generate_manager()?;
+        assert_eq!(manager.fingerprint(), worker.fingerprint());
+        assert_ne!(manager.fingerprint(), other.fingerprint());
+        assert_eq!(manager.fingerprint().len(), 12);
+        let shown = manager.manager_token().unwrap_or_default();
+        assert!(!shown.contains(&manager.fingerprint()));
+        assert!(!manager.mesh_secret().contains(&manager.fingerprint()));
+        Ok(())
+    }
 
     #[test]
     fn roles_round_trip_and_verify() -> Result<(), ConsensusError> {

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use crate::control::cluster_info::{CLUSTER_INFO, ClusterInfo};
+
 /// Cluster commands.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -21,6 +23,19 @@ pub enum ClusterCommand {
     Token,
     /// Change cluster-wide settings.
     Update(UpdateArgs),
+    /// Show the cluster: its id, leader and managers, raft term and indexes, the autopilot's
+    /// target, node, service and task counts, settings, and the token's fingerprint.
+    Info(InfoArgs),
+}
+
+/// `cluster info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// `table` for people, `json` for scripts.
+    #[arg(long, value_enum, default_value_t = super::output::Format::Table)]
+    pub format: super::output::Format,
+    #[command(flatten)]
+    client: super::ClientOptions,
 }
 
 /// `cluster update`.
@@ -65,6 +80,7 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(update(args))
         }
+        ClusterCommand::Info(args) => super::client_runtime()?.block_on(info(args)),
         ClusterCommand::Token => {
             let token = shoal_consensus::Token::generate_manager()?;
             let manager = token.manager_token().unwrap_or_default();
@@ -96,4 +112,84 @@ async fn update(args: UpdateArgs) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+async fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let info: ClusterInfo = super::client::client(&args.client)
+        .get(CLUSTER_INFO)
+        .await?;
+    match args.format {
+        super::output::Format::Json => super::output::print_json(&info),
+        super::output::Format::Table => {
+            print!("{}", render_info(&info));
+            Ok(())
+        }
+    }
+}
+
+/// `cluster info` for people.
+fn render_info(info: &ClusterInfo) -> String {
+    let leader = info
+        .managers
+        .iter()
+        .find(|m| m.leader)
+        .map(|m| format!("{} ({})", m.hostname, m.id))
+        .or_else(|| info.leader.clone())
+        .unwrap_or_else(|| "none: no quorum right now".into());
+    let mode = match &info.token_fingerprint {
+        Some(fingerprint) => format!("closed (token fingerprint {fingerprint})"),
+        None => "open: any agent on the LAN may join (see `shoal cluster token`)".into(),
+    };
+    let rows: Vec<Vec<String>> = info
+        .managers
+        .iter()
+        .map(|m| {
+            vec![
+                m.hostname.clone(),
+                m.id.clone(),
+                m.state.clone(),
+                if m.leader { "leader" } else { "" }.into(),
+            ]
+        })
+        .collect();
+    let managers = super::output::table(&["HOSTNAME", "ID", "STATE", "ROLE"], &rows);
+    let n = &info.nodes;
+    let mut out = format!(
+        "Cluster ID:   {}\nMode:         {mode}\nLeader:       {leader}\n\
+         Raft:         term {}, applied index {}, last log index {}\n\
+         Managers:     {} (autopilot target {}){}\n",
+        info.cluster_id.as_deref().unwrap_or("none yet"),
+        info.term,
+        info.applied_index,
+        info.last_log_index,
+        info.managers.len(),
+        info.manager_target,
+        if info.learners.is_empty() {
+            String::new()
+        } else {
+            format!(", {} catching up", info.learners.len())
+        },
+    );
+    for line in managers.lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(&format!(
+        "Nodes:        {} ({} ready, {} down, {} unknown)\n\
+         Services:     {}\nTasks:        {} running, {} kept in the state\n\
+         Settings:     sensitive bind mounts {}\nAnswered by:  {}\n",
+        n.total,
+        n.ready,
+        n.down,
+        n.unknown,
+        info.services,
+        info.tasks_running,
+        info.tasks_total,
+        if info.settings.allow_sensitive_mounts {
+            "allowed"
+        } else {
+            "refused"
+        },
+        info.served_by,
+    ));
+    out
 }

@@ -5,11 +5,13 @@
 //! - [`server`]: the axum router served by the daemon.
 //! - [`logs`]: a service's logs, gathered from its nodes (partial, with warnings, when one is gone).
 //! - [`events`]: the events route (a page after a cursor, filtered, waiting for a match).
+//! - [`cluster_info`]: the cluster at a glance (`shoal cluster info`).
 //! - [`client`]: the hyper client the CLI uses.
 //! - [`forward`]: calls forwarded between agents (`/shoal/control/1`): a worker's to a manager.
 
 pub mod api;
 pub mod client;
+pub mod cluster_info;
 pub mod events;
 pub mod forward;
 pub mod logs;

@@ -178,6 +178,10 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/services/{name}/update", post(update_service))
         .route("/v1/services/{name}/rollback", post(rollback_service))
         .route(api::EVENTS, get(super::events::list_events))
+        .route(
+            super::cluster_info::CLUSTER_INFO,
+            get(super::cluster_info::cluster_info),
+        )
         .route(api::NODES, get(list_nodes))
         .route("/v1/nodes/{node}", get(inspect_node).delete(remove_node))
         .route("/v1/nodes/{node}/tasks", get(node_tasks))

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli_update;
+mod cluster_info;
 mod containers;
 mod docker_single;
 mod events;
