@@ -18,6 +18,8 @@ use crate::managers::LeaderClaim;
 use crate::network::client::send;
 use crate::network::messages::{JoinAccepted, JoinRequest, RaftRequest, RaftResponse};
 use crate::token::{Token, TokenRole};
+use shoal_scheduler::Timestamp;
+use shoal_scheduler::join_keys::JoinKeys;
 
 /// The label that keeps a node out of the manager set (`false`): set by an operator, or by a
 /// manager asking to step down. (A node that joined with a worker token is kept out by its
@@ -206,8 +208,14 @@ pub(crate) async fn handle(
     }
 }
 
-/// What the presented token allows, given this leader's token.
-fn admitted_role(ours: Option<&Token>, presented: Option<&str>) -> Result<TokenRole, String> {
+/// What the presented token allows, given this leader's token and the cluster's join-token
+/// rotations at `now`.
+fn admitted_role(
+    ours: Option<&Token>,
+    presented: Option<&str>,
+    keys: &JoinKeys,
+    now: Timestamp,
+) -> Result<TokenRole, String> {
     let Some(ours) = ours else {
         return Ok(TokenRole::Manager); // open mode: everyone is welcome, loudly documented
     };
@@ -215,12 +223,43 @@ fn admitted_role(ours: Option<&Token>, presented: Option<&str>) -> Result<TokenR
         return Err("refused: this cluster requires a token".to_owned());
     };
     let presented = Token::parse(presented).map_err(|_| "refused: malformed token".to_owned())?;
-    ours.verify(&presented)
-        .ok_or_else(|| "refused: invalid token".to_owned())
+    ours.verify_join(&presented, keys, now).ok_or_else(|| {
+        "refused: invalid token (rotated? ask a manager for the current one: \
+         `shoal cluster token`)"
+            .to_owned()
+    })
+}
+
+/// The role a joiner is admitted with: what its token allows, or, for a node the cluster already
+/// holds (a restart; it is known by its authenticated PeerId), the credential it joined with, so
+/// that rotating the join tokens never locks out a node that already joined.
+fn admission(core: &Core, req: &JoinRequest) -> Result<TokenRole, String> {
+    let state = core.state();
+    let by_token = admitted_role(
+        core.token.as_ref(),
+        req.token.as_deref(),
+        &state.join_keys,
+        now(),
+    );
+    match (by_token, state.nodes.get(&req.node.id)) {
+        (Ok(role), _) => Ok(role),
+        (Err(_), Some(known)) => Ok(match known.credential {
+            Credential::Manager => TokenRole::Manager,
+            Credential::Worker => TokenRole::Worker,
+        }),
+        (Err(why), None) => Err(why),
+    }
+}
+
+fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn accept_as_leader(core: &Core, req: JoinRequest) -> Result<JoinAccepted, String> {
-    let role = admitted_role(core.token.as_ref(), req.token.as_deref())?;
+    let role = admission(core, &req)?;
     let cluster_id = core.access.cluster_id().ok_or("no cluster id yet, retry")?;
     let mut node = req.node;
     node.credential = match role {
@@ -256,18 +295,20 @@ mod tests {
         let ours = Token::generate_manager()?;
         let manager = ours.manager_token();
         let worker = ours.worker_token();
-        assert_eq!(admitted_role(None, None), Ok(TokenRole::Manager));
+        let keys = JoinKeys::default();
+        let at = Timestamp(0);
+        assert_eq!(admitted_role(None, None, &keys, at), Ok(TokenRole::Manager));
         assert_eq!(
-            admitted_role(Some(&ours), manager.as_deref()),
+            admitted_role(Some(&ours), manager.as_deref(), &keys, at),
             Ok(TokenRole::Manager)
         );
         assert_eq!(
-            admitted_role(Some(&ours), Some(&worker)),
+            admitted_role(Some(&ours), Some(&worker), &keys, at),
             Ok(TokenRole::Worker)
         );
-        assert!(admitted_role(Some(&ours), None).is_err());
+        assert!(admitted_role(Some(&ours), None, &keys, at).is_err());
         let stranger = Token::generate_manager()?.worker_token();
-        assert!(admitted_role(Some(&ours), Some(&stranger)).is_err());
+        assert!(admitted_role(Some(&ours), Some(&stranger), &keys, at).is_err());
         Ok(())
     }
 }

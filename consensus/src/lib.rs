@@ -47,5 +47,5 @@ pub use managers::{MANAGERS_FILE, ManagerSet};
 pub use quorum::{ManagerList, Quorum, QuorumStatus, new_request_id};
 pub use recover::{RecoverReport, recover};
 pub use storage::AppliedState;
-pub use token::{Proof, RaftKey, Token, TokenRole};
+pub use token::{NoJoinToken, Proof, RaftKey, Token, TokenRole, new_join_nonce};
 pub use types::{ApplyResult, Committed, RaftNode};

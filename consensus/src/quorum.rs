@@ -216,6 +216,23 @@ impl Quorum {
         self.core.config.target_managers
     }
 
+    /// The join token of `role` that new agents must present now, given the cluster's join
+    /// rotations `keys`. Only an agent holding a manager token can derive it.
+    pub fn join_token(
+        &self,
+        role: shoal_scheduler::join_keys::JoinRole,
+        keys: &shoal_scheduler::join_keys::JoinKeys,
+    ) -> Result<String, crate::token::NoJoinToken> {
+        let token = self
+            .core
+            .token
+            .as_ref()
+            .ok_or(crate::token::NoJoinToken::OpenCluster)?;
+        token
+            .join_token(role, keys.of(role).current.as_ref())
+            .ok_or(crate::token::NoJoinToken::WorkerToken)
+    }
+
     /// The token this agent runs with, as far as it may be shown: its role and the cluster
     /// secret's fingerprint. `None` in open mode.
     pub fn token_summary(&self) -> Option<(crate::TokenRole, String)> {

@@ -9,10 +9,20 @@
 //! A manager token is `SHOAL1-<mesh hex>-M<C hex>`; a worker token is
 //! `SHOAL1-<mesh hex>-W<worker hex>`. A manager (it knows `C`) checks both kinds; a worker token
 //! cannot be turned into a manager token because the hash cannot be inverted.
+//!
+//! Join tokens rotate (`shoal cluster token --rotate`) without re-keying the mesh or raft: a
+//! rotation is a nonce `N` in the managers' replicated state ([`JoinKeys`]). After it, the worker
+//! token's secret is `sha256("shoal/token/worker-rotated" || C || N)`, and the manager token
+//! carries a join proof `-J<sha256("shoal/token/manager-join" || C || N)>` after `C`. Only
+//! a holder of `C` can derive either, and an old manager token (which holds `C`) cannot derive the
+//! new proof without `N`, which only the managers keep.
 
 use std::fmt;
 
 use sha2::{Digest, Sha256};
+
+use shoal_scheduler::Timestamp;
+use shoal_scheduler::join_keys::{JoinKeys, JoinNonce, JoinRole};
 
 use crate::error::ConsensusError;
 
@@ -22,6 +32,8 @@ const WORKER_DOMAIN: &[u8] = b"shoal/token/worker\0";
 const RAFT_DOMAIN: &[u8] = b"shoal/token/raft\0";
 const PROOF_DOMAIN: &[u8] = b"shoal/raft-proof/v1\0";
 const FINGERPRINT_DOMAIN: &[u8] = b"shoal/token/fingerprint\0";
+const WORKER_ROTATED_DOMAIN: &[u8] = b"shoal/token/worker-rotated\0";
+const MANAGER_JOIN_DOMAIN: &[u8] = b"shoal/token/manager-join\0";
 
 /// What a presented token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +44,35 @@ pub enum TokenRole {
     Worker,
 }
 
+/// Why an agent cannot show the cluster's join tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoJoinToken {
+    /// The cluster runs without a token.
+    #[error(
+        "this cluster is open (no token): any agent on the LAN may join. To close it, create a \
+         secret with `shoal cluster token --new` and restart every agent with SHOAL_TOKEN"
+    )]
+    OpenCluster,
+    /// This agent holds a worker token, from which no token can be derived.
+    #[error("this agent joined with a worker token; run `shoal cluster token` on a manager")]
+    WorkerToken,
+}
+
+/// A new random join-token rotation.
+pub fn new_join_nonce() -> Result<JoinNonce, ConsensusError> {
+    let mut nonce = [0u8; 32];
+    getrandom::getrandom(&mut nonce).map_err(|e| ConsensusError::Token(e.to_string()))?;
+    Ok(JoinNonce(nonce))
+}
+
 /// A parsed token. Its `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token {
     mesh: [u8; 32],
     role: TokenRole,
     secret: [u8; 32],
+    /// A manager token's join proof for a rotation (`-J…`); `None` for the original token.
+    join: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Token {
@@ -52,6 +87,14 @@ fn digest(domain: &[u8], secret: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(domain);
     h.update(secret);
+    h.finalize().into()
+}
+
+fn digest_with(domain: &[u8], secret: &[u8; 32], nonce: &JoinNonce) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update(secret);
+    h.update(nonce.0);
     h.finalize().into()
 }
 
@@ -88,6 +131,7 @@ impl Token {
             mesh: digest(MESH_DOMAIN, &secret),
             role: TokenRole::Manager,
             secret,
+            join: None,
         })
     }
 
@@ -96,9 +140,13 @@ impl Token {
         let bad =
             || ConsensusError::Token("expected SHOAL1-<64 hex>-M<64 hex> or -W<64 hex>".into());
         let mut parts = s.trim().split('-');
-        let (Some(prefix), Some(mesh), Some(rest), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(prefix), Some(mesh), Some(rest), join, None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(bad());
         };
         if prefix != PREFIX {
@@ -116,7 +164,19 @@ impl Token {
                 "manager token does not match its mesh secret".into(),
             ));
         }
-        Ok(Token { mesh, role, secret })
+        let join = match join {
+            None => None,
+            Some(proof) if role == TokenRole::Manager => {
+                Some(unhex32(proof.strip_prefix('J').ok_or_else(bad)?).ok_or_else(bad)?)
+            }
+            Some(_) => return Err(bad()),
+        };
+        Ok(Token {
+            mesh,
+            role,
+            secret,
+            join,
+        })
     }
 
     /// The role this token grants.
@@ -135,10 +195,37 @@ impl Token {
         hex(&self.mesh)
     }
 
-    /// The manager token string (only from a manager token).
+    /// The manager token string (only from a manager token), as this token was given.
     pub fn manager_token(&self) -> Option<String> {
-        (self.role == TokenRole::Manager)
-            .then(|| format!("{PREFIX}-{}-M{}", hex(&self.mesh), hex(&self.secret)))
+        (self.role == TokenRole::Manager).then(|| {
+            let base = format!("{PREFIX}-{}-M{}", hex(&self.mesh), hex(&self.secret));
+            match &self.join {
+                Some(proof) => format!("{base}-J{}", hex(proof)),
+                None => base,
+            }
+        })
+    }
+
+    /// The join token of `role` for the rotation `nonce` (`None`: the original token). Only a
+    /// manager token can derive them.
+    pub fn join_token(&self, role: JoinRole, nonce: Option<&JoinNonce>) -> Option<String> {
+        if self.role != TokenRole::Manager {
+            return None;
+        }
+        let mesh = hex(&self.mesh);
+        Some(match (role, nonce) {
+            (JoinRole::Worker, None) => self.worker_token(),
+            (JoinRole::Worker, Some(nonce)) => format!(
+                "{PREFIX}-{mesh}-W{}",
+                hex(&digest_with(WORKER_ROTATED_DOMAIN, &self.secret, nonce))
+            ),
+            (JoinRole::Manager, None) => format!("{PREFIX}-{mesh}-M{}", hex(&self.secret)),
+            (JoinRole::Manager, Some(nonce)) => format!(
+                "{PREFIX}-{mesh}-M{}-J{}",
+                hex(&self.secret),
+                hex(&digest_with(MANAGER_JOIN_DOMAIN, &self.secret, nonce))
+            ),
+        })
     }
 
     /// The worker token string.
@@ -155,18 +242,52 @@ impl Token {
         (self.role == TokenRole::Manager).then(|| RaftKey(digest(RAFT_DOMAIN, &self.secret)))
     }
 
-    /// Checks a token presented by a joiner against this (manager) token. `None`: refused.
-    pub fn verify(&self, presented: &Token) -> Option<TokenRole> {
+    /// Checks a token presented by a joiner against this (manager) token and the cluster's join
+    /// rotations at `now`: the current rotation of its role, or the previous one in its grace.
+    /// `None`: refused.
+    pub fn verify_join(
+        &self,
+        presented: &Token,
+        keys: &JoinKeys,
+        now: Timestamp,
+    ) -> Option<TokenRole> {
         if self.role != TokenRole::Manager || !same(&self.mesh, &presented.mesh) {
             return None;
         }
-        match presented.role {
-            TokenRole::Manager => {
-                same(&self.secret, &presented.secret).then_some(TokenRole::Manager)
+        let role = match presented.role {
+            TokenRole::Worker => JoinRole::Worker,
+            TokenRole::Manager => JoinRole::Manager,
+        };
+        let matches = |nonce: &Option<JoinNonce>| match (role, nonce) {
+            (JoinRole::Worker, None) => {
+                same(&digest(WORKER_DOMAIN, &self.secret), &presented.secret)
             }
-            TokenRole::Worker => same(&digest(WORKER_DOMAIN, &self.secret), &presented.secret)
-                .then_some(TokenRole::Worker),
-        }
+            (JoinRole::Worker, Some(nonce)) => same(
+                &digest_with(WORKER_ROTATED_DOMAIN, &self.secret, nonce),
+                &presented.secret,
+            ),
+            (JoinRole::Manager, nonce) => {
+                let expected = nonce
+                    .as_ref()
+                    .map(|n| digest_with(MANAGER_JOIN_DOMAIN, &self.secret, n));
+                same(&self.secret, &presented.secret)
+                    && match (expected, presented.join) {
+                        (None, None) => true,
+                        (Some(expected), Some(proof)) => same(&expected, &proof),
+                        _ => false,
+                    }
+            }
+        };
+        keys.accepted(role, now)
+            .iter()
+            .any(matches)
+            .then_some(presented.role)
+    }
+
+    /// Checks a token presented by a joiner against this (manager) token, for a cluster whose
+    /// join tokens were never rotated. `None`: refused.
+    pub fn verify(&self, presented: &Token) -> Option<TokenRole> {
+        self.verify_join(presented, &JoinKeys::default(), Timestamp(0))
     }
 }
 
@@ -234,6 +355,53 @@ fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotated_join_tokens_replace_the_old_ones_after_their_grace() -> Result<(), ConsensusError> {
+        let ours = Token::generate_manager()?;
+        let mut keys = JoinKeys::default();
+        let old_worker = Token::parse(&ours.worker_token())?;
+        let old_manager = Token::parse(&ours.manager_token().unwrap_or_default())?;
+        let nonce = JoinNonce([7; 32]);
+        keys.rotate(JoinRole::Worker, nonce, 1_000, Timestamp(5_000));
+        keys.rotate(JoinRole::Manager, nonce, 1_000, Timestamp(5_000));
+        let token = |role| -> Result<Token, ConsensusError> {
+            Token::parse(&ours.join_token(role, Some(&nonce)).unwrap_or_default())
+        };
+        let (new_worker, new_manager) = (token(JoinRole::Worker)?, token(JoinRole::Manager)?);
+        let during = Timestamp(5_500);
+        let after = Timestamp(6_000);
+        for (presented, role) in [
+            (&old_worker, TokenRole::Worker),
+            (&old_manager, TokenRole::Manager),
+        ] {
+            assert_eq!(ours.verify_join(presented, &keys, during), Some(role));
+            assert_eq!(ours.verify_join(presented, &keys, after), None);
+        }
+        assert_eq!(
+            ours.verify_join(&new_worker, &keys, after),
+            Some(TokenRole::Worker)
+        );
+        assert_eq!(
+            ours.verify_join(&new_manager, &keys, after),
+            Some(TokenRole::Manager)
+        );
+        // The new manager token is still the cluster's: same mesh, same raft key.
+        assert_eq!(new_manager.mesh_secret(), ours.mesh_secret());
+        assert_eq!(new_manager.role(), TokenRole::Manager);
+        assert_eq!(
+            new_manager.manager_token(),
+            ours.join_token(JoinRole::Manager, Some(&nonce))
+        );
+        // A proof of another rotation, or one glued to a worker token, is refused.
+        let other = ours.join_token(JoinRole::Manager, Some(&JoinNonce([8; 32])));
+        let other = Token::parse(&other.unwrap_or_default())?;
+        assert_eq!(ours.verify_join(&other, &keys, during), None);
+        assert!(Token::parse(&format!("{}-J{}", ours.worker_token(), "0".repeat(64))).is_err());
+        // A worker token derives nothing.
+        assert_eq!(new_worker.join_token(JoinRole::Worker, None), None);
+        Ok(())
+    }
 
     #[test]
     fn both_roles_share_a_fingerprint_that_shows_no_secret() -> Result<(), ConsensusError> {

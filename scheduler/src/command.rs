@@ -106,6 +106,18 @@ pub enum Command {
         /// Terminal tasks kept per slot (or per node for global services).
         keep_per_slot: u64,
     },
+    /// Rotate a role's join token (`shoal cluster token --rotate`): new joiners must present the
+    /// new one; the old one is accepted for `grace_ms` more.
+    RotateJoinToken {
+        /// The role whose token rotates.
+        role: crate::join_keys::JoinRole,
+        /// The rotation's nonce, chosen at random by the manager that took the request.
+        nonce: crate::join_keys::JoinNonce,
+        /// How long the replaced token is still accepted, in milliseconds.
+        grace_ms: u64,
+        /// When.
+        at: Timestamp,
+    },
     /// Change cluster-wide settings (`None` keeps a setting as it is).
     UpdateClusterSettings {
         /// Whether services may bind-mount the host's root or an engine's socket.
@@ -131,6 +143,7 @@ impl Command {
             Command::ReportTaskStatus { .. } => "ReportTaskStatus",
             Command::PruneTasks { .. } => "PruneTasks",
             Command::UpdateClusterSettings { .. } => "UpdateClusterSettings",
+            Command::RotateJoinToken { .. } => "RotateJoinToken",
         }
     }
 }

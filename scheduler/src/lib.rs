@@ -17,6 +17,7 @@ pub mod apply;
 pub mod authz;
 pub mod command;
 pub mod events;
+pub mod join_keys;
 pub mod model;
 pub mod parse;
 pub mod placement;

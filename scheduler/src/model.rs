@@ -674,6 +674,9 @@ pub struct ClusterState {
     /// The outcomes of recent client requests, so that a retried write is applied once.
     #[serde(default)]
     pub requests: crate::requests::RequestLog,
+    /// Which join tokens new nodes may present (their rotations). Never shown by a view.
+    #[serde(default)]
+    pub join_keys: crate::join_keys::JoinKeys,
 }
 
 /// Settings that apply to the whole cluster, changed by `shoal cluster update`.

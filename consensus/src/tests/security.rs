@@ -422,3 +422,83 @@ async fn workers_and_outsiders_cannot_write_for_others_nor_talk_raft() {
         mesh.kill();
     }
 }
+
+/// Rotating the worker join token: an agent presenting the old token still joins during the
+/// grace the rotation gave it and is refused after it, with a message that says what to do; an
+/// agent with the new token joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_join_token_keeps_old_tokens_out_after_the_grace() {
+    use shoal_scheduler::join_keys::JoinRole;
+    let _serial = serial().await;
+    let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let manager = Token::generate_manager().unwrap_or_else(|e| panic!("{e}"));
+    let mesh_secret = Some(manager.mesh_secret());
+    let m = start_mesh(&root.path().join("m0"), "m0", &[], mesh_secret.clone()).await;
+    let mut config = quorum_config(&root.path().join("m0"), "m0");
+    config.token = manager.manager_token();
+    let q = start_quorum(&m, config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let seed = addr(&m).await;
+
+    let old = manager.worker_token();
+    let grace = Duration::from_secs(3);
+    let rotated_at = std::time::SystemTime::now();
+    let at = rotated_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let rotation = Command::RotateJoinToken {
+        role: JoinRole::Worker,
+        nonce: crate::new_join_nonce().unwrap_or_else(|e| panic!("{e}")),
+        grace_ms: grace.as_millis() as u64,
+        at: Timestamp(at.as_millis() as u64),
+    };
+    match q.write(rotation).await {
+        Ok(Ok(_)) => {}
+        other => panic!("rotation not applied: {other:?}"),
+    }
+    let new = q
+        .join_token(JoinRole::Worker, &q.state().join_keys)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(new, old);
+    assert_eq!(
+        q.join_token(JoinRole::Manager, &q.state().join_keys).ok(),
+        manager.manager_token(),
+        "the manager token did not rotate"
+    );
+
+    let join = |name: &'static str, token: String, timeout: Duration| {
+        let (root, seed, mesh_secret) =
+            (root.path().to_path_buf(), seed.clone(), mesh_secret.clone());
+        async move {
+            let mesh = start_mesh(&root.join(name), name, &[seed], mesh_secret).await;
+            let mut config = quorum_config(&root.join(name), name);
+            config.token = Some(token);
+            config.join_timeout = timeout;
+            (start_quorum(&mesh, config).await, mesh)
+        }
+    };
+    let (in_grace, in_grace_mesh) = join("w1", old.clone(), T).await;
+    let in_grace = in_grace.unwrap_or_else(|e| panic!("the old token in its grace: {e}"));
+
+    let until_expired = grace.saturating_sub(rotated_at.elapsed().unwrap_or_default());
+    tokio::time::sleep(until_expired + Duration::from_millis(200)).await;
+    let (late, late_mesh) = join("w2", old, Duration::from_millis(2500)).await;
+    match late {
+        Err(refused) => {
+            let why = refused.to_string();
+            assert!(why.contains("invalid token"), "{why}");
+            assert!(why.contains("shoal cluster token"), "{why}");
+        }
+        Ok(_) => panic!("an agent with the rotated-out token joined after the grace"),
+    }
+    late_mesh.kill();
+    let (fresh, fresh_mesh) = join("w3", new, T).await;
+    let fresh = fresh.unwrap_or_else(|e| panic!("the new token: {e}"));
+    let nodes = q.state().nodes.len();
+    assert_eq!(nodes, 3, "the manager and the two admitted workers");
+    for (quorum, mesh) in [(fresh, fresh_mesh), (in_grace, in_grace_mesh), (q, m)] {
+        quorum.shutdown().await;
+        mesh.kill();
+    }
+}

@@ -49,6 +49,15 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
         Command::ApplyPlan { plan, at } => plan::apply(state, plan, *at),
         Command::ReportTaskStatus { node, reports } => status::report(state, node, reports),
         Command::PruneTasks { keep_per_slot } => Ok(prune::prune(state, *keep_per_slot)),
+        Command::RotateJoinToken {
+            role,
+            nonce,
+            grace_ms,
+            at,
+        } => {
+            state.join_keys.rotate(*role, *nonce, *grace_ms, *at);
+            Ok(Outcome::Done)
+        }
         Command::UpdateClusterSettings {
             allow_sensitive_mounts,
         } => {

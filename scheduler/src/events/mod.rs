@@ -304,6 +304,7 @@ impl Probe {
             Command::InitCluster { .. }
             | Command::CreateService { .. }
             | Command::PruneTasks { .. }
+            | Command::RotateJoinToken { .. }
             | Command::UpdateClusterSettings { .. } => {}
             Command::UpdateService { id, .. }
             | Command::RollbackService { id, .. }
@@ -366,7 +367,7 @@ impl Probe {
                     cluster_id: cluster_id.0.clone(),
                 });
             }
-            (Command::UpdateClusterSettings { .. }, _) => {
+            (Command::UpdateClusterSettings { .. } | Command::RotateJoinToken { .. }, _) => {
                 kinds.push(EventKind::ClusterSettingsUpdated)
             }
             (Command::CreateService { .. }, Outcome::ServiceCreated(id))
@@ -431,6 +432,7 @@ fn command_time(cmd: &Command) -> Option<Timestamp> {
         | Command::UpsertNode { .. }
         | Command::UpdateNode { .. }
         | Command::PruneTasks { .. }
+        | Command::RotateJoinToken { .. }
         | Command::UpdateClusterSettings { .. } => None,
     }
 }
