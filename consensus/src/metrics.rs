@@ -103,7 +103,7 @@ impl RaftMetricsFamilies {
         registry.register(
             "shoal_raft_refused",
             "Raft, join and forwarded requests refused to another agent, by request and reason",
-            refusals.family(),
+            shoal_metrics::Declared(refusals.family()),
         );
         registry.register(
             "shoal_raft_commit_seconds",

@@ -137,7 +137,7 @@ impl MeshMetrics {
         registry.register(
             "shoal_mesh_peers",
             "Members of the mesh view by state",
-            m.peers.clone(),
+            shoal_metrics::Declared(m.peers.clone()),
         );
         registry.register(
             "shoal_mesh_connected_peers",
@@ -147,17 +147,17 @@ impl MeshMetrics {
         registry.register(
             "shoal_mesh_messages",
             "Mesh messages by protocol and direction",
-            m.messages.clone(),
+            shoal_metrics::Declared(m.messages.clone()),
         );
         registry.register(
             "shoal_mesh_bytes",
             "Mesh payload bytes by protocol and direction",
-            m.bytes.clone(),
+            shoal_metrics::Declared(m.bytes.clone()),
         );
         registry.register(
             "shoal_mesh_rejected",
             "Inbound messages rejected (malformed, oversized, unserved, overloaded)",
-            m.rejected.clone(),
+            shoal_metrics::Declared(m.rejected.clone()),
         );
         for state in MemberState::ALL {
             m.set_peers(state, 0);

@@ -217,12 +217,12 @@ impl AgentMetrics {
         r.register(
             "scheduler_plans",
             "Plans by outcome",
-            self.scheduler_plans.clone(),
+            crate::Declared(self.scheduler_plans.clone()),
         );
         r.register(
             "cluster_nodes",
             "Nodes by state, availability and role (on the leader)",
-            self.cluster_nodes.clone(),
+            crate::Declared(self.cluster_nodes.clone()),
         );
         r.register(
             "cluster_services",
@@ -232,17 +232,17 @@ impl AgentMetrics {
         r.register(
             "cluster_tasks",
             "Tasks by observed state (on the leader)",
-            self.cluster_tasks.clone(),
+            crate::Declared(self.cluster_tasks.clone()),
         );
         r.register(
             "service_replicas_desired",
             "Replicas wanted per service (on the leader)",
-            self.service_replicas_desired.clone(),
+            crate::Declared(self.service_replicas_desired.clone()),
         );
         r.register(
             "service_replicas_running",
             "Replicas running per service (on the leader)",
-            self.service_replicas_running.clone(),
+            crate::Declared(self.service_replicas_running.clone()),
         );
         r.register(
             "dispatcher_heartbeats",
@@ -257,7 +257,7 @@ impl AgentMetrics {
         r.register(
             "dispatcher_pushes",
             "Assignment sets pushed to workers, by outcome",
-            self.dispatcher_pushes.clone(),
+            crate::Declared(self.dispatcher_pushes.clone()),
         );
         r.register(
             "dispatcher_reports",
@@ -267,22 +267,22 @@ impl AgentMetrics {
         r.register(
             "refused_requests",
             "Dispatch and control requests refused to another agent, by request and reason",
-            self.refused_requests.clone(),
+            crate::Declared(self.refused_requests.clone()),
         );
         r.register(
             "unsent_messages",
             "Dispatch and control messages that could not be sent (too large, not encodable)",
-            self.unsent_messages.clone(),
+            crate::Declared(self.unsent_messages.clone()),
         );
         r.register(
             "executor_operations",
             "Executor operations by op and result",
-            self.executor_operations.clone(),
+            crate::Declared(self.executor_operations.clone()),
         );
         r.register(
             "executor_operation_seconds",
             "Executor operation latency by op and result",
-            self.executor_operation_seconds.clone(),
+            crate::Declared(self.executor_operation_seconds.clone()),
         );
         r.register(
             "task_scheduling_delay_seconds",

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`agent`]: the agent's own families (scheduler, cluster, dispatcher, executor).
+//! - [`declared`]: families exposed from the start, before their first sample.
 //! - [`registry`]: creating an agent's registry and `shoal_agent_info` (version, node id, and the
 //!   role and cluster id, which change while the agent runs).
 //! - [`process`]: CPU, memory and file descriptors of this process, read on each scrape.
@@ -13,12 +14,14 @@
 //! (`shoal_mesh_*`, `shoal_raft_*`, ...); libp2p's own metrics go into the same registry.
 
 pub mod agent;
+pub mod declared;
 pub mod http;
 pub mod process;
 pub mod registry;
 pub mod text_format;
 
 pub use agent::AgentMetrics;
+pub use declared::Declared;
 pub use http::{MetricsServer, serve};
 pub use prometheus_client;
 pub use registry::{AgentInfo, AgentInfoHandle, new_registry};
