@@ -122,6 +122,9 @@ pub enum Command {
     UpdateClusterSettings {
         /// Whether services may bind-mount the host's root or an engine's socket.
         allow_sensitive_mounts: Option<bool>,
+        /// Ended tasks kept per slot as history ([`crate::ClusterSettings::task_history_limit`]).
+        #[serde(default)]
+        task_history_limit: Option<u64>,
     },
 }
 

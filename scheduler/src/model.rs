@@ -679,13 +679,35 @@ pub struct ClusterState {
     pub join_keys: crate::join_keys::JoinKeys,
 }
 
+/// Ended tasks kept per slot (or per node for a global service) unless the cluster says
+/// otherwise: `shoal cluster update --task-history-limit N`.
+pub const DEFAULT_TASK_HISTORY_LIMIT: u64 = 5;
+
 /// Settings that apply to the whole cluster, changed by `shoal cluster update`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {
     /// Whether services may bind-mount the host's root or a container engine's socket (or a
     /// directory holding one). Off by default: a service may run on every node, and such a
     /// mount hands it the node.
     pub allow_sensitive_mounts: bool,
+    /// Ended tasks the leader keeps per slot (or per node for a global service) as history for
+    /// `shoal service ps`; older ones are pruned. The task a slot still wants is never pruned.
+    #[serde(default = "default_task_history_limit")]
+    pub task_history_limit: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            allow_sensitive_mounts: false,
+            task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,
+        }
+    }
+}
+
+/// The history limit of a state written before the setting existed.
+fn default_task_history_limit() -> u64 {
+    DEFAULT_TASK_HISTORY_LIMIT
 }
 
 // ---------------------------------------------------------------------------------------------

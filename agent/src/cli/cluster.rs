@@ -46,6 +46,10 @@ pub struct UpdateArgs {
     /// it that node.
     #[arg(long, value_name = "true|false")]
     pub allow_sensitive_mounts: Option<bool>,
+    /// Ended tasks kept per slot (or per node for a global service) as the history that
+    /// `shoal service ps` shows; the leader prunes older ones (default 5).
+    #[arg(long, value_name = "N")]
+    pub task_history_limit: Option<u64>,
     #[command(flatten)]
     client: super::ClientOptions,
 }
@@ -94,22 +98,25 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
 
 async fn update(args: UpdateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.allow_sensitive_mounts.is_some(),
-        "nothing to change: give a setting, such as --allow-sensitive-mounts true"
+        args.allow_sensitive_mounts.is_some() || args.task_history_limit.is_some(),
+        "nothing to change: give a setting, such as --allow-sensitive-mounts true or \
+         --task-history-limit 5"
     );
     let request = crate::control::api::ClusterSettingsRequest {
         allow_sensitive_mounts: args.allow_sensitive_mounts,
+        task_history_limit: args.task_history_limit,
     };
     let settings: shoal_scheduler::ClusterSettings = super::client::client(&args.client)
         .post(crate::control::api::CLUSTER_SETTINGS, &request)
         .await?;
     println!(
-        "cluster updated: sensitive bind mounts {}",
+        "cluster updated: sensitive bind mounts {}, task history limit {}",
         if settings.allow_sensitive_mounts {
             "allowed"
         } else {
             "refused"
-        }
+        },
+        settings.task_history_limit
     );
     Ok(())
 }

@@ -13,6 +13,7 @@ mod node;
 mod output;
 mod service;
 mod spec;
+mod task;
 mod update;
 mod version;
 
@@ -46,6 +47,9 @@ pub enum Command {
     /// Inspect and manage the cluster's nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Inspect tasks, by id or unique id prefix.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Cluster-wide operations.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(*args),
         Command::Service(command) => client_runtime()?.block_on(service::run(*command)),
         Command::Node(command) => client_runtime()?.block_on(node::run(command)),
+        Command::Task(command) => client_runtime()?.block_on(task::run(command)),
         Command::Cluster(command) => cluster::run(command),
         Command::Events(args) => client_runtime()?.block_on(events::run(args)),
         Command::Version(args) => client_runtime()?.block_on(version::version(args)),

@@ -7,8 +7,9 @@ use shoal_scheduler::{Availability, Node};
 
 use super::ClientOptions;
 use super::client::client;
-use super::output::{Format, print_json, print_listing, print_tasks};
+use super::output::{Format, TaskListArgs, print_json, print_listing};
 use crate::control::api::{self, UpdateNodeRequest};
+use crate::control::filters::{self, NodeFilter};
 use crate::control::views::{NodeRow, TaskRow};
 
 /// The label that asks autopilot to keep a node out of the manager set.
@@ -28,7 +29,8 @@ pub enum NodeCommand {
     /// service's update parallelism) and gives it no new ones; `pause` keeps its tasks but gives
     /// it no new ones; `active` puts it back to work.
     Update(NodeUpdateArgs),
-    /// List the tasks placed on a node (this agent's node by default).
+    /// List the tasks placed on a node (this agent's node by default), each slot's history
+    /// indented under its task as `service ps` shows it.
     Ps(NodePsArgs),
     /// Let a node be a manager again.
     ///
@@ -106,12 +108,9 @@ pub struct NodePsArgs {
     /// The node: id, hostname, id prefix, or `self` (the default).
     #[arg(default_value = "self")]
     pub node: String,
-    /// Only tasks that are meant to run (not those being or already shut down).
-    #[arg(long)]
-    pub running: bool,
-    /// Table for people, JSON for scripts.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    /// Which tasks, and how they are printed.
+    #[command(flatten)]
+    pub tasks: TaskListArgs,
     #[command(flatten)]
     client: ClientOptions,
 }
@@ -156,6 +155,11 @@ pub struct NodeListArgs {
     /// Print only node ids.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Only matching nodes: `name=PREFIX` (of the hostname), `id=PREFIX`,
+    /// `role=manager|worker`, `availability=active|pause|drain`, `label=KEY[=VALUE]`. A key
+    /// repeated matches any of its values; different keys must all match.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     #[command(flatten)]
     client: ClientOptions,
 }
@@ -253,12 +257,11 @@ async fn update(args: NodeUpdateArgs) -> anyhow::Result<()> {
 }
 
 async fn ps(args: NodePsArgs) -> anyhow::Result<()> {
+    let query = args.tasks.query()?;
     let name = resolve(&args.client, &args.node).await?;
-    let mut rows: Vec<TaskRow> = client(&args.client).get(&api::node_tasks(&name)).await?;
-    if args.running {
-        rows.retain(|row| row.desired != shoal_scheduler::DesiredState::Shutdown);
-    }
-    print_tasks(&rows, args.format)
+    let path = format!("{}{query}", api::node_tasks(&name));
+    let rows: Vec<TaskRow> = client(&args.client).get(&path).await?;
+    args.tasks.print(&rows)
 }
 
 /// Promotes (clears the step-down label) or demotes (sets it) each node.
@@ -314,8 +317,10 @@ async fn remove(args: NodeRemoveArgs) -> anyhow::Result<()> {
 }
 
 async fn list(args: NodeListArgs) -> anyhow::Result<()> {
+    NodeFilter::parse(&args.filter)?;
     let info: api::InfoResponse = client(&args.client).get(api::INFO).await?;
-    let rows: Vec<NodeRow> = client(&args.client).get(api::NODES).await?;
+    let path = format!("{}{}", api::NODES, filters::query(&args.filter));
+    let rows: Vec<NodeRow> = client(&args.client).get(&path).await?;
     let headers = [
         "ID",
         "HOSTNAME",

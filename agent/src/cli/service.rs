@@ -9,9 +9,10 @@ use shoal_scheduler::{DesiredState, ServiceId, TaskState};
 
 use super::ClientOptions;
 use super::client::client;
-use super::output::{Format, print_json, print_listing, print_tasks};
+use super::output::{Format, TaskListArgs, print_json, print_listing};
 use super::spec::SpecArgs;
 use crate::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
+use crate::control::filters::{self, ServiceFilter};
 use crate::control::views::{ServiceRow, TaskRow};
 
 /// Service commands.
@@ -24,7 +25,10 @@ pub enum ServiceCommand {
     /// List services.
     #[command(alias = "list")]
     Ls(ListArgs),
-    /// List the tasks of a service.
+    /// List the tasks of a service: each slot's task, with its history (the tasks it
+    /// replaced, newest first) indented under it.
+    ///
+    /// Example: shoal service ps --filter desired-state=running web
     Ps(PsArgs),
     /// Show a service's full record as JSON.
     Inspect(NameArgs),
@@ -76,6 +80,11 @@ pub struct ListArgs {
     /// Print only service ids.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Only matching services: `name=PREFIX`, `id=PREFIX`, `label=KEY[=VALUE]`,
+    /// `mode=replicated|global`. A key repeated matches any of its values; different keys
+    /// must all match.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
     #[command(flatten)]
     client: ClientOptions,
 }
@@ -83,14 +92,11 @@ pub struct ListArgs {
 /// `service ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
-    /// The service's name or id.
+    /// The service's name, id or unique id prefix.
     pub service: String,
-    /// Table for people, JSON for scripts.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
-    /// Only tasks that should be running.
-    #[arg(long)]
-    pub running: bool,
+    /// Which tasks, and how they are printed.
+    #[command(flatten)]
+    pub tasks: TaskListArgs,
     #[command(flatten)]
     client: ClientOptions,
 }
@@ -98,7 +104,7 @@ pub struct PsArgs {
 /// Commands that name one service.
 #[derive(Debug, Args)]
 pub struct NameArgs {
-    /// The service's name or id.
+    /// The service's name, id or unique id prefix.
     pub service: String,
     #[command(flatten)]
     client: ClientOptions,
@@ -120,7 +126,7 @@ pub struct ScaleArgs {
 /// `service rm`.
 #[derive(Debug, Args)]
 pub struct RemoveArgs {
-    /// Services' names or ids.
+    /// Services' names, ids or unique id prefixes.
     #[arg(required = true)]
     pub services: Vec<String>,
     #[command(flatten)]
@@ -283,18 +289,28 @@ fn progress_line(row: &ServiceRow, tasks: &[TaskRow]) -> String {
     )
 }
 
+/// The `service ls` row of the service `name` names (its name, id or unique id prefix).
 async fn find_row(
     client: &crate::control::client::ControlClient,
     name: &str,
 ) -> anyhow::Result<ServiceRow> {
     let rows: Vec<ServiceRow> = client.get(api::SERVICES).await?;
-    rows.into_iter()
+    if let Some(row) = rows
+        .iter()
         .find(|row| row.name == name || row.id.to_string() == name)
+    {
+        return Ok(row.clone());
+    }
+    let service: shoal_scheduler::Service = client.get(&api::service(name)).await?;
+    rows.into_iter()
+        .find(|row| row.id == service.id)
         .with_context(|| format!("no such service: {name}"))
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let rows: Vec<ServiceRow> = client(&args.client).get(api::SERVICES).await?;
+    ServiceFilter::parse(&args.filter)?;
+    let path = format!("{}{}", api::SERVICES, filters::query(&args.filter));
+    let rows: Vec<ServiceRow> = client(&args.client).get(&path).await?;
     let headers = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"];
     print_listing(
         &rows,
@@ -316,13 +332,13 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 }
 
 async fn ps(args: PsArgs) -> anyhow::Result<()> {
-    let mut rows: Vec<TaskRow> = client(&args.client)
-        .get(&api::service_tasks(&args.service))
-        .await?;
-    if args.running {
-        rows.retain(|row| row.desired != DesiredState::Shutdown);
-    }
-    print_tasks(&rows, args.format)
+    let path = format!(
+        "{}{}",
+        api::service_tasks(&args.service),
+        args.tasks.query()?
+    );
+    let rows: Vec<TaskRow> = client(&args.client).get(&path).await?;
+    args.tasks.print(&rows)
 }
 
 async fn inspect(args: NameArgs) -> anyhow::Result<()> {

@@ -154,6 +154,9 @@ pub struct ClusterSettingsRequest {
     /// Whether services may bind-mount the host's root or a container engine's socket.
     #[serde(default)]
     pub allow_sensitive_mounts: Option<bool>,
+    /// Ended tasks kept per slot as history (older ones are pruned by the leader).
+    #[serde(default)]
+    pub task_history_limit: Option<u64>,
 }
 
 /// The longest an events call waits for a matching event (below the mesh's request timeout, so

@@ -5,6 +5,8 @@
 //! - [`server`]: the axum router served by the daemon.
 //! - [`logs`]: a service's logs, gathered from its nodes (partial, with warnings, when one is gone).
 //! - [`events`]: the events route (a page after a cursor, filtered, waiting for a match).
+//! - [`filters`]: `--filter KEY=VALUE` of the `ls` and `ps` commands, parsed and matched.
+//! - [`tasks`]: one task in full (`shoal task inspect`), by id or unique id prefix.
 //! - [`cluster_info`]: the cluster at a glance (`shoal cluster info`).
 //! - [`client`]: the hyper client the CLI uses.
 //! - [`forward`]: calls forwarded between agents (`/shoal/control/1`): a worker's to a manager.
@@ -13,7 +15,9 @@ pub mod api;
 pub mod client;
 pub mod cluster_info;
 pub mod events;
+pub mod filters;
 pub mod forward;
 pub mod logs;
 pub mod server;
+pub mod tasks;
 pub mod views;

@@ -32,7 +32,7 @@ use super::api::{
     InfoResponse, RemoveNodeQuery, ScaleRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
 use super::forward::{self, Caller, ForwardedAnswer, REQUEST_ID_HEADER};
-use super::views;
+use super::{filters, views};
 use crate::worker::now;
 
 /// What the handlers share.
@@ -107,11 +107,12 @@ impl ApiError {
     }
 }
 
-impl From<views::NodeLookupError> for ApiError {
-    fn from(error: views::NodeLookupError) -> Self {
-        let status = match error {
-            views::NodeLookupError::NotFound(_) => StatusCode::NOT_FOUND,
-            views::NodeLookupError::Ambiguous { .. } => StatusCode::BAD_REQUEST,
+impl From<views::LookupError> for ApiError {
+    fn from(error: views::LookupError) -> Self {
+        let status = if error.is_not_found() {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
         };
         ApiError::new(status, error.to_string())
     }
@@ -177,6 +178,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/services/{name}/scale", post(scale_service))
         .route("/v1/services/{name}/update", post(update_service))
         .route("/v1/services/{name}/rollback", post(rollback_service))
+        .route(super::tasks::TASK_ROUTE, get(super::tasks::inspect_task))
         .route(api::EVENTS, get(super::events::list_events))
         .route(
             super::cluster_info::CLUSTER_INFO,
@@ -337,9 +339,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
 async fn list_services(
     State(state): State<Arc<ControlState>>,
     Query(read): Query<ReadOptions>,
+    filter: filters::ServiceFilter,
 ) -> ApiResult<Vec<views::ServiceRow>> {
     let cluster = cluster(&state, read).await?;
-    Ok(Json(views::service_rows(&cluster)))
+    Ok(Json(views::service_rows_where(&cluster, |s| {
+        filter.matches(s)
+    })))
 }
 
 async fn create_service(
@@ -367,20 +372,20 @@ async fn inspect_service(
     Query(read): Query<ReadOptions>,
 ) -> ApiResult<shoal_scheduler::Service> {
     let cluster = cluster(&state, read).await?;
-    let service =
-        views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
-    Ok(Json(service.clone()))
+    Ok(Json(views::lookup_service(&cluster, &name)?.clone()))
 }
 
 async fn service_tasks(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(read): Query<ReadOptions>,
+    filter: filters::TaskFilter,
 ) -> ApiResult<Vec<views::TaskRow>> {
     let cluster = cluster(&state, read).await?;
-    let service =
-        views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
-    Ok(Json(views::task_rows(&cluster, service)))
+    let service = views::lookup_service(&cluster, &name)?;
+    Ok(Json(views::task_rows_where(&cluster, service, |t| {
+        filter.keeps(&cluster, t)
+    })))
 }
 
 async fn remove_service(
@@ -401,8 +406,7 @@ async fn scale_service(
     Json(request): Json<ScaleRequest>,
 ) -> WriteResult<ServiceId> {
     let cluster = cluster(&state, ReadOptions::default()).await?;
-    let service =
-        views::find_service(&cluster, &name).ok_or_else(|| ApiError::no_such_service(&name))?;
+    let service = views::lookup_service(&cluster, &name)?;
     if service.spec.mode == ServiceMode::Global {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -452,9 +456,12 @@ async fn rollback_service(
 async fn list_nodes(
     State(state): State<Arc<ControlState>>,
     Query(read): Query<ReadOptions>,
+    filter: filters::NodeFilter,
 ) -> ApiResult<Vec<views::NodeRow>> {
     let cluster = cluster(&state, read).await?;
-    Ok(Json(views::node_rows(&cluster)))
+    Ok(Json(views::node_rows_where(&cluster, |n| {
+        filter.matches(n)
+    })))
 }
 
 async fn inspect_node(
@@ -470,10 +477,13 @@ async fn node_tasks(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(read): Query<ReadOptions>,
+    filter: filters::TaskFilter,
 ) -> ApiResult<Vec<views::TaskRow>> {
     let cluster = cluster(&state, read).await?;
     let node = views::find_node(&cluster, &name)?;
-    Ok(Json(views::node_task_rows(&cluster, &node.id)))
+    Ok(Json(views::node_task_rows_where(&cluster, &node.id, |t| {
+        filter.keeps(&cluster, t)
+    })))
 }
 
 async fn update_node(
@@ -534,9 +544,7 @@ async fn node_id(state: &ControlState, name: &str) -> Result<NodeId, ApiError> {
 
 async fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiError> {
     let cluster = cluster(state, ReadOptions::default()).await?;
-    views::find_service(&cluster, name)
-        .map(|s| s.id)
-        .ok_or_else(|| ApiError::no_such_service(name))
+    Ok(views::lookup_service(&cluster, name)?.id)
 }
 
 async fn cluster_settings(
@@ -553,6 +561,7 @@ async fn update_cluster_settings(
 ) -> WriteResult<shoal_scheduler::ClusterSettings> {
     let command = Command::UpdateClusterSettings {
         allow_sensitive_mounts: request.allow_sensitive_mounts,
+        task_history_limit: request.task_history_limit,
     };
     let written = write(&state, &call, command).await?;
     let read = ReadOptions {

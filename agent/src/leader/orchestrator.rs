@@ -7,12 +7,17 @@
 //! limit ([`Plan::into_pieces`](shoal_scheduler::Plan::into_pieces)), one after the other, so
 //! a big reconciliation converges instead of being refused whole. A new leader decides nothing
 //! until its state holds an entry of its own term.
+//!
+//! Task history stays bounded: when a pass finds tasks beyond the cluster's
+//! `task_history_limit` ([`prune::due`], a pure function of the state), the loop commits a
+//! `PruneTasks`, and every replica forgets the same tasks when it applies it.
 
 use std::time::Duration;
 
 use shoal_consensus::Quorum;
 use shoal_metrics::AgentMetrics;
 use shoal_metrics::agent::{PlanLabels, PlanResult};
+use shoal_scheduler::apply::prune;
 use shoal_scheduler::{ApplyError, Command, Plan, Timestamp};
 use tokio::time::Instant;
 
@@ -50,14 +55,21 @@ pub async fn run(quorum: Quorum, metrics: AgentMetrics) {
             .observe(started.elapsed().as_secs_f64());
         crate::leader::gauges::update(&metrics, &state);
         let wake_at: Option<Timestamp> = plan.wake_at;
+        let prune_due = prune::due(&state);
         drop(state);
-        if !plan.is_empty() {
+        let committed = if plan.is_empty() {
+            None
+        } else {
             metrics.scheduler_unplaceable_tasks.set(unplaceable(&plan));
-            match commit(&quorum, &metrics, plan, at).await {
-                Committed::All | Committed::Stale => continue,
-                Committed::Failed => tokio::time::sleep(WRITE_RETRY).await,
-                Committed::Refused => {}
-            }
+            Some(commit(&quorum, &metrics, plan, at).await)
+        };
+        if let Some(command) = prune_due {
+            prune_history(&quorum, command).await;
+        }
+        match committed {
+            Some(Committed::All | Committed::Stale) => continue,
+            Some(Committed::Failed) => tokio::time::sleep(WRITE_RETRY).await,
+            Some(Committed::Refused) | None => {}
         }
         if !wait_for_change(&mut applied, wake_at).await {
             return;
@@ -113,6 +125,15 @@ async fn commit(quorum: &Quorum, metrics: &AgentMetrics, plan: Plan, at: Timesta
         }
     }
     Committed::All
+}
+
+/// Commits the prune a pass found due. A failed one is simply found due again by a later pass.
+async fn prune_history(quorum: &Quorum, command: Command) {
+    match quorum.write(command).await {
+        Ok(Ok(_)) => tracing::debug!("task history pruned"),
+        Ok(Err(error)) => tracing::warn!(%error, "task history prune refused"),
+        Err(error) => tracing::debug!(%error, "cannot prune task history now"),
+    }
 }
 
 /// Tasks of the plan that stay without a node.

@@ -60,9 +60,13 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
         }
         Command::UpdateClusterSettings {
             allow_sensitive_mounts,
+            task_history_limit,
         } => {
             if let Some(allow) = allow_sensitive_mounts {
                 state.settings.allow_sensitive_mounts = *allow;
+            }
+            if let Some(limit) = task_history_limit {
+                state.settings.task_history_limit = *limit;
             }
             Ok(Outcome::Done)
         }

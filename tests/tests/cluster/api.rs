@@ -102,6 +102,7 @@ async fn bind_mounts_that_hand_over_the_node_need_the_clusters_leave() {
             api::CLUSTER_SETTINGS,
             &ClusterSettingsRequest {
                 allow_sensitive_mounts: Some(true),
+                ..ClusterSettingsRequest::default()
             },
         )
         .await

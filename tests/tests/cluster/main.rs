@@ -7,6 +7,7 @@ mod cluster_info;
 mod containers;
 mod docker_single;
 mod events;
+mod history;
 mod liveness;
 mod logs;
 mod metrics;
