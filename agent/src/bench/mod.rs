@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod e2e;
 pub mod failover;
+pub mod idle;
 pub mod mesh;
 pub mod raft;
 pub mod scheduler;

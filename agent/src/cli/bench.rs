@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// N whole agents with the sim executor: formation, the raft group's size, placing and
     /// scaling a service.
     Cluster(bench::cluster::ClusterBenchArgs),
+    /// What an idle manager and an idle worker cost: resident memory and CPU, measured from
+    /// outside the two agent processes.
+    Idle(bench::idle::IdleBenchArgs),
 }
 
 /// Runs a benchmark.
@@ -37,5 +40,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Failover(args) => runtime()?.block_on(bench::failover::run(&args)),
         BenchCommand::E2e(args) => runtime()?.block_on(bench::e2e::run(&args)),
         BenchCommand::Cluster(args) => runtime()?.block_on(bench::cluster::run(&args)),
+        BenchCommand::Idle(args) => runtime()?.block_on(bench::idle::run(&args)),
     }
 }

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use shoal_scheduler::join_keys::JoinRole;
+
 use crate::control::cluster_info::{CLUSTER_INFO, ClusterInfo};
+use crate::control::join_tokens::{
+    JOIN_TOKENS, JoinTokens, ROTATE_JOIN_TOKEN, RoleToken, RotateRequest,
+};
 
 /// Cluster commands.
 #[derive(Debug, Subcommand)]
@@ -15,12 +20,19 @@ pub enum ClusterCommand {
     /// it comes back as the only manager, with every service and task it knew, and autopilot
     /// promotes other nodes as they rejoin.
     Recover(RecoverArgs),
-    /// Create a new cluster secret and print its manager and worker tokens.
+    /// Print the token a new worker (or with --manager, a new manager) must present to join,
+    /// rotate it, or create a new cluster secret.
     ///
-    /// Start every agent with `--token` (or SHOAL_TOKEN): managers with the manager token,
-    /// workers with the worker token. Peers without a token cannot even connect, and a worker
-    /// token can never make a manager.
-    Token,
+    /// On a manager of a closed cluster, `shoal cluster token` prints the worker join token and
+    /// `--manager` the manager's. `--rotate` replaces it: agents that already joined keep their
+    /// place, new agents must present the new token, and the old one is still accepted for
+    /// `--grace` (default 1h), then refused.
+    ///
+    /// `--new` creates the secret of a new closed cluster and prints both tokens: start every
+    /// agent with SHOAL_TOKEN (or --token-file), managers with the manager token, workers with
+    /// the worker token. Peers without a token cannot even connect, and a worker token can
+    /// never make a manager.
+    Token(TokenArgs),
     /// Change cluster-wide settings.
     Update(UpdateArgs),
     /// Show the cluster: its id, leader and managers, raft term and indexes, the autopilot's
@@ -34,6 +46,28 @@ pub struct InfoArgs {
     /// `table` for people, `json` for scripts.
     #[arg(long, value_enum, default_value_t = super::output::Format::Table)]
     pub format: super::output::Format,
+    #[command(flatten)]
+    client: super::ClientOptions,
+}
+
+/// `cluster token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The manager token instead of the worker token.
+    #[arg(long)]
+    pub manager: bool,
+    /// Replace the token: new agents must present the new one.
+    #[arg(long, conflicts_with = "new")]
+    pub rotate: bool,
+    /// With --rotate: how long the replaced token is still accepted (0s: refused at once).
+    #[arg(long, default_value = "1h", value_parser = super::spec::parse_duration, requires = "rotate")]
+    pub grace: std::time::Duration,
+    /// Print only the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Create the secret of a new closed cluster (no agent needed) and print both its tokens.
+    #[arg(long, conflicts_with = "manager")]
+    pub new: bool,
     #[command(flatten)]
     client: super::ClientOptions,
 }
@@ -85,14 +119,8 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             runtime.block_on(update(args))
         }
         ClusterCommand::Info(args) => super::client_runtime()?.block_on(info(args)),
-        ClusterCommand::Token => {
-            let token = shoal_consensus::Token::generate_manager()?;
-            let manager = token.manager_token().unwrap_or_default();
-            println!("manager token: {manager}");
-            println!("worker token:  {}", token.worker_token());
-            println!("Keep them secret: anyone with the manager token can become a manager.");
-            Ok(())
-        }
+        ClusterCommand::Token(args) if args.new => new_secret(args.quiet),
+        ClusterCommand::Token(args) => super::client_runtime()?.block_on(token(args)),
     }
 }
 
@@ -199,4 +227,116 @@ fn render_info(info: &ClusterInfo) -> String {
         info.served_by,
     ));
     out
+}
+
+/// `cluster token --new`: a new cluster secret, made here.
+fn new_secret(quiet: bool) -> anyhow::Result<()> {
+    let token = shoal_consensus::Token::generate_manager()?;
+    let manager = token.manager_token().unwrap_or_default();
+    if quiet {
+        println!("{manager}\n{}", token.worker_token());
+        return Ok(());
+    }
+    println!("manager token: {manager}");
+    println!("worker token:  {}", token.worker_token());
+    println!("Keep them secret: anyone with the manager token can become a manager.");
+    Ok(())
+}
+
+/// `cluster token [--manager] [--rotate]`: asks this machine's manager.
+async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let role = if args.manager {
+        JoinRole::Manager
+    } else {
+        JoinRole::Worker
+    };
+    let client = super::client::client(&args.client);
+    let tokens: JoinTokens = if args.rotate {
+        let grace_ms = u64::try_from(args.grace.as_millis()).unwrap_or(u64::MAX);
+        client
+            .post(ROTATE_JOIN_TOKEN, &RotateRequest { role, grace_ms })
+            .await?
+    } else {
+        client.get(JOIN_TOKENS).await?
+    };
+    let shown = match role {
+        JoinRole::Worker => &tokens.worker,
+        JoinRole::Manager => &tokens.manager,
+    };
+    if args.quiet {
+        println!("{}", shown.token);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        describe_token(role, shown, args.rotate.then_some(args.grace))
+    );
+    Ok(())
+}
+
+/// What `cluster token` tells people about one role's token.
+fn describe_token(
+    role: JoinRole,
+    shown: &RoleToken,
+    rotated_with_grace: Option<std::time::Duration>,
+) -> String {
+    let mut out = String::new();
+    if let Some(grace) = rotated_with_grace {
+        out.push_str(&format!(
+            "The {} join token was rotated. Agents that already joined keep working; the old \
+             token admits new agents for {} more, then is refused.\n\n",
+            role.name(),
+            span(grace),
+        ));
+    }
+    out.push_str(&format!(
+        "To add a {} to this cluster, start its agent with this token in SHOAL_TOKEN (or a \
+         file given to --token-file):\n\n    {}\n",
+        role.name(),
+        shown.token
+    ));
+    if let Some(until) = shown.previous_valid_until_ms {
+        let left = until.saturating_sub(super::client::now_ms());
+        out.push_str(&format!(
+            "\nThe token it replaced is accepted for {} more.\n",
+            span(std::time::Duration::from_millis(left))
+        ));
+    }
+    out
+}
+
+/// `45 seconds`, `59 minutes`, `2 hours`: a span for people.
+fn span(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    let (n, unit) = match seconds {
+        0..=119 => (seconds, "second"),
+        120..=7_199 => (seconds / 60, "minute"),
+        7_200..=172_799 => (seconds / 3_600, "hour"),
+        _ => (seconds / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_says_how_long_the_old_token_lasts() {
+        let shown = RoleToken {
+            token: "SHOAL1-x-Wy".into(),
+            rotations: 1,
+            rotated_at_ms: Some(0),
+            previous_valid_until_ms: None,
+        };
+        let text = describe_token(
+            JoinRole::Worker,
+            &shown,
+            Some(std::time::Duration::from_secs(3_600)),
+        );
+        assert!(text.contains("for 60 minutes more"), "{text}");
+        assert!(text.contains("    SHOAL1-x-Wy\n"), "{text}");
+        assert_eq!(span(std::time::Duration::from_secs(1)), "1 second");
+        assert_eq!(span(std::time::Duration::from_secs(86_400 * 3)), "3 days");
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`tasks`]: one task in full (`shoal task inspect`), by id or unique id prefix.
 //! - [`cluster_info`]: the cluster at a glance (`shoal cluster info`).
 //! - [`client`]: the hyper client the CLI uses.
+//! - [`join_tokens`]: the cluster's join tokens and their rotation (a manager's owner only).
 //! - [`forward`]: calls forwarded between agents (`/shoal/control/1`): a worker's to a manager.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod cluster_info;
 pub mod events;
 pub mod filters;
 pub mod forward;
+pub mod join_tokens;
 pub mod logs;
 pub mod server;
 pub mod tasks;

@@ -151,9 +151,10 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 type WriteResult<T> = Result<([(&'static str, String); 1], Json<T>), ApiError>;
 
 /// What a committed write answered, and where it is in the log.
-struct Written {
+pub(super) struct Written {
     outcome: Outcome,
-    index: u64,
+    /// The log index it committed at.
+    pub(super) index: u64,
 }
 
 impl Written {
@@ -183,6 +184,14 @@ pub fn router(state: ControlState) -> Router {
         .route(
             super::cluster_info::CLUSTER_INFO,
             get(super::cluster_info::cluster_info),
+        )
+        .route(
+            super::join_tokens::JOIN_TOKENS,
+            get(super::join_tokens::join_tokens),
+        )
+        .route(
+            super::join_tokens::ROTATE_JOIN_TOKEN,
+            post(super::join_tokens::rotate_join_token),
         )
         .route(api::NODES, get(list_nodes))
         .route("/v1/nodes/{node}", get(inspect_node).delete(remove_node))
@@ -248,7 +257,11 @@ fn request_id(headers: &HeaderMap) -> Option<RequestId> {
 }
 
 /// Writes `command` for `caller`: a forwarded call only if the caller's admission allows it.
-async fn write(state: &ControlState, call: &Call, command: Command) -> Result<Written, ApiError> {
+pub(super) async fn write(
+    state: &ControlState,
+    call: &Call,
+    command: Command,
+) -> Result<Written, ApiError> {
     if let Caller::Peer(peer) = call.caller {
         let cluster = state.quorum.state();
         let node = NodeId::new(peer.to_string());
@@ -316,6 +329,13 @@ async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<InfoResponse>
 pub struct Call {
     caller: Caller,
     request: Option<RequestId>,
+}
+
+impl Call {
+    /// Who makes the call: the socket's owner or another agent.
+    pub fn caller(&self) -> Caller {
+        self.caller
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {

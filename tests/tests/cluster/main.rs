@@ -15,4 +15,5 @@ mod no_runtime;
 mod nodes;
 mod scale;
 mod sim_cluster;
+mod tokens;
 mod workers;
