@@ -192,13 +192,18 @@ fn render_info(info: &ClusterInfo) -> String {
     let mut out = format!(
         "Cluster ID:   {}\nMode:         {mode}\nLeader:       {leader}\n\
          Raft:         term {}, applied index {}, last log index {}\n\
-         Managers:     {} (autopilot target {}){}\n",
+         Managers:     {} (the autopilot keeps {}{}){}\n",
         info.cluster_id.as_deref().unwrap_or("none yet"),
         info.term,
         info.applied_index,
         info.last_log_index,
         info.managers.len(),
         info.manager_target,
+        if info.nodes.total < info.manager_target {
+            ", fewer while the cluster has fewer nodes"
+        } else {
+            ""
+        },
         if info.learners.is_empty() {
             String::new()
         } else {
@@ -211,7 +216,7 @@ fn render_info(info: &ClusterInfo) -> String {
     out.push_str(&format!(
         "Nodes:        {} ({} ready, {} down, {} unknown)\n\
          Services:     {}\nTasks:        {} running, {} kept in the state\n\
-         Settings:     sensitive bind mounts {}\nAnswered by:  {}\n",
+         Settings:     sensitive bind mounts {}, task history {} per slot\nAnswered by:  {}\n",
         n.total,
         n.ready,
         n.down,
@@ -224,6 +229,7 @@ fn render_info(info: &ClusterInfo) -> String {
         } else {
             "refused"
         },
+        info.settings.task_history_limit,
         info.served_by,
     ));
     out
