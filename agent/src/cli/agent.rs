@@ -64,6 +64,14 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics on this address (`off` to disable).
     #[arg(long, env = "SHOAL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
+    /// Also serve the control API on this TCP address (`HOST:PORT`, e.g. 127.0.0.1:7947), each
+    /// call with `Authorization: Bearer <token>`; plain HTTP, so keep it on loopback or behind
+    /// TLS. The token is in `<data-dir>/api-token` (`shoal cluster info` prints it).
+    #[arg(long, env = "SHOAL_API_ADDR", value_name = "HOST:PORT")]
+    pub api_addr: Option<SocketAddr>,
+    /// A file holding the TCP API's token, instead of the one the agent makes in its data dir.
+    #[arg(long, env = "SHOAL_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
     /// Pull missing images (`missing`, the default) or `never`.
     #[arg(long, env = "SHOAL_PULL", value_enum, default_value_t = PullFlag::Missing)]
     pub pull: PullFlag,
@@ -154,6 +162,8 @@ impl AgentArgs {
             docker_host: None,
             labels,
             metrics_addr,
+            api_addr: self.api_addr,
+            api_token_file: self.api_token_file.clone(),
             down_grace: self.down_grace,
             bootstrap_window: Duration::from_millis(1500),
             never_pull: self.pull == PullFlag::Never,

@@ -79,6 +79,17 @@ pub struct ClientOptions {
     /// The control socket to use (overrides --data-dir).
     #[arg(long, env = "SHOAL_SOCKET", global = true)]
     pub socket: Option<PathBuf>,
+    /// Talk to the agent at `tcp://HOST:PORT` (one started with `--api-addr`) instead of the
+    /// local socket; `unix://PATH` names a socket.
+    #[arg(long, env = "SHOAL_HOST", global = true, value_name = "tcp://HOST:PORT", value_parser = client::parse_host)]
+    pub host: Option<client::Host>,
+    /// The API token of the agent at --host (prefer SHOAL_API_TOKEN or --api-token-file: a
+    /// value on the command line shows in `ps`).
+    #[arg(long, env = "SHOAL_API_TOKEN", global = true, hide_env_values = true, value_parser = client::parse_secret)]
+    pub api_token: Option<client::Secret>,
+    /// A file holding the API token of the agent at --host (wins over --api-token).
+    #[arg(long, env = "SHOAL_API_TOKEN_FILE", global = true, value_name = "FILE", value_parser = client::read_secret)]
+    pub api_token_file: Option<client::Secret>,
 }
 
 impl ClientOptions {

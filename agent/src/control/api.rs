@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::{Availability, ServiceId, ServiceSpec};
+use utoipa::{IntoParams, ToSchema};
 
 /// The response header of a write: the raft log index it committed at. A read with
 /// `?min_index=N` on any manager answers from a state that includes it.
@@ -18,6 +19,11 @@ pub const NODES: &str = "/v1/nodes";
 pub const EVENTS: &str = "/v1/events";
 /// `GET` the cluster's settings, `POST` [`ClusterSettingsRequest`] to change them.
 pub const CLUSTER_SETTINGS: &str = "/v1/cluster/settings";
+/// `GET` the OpenAPI document of this API (every route, its parameters and bodies).
+pub const OPENAPI: &str = "/v1/openapi.json";
+/// `GET` the TCP API's bearer token ([`ApiTokenResponse`]): on the Unix socket only, refused
+/// over TCP and to other agents.
+pub const API_TOKEN: &str = "/v1/api-token";
 
 /// The path of one service (`GET` inspect, `DELETE` remove).
 pub fn service(name: &str) -> String {
@@ -57,16 +63,18 @@ pub fn service_rollback(name: &str) -> String {
 }
 
 /// Body of `POST /v1/services`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateServiceRequest {
-    /// The desired state.
+    /// The desired state (the scheduler's `ServiceSpec`).
+    #[schema(value_type = Object)]
     pub spec: ServiceSpec,
 }
 
 /// Answer to a created service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateServiceResponse {
     /// The new service's id.
+    #[schema(value_type = u64)]
     pub id: ServiceId,
 }
 
@@ -87,13 +95,15 @@ pub fn node_update(name: &str) -> String {
 }
 
 /// Body of `POST /v1/nodes/{node}/update`: what to change (absent fields stay).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UpdateNodeRequest {
     /// `active`, `pause` (keeps its tasks, gets no new ones) or `drain` (its tasks move away).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub availability: Option<Availability>,
-    /// Labels to set, `(name, value)`.
+    /// Labels to set, `[name, value]` pairs.
     #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
     pub labels_set: Vec<(String, String)>,
     /// Labels to remove.
     #[serde(default)]
@@ -101,7 +111,8 @@ pub struct UpdateNodeRequest {
 }
 
 /// Query of `DELETE /v1/nodes/{node}`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveNodeQuery {
     /// Remove a node that is not down (its tasks are lost and replaced elsewhere).
     #[serde(default)]
@@ -109,30 +120,32 @@ pub struct RemoveNodeQuery {
 }
 
 /// Body of a scale request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScaleRequest {
     /// The new number of replicas.
     pub replicas: u64,
 }
 
 /// Body of an update request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UpdateServiceRequest {
-    /// The new spec.
+    /// The new spec (the scheduler's `ServiceSpec`).
+    #[schema(value_type = Object)]
     pub spec: ServiceSpec,
     /// The version the client based it on (from inspect).
     pub expected_version: u64,
 }
 
-/// An error answer: what went wrong and, where it helps, what to do next.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An error answer: what went wrong and, where it helps, what to do next. Every error the API
+/// answers has this body, whatever its status.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The message for the user.
     pub error: String,
 }
 
 /// Facts about the cluster as this agent sees them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InfoResponse {
     /// This agent's node id.
     pub node_id: String,
@@ -149,7 +162,7 @@ pub struct InfoResponse {
 }
 
 /// Body of `POST /v1/cluster/settings`: the settings to change (absent ones stay).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ClusterSettingsRequest {
     /// Whether services may bind-mount the host's root or a container engine's socket.
     #[serde(default)]
@@ -166,7 +179,8 @@ pub const MAX_EVENTS_WAIT_MS: u64 = 5_000;
 pub const MAX_EVENTS_PAGE: usize = 2_000;
 
 /// Query of `GET /v1/events`: what to read, and how long to wait for it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Read after this cursor (`N` or `N.K`, a page's `next`; `end` for new events only); from
     /// the oldest event held if absent.
@@ -190,7 +204,8 @@ pub struct EventsQuery {
 }
 
 /// Query of a service's logs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// The last this many lines of each task (all it holds, up to the executor's bound, if
     /// absent).
@@ -202,4 +217,13 @@ pub struct LogsQuery {
     /// Only this task of the service (its id or a unique prefix).
     #[serde(default)]
     pub task: Option<String>,
+}
+
+/// Answer of [`API_TOKEN`]: what a remote client presents, and where.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiTokenResponse {
+    /// The bearer token of the TCP API (a secret: `Authorization: Bearer <token>`).
+    pub token: String,
+    /// The address the TCP API listens on (`HOST:PORT`), if this agent serves it.
+    pub addr: Option<String>,
 }

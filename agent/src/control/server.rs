@@ -16,7 +16,6 @@ use axum::extract::{Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shoal_consensus::{Committed, Quorum};
@@ -26,12 +25,14 @@ use shoal_scheduler::{
     ApplyError, ClusterState, Command, NodeId, Outcome, RequestId, ServiceId, ServiceMode,
 };
 use tokio::net::UnixListener;
+use utoipa::IntoParams;
 
 use super::api::{
     self, ClusterSettingsRequest, CreateServiceRequest, CreateServiceResponse, ErrorBody,
     InfoResponse, RemoveNodeQuery, ScaleRequest, UpdateNodeRequest, UpdateServiceRequest,
 };
 use super::forward::{self, Caller, ForwardedAnswer, REQUEST_ID_HEADER};
+use super::remote::RemoteAccess;
 use super::{filters, views};
 use crate::worker::now;
 
@@ -50,10 +51,13 @@ pub struct ControlState {
     pub metrics: shoal_metrics::AgentMetrics,
     /// The executor of this node's tasks (their logs), if it runs any.
     pub executor: Option<Arc<dyn crate::executor::Executor>>,
+    /// The TCP API's token and address.
+    pub remote: RemoteAccess,
 }
 
 /// How a read is served.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadOptions {
     /// Answer from this agent's replica at once instead of a linearizable read.
     #[serde(default)]
@@ -164,48 +168,25 @@ impl Written {
     }
 }
 
-/// The control API's routes.
+/// The control API's routes ([`super::routes::table`]), every error answered as JSON.
 pub fn router(state: ControlState) -> Router {
-    Router::new()
-        .route(api::INFO, get(info))
-        .route(api::SERVICES, get(list_services).post(create_service))
-        .route(
-            "/v1/services/{name}",
-            get(inspect_service).delete(remove_service),
-        )
-        .route("/v1/services/{name}/tasks", get(service_tasks))
-        .route("/v1/services/{name}/logs", get(super::logs::service_logs))
-        .route(api::LOCAL_LOGS, get(super::logs::local_logs))
-        .route("/v1/services/{name}/scale", post(scale_service))
-        .route("/v1/services/{name}/update", post(update_service))
-        .route("/v1/services/{name}/rollback", post(rollback_service))
-        .route(super::tasks::TASK_ROUTE, get(super::tasks::inspect_task))
-        .route(api::EVENTS, get(super::events::list_events))
-        .route(
-            super::cluster_info::CLUSTER_INFO,
-            get(super::cluster_info::cluster_info),
-        )
-        .route(
-            super::join_tokens::JOIN_TOKENS,
-            get(super::join_tokens::join_tokens),
-        )
-        .route(
-            super::join_tokens::ROTATE_JOIN_TOKEN,
-            post(super::join_tokens::rotate_join_token),
-        )
-        .route(api::NODES, get(list_nodes))
-        .route("/v1/nodes/{node}", get(inspect_node).delete(remove_node))
-        .route("/v1/nodes/{node}/tasks", get(node_tasks))
-        .route("/v1/nodes/{node}/update", post(update_node))
-        .route(
-            api::CLUSTER_SETTINGS,
-            get(cluster_settings).post(update_cluster_settings),
-        )
+    let routes = super::routes::table()
+        .into_iter()
+        .map(super::routes::Route::into_parts)
+        .fold(Router::new(), |router, (path, endpoint)| {
+            router.route(path, endpoint)
+        });
+    let routes = routes
+        .fallback(super::errors::no_route)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             forward_from_workers,
         ))
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(state));
+    // Around the whole router, so that a 405 is rewritten with its `Allow` header in place.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(super::errors::json_errors))
 }
 
 /// On an agent without a replica of the state, sends its socket's calls to a manager (all but
@@ -217,18 +198,20 @@ async fn forward_from_workers(
 ) -> Response {
     let local = request.extensions().get::<Caller>().is_none();
     let path = request.uri().path();
-    let about_this_agent = path == api::INFO || path.starts_with(api::LOCAL_PREFIX);
+    let about_this_agent = [api::INFO, api::API_TOKEN, api::OPENAPI].contains(&path)
+        || path.starts_with(api::LOCAL_PREFIX);
     if local && !about_this_agent && !state.quorum.is_member() {
         return forward::forward(&state, request).await;
     }
     next.run(request).await
 }
 
-/// Binds the socket at `path` (replacing a stale one), owner-only, and serves until aborted.
+/// Binds the socket at `path` (replacing a stale one), owner-only; the returned future serves
+/// it until dropped.
 pub async fn serve(
     path: &Path,
     state: ControlState,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
@@ -237,11 +220,11 @@ pub async fn serve(
     let app = router(state);
     let shown: PathBuf = path.to_path_buf();
     tracing::info!(socket = %shown.display(), "control API listening");
-    Ok(tokio::spawn(async move {
+    Ok(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "the control API stopped");
         }
-    }))
+    })
 }
 
 fn set_owner_only(path: &Path) -> std::io::Result<()> {
@@ -313,7 +296,16 @@ pub(super) async fn cluster(
         .map_err(|error| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()))
 }
 
-async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<InfoResponse> {
+/// Facts about this agent and the cluster as it sees them.
+#[utoipa::path(
+    get,
+    path = api::INFO,
+    tag = "agent",
+    responses(
+        (status = 200, description = "This agent", body = InfoResponse),
+    )
+)]
+pub(super) async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<InfoResponse> {
     let leader = *state.quorum.leader().borrow();
     Ok(Json(InfoResponse {
         node_id: state.node_id.clone(),
@@ -356,7 +348,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
     }
 }
 
-async fn list_services(
+/// The services, one row each, in name order.
+#[utoipa::path(
+    get,
+    path = api::SERVICES,
+    tag = "services",
+    params(ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
+    responses(
+        (status = 200, description = "The services", body = [views::ServiceRow]),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn list_services(
     State(state): State<Arc<ControlState>>,
     Query(read): Query<ReadOptions>,
     filter: filters::ServiceFilter,
@@ -367,7 +371,23 @@ async fn list_services(
     })))
 }
 
-async fn create_service(
+/// Creates a service.
+#[utoipa::path(
+    post,
+    path = api::SERVICES,
+    tag = "services",
+    request_body = CreateServiceRequest,
+    responses(
+        (status = 200, description = "The new service's id; its log index in `x-shoal-index`", body = CreateServiceResponse),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 403, description = "A forwarded write the caller may not make", body = ErrorBody),
+        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
+        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn create_service(
     State(state): State<Arc<ControlState>>,
     call: Call,
     Json(request): Json<CreateServiceRequest>,
@@ -386,7 +406,19 @@ async fn create_service(
     }
 }
 
-async fn inspect_service(
+/// One service in full (spec, version, update status).
+#[utoipa::path(
+    get,
+    path = "/v1/services/{name}",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name, id or unique id prefix"), ReadOptions),
+    responses(
+        (status = 200, description = "The scheduler's `Service`", body = Object),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn inspect_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(read): Query<ReadOptions>,
@@ -395,7 +427,20 @@ async fn inspect_service(
     Ok(Json(views::lookup_service(&cluster, &name)?.clone()))
 }
 
-async fn service_tasks(
+/// The tasks of a service, current and past.
+#[utoipa::path(
+    get,
+    path = "/v1/services/{name}/tasks",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name, id or unique id prefix"), ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
+    responses(
+        (status = 200, description = "Its tasks", body = [views::TaskRow]),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn service_tasks(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(read): Query<ReadOptions>,
@@ -408,7 +453,20 @@ async fn service_tasks(
     })))
 }
 
-async fn remove_service(
+/// Removes a service (its tasks stop).
+#[utoipa::path(
+    delete,
+    path = "/v1/services/{name}",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
+    responses(
+        (status = 200, description = "The removed service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
+        (status = 403, description = "A forwarded write the caller may not make", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn remove_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     call: Call,
@@ -419,7 +477,23 @@ async fn remove_service(
         .answer(id)
 }
 
-async fn scale_service(
+/// Sets a replicated service's number of replicas.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{name}/scale",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
+    request_body = ScaleRequest,
+    responses(
+        (status = 200, description = "The service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
+        (status = 400, description = "A global service, or a bad body", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
+        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn scale_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     call: Call,
@@ -446,7 +520,23 @@ async fn scale_service(
     write(&state, &call, command).await?.answer(service.id)
 }
 
-async fn update_service(
+/// Replaces a service's spec (a rolling update), if it is still at `expected_version`.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{name}/update",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
+    request_body = UpdateServiceRequest,
+    responses(
+        (status = 200, description = "The service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
+        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn update_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     call: Call,
@@ -462,7 +552,20 @@ async fn update_service(
     write(&state, &call, command).await?.answer(id)
 }
 
-async fn rollback_service(
+/// Rolls a service back to its previous spec.
+#[utoipa::path(
+    post,
+    path = "/v1/services/{name}/rollback",
+    tag = "services",
+    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
+    responses(
+        (status = 200, description = "The service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn rollback_service(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     call: Call,
@@ -473,7 +576,19 @@ async fn rollback_service(
         .answer(id)
 }
 
-async fn list_nodes(
+/// The nodes, one row each.
+#[utoipa::path(
+    get,
+    path = api::NODES,
+    tag = "nodes",
+    params(ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
+    responses(
+        (status = 200, description = "The nodes", body = [views::NodeRow]),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn list_nodes(
     State(state): State<Arc<ControlState>>,
     Query(read): Query<ReadOptions>,
     filter: filters::NodeFilter,
@@ -484,7 +599,20 @@ async fn list_nodes(
     })))
 }
 
-async fn inspect_node(
+/// One node in full.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{node}",
+    tag = "nodes",
+    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix"), ReadOptions),
+    responses(
+        (status = 200, description = "The scheduler's `Node`", body = Object),
+        (status = 400, description = "An ambiguous prefix", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn inspect_node(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(read): Query<ReadOptions>,
@@ -493,7 +621,20 @@ async fn inspect_node(
     Ok(Json(views::find_node(&cluster, &name)?.clone()))
 }
 
-async fn node_tasks(
+/// The tasks placed on a node.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{node}/tasks",
+    tag = "nodes",
+    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix"), ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
+    responses(
+        (status = 200, description = "Its tasks", body = [views::TaskRow]),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn node_tasks(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(read): Query<ReadOptions>,
@@ -506,7 +647,22 @@ async fn node_tasks(
     })))
 }
 
-async fn update_node(
+/// Changes a node's availability and labels.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{node}/update",
+    tag = "nodes",
+    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix")),
+    request_body = UpdateNodeRequest,
+    responses(
+        (status = 200, description = "The node's id; its log index in `x-shoal-index`", body = String, content_type = "application/json"),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn update_node(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     call: Call,
@@ -526,7 +682,19 @@ async fn update_node(
 /// Removes a node from the cluster's state. A raft member is refused: its vote must move first
 /// (autopilot does it once the node is drained or asked to step down), or the group could lose
 /// its quorum to a removal.
-async fn remove_node(
+#[utoipa::path(
+    delete,
+    path = "/v1/nodes/{node}",
+    tag = "nodes",
+    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix"), RemoveNodeQuery),
+    responses(
+        (status = 200, description = "The removed node's id; its log index in `x-shoal-index`", body = String, content_type = "application/json"),
+        (status = 404, description = "No such node", body = ErrorBody),
+        (status = 409, description = "A manager, or a node that is not down (without `force`)", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn remove_node(
     State(state): State<Arc<ControlState>>,
     UrlPath(name): UrlPath<String>,
     Query(query): Query<RemoveNodeQuery>,
@@ -567,14 +735,39 @@ async fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiEr
     Ok(views::lookup_service(&cluster, name)?.id)
 }
 
-async fn cluster_settings(
+/// The cluster-wide settings.
+#[utoipa::path(
+    get,
+    path = api::CLUSTER_SETTINGS,
+    tag = "cluster",
+    params(ReadOptions),
+    responses(
+        (status = 200, description = "The scheduler's `ClusterSettings`", body = Object),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn cluster_settings(
     State(state): State<Arc<ControlState>>,
     Query(read): Query<ReadOptions>,
 ) -> ApiResult<shoal_scheduler::ClusterSettings> {
     Ok(Json(cluster(&state, read).await?.settings.clone()))
 }
 
-async fn update_cluster_settings(
+/// Changes cluster-wide settings (absent ones stay).
+#[utoipa::path(
+    post,
+    path = api::CLUSTER_SETTINGS,
+    tag = "cluster",
+    request_body = ClusterSettingsRequest,
+    responses(
+        (status = 200, description = "The settings after the change; its log index in `x-shoal-index`", body = Object),
+        (status = 400, description = "A bad body, query or path", body = ErrorBody),
+        (status = 403, description = "A forwarded write the caller may not make", body = ErrorBody),
+        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
+        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+    )
+)]
+pub(super) async fn update_cluster_settings(
     State(state): State<Arc<ControlState>>,
     call: Call,
     Json(request): Json<ClusterSettingsRequest>,

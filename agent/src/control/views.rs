@@ -9,11 +9,13 @@ use shoal_scheduler::{
     ClusterState, DesiredState, Node, NodeId, PortSpec, Service, ServiceId, ServiceMode, Task,
     TaskState, Timestamp,
 };
+use utoipa::ToSchema;
 
 /// One line of `shoal service ls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ServiceRow {
     /// The service id.
+    #[schema(value_type = u64)]
     pub id: ServiceId,
     /// Its name.
     pub name: String,
@@ -34,7 +36,7 @@ pub struct ServiceRow {
 }
 
 /// One line of `shoal service ps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TaskRow {
     /// The task id.
     pub id: String,
@@ -44,11 +46,14 @@ pub struct TaskRow {
     pub image: String,
     /// The node's hostname (or id), empty while unplaced.
     pub node: String,
-    /// What the orchestrator wants.
+    /// What the orchestrator wants (`running`, `shutdown`, ...).
+    #[schema(value_type = String)]
     pub desired: DesiredState,
-    /// What was observed.
+    /// What was observed (`pending`, `running`, `failed`, ...).
+    #[schema(value_type = String)]
     pub state: TaskState,
-    /// When that was observed.
+    /// When that was observed (milliseconds since the Unix epoch).
+    #[schema(value_type = u64)]
     pub since: Timestamp,
     /// Detail: why it is pending, why it failed.
     pub message: String,
@@ -65,9 +70,10 @@ fn runs_current_spec() -> bool {
 }
 
 /// One line of `shoal node ls`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRow {
     /// The node id.
+    #[schema(value_type = String)]
     pub id: NodeId,
     /// Its hostname.
     pub hostname: String,

@@ -42,6 +42,10 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Where `/metrics` is served (None: not served).
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the control API is also served on TCP, behind its token (None: the socket only).
+    pub api_addr: Option<SocketAddr>,
+    /// The file holding the TCP API's token (None: `<data-dir>/api-token`, made on first start).
+    pub api_token_file: Option<PathBuf>,
     /// Heartbeat silence after which a node may be marked down.
     pub down_grace: Duration,
     /// How long a new agent listens for a cluster before forming one.
@@ -69,6 +73,8 @@ impl AgentConfig {
             docker_host: None,
             labels: BTreeMap::new(),
             metrics_addr: None,
+            api_addr: None,
+            api_token_file: None,
             down_grace: Duration::from_secs(2),
             bootstrap_window: Duration::from_millis(1200),
             never_pull: true,

@@ -43,6 +43,7 @@ pub struct Agent {
     executor: Option<Arc<dyn Executor>>,
     worker: Option<WorkerHandle>,
     metrics: Option<MetricsServer>,
+    api_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<()>,
 }
 
@@ -51,6 +52,16 @@ impl Agent {
     /// control socket and metrics. Returns once the control socket answers.
     pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
         create_private_dir(&config.data_dir)?;
+        // The TCP API's token and listener first: a bad one stops the start before anything runs.
+        let api_token = crate::control::remote::ApiToken::for_agent(
+            &config.data_dir,
+            config.api_token_file.as_deref(),
+        )?;
+        let api_listener = match config.api_addr {
+            Some(addr) => Some(crate::control::remote::bind(addr).await?),
+            None => None,
+        };
+        let api_addr = api_listener.as_ref().and_then(|l| l.local_addr().ok());
         let keypair = shoal_discovery::identity::load_or_create(&config.data_dir)?;
         let node_id = NodeId::new(keypair.public().to_peer_id().to_string());
         let executor = connect_executor(&config, &node_id).await;
@@ -141,7 +152,14 @@ impl Agent {
             runtime: runtime_name(runtime.runtime).into(),
             metrics: agent_metrics.clone(),
             executor: executor.clone(),
+            remote: crate::control::remote::RemoteAccess {
+                token: api_token,
+                addr: api_addr,
+            },
         };
+        if let Some(listener) = api_listener {
+            tasks.spawn(crate::control::remote::serve(listener, control.clone()));
+        }
         tasks.spawn(crate::control::forward::serve(
             mesh.serve(ShoalProtocol::Control).await?,
             control.clone(),
@@ -149,9 +167,7 @@ impl Agent {
         let server = crate::control::server::serve(&socket, control)
             .await
             .with_context(|| format!("cannot open the control socket {}", socket.display()))?;
-        tasks.spawn(async move {
-            let _ = server.await;
-        });
+        tasks.spawn(server);
         tracing::info!(node = %node_id, runtime = runtime_name(runtime.runtime), "agent started");
         Ok(Agent {
             node_id,
@@ -161,6 +177,7 @@ impl Agent {
             executor,
             worker,
             metrics: metrics_server,
+            api_addr,
             tasks,
         })
     }
@@ -200,6 +217,11 @@ impl Agent {
         self.metrics.as_ref().map(|server| server.local_addr)
     }
 
+    /// The address the control API is served on over TCP, if it is (`--api-addr`).
+    pub fn api_addr(&self) -> Option<std::net::SocketAddr> {
+        self.api_addr
+    }
+
     /// Leaves gracefully: announces Left, stops raft and every task. Containers keep running
     /// (a restarted agent adopts them).
     pub async fn shutdown(mut self) {
@@ -233,6 +255,9 @@ pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
         agent.node_id(),
         agent.socket().display()
     );
+    if let Some(addr) = agent.api_addr() {
+        println!("control API on tcp://{addr} (bearer token: `shoal cluster info`)");
+    }
     wait_for_signal().await?;
     agent.shutdown().await;
     Ok(())

@@ -15,5 +15,6 @@ mod no_runtime;
 mod nodes;
 mod scale;
 mod sim_cluster;
+mod tcp_api;
 mod tokens;
 mod workers;
