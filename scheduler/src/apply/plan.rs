@@ -202,22 +202,43 @@ fn mutate(state: &mut ClusterState, plan: &Plan, at: Timestamp) -> Outcome {
             };
         }
     }
-    let created = plan.creates.iter().map(|c| create(state, c, at)).collect();
+    let created = create_all(state, &plan.creates, at);
     for c in &plan.services {
         change_service(state, c.service, &c.action, at);
     }
     Outcome::PlanApplied { created }
 }
 
-fn create(state: &mut ClusterState, c: &NewTask, at: Timestamp) -> TaskId {
-    let id = TaskId(state.next_task_id);
-    state.next_task_id += 1;
+/// Creates the plan's new tasks, in plan order, with consecutive ids after every existing one.
+/// A batch large against the tasks there are is built on its own and appended whole (linear,
+/// no search per task); a small one is inserted task by task (no pass over the existing ones).
+fn create_all(state: &mut ClusterState, creates: &[NewTask], at: Timestamp) -> Vec<TaskId> {
+    let first = state.next_task_id;
+    let tasks: Vec<Task> = creates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| new_task(TaskId(first + i as u64), c, at))
+        .collect();
+    state.next_task_id += tasks.len() as u64;
+    let ids = tasks.iter().map(|t| t.id).collect();
+    if tasks.len() >= state.tasks.len() / 4 {
+        // Ids ascend and exceed every existing key: the map is built from sorted input.
+        let mut batch: std::collections::BTreeMap<TaskId, Task> =
+            tasks.into_iter().map(|t| (t.id, t)).collect();
+        state.tasks.append(&mut batch);
+    } else {
+        state.tasks.extend(tasks.into_iter().map(|t| (t.id, t)));
+    }
+    ids
+}
+
+fn new_task(id: TaskId, c: &NewTask, at: Timestamp) -> Task {
     let observed = if c.assigned {
         TaskState::Assigned
     } else {
         TaskState::Pending
     };
-    let task = Task {
+    Task {
         id,
         service: c.service,
         slot: c.slot,
@@ -230,9 +251,7 @@ fn create(state: &mut ClusterState, c: &NewTask, at: Timestamp) -> TaskId {
         },
         created_at: at,
         not_before: c.not_before,
-    };
-    state.tasks.insert(id, task);
-    id
+    }
 }
 
 fn change_service(state: &mut ClusterState, id: ServiceId, action: &ServiceAction, at: Timestamp) {
