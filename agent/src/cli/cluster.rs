@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 use shoal_scheduler::join_keys::JoinRole;
 
+use crate::control::api::ApiTokenResponse;
 use crate::control::cluster_info::{CLUSTER_INFO, ClusterInfo};
 use crate::control::join_tokens::{
     JOIN_TOKENS, JoinTokens, ROTATE_JOIN_TOKEN, RoleToken, RotateRequest,
@@ -150,13 +151,31 @@ async fn update(args: UpdateArgs) -> anyhow::Result<()> {
 }
 
 async fn info(args: InfoArgs) -> anyhow::Result<()> {
-    let info: ClusterInfo = super::client::client(&args.client)
-        .get(CLUSTER_INFO)
-        .await?;
+    let client = super::client::client(&args.client);
+    let info: ClusterInfo = client.get(CLUSTER_INFO).await?;
+    // This agent's TCP API and its token: answered on the agent's own socket only.
+    let api: Option<ApiTokenResponse> = client
+        .get::<ApiTokenResponse>(crate::control::api::API_TOKEN)
+        .await
+        .ok()
+        .filter(|answer| answer.addr.is_some());
     match args.format {
-        super::output::Format::Json => super::output::print_json(&info),
+        super::output::Format::Json => {
+            let mut json = serde_json::to_value(&info)?;
+            if let Some(api) = &api {
+                json["api"] = serde_json::to_value(api)?;
+            }
+            super::output::print_json(&json)
+        }
         super::output::Format::Table => {
             print!("{}", render_info(&info));
+            if let Some(ApiTokenResponse {
+                token,
+                addr: Some(addr),
+            }) = api
+            {
+                println!("API (TCP):    tcp://{addr}, bearer token {token}");
+            }
             Ok(())
         }
     }

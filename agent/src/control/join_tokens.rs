@@ -14,6 +14,7 @@ use shoal_scheduler::join_keys::{JoinKeys, JoinRole};
 use shoal_scheduler::{ClusterState, Command};
 
 use super::forward::Caller;
+use super::remote::Transport;
 use super::server::{ApiError, Call, ControlState, ReadOptions, cluster, write};
 use crate::worker::now;
 
@@ -59,9 +60,10 @@ pub struct RoleToken {
 /// Answers [`JOIN_TOKENS`].
 pub async fn join_tokens(
     State(state): State<Arc<ControlState>>,
+    transport: Transport,
     call: Call,
 ) -> Result<Json<JoinTokens>, ApiError> {
-    only_the_owner(&call)?;
+    only_the_owner(transport, &call)?;
     can_derive(&state)?;
     let snapshot = cluster(&state, ReadOptions::default()).await?;
     Ok(Json(tokens(&state, &snapshot)?))
@@ -70,10 +72,11 @@ pub async fn join_tokens(
 /// Answers [`ROTATE_JOIN_TOKEN`]: the tokens after the rotation.
 pub async fn rotate_join_token(
     State(state): State<Arc<ControlState>>,
+    transport: Transport,
     call: Call,
     Json(request): Json<RotateRequest>,
 ) -> Result<Json<JoinTokens>, ApiError> {
-    only_the_owner(&call)?;
+    only_the_owner(transport, &call)?;
     if request.grace_ms > MAX_GRACE_MS {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -110,7 +113,16 @@ pub async fn rotate_join_token(
     Ok(Json(tokens(&state, &after)?))
 }
 
-fn only_the_owner(call: &Call) -> Result<(), ApiError> {
+/// Join tokens go to the owner of this machine's socket only: not over the TCP API (its bearer
+/// token opens the API, not the cluster), not to another agent.
+fn only_the_owner(transport: Transport, call: &Call) -> Result<(), ApiError> {
+    if transport == Transport::Tcp {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "join tokens are shown on the agent's own socket only; run `shoal cluster token` on \
+             that machine",
+        ));
+    }
     match call.caller() {
         Caller::Local => Ok(()),
         Caller::Peer(peer) => Err(ApiError::new(

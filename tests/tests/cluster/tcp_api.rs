@@ -221,6 +221,20 @@ async fn the_tcp_api_needs_the_token_that_only_the_socket_gives() {
     )
     .await
     .assert_error(403, "Unix socket");
+    // Nor are the cluster's join tokens: the API token opens the API, not the cluster.
+    raw(
+        &tcp,
+        "GET",
+        shoal_agent::control::join_tokens::JOIN_TOKENS,
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await
+    .assert_error(403, "own socket only");
+    // `cluster info` on the agent's own socket names its TCP API and token.
+    shoal_cli(agent.socket().to_path_buf(), &["cluster", "info"])
+        .await
+        .expect("shoal cluster info");
     let forwarded = forwarded_get(&agents[1], agent, api::API_TOKEN).await;
     let why = String::from_utf8_lossy(&forwarded.body);
     assert!(
