@@ -15,7 +15,7 @@ use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use futures::StreamExt;
-use shoal_scheduler::{Command, DesiredState, ServiceMode, ServiceSpec, TaskState};
+use shoal_scheduler::{Command, DesiredState, ServiceMode, ServiceSpec, TaskState, UpdateOrder};
 
 use crate::daemon::{Agent, AgentConfig, ExecutorKind};
 use crate::worker::now;
@@ -45,8 +45,11 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
     })?;
     let floor = floor(&docker, &args.image, args.replicas as usize).await?;
     println!(
-        "floor: {n} containers straight through the Docker API in {:.2}s, {} more next to them in {:.2}s",
+        "floor: {n} containers straight through the Docker API in {:.2}s, each replaced {} at a \
+         time in {:.2}s, {} more next to them in {:.2}s",
         floor.create,
+        UPDATE_PARALLELISM,
+        floor.update,
         2 * args.replicas,
         floor.scale,
         n = args.replicas,
@@ -73,25 +76,31 @@ pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
 
     let n = args.replicas;
     println!(
-        "shoal: create {n} {:.2}s (cli {:.2}s), scale {n}->{} {:.2}s, update {n} {:.2}s, replace killed {:.2}s",
+        "shoal: create {n} {:.2}s (cli {:.2}s), scale {n}->{} {:.2}s, update {n} {:.2}s \
+         ({:.2}x the floor; start-first {:.2}s), replace killed {:.2}s",
         figures.create,
         figures.create_cli,
         n * 3,
         figures.scale,
         figures.update,
+        figures.update / floor.update,
+        figures.update_start_first,
         figures.replace,
     );
     let dead_worker = dead_worker().await?;
     println!("sim: a dead worker's tasks run elsewhere after {dead_worker:.2}s");
     println!(
-        "{{\"bench\":\"e2e\",\"floor20_s\":{:.3},\"floor20to60_s\":{:.3},\"create20_s\":{:.3},\"create20_cli_s\":{:.3},\
-         \"scale20to60_s\":{:.3},\"update20_s\":{:.3},\"replace_killed_s\":{:.3},\"dead_worker_s\":{dead_worker:.3}}}",
+        "{{\"bench\":\"e2e\",\"floor20_s\":{:.3},\"floor20to60_s\":{:.3},\"floor_update20_s\":{:.3},\
+         \"create20_s\":{:.3},\"create20_cli_s\":{:.3},\"scale20to60_s\":{:.3},\"update20_s\":{:.3},\
+         \"update20_start_first_s\":{:.3},\"replace_killed_s\":{:.3},\"dead_worker_s\":{dead_worker:.3}}}",
         floor.create,
         floor.scale,
+        floor.update,
         figures.create,
         figures.create_cli,
         figures.scale,
         figures.update,
+        figures.update_start_first,
         figures.replace
     );
     Ok(())
@@ -102,6 +111,7 @@ struct Figures {
     create_cli: f64,
     scale: f64,
     update: f64,
+    update_start_first: f64,
     replace: f64,
 }
 
@@ -148,12 +158,38 @@ async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figu
     .await?;
     wait_running(agent, "bench", n, None).await?;
 
+    let update = rolling_update(agent, n, UpdateOrder::StopFirst, 2).await?;
+    let update_start_first = rolling_update(agent, n, UpdateOrder::StartFirst, 3).await?;
+
+    let replace = replace_killed(agent).await?;
+    let _ = quorum;
+    Ok(Figures {
+        create,
+        create_cli,
+        scale,
+        update,
+        update_start_first,
+        replace,
+    })
+}
+
+/// Rolls `bench` to a new environment (`BENCH_VERSION=version`) with parallelism
+/// [`UPDATE_PARALLELISM`], no delay and no monitor, in `order`; returns the seconds until all
+/// `n` run the new spec and no old task is left.
+async fn rolling_update(
+    agent: &Agent,
+    n: u64,
+    order: UpdateOrder,
+    version: u32,
+) -> anyhow::Result<f64> {
     let service = find(agent, "bench")?;
     let mut updated = service.spec.clone();
-    updated.env.push("BENCH_VERSION=2".into());
-    updated.update.parallelism = 5;
+    updated.env.retain(|e| !e.starts_with("BENCH_VERSION="));
+    updated.env.push(format!("BENCH_VERSION={version}"));
+    updated.update.parallelism = UPDATE_PARALLELISM as u64;
     updated.update.delay_ms = 0;
     updated.update.monitor_ms = 0;
+    updated.update.order = order;
     let started = Instant::now();
     write(
         agent,
@@ -166,17 +202,7 @@ async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figu
     )
     .await?;
     wait_running(agent, "bench", n, Some(service.version + 1)).await?;
-    let update = started.elapsed().as_secs_f64();
-
-    let replace = replace_killed(agent).await?;
-    let _ = quorum;
-    Ok(Figures {
-        create,
-        create_cli,
-        scale,
-        update,
-        replace,
-    })
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Kills one running container and times until the service runs its full count again.
@@ -350,11 +376,14 @@ fn workload() -> Vec<String> {
         .to_vec()
 }
 
+/// The stop grace of the bench's containers (the workload exits at once on SIGTERM).
+const BENCH_STOP_GRACE_MS: u64 = 1_000;
+
 fn bench_spec(name: &str, image: &str, replicas: u64) -> ServiceSpec {
     let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
     spec.image = image.into();
     spec.args = workload();
-    spec.stop_grace_ms = 1_000;
+    spec.stop_grace_ms = BENCH_STOP_GRACE_MS;
     spec
 }
 
@@ -397,26 +426,91 @@ async fn wait_running(
     .await
 }
 
-/// The floor of the same engine, straight through the API with 8 callers at once: `create` is
-/// `n` containers created and started, `scale` the `2n` more started next to them (what scaling
-/// `n` to `3n` asks of the engine).
+/// The floor of the same engine, straight through the API: `create` is `n` containers created
+/// and started, 8 at once; `update` replaces each of them (stop with the bench's grace, then
+/// create and start its successor), 5 at a time as a rolling update of parallelism 5 does;
+/// `scale` starts `2n` more next to them, 8 at once (what scaling `n` to `3n` asks of the engine).
 struct Floor {
     create: f64,
+    update: f64,
     scale: f64,
 }
 
+/// Parallelism of the rolling update, in the floor and in shoal's update alike.
+const UPDATE_PARALLELISM: usize = 5;
+
 async fn floor(docker: &Docker, image: &str, n: usize) -> anyhow::Result<Floor> {
     let label = format!("floor-{}", std::process::id());
-    let create = start_straight(docker, image, &label, 0..n).await;
-    let scale = match create {
-        Ok(_) => start_straight(docker, image, &label, n..3 * n).await,
-        Err(_) => Ok(0.0),
-    };
+    let measured = floor_phases(docker, image, &label, n).await;
     remove_labelled(docker, "io.shoal.bench", &label).await;
+    measured
+}
+
+async fn floor_phases(
+    docker: &Docker,
+    image: &str,
+    label: &str,
+    n: usize,
+) -> anyhow::Result<Floor> {
+    let create = start_straight(docker, image, label, 0..n).await?;
+    let update = replace_straight(docker, image, label, n).await?;
+    let scale = start_straight(docker, image, label, 3 * n..5 * n).await?;
     Ok(Floor {
-        create: create?,
-        scale: scale?,
+        create,
+        update,
+        scale,
     })
+}
+
+/// Replaces containers `0..n` by `n..2n`: each lane stops one (with the bench spec's grace) and
+/// creates and starts its successor, [`UPDATE_PARALLELISM`] lanes at once; returns the seconds.
+async fn replace_straight(
+    docker: &Docker,
+    image: &str,
+    label: &str,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let grace = i32::try_from(BENCH_STOP_GRACE_MS / 1000).unwrap_or(1);
+    let results: Vec<anyhow::Result<f64>> = futures::stream::iter(0..n)
+        .map(|i| async move {
+            let old = floor_name(i);
+            let stop = bollard::query_parameters::StopContainerOptionsBuilder::new()
+                .t(grace)
+                .build();
+            docker.stop_container(&old, Some(stop)).await?;
+            start_one(docker, image, label, n + i).await
+        })
+        .buffer_unordered(UPDATE_PARALLELISM)
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok(elapsed)
+}
+
+fn floor_name(i: usize) -> String {
+    format!("shoal-bench-floor-{}-{i}", std::process::id())
+}
+
+/// Creates and starts floor container `i`.
+async fn start_one(docker: &Docker, image: &str, label: &str, i: usize) -> anyhow::Result<f64> {
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: Some(workload()),
+        labels: Some([("io.shoal.bench".to_string(), label.to_string())].into()),
+        ..Default::default()
+    };
+    let name = floor_name(i);
+    let options = CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = docker.create_container(Some(options), body).await?;
+    docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await?;
+    Ok(0.0)
 }
 
 /// Creates and starts one container per index of `range`, 8 at once; returns the seconds taken.
@@ -427,35 +521,13 @@ async fn start_straight(
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(range)
-        .map(|i| {
-            let docker = docker.clone();
-            let label = label.to_string();
-            let image = image.to_string();
-            async move {
-                let body = ContainerCreateBody {
-                    image: Some(image),
-                    cmd: Some(workload()),
-                    labels: Some([("io.shoal.bench".to_string(), label)].into()),
-                    ..Default::default()
-                };
-                let name = format!("shoal-bench-floor-{}-{i}", std::process::id());
-                let options = CreateContainerOptionsBuilder::new().name(&name).build();
-                let created = docker.create_container(Some(options), body).await?;
-                docker
-                    .start_container(
-                        &created.id,
-                        None::<bollard::query_parameters::StartContainerOptions>,
-                    )
-                    .await?;
-                Ok(())
-            }
-        })
+    let results: Vec<anyhow::Result<f64>> = futures::stream::iter(range)
+        .map(|i| start_one(docker, image, label, i))
         .buffer_unordered(8)
         .collect()
         .await;
     let elapsed = started.elapsed().as_secs_f64();
-    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    results.into_iter().collect::<anyhow::Result<Vec<f64>>>()?;
     Ok(elapsed)
 }
 
