@@ -374,6 +374,23 @@ trait Named {
     fn id_text(&self) -> String;
     /// Its name, if it has one besides its id.
     fn name(&self) -> Option<&str>;
+    /// Its id without the zeros that pad the number (`t2a` for `t0000000002a`), for the records
+    /// whose ids are numbered.
+    fn short_id(&self) -> Option<String> {
+        None
+    }
+}
+
+/// `t2a` for `t0000000002a`: the kind letter and the number, unpadded.
+fn unpadded(id: &str) -> Option<String> {
+    let mut chars = id.chars();
+    let letter = chars.next()?;
+    let digits = chars.as_str();
+    let number = digits.trim_start_matches('0');
+    Some(format!(
+        "{letter}{}",
+        if number.is_empty() { "0" } else { number }
+    ))
 }
 
 impl Named for Node {
@@ -394,6 +411,9 @@ impl Named for Service {
     fn name(&self) -> Option<&str> {
         Some(&self.spec.name)
     }
+    fn short_id(&self) -> Option<String> {
+        unpadded(&self.id_text())
+    }
 }
 
 impl Named for Task {
@@ -404,21 +424,26 @@ impl Named for Task {
     fn name(&self) -> Option<&str> {
         None
     }
+    fn short_id(&self) -> Option<String> {
+        unpadded(&self.id_text())
+    }
 }
 
-/// The one record `given` names, trying in turn: its full id, its name, a prefix of its id. The
-/// first way that matches anything decides; more than one match is ambiguous.
+/// The one record `given` names, trying in turn: its full id, its name, a prefix of its id, its
+/// unpadded id (`t2a`). The first way that matches anything decides; more than one match is
+/// ambiguous.
 fn lookup<'a, T: Named + 'a>(
     given: &str,
     records: impl Iterator<Item = &'a T> + Clone,
 ) -> Result<&'a T, LookupError> {
-    let ways: [&dyn Fn(&T) -> bool; 3] = [
+    let ways: [&dyn Fn(&T) -> bool; 4] = [
         &|r| r.id_text() == given,
         &|r| {
             r.name()
                 .is_some_and(|name| !name.is_empty() && name == given)
         },
         &|r| !given.is_empty() && r.id_text().starts_with(given),
+        &|r| r.short_id().is_some_and(|short| short == given),
     ];
     for matches in ways {
         let found: Vec<&T> = records.clone().filter(|r| matches(r)).collect();
@@ -609,6 +634,12 @@ mod tests {
                 given: "t0000000002".into(),
                 matches: vec!["t0000000002a".into(), "t0000000002b".into()],
             }
+        );
+        // The unpadded number names one task too.
+        assert_eq!(find_task(&state, "t2b").expect("unpadded").id, TaskId(0x2b));
+        assert_eq!(
+            lookup_service(&state, "s0").expect("unpadded").spec.name,
+            "web"
         );
         let missing = find_task(&state, "t9").expect_err("unknown");
         assert!(
