@@ -14,29 +14,14 @@ use std::time::Duration;
 
 use shoal_agent::control::views::NodeRow;
 
+use crate::docker_cli::{docker, docker_ok, orphaned, release_shoal, workspace};
+
 /// The image of a node, built from this workspace's binary by `tests/images/build-agent-image.sh`.
 pub const AGENT_IMAGE: &str = "shoal-test/agent:latest";
 /// The label every container and network of the harness carries: the creating process's id.
 const OWNER_LABEL: &str = "io.shoal.test.owner";
 /// The label of a task container: the node that runs it.
 const NODE_LABEL: &str = "io.shoal.node.id";
-
-fn docker(args: &[&str]) -> Output {
-    Process::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI runs")
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let output = docker(args);
-    assert!(
-        output.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
 
 /// The engine socket on this machine, as the nodes mount it.
 fn engine_socket() -> String {
@@ -50,34 +35,12 @@ fn engine_socket() -> String {
 }
 
 /// Builds `shoal` (a no-op when it is fresh) and the node image from it, once per process.
-///
-/// The binary is an optimised one: twenty unoptimised agents starting at once saturate two
-/// cores for a minute (their event loops stall for a second at a time, and raft cannot keep a
-/// leader), which tests the build profile, not the cluster. `.ci/run` builds it in a step of
-/// its own before the tests.
 pub fn ensure_agent_image() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         crate::ensure_test_image();
-        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut cargo = Process::new(env!("CARGO"));
-        without_test_environment(&mut cargo);
-        let built = cargo
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "shoal-agent",
-                "--bin",
-                "shoal",
-                "--locked",
-            ])
-            .current_dir(&workspace)
-            .status()
-            .expect("cargo runs");
-        assert!(built.success(), "building the shoal binary failed");
-        let binary = workspace.join("target/release/shoal");
-        let script = workspace.join("tests/images/build-agent-image.sh");
+        let binary = release_shoal();
+        let script = workspace().join("tests/images/build-agent-image.sh");
         let status = Process::new("bash")
             .arg(&script)
             .arg(&binary)
@@ -88,73 +51,13 @@ pub fn ensure_agent_image() {
     });
 }
 
-/// Removes the variables cargo sets for a test process from a nested cargo's environment.
-///
-/// Build scripts (ring's, for one) rerun when `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME` and the
-/// like change, and cargo compares them with its own environment: a build started from a test
-/// would see the test crate's values and rebuild half the tree, then the next plain build
-/// would rebuild it back.
-fn without_test_environment(command: &mut Process) {
-    const SET_FOR_TESTS: [&str; 8] = [
-        "CARGO_MANIFEST_DIR",
-        "CARGO_MANIFEST_PATH",
-        "CARGO_MANIFEST_LINKS",
-        "CARGO_CRATE_NAME",
-        "CARGO_BIN_NAME",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_TARGET_TMPDIR",
-        "OUT_DIR",
-    ];
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        let set_for_tests = SET_FOR_TESTS.contains(&name)
-            || name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_CFG_")
-            || name.starts_with("CARGO_BIN_EXE_")
-            || name.starts_with("NEXTEST");
-        if set_for_tests {
-            command.env_remove(name);
-        }
-    }
-}
-
 /// Removes what harnesses of processes that no longer run left behind.
 fn remove_leftovers() {
-    let filter = format!("label={OWNER_LABEL}");
-    let alive = |owner: &str| {
-        owner
-            .parse::<u32>()
-            .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
-    };
-    let containers = docker_ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &filter,
-        "--format",
-        &format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}"),
-    ]);
-    for line in containers.lines() {
-        if let Some((id, owner)) = line.split_once(' ')
-            && !alive(owner)
-        {
-            remove_with_tasks(id);
-        }
+    for container in orphaned("container", OWNER_LABEL) {
+        remove_with_tasks(&container);
     }
-    let networks = docker_ok(&[
-        "network",
-        "ls",
-        "--filter",
-        &filter,
-        "--format",
-        &format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}"),
-    ]);
-    for line in networks.lines() {
-        if let Some((id, owner)) = line.split_once(' ')
-            && !alive(owner)
-        {
-            let _ = docker(&["network", "rm", id]);
-        }
+    for network in orphaned("network", OWNER_LABEL) {
+        let _ = docker(&["network", "rm", &network]);
     }
 }
 

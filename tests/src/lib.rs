@@ -14,6 +14,8 @@ use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 
 mod cluster;
 pub mod containers;
+mod docker_cli;
+pub mod nodes;
 pub use cluster::*;
 
 /// The image the tests run, built locally by `tests/images/build-busybox-image.sh`.

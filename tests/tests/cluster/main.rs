@@ -13,6 +13,7 @@ mod logs;
 mod metrics;
 mod no_runtime;
 mod nodes;
+mod nodes_cluster;
 mod scale;
 mod sim_cluster;
 mod tcp_api;
