@@ -1,0 +1,454 @@
+//! Clusters of machines: every node is a container with its own Docker engine, which runs that
+//! node's tasks apart from the others' (see `shoal_tests::nodes`). The CLI runs inside a node.
+//!
+//! - 5 nodes started with no flags form one cluster with 3 managers, every node listing all 5
+//!   ready; so do 1 seed and 4 nodes that know only its multiaddr, with mDNS off.
+//! - 10 replicas are spread over the nodes' own engines; a worker killed -> its tasks run
+//!   elsewhere, and exactly 10 run again.
+//! - The leader killed right after a scale-up -> a new leader, which reports every task's
+//!   status as the engines see it, and exactly the desired count runs again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use shoal_agent::control::views::{NodeRow, TaskRow};
+use shoal_scheduler::{DesiredState, TaskState};
+use shoal_tests::nodes::NodeCluster;
+use shoal_tests::*;
+
+/// How long a cluster of 5 may take to form (the engines boot first).
+const FORMATION_LIMIT: Duration = Duration::from_secs(90);
+
+/// Whether `rows` show `n` ready nodes, `managers` of them managers.
+fn whole_cluster(rows: &[NodeRow], n: usize, managers: usize) -> Result<(), String> {
+    let ready = rows.iter().filter(|r| r.state == "ready").count();
+    let managing = rows.iter().filter(|r| r.role == "manager").count();
+    if rows.len() == n && ready == n && managing == managers {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} nodes, {ready} ready, {managing} managers",
+            rows.len()
+        ))
+    }
+}
+
+/// Waits until every node lists `n` ready nodes with 3 managers and names the same leader;
+/// returns that leader's node id and how long it took after the last agent started (its
+/// engine ready, it printed its id, as the engine's log timestamps say).
+async fn until_formed(cluster: &NodeCluster, n: usize) -> (String, Duration) {
+    let leader = cluster
+        .until(
+            &format!("every node lists {n} ready nodes, 3 managers, one leader"),
+            FORMATION_LIMIT,
+            |c| {
+                let nodes = c.nodes().to_vec();
+                let views = c.on_each(&nodes, |node| {
+                    let rows = c.node_ls(node).ok_or("no answer")?;
+                    whole_cluster(&rows, n, 3)
+                });
+                for (node, view) in nodes.iter().zip(views) {
+                    view.map_err(|seen| format!("{node}: {seen}"))?;
+                }
+                one_leader(c, &nodes)
+            },
+        )
+        .await;
+    let formed = SystemTime::now();
+    let nodes = cluster.nodes().to_vec();
+    let last_agent = cluster
+        .on_each(&nodes, |node| cluster.agent_started_at(node))
+        .into_iter()
+        .flatten()
+        .max()
+        .expect("the agents started");
+    let since = formed.duration_since(last_agent).unwrap_or_default();
+    (leader, since)
+}
+
+/// The leader's node id, if every one of `nodes` names the same.
+fn one_leader(cluster: &NodeCluster, nodes: &[String]) -> Result<String, String> {
+    let seen = cluster.on_each(nodes, |node| cluster.leader_seen_by(node));
+    let leaders: BTreeSet<&String> = seen.iter().flatten().collect();
+    match (leaders.len(), seen.iter().all(Option::is_some)) {
+        (1, true) => Ok(leaders.into_iter().next().expect("one").clone()),
+        _ => Err(format!("leaders seen: {seen:?}")),
+    }
+}
+
+/// Creates `name` with `replicas` tasks of the test image through `node` and waits (the
+/// CLI's own wait) until they run.
+fn create_service(cluster: &NodeCluster, node: &str, name: &str, replicas: u32) {
+    let replicas = replicas.to_string();
+    let created = cluster.shoal(
+        node,
+        &[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            &replicas,
+            "--timeout",
+            "60s",
+            TEST_IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "service create through {node}: {}\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        cluster.logs(node, 30)
+    );
+}
+
+/// The tasks that should run and do, by hostname (= node container).
+fn running_by_node(tasks: &[TaskRow]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut by_node: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for task in tasks {
+        if task.desired == DesiredState::Running && task.state == TaskState::Running {
+            by_node
+                .entry(task.node.clone())
+                .or_default()
+                .insert(task.id.clone());
+        }
+    }
+    by_node
+}
+
+/// The running task containers of `service` in each of `nodes`' engines, by node.
+fn engines(
+    cluster: &NodeCluster,
+    nodes: &[String],
+    service: &str,
+) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+    let seen = cluster.on_each(nodes, |node| cluster.engine_tasks(node, service));
+    let mut by_node = BTreeMap::new();
+    for (node, tasks) in nodes.iter().zip(seen) {
+        let tasks = tasks.ok_or_else(|| format!("the engine of {node} does not answer"))?;
+        if !tasks.is_empty() {
+            by_node.insert(node.clone(), tasks.into_iter().collect());
+        }
+    }
+    Ok(by_node)
+}
+
+/// Whether what `tasks` (one manager's view) says runs is exactly what the engines of `nodes`
+/// run, `replicas` tasks in all.
+fn exact(
+    cluster: &NodeCluster,
+    nodes: &[String],
+    service: &str,
+    tasks: &[TaskRow],
+    replicas: usize,
+) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+    let reported = running_by_node(tasks);
+    let total: usize = reported.values().map(BTreeSet::len).sum();
+    if total != replicas {
+        return Err(format!("{total} running of {replicas}: {}", summary(tasks)));
+    }
+    let actual = engines(cluster, nodes, service)?;
+    if actual != reported {
+        return Err(format!("reported {reported:?}, engines run {actual:?}"));
+    }
+    Ok(actual)
+}
+
+/// The count of the tasks meant to run, by observed state (`running: 8, starting: 2`).
+fn summary(tasks: &[TaskRow]) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for task in tasks.iter().filter(|t| t.desired == DesiredState::Running) {
+        *counts.entry(format!("{:?}", task.state)).or_default() += 1;
+    }
+    format!("{counts:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_with_no_flags_form_one_cluster() {
+    init_logging();
+    let mut cluster = NodeCluster::new("zero");
+    let (started, started_at) = (Instant::now(), SystemTime::now());
+    let nodes = cluster.start_nodes(5, &[], &[]);
+    let (_, since_agents) = until_formed(&cluster, 5).await;
+    let elections: usize = cluster
+        .on_each(&nodes, |n| {
+            cluster.times_logged(n, "this agent is now the leader", started_at)
+        })
+        .iter()
+        .map(Vec::len)
+        .sum();
+    eprintln!("5 nodes, zero config: {elections} leaders took office while they formed");
+    eprintln!(
+        "5 nodes, zero config: one cluster, 3 managers, every node lists all 5 ready, {:?} \
+         after the first container started (engines' boot included), {since_agents:?} after \
+         the last agent started",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_and_four_nodes_that_know_only_its_address_form_one_cluster() {
+    init_logging();
+    let mut cluster = NodeCluster::new("join");
+    let started = Instant::now();
+    let seed = cluster.start_node(&[], &["--no-mdns"]);
+    cluster.wait_node_id(&seed, FORMATION_LIMIT).await;
+    let join = cluster.join_addr(&seed).expect("the seed's address");
+    for _ in 0..4 {
+        cluster.start_node(&[], &["--no-mdns", "--join", &join]);
+    }
+    let (_, since_agents) = until_formed(&cluster, 5).await;
+    eprintln!(
+        "1 seed + 4 nodes with --join {join} and no mDNS: one cluster, 3 managers, every node \
+         lists all 5 ready, {:?} after the seed started, {since_agents:?} after the last agent \
+         started",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_tasks_run_in_other_engines() {
+    init_logging();
+    let mut cluster = NodeCluster::new("worker");
+    let nodes = cluster.start_nodes(5, &[], &[]);
+    until_formed(&cluster, 5).await;
+    create_service(&cluster, &nodes[0], "web", 10);
+    let placed = cluster
+        .until(
+            "10 tasks in the nodes' engines",
+            Duration::from_secs(30),
+            |c| {
+                let tasks = c.service_ps(&nodes[0], "web").ok_or("no answer")?;
+                exact(c, &nodes, "web", &tasks, 10)
+            },
+        )
+        .await;
+    let spread: BTreeMap<&String, usize> = placed.iter().map(|(n, t)| (n, t.len())).collect();
+    eprintln!("10 replicas by node engine: {spread:?}");
+    assert_eq!(placed.len(), 5, "10 replicas spread over all 5 nodes");
+
+    // A worker with tasks, killed like a machine losing power.
+    let rows = cluster.node_ls(&nodes[0]).expect("node ls");
+    let victim = rows
+        .iter()
+        .find(|r| r.role == "worker" && placed.contains_key(&r.hostname))
+        .map(|r| r.hostname.clone())
+        .expect("a worker that runs tasks");
+    let survivors: Vec<String> = nodes.iter().filter(|n| **n != victim).cloned().collect();
+    let lost = placed[&victim].len();
+    let killed = Instant::now();
+    cluster.kill(&victim);
+    let moved = cluster
+        .until(
+            "the dead worker's tasks run elsewhere, 10 in all",
+            Duration::from_secs(60),
+            |c| {
+                let tasks = c.service_ps(&survivors[0], "web").ok_or("no answer")?;
+                exact(c, &survivors, "web", &tasks, 10)
+            },
+        )
+        .await;
+    let elapsed = killed.elapsed();
+    eprintln!(
+        "worker {victim} killed: its {lost} tasks run elsewhere {elapsed:?} later; by node: {:?}",
+        moved
+            .iter()
+            .map(|(n, t)| (n, t.len()))
+            .collect::<BTreeMap<_, _>>()
+    );
+    let rows = cluster.node_ls(&survivors[0]).expect("node ls");
+    let dead = rows.iter().find(|r| r.hostname == victim).expect("listed");
+    assert_eq!(dead.state, "down", "the killed worker is down");
+    // Still exactly 10 a moment later: nothing surplus started.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tasks = cluster
+        .service_ps(&survivors[0], "web")
+        .expect("service ps");
+    exact(&cluster, &survivors, "web", &tasks, 10).expect("still exactly 10");
+}
+
+/// Creates services of no replicas through `node` (`probe-NODE-0`, `probe-NODE-1`, ...) until
+/// one is acknowledged, at most 60 tries in 60 s; returns how long after `since` the first one
+/// was, and how many tries failed before it.
+fn first_acknowledged_write(cluster: &NodeCluster, node: &str, since: Instant) -> (Duration, u32) {
+    let index = cluster.nodes().iter().position(|n| n == node).unwrap_or(0);
+    for attempt in 0..60 {
+        let name = format!("probe-{index}-{attempt}");
+        let created = cluster.shoal(
+            node,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                &name,
+                "--replicas",
+                "0",
+                TEST_IMAGE,
+                "sleep",
+                "1",
+            ],
+        );
+        if created.status.success() {
+            return (since.elapsed(), attempt);
+        }
+        if since.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no write acknowledged through {node} within 60 s of the leader's death");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_reports_every_task_as_it_runs() {
+    init_logging();
+    let mut cluster = NodeCluster::new("leader");
+    let nodes = cluster.start_nodes(5, &[], &[]);
+    let cluster = Arc::new(cluster);
+    until_formed(&cluster, 5).await;
+    create_service(&cluster, &nodes[0], "web", 10);
+    cluster
+        .until(
+            "10 tasks in the nodes' engines",
+            Duration::from_secs(30),
+            |c| {
+                let tasks = c.service_ps(&nodes[0], "web").ok_or("no answer")?;
+                exact(c, &nodes, "web", &tasks, 10)
+            },
+        )
+        .await;
+    // The leader now (it may have changed since the cluster formed), and a worker.
+    let leader_id = cluster
+        .until(
+            "every node names one leader",
+            Duration::from_secs(30),
+            |c| one_leader(c, &nodes),
+        )
+        .await;
+    let leader = cluster
+        .node_named(&leader_id)
+        .expect("the leader is a node");
+    let others: Vec<String> = nodes.iter().filter(|n| **n != leader).cloned().collect();
+    let rows = cluster.node_ls(&others[0]).expect("node ls");
+    let with_role = |role: &str| {
+        rows.iter()
+            .find(|r| r.role == role && r.hostname != leader)
+            .map(|r| r.hostname.clone())
+            .unwrap_or_else(|| panic!("a {role} besides the leader"))
+    };
+    let (worker, follower) = (with_role("worker"), with_role("manager"));
+
+    // Scale up, then kill the leader while the new tasks start, as in the issue.
+    let scaled = cluster.shoal(&others[0], &["service", "scale", "--detach", "web=14"]);
+    assert!(
+        scaled.status.success(),
+        "scale: {}",
+        String::from_utf8_lossy(&scaled.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = SystemTime::now();
+    let killed = Instant::now();
+    cluster.kill(&leader);
+    // Users keep writing meanwhile, through a worker and through a manager that follows.
+    let writer = |node: &String| {
+        let (cluster, node) = (Arc::clone(&cluster), node.clone());
+        tokio::task::spawn_blocking(move || first_acknowledged_write(&cluster, &node, killed))
+    };
+    let (through_worker, through_follower) = (writer(&worker), writer(&follower));
+
+    let (new_leader, elected_at) = cluster
+        .until(
+            "a survivor logs that it leads",
+            Duration::from_secs(30),
+            |c| {
+                others
+                    .iter()
+                    .find_map(|n| {
+                        let at = c.first_logged(n, "this agent is now the leader", killed_at)?;
+                        Some((n.clone(), at))
+                    })
+                    .ok_or_else(|| "none yet".to_owned())
+            },
+        )
+        .await;
+    let elected = elected_at.duration_since(killed_at).unwrap_or_default();
+    let answered = cluster
+        .until(
+            "`service ps` answers on the new leader",
+            Duration::from_secs(30),
+            |c| {
+                c.service_ps(&new_leader, "web")
+                    .map(|_| killed.elapsed())
+                    .ok_or_else(|| "no answer".to_owned())
+            },
+        )
+        .await;
+
+    // Every container the survivors' engines run is reported running by the new leader.
+    let mut stalled = String::new();
+    let (truthful, observed) = cluster
+        .until(
+            "the new leader reports every running container as running",
+            Duration::from_secs(30),
+            |c| {
+                let tasks = c.service_ps(&new_leader, "web").ok_or("no answer")?;
+                let actual = engines(c, &others, "web")?;
+                let reported = &running_by_node(&tasks);
+                let unreported: Vec<&String> = actual
+                    .iter()
+                    .flat_map(|(node, ids)| {
+                        ids.iter()
+                            .filter(move |id| !reported.get(node).is_some_and(|r| r.contains(*id)))
+                    })
+                    .collect();
+                if unreported.is_empty() {
+                    return Ok((killed.elapsed(), summary(&tasks)));
+                }
+                let states: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| unreported.contains(&&t.id))
+                    .map(|t| format!("{} {:?} ({})", t.name, t.state, t.message))
+                    .collect();
+                stalled = format!(
+                    "at {:?}: running in engines, not reported running: {states:?}",
+                    killed.elapsed()
+                );
+                Err(stalled.clone())
+            },
+        )
+        .await;
+    let converged = cluster
+        .until(
+            "14 tasks run on the survivors, as reported",
+            Duration::from_secs(60),
+            |c| {
+                let tasks = c.service_ps(&new_leader, "web").ok_or("no answer")?;
+                exact(c, &others, "web", &tasks, 14)
+            },
+        )
+        .await;
+    let converged_after = killed.elapsed();
+    let (by_worker, worker_failed) = through_worker.await.expect("the writer thread");
+    let (by_follower, follower_failed) = through_follower.await.expect("the writer thread");
+    eprintln!(
+        "leader {leader} killed 300 ms after `service scale web=14`:\n  \
+         new leader {new_leader} logs that it leads {elected:?} later;\n  \
+         first answer of `service ps` on it {answered:?} after the kill;\n  \
+         its statuses match the engines after {truthful:?} ({observed});\n  \
+         14 running on the survivors after {converged_after:?}: {:?};\n  \
+         first write acknowledged through worker {worker} after {by_worker:?} \
+         ({worker_failed} failed before), through manager {follower} after {by_follower:?} \
+         ({follower_failed} failed before)",
+        converged
+            .iter()
+            .map(|(n, t)| (n, t.len()))
+            .collect::<BTreeMap<_, _>>()
+    );
+    if !stalled.is_empty() {
+        eprintln!("  before that, the new leader showed {stalled}");
+    }
+}
