@@ -2,7 +2,9 @@
 //!
 //! - [`api`]: request and response bodies, and the routes' paths.
 //! - [`views`]: how the cluster state is shown (service summaries, task and node rows).
-//! - [`server`]: the axum router served by the daemon.
+//! - [`server`]: the router served by the daemon and what every handler shares (reads at the
+//!   right consistency, authorized writes, errors).
+//! - [`services`] and [`nodes`]: the services' and the nodes' routes.
 //! - [`routes`]: the one list of routes, and the OpenAPI document (`GET /v1/openapi.json`).
 //! - [`errors`]: every error answered as JSON, axum's own rejections and unknown routes too.
 //! - [`remote`]: the API on TCP (`--api-addr`), behind a bearer token.
@@ -24,8 +26,10 @@ pub mod filters;
 pub mod forward;
 pub mod join_tokens;
 pub mod logs;
+pub mod nodes;
 pub mod remote;
 pub mod routes;
 pub mod server;
+pub mod services;
 pub mod tasks;
 pub mod views;

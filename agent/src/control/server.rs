@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,20 +21,14 @@ use serde::Deserialize;
 use shoal_consensus::{Committed, Quorum};
 use shoal_discovery::Mesh;
 use shoal_scheduler::authz::{self, Origin};
-use shoal_scheduler::{
-    ApplyError, ClusterState, Command, NodeId, Outcome, RequestId, ServiceId, ServiceMode,
-};
+use shoal_scheduler::{ApplyError, ClusterState, Command, NodeId, Outcome, RequestId};
 use tokio::net::UnixListener;
 use utoipa::IntoParams;
 
-use super::api::{
-    self, ClusterSettingsRequest, CreateServiceRequest, CreateServiceResponse, ErrorBody,
-    InfoResponse, RemoveNodeQuery, ScaleRequest, UpdateNodeRequest, UpdateServiceRequest,
-};
+use super::api::{self, ClusterSettingsRequest, ErrorBody, InfoResponse};
 use super::forward::{self, Caller, ForwardedAnswer, REQUEST_ID_HEADER};
 use super::remote::RemoteAccess;
-use super::{filters, views};
-use crate::worker::now;
+use super::views;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -149,21 +143,22 @@ impl From<ApplyError> for ApiError {
     }
 }
 
-type ApiResult<T> = Result<Json<T>, ApiError>;
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// A write's answer: its body, and the log index it committed at in [`api::INDEX_HEADER`].
-type WriteResult<T> = Result<([(&'static str, String); 1], Json<T>), ApiError>;
+pub(super) type WriteResult<T> = Result<([(&'static str, String); 1], Json<T>), ApiError>;
 
 /// What a committed write answered, and where it is in the log.
 pub(super) struct Written {
-    outcome: Outcome,
+    /// What applying it answered.
+    pub(super) outcome: Outcome,
     /// The log index it committed at.
     pub(super) index: u64,
 }
 
 impl Written {
     /// The answer `body`, with this write's index.
-    fn answer<T>(&self, body: T) -> WriteResult<T> {
+    pub(super) fn answer<T>(&self, body: T) -> WriteResult<T> {
         Ok(([(api::INDEX_HEADER, self.index.to_string())], Json(body)))
     }
 }
@@ -346,393 +341,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Call {
             request: request_id(&parts.headers),
         })
     }
-}
-
-/// The services, one row each, in name order.
-#[utoipa::path(
-    get,
-    path = api::SERVICES,
-    tag = "services",
-    params(ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
-    responses(
-        (status = 200, description = "The services", body = [views::ServiceRow]),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn list_services(
-    State(state): State<Arc<ControlState>>,
-    Query(read): Query<ReadOptions>,
-    filter: filters::ServiceFilter,
-) -> ApiResult<Vec<views::ServiceRow>> {
-    let cluster = cluster(&state, read).await?;
-    Ok(Json(views::service_rows_where(&cluster, |s| {
-        filter.matches(s)
-    })))
-}
-
-/// Creates a service.
-#[utoipa::path(
-    post,
-    path = api::SERVICES,
-    tag = "services",
-    request_body = CreateServiceRequest,
-    responses(
-        (status = 200, description = "The new service's id; its log index in `x-shoal-index`", body = CreateServiceResponse),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 403, description = "A forwarded write the caller may not make", body = ErrorBody),
-        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
-        (status = 415, description = "No `Content-Type: application/json`", body = ErrorBody),
-        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn create_service(
-    State(state): State<Arc<ControlState>>,
-    call: Call,
-    Json(request): Json<CreateServiceRequest>,
-) -> WriteResult<CreateServiceResponse> {
-    let command = Command::CreateService {
-        spec: request.spec,
-        at: now(),
-    };
-    let written = write(&state, &call, command).await?;
-    match written.outcome {
-        Outcome::ServiceCreated(id) => written.answer(CreateServiceResponse { id }),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unexpected outcome {other:?}"),
-        )),
-    }
-}
-
-/// One service in full (spec, version, update status).
-#[utoipa::path(
-    get,
-    path = "/v1/services/{name}",
-    tag = "services",
-    params(("name" = String, Path, description = "The service's name, id or unique id prefix"), ReadOptions),
-    responses(
-        (status = 200, description = "The scheduler's `Service`", body = Object),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn inspect_service(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    Query(read): Query<ReadOptions>,
-) -> ApiResult<shoal_scheduler::Service> {
-    let cluster = cluster(&state, read).await?;
-    Ok(Json(views::lookup_service(&cluster, &name)?.clone()))
-}
-
-/// The tasks of a service, current and past.
-#[utoipa::path(
-    get,
-    path = "/v1/services/{name}/tasks",
-    tag = "services",
-    params(("name" = String, Path, description = "The service's name, id or unique id prefix"), ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
-    responses(
-        (status = 200, description = "Its tasks", body = [views::TaskRow]),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn service_tasks(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    Query(read): Query<ReadOptions>,
-    filter: filters::TaskFilter,
-) -> ApiResult<Vec<views::TaskRow>> {
-    let cluster = cluster(&state, read).await?;
-    let service = views::lookup_service(&cluster, &name)?;
-    Ok(Json(views::task_rows_where(&cluster, service, |t| {
-        filter.keeps(&cluster, t)
-    })))
-}
-
-/// Removes a service (its tasks stop).
-#[utoipa::path(
-    delete,
-    path = "/v1/services/{name}",
-    tag = "services",
-    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
-    responses(
-        (status = 200, description = "The removed service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
-        (status = 403, description = "A forwarded write the caller may not make", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn remove_service(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    call: Call,
-) -> WriteResult<ServiceId> {
-    let id = service_id(&state, &name).await?;
-    write(&state, &call, Command::RemoveService { id, at: now() })
-        .await?
-        .answer(id)
-}
-
-/// Sets a replicated service's number of replicas.
-#[utoipa::path(
-    post,
-    path = "/v1/services/{name}/scale",
-    tag = "services",
-    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
-    request_body = ScaleRequest,
-    responses(
-        (status = 200, description = "The service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
-        (status = 400, description = "A global service, or a bad body", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
-        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn scale_service(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    call: Call,
-    Json(request): Json<ScaleRequest>,
-) -> WriteResult<ServiceId> {
-    let cluster = cluster(&state, ReadOptions::default()).await?;
-    let service = views::lookup_service(&cluster, &name)?;
-    if service.spec.mode == ServiceMode::Global {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{name} is a global service: it runs one task per node and cannot be scaled"),
-        ));
-    }
-    let mut spec = service.spec.clone();
-    spec.mode = ServiceMode::Replicated {
-        replicas: request.replicas,
-    };
-    let command = Command::UpdateService {
-        id: service.id,
-        expected_version: service.version,
-        spec,
-        at: now(),
-    };
-    write(&state, &call, command).await?.answer(service.id)
-}
-
-/// Replaces a service's spec (a rolling update), if it is still at `expected_version`.
-#[utoipa::path(
-    post,
-    path = "/v1/services/{name}/update",
-    tag = "services",
-    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
-    request_body = UpdateServiceRequest,
-    responses(
-        (status = 200, description = "The service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
-        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn update_service(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    call: Call,
-    Json(request): Json<UpdateServiceRequest>,
-) -> WriteResult<ServiceId> {
-    let id = service_id(&state, &name).await?;
-    let command = Command::UpdateService {
-        id,
-        expected_version: request.expected_version,
-        spec: request.spec,
-        at: now(),
-    };
-    write(&state, &call, command).await?.answer(id)
-}
-
-/// Rolls a service back to its previous spec.
-#[utoipa::path(
-    post,
-    path = "/v1/services/{name}/rollback",
-    tag = "services",
-    params(("name" = String, Path, description = "The service's name, id or unique id prefix")),
-    responses(
-        (status = 200, description = "The service's id; its log index in `x-shoal-index`", body = u64, content_type = "application/json"),
-        (status = 404, description = "No such service", body = ErrorBody),
-        (status = 409, description = "A conflict: a name in use, a stale version", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn rollback_service(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    call: Call,
-) -> WriteResult<ServiceId> {
-    let id = service_id(&state, &name).await?;
-    write(&state, &call, Command::RollbackService { id, at: now() })
-        .await?
-        .answer(id)
-}
-
-/// The nodes, one row each.
-#[utoipa::path(
-    get,
-    path = api::NODES,
-    tag = "nodes",
-    params(ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
-    responses(
-        (status = 200, description = "The nodes", body = [views::NodeRow]),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn list_nodes(
-    State(state): State<Arc<ControlState>>,
-    Query(read): Query<ReadOptions>,
-    filter: filters::NodeFilter,
-) -> ApiResult<Vec<views::NodeRow>> {
-    let cluster = cluster(&state, read).await?;
-    Ok(Json(views::node_rows_where(&cluster, |n| {
-        filter.matches(n)
-    })))
-}
-
-/// One node in full.
-#[utoipa::path(
-    get,
-    path = "/v1/nodes/{node}",
-    tag = "nodes",
-    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix"), ReadOptions),
-    responses(
-        (status = 200, description = "The scheduler's `Node`", body = Object),
-        (status = 400, description = "An ambiguous prefix", body = ErrorBody),
-        (status = 404, description = "No such node", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn inspect_node(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    Query(read): Query<ReadOptions>,
-) -> ApiResult<shoal_scheduler::Node> {
-    let cluster = cluster(&state, read).await?;
-    Ok(Json(views::find_node(&cluster, &name)?.clone()))
-}
-
-/// The tasks placed on a node.
-#[utoipa::path(
-    get,
-    path = "/v1/nodes/{node}/tasks",
-    tag = "nodes",
-    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix"), ReadOptions, ("filter" = Option<Vec<String>>, Query, description = "`KEY=VALUE`, repeatable: one key matches any of its values, different keys must all match")),
-    responses(
-        (status = 200, description = "Its tasks", body = [views::TaskRow]),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 404, description = "No such node", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn node_tasks(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    Query(read): Query<ReadOptions>,
-    filter: filters::TaskFilter,
-) -> ApiResult<Vec<views::TaskRow>> {
-    let cluster = cluster(&state, read).await?;
-    let node = views::find_node(&cluster, &name)?;
-    Ok(Json(views::node_task_rows_where(&cluster, &node.id, |t| {
-        filter.keeps(&cluster, t)
-    })))
-}
-
-/// Changes a node's availability and labels.
-#[utoipa::path(
-    post,
-    path = "/v1/nodes/{node}/update",
-    tag = "nodes",
-    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix")),
-    request_body = UpdateNodeRequest,
-    responses(
-        (status = 200, description = "The node's id; its log index in `x-shoal-index`", body = String, content_type = "application/json"),
-        (status = 400, description = "A bad body, query or path", body = ErrorBody),
-        (status = 404, description = "No such node", body = ErrorBody),
-        (status = 422, description = "A body that does not fit the schema", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn update_node(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    call: Call,
-    Json(request): Json<UpdateNodeRequest>,
-) -> WriteResult<NodeId> {
-    let id = node_id(&state, &name).await?;
-    let command = Command::UpdateNode {
-        id: id.clone(),
-        availability: request.availability,
-        role: None,
-        labels_set: request.labels_set,
-        labels_remove: request.labels_remove,
-    };
-    write(&state, &call, command).await?.answer(id)
-}
-
-/// Removes a node from the cluster's state. A raft member is refused: its vote must move first
-/// (autopilot does it once the node is drained or asked to step down), or the group could lose
-/// its quorum to a removal.
-#[utoipa::path(
-    delete,
-    path = "/v1/nodes/{node}",
-    tag = "nodes",
-    params(("node" = String, Path, description = "The node's id, hostname or unique id prefix"), RemoveNodeQuery),
-    responses(
-        (status = 200, description = "The removed node's id; its log index in `x-shoal-index`", body = String, content_type = "application/json"),
-        (status = 404, description = "No such node", body = ErrorBody),
-        (status = 409, description = "A manager, or a node that is not down (without `force`)", body = ErrorBody),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
-    )
-)]
-pub(super) async fn remove_node(
-    State(state): State<Arc<ControlState>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<RemoveNodeQuery>,
-    call: Call,
-) -> WriteResult<NodeId> {
-    let cluster = cluster(&state, ReadOptions::default()).await?;
-    let node = views::find_node(&cluster, &name)?;
-    let raft = state.quorum.status();
-    let member = raft
-        .voters
-        .iter()
-        .chain(&raft.learners)
-        .any(|peer| peer.to_string() == node.id.as_str());
-    if member {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{name} is a manager: demote it first (`shoal node demote {name}`), wait until \
-                 `shoal node ls` shows it as a worker, then remove it"
-            ),
-        ));
-    }
-    let command = Command::RemoveNode {
-        id: node.id.clone(),
-        force: query.force,
-        at: now(),
-    };
-    write(&state, &call, command).await?.answer(node.id.clone())
-}
-
-async fn node_id(state: &ControlState, name: &str) -> Result<NodeId, ApiError> {
-    let cluster = cluster(state, ReadOptions::default()).await?;
-    Ok(views::find_node(&cluster, name)?.id.clone())
-}
-
-async fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiError> {
-    let cluster = cluster(state, ReadOptions::default()).await?;
-    Ok(views::lookup_service(&cluster, name)?.id)
 }
 
 /// The cluster-wide settings.
