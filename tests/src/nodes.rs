@@ -399,7 +399,12 @@ impl NodeCluster {
 
     /// Runs `ARGS` inside `node` (`docker exec`), bounded in time.
     pub fn exec(&self, node: &str, args: &[&str]) -> Output {
-        bounded(EXEC_LIMIT, "docker", &[&["exec", node][..], args].concat())
+        self.exec_within(node, EXEC_LIMIT, args)
+    }
+
+    /// Runs `ARGS` inside `node`, given up (the `docker exec` client killed) after `limit`.
+    pub fn exec_within(&self, node: &str, limit: Duration, args: &[&str]) -> Output {
+        bounded(limit, "docker", &[&["exec", node][..], args].concat())
     }
 
     /// Runs the CLI inside `node`: `shoal ARGS`, as a user on that machine would.

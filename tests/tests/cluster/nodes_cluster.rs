@@ -6,7 +6,9 @@
 //! - 10 replicas are spread over the nodes' own engines; a worker killed -> its tasks run
 //!   elsewhere, and exactly 10 run again.
 //! - The leader killed right after a scale-up -> a new leader, which reports every task's
-//!   status as the engines see it, and exactly the desired count runs again.
+//!   status as the engines see it, and exactly the desired count runs again; writes through
+//!   a worker and a follower are timed.
+//! - The harness's own faults do what they say (isolate, partition, loss, pause, kill, start).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -81,9 +83,11 @@ fn one_leader(cluster: &NodeCluster, nodes: &[String]) -> Result<String, String>
 /// CLI's own wait) until they run.
 fn create_service(cluster: &NodeCluster, node: &str, name: &str, replicas: u32) {
     let replicas = replicas.to_string();
-    let created = cluster.shoal(
+    let created = cluster.exec_within(
         node,
+        Duration::from_secs(75),
         &[
+            "shoal",
             "service",
             "create",
             "--name",
@@ -97,10 +101,17 @@ fn create_service(cluster: &NodeCluster, node: &str, name: &str, replicas: u32) 
             "3600",
         ],
     );
+    let tail = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    };
     assert!(
         created.status.success(),
-        "service create through {node}: {}\n{}",
-        String::from_utf8_lossy(&created.stderr),
+        "service create through {node} ({}): {}\n{}\n{}",
+        created.status,
+        tail(&created.stdout),
+        tail(&created.stderr),
         cluster.logs(node, 30)
     );
 }
@@ -270,16 +281,26 @@ async fn a_killed_workers_tasks_run_in_other_engines() {
     exact(&cluster, &survivors, "web", &tasks, 10).expect("still exactly 10");
 }
 
-/// Creates services of no replicas through `node` (`probe-NODE-0`, `probe-NODE-1`, ...) until
-/// one is acknowledged, at most 60 tries in 60 s; returns how long after `since` the first one
-/// was, and how many tries failed before it.
-fn first_acknowledged_write(cluster: &NodeCluster, node: &str, since: Instant) -> (Duration, u32) {
+/// A user who writes through `node` from `since` on: creates services of no replicas
+/// (`probe-NODE-LIMIT-0`, `-1`, ...), each attempt given up after `attempt_limit`, until one is
+/// acknowledged (at most 60 attempts, 60 s). Returns how long after `since` that was, how long
+/// the first attempt took, and how many attempts failed before.
+fn first_acknowledged_write(
+    cluster: &NodeCluster,
+    node: &str,
+    since: Instant,
+    attempt_limit: Duration,
+) -> (Duration, Duration, u32) {
     let index = cluster.nodes().iter().position(|n| n == node).unwrap_or(0);
+    let mut first_attempt = None;
     for attempt in 0..60 {
-        let name = format!("probe-{index}-{attempt}");
-        let created = cluster.shoal(
+        let name = format!("probe-{index}-{}-{attempt}", attempt_limit.as_secs());
+        let started = Instant::now();
+        let created = cluster.exec_within(
             node,
+            attempt_limit,
             &[
+                "shoal",
                 "service",
                 "create",
                 "--detach",
@@ -292,8 +313,9 @@ fn first_acknowledged_write(cluster: &NodeCluster, node: &str, since: Instant) -
                 "1",
             ],
         );
+        let first = *first_attempt.get_or_insert(started.elapsed());
         if created.status.success() {
-            return (since.elapsed(), attempt);
+            return (since.elapsed(), first, attempt);
         }
         if since.elapsed() > Duration::from_secs(60) {
             break;
@@ -353,12 +375,18 @@ async fn a_new_leader_reports_every_task_as_it_runs() {
     let killed_at = SystemTime::now();
     let killed = Instant::now();
     cluster.kill(&leader);
-    // Users keep writing meanwhile, through a worker and through a manager that follows.
-    let writer = |node: &String| {
+    // Users write meanwhile: through a worker and through a manager (each command waited for),
+    // and through a worker again, giving up on each command after 2 s and retrying.
+    let writer = |node: &String, limit: u64| {
         let (cluster, node) = (Arc::clone(&cluster), node.clone());
-        tokio::task::spawn_blocking(move || first_acknowledged_write(&cluster, &node, killed))
+        let limit = Duration::from_secs(limit);
+        tokio::task::spawn_blocking(move || {
+            first_acknowledged_write(&cluster, &node, killed, limit)
+        })
     };
-    let (through_worker, through_follower) = (writer(&worker), writer(&follower));
+    let through_worker = writer(&worker, 30);
+    let through_follower = writer(&follower, 30);
+    let impatient = writer(&worker, 2);
 
     let (new_leader, elected_at) = cluster
         .until(
@@ -432,17 +460,20 @@ async fn a_new_leader_reports_every_task_as_it_runs() {
         )
         .await;
     let converged_after = killed.elapsed();
-    let (by_worker, worker_failed) = through_worker.await.expect("the writer thread");
-    let (by_follower, follower_failed) = through_follower.await.expect("the writer thread");
+    let (by_worker, worker_first, _) = through_worker.await.expect("the writer thread");
+    let (by_follower, follower_first, _) = through_follower.await.expect("the writer thread");
+    let (by_retries, _, cut_off) = impatient.await.expect("the writer thread");
     eprintln!(
         "leader {leader} killed 300 ms after `service scale web=14`:\n  \
          new leader {new_leader} logs that it leads {elected:?} later;\n  \
          first answer of `service ps` on it {answered:?} after the kill;\n  \
          its statuses match the engines after {truthful:?} ({observed});\n  \
          14 running on the survivors after {converged_after:?}: {:?};\n  \
-         first write acknowledged through worker {worker} after {by_worker:?} \
-         ({worker_failed} failed before), through manager {follower} after {by_follower:?} \
-         ({follower_failed} failed before)",
+         a write sent at the kill through worker {worker} returned after {worker_first:?}, \
+         acknowledged {by_worker:?} after the kill; through manager {follower}: {follower_first:?}, \
+         acknowledged after {by_follower:?};\n  \
+         writes through {worker} given up after 2 s and retried: acknowledged {by_retries:?} \
+         after the kill ({cut_off} attempts failed before)",
         converged
             .iter()
             .map(|(n, t)| (n, t.len()))
@@ -451,4 +482,68 @@ async fn a_new_leader_reports_every_task_as_it_runs() {
     if !stalled.is_empty() {
         eprintln!("  before that, the new leader showed {stalled}");
     }
+}
+
+/// Whether `from` reaches `to` on the cluster network (3 pings, one must answer in 1 s).
+fn reaches(cluster: &NodeCluster, from: &str, to: &str) -> bool {
+    let ip = cluster.ip(to);
+    let ping = cluster.exec(from, &["ping", "-c", "3", "-i", "0.2", "-W", "1", &ip]);
+    ping.status.success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_cuts_pauses_and_heals_nodes() {
+    init_logging();
+    let mut cluster = NodeCluster::new("faults");
+    let nodes = cluster.start_nodes(3, &[], &[]);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let id = cluster.wait_node_id(c, FORMATION_LIMIT).await;
+    assert!(reaches(&cluster, a, b) && reaches(&cluster, a, c));
+
+    cluster.isolate(c);
+    assert!(!reaches(&cluster, a, c) && !reaches(&cluster, c, b));
+    assert!(reaches(&cluster, a, b), "the others still talk");
+    cluster.heal_all();
+    assert!(reaches(&cluster, a, c));
+
+    cluster.partition(&[a], &[b, c]);
+    assert!(!reaches(&cluster, a, b) && !reaches(&cluster, c, a));
+    assert!(reaches(&cluster, b, c));
+    cluster.heal_all();
+    assert!(reaches(&cluster, a, b));
+
+    cluster.lose_packets(b, 100);
+    assert!(!reaches(&cluster, a, b));
+    cluster.heal(b);
+    assert!(reaches(&cluster, a, b));
+    match cluster.slow_link(b, Duration::from_millis(50), Duration::ZERO, 0) {
+        Ok(()) => eprintln!("netem: 50 ms on {b}"),
+        Err(why) => eprintln!("netem unavailable here: {why}"),
+    }
+    cluster.heal(b);
+
+    cluster.pause(b);
+    assert!(!cluster.exec(b, &["true"]).status.success(), "paused");
+    cluster.unpause(b);
+    assert!(cluster.exec(b, &["true"]).status.success(), "unpaused");
+
+    // Killed and started again: same address, same identity, its engine back.
+    cluster.kill(c);
+    assert!(!reaches(&cluster, a, c));
+    let restarted_at = SystemTime::now();
+    cluster.start(c);
+    cluster
+        .until("the restarted node's agent runs", FORMATION_LIMIT, |cl| {
+            let started = cl.agent_started_at(c).ok_or("not yet")?;
+            (started >= restarted_at)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_owned())
+        })
+        .await;
+    assert!(reaches(&cluster, a, c));
+    assert_eq!(cluster.node_id(c), Some(id), "the same identity");
+    assert!(
+        cluster.engine_tasks(c, "none").is_some(),
+        "its engine answers"
+    );
 }
