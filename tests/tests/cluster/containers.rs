@@ -182,7 +182,7 @@ async fn a_worker_token_agent_runs_tasks_and_never_manages() {
     assert_eq!(me.role, "worker");
 }
 
-/// Tokens made by `shoal cluster token` inside a throwaway container.
+/// Tokens made by `shoal cluster token --new` inside a throwaway container.
 struct Tokens {
     manager: String,
     worker: String,
@@ -202,6 +202,7 @@ impl Tokens {
                 shoal_tests::containers::AGENT_IMAGE,
                 "cluster",
                 "token",
+                "--new",
             ])
             .output()
             .expect("docker run");
