@@ -44,7 +44,7 @@ pub use core::{raft_id_of_peer, raft_id_of_str};
 pub use error::{ConsensusError, WriteError};
 pub use join::MANAGER_LABEL;
 pub use managers::{MANAGERS_FILE, ManagerSet};
-pub use quorum::{ManagerList, Quorum, QuorumStatus, new_request_id};
+pub use quorum::{ManagerList, Quorum, QuorumStatus, leader_moved_from, new_request_id};
 pub use recover::{RecoverReport, recover};
 pub use storage::AppliedState;
 pub use token::{NoJoinToken, Proof, RaftKey, Token, TokenRole, new_join_nonce};

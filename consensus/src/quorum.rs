@@ -75,6 +75,22 @@ pub struct QuorumStatus {
     pub changing: bool,
 }
 
+/// Resolves once `leader` (a fresh [`Quorum::leader`] receiver, or any watch of the leader),
+/// which shows `from` leading now, shows another leader or none; never, if `from` does not lead
+/// now or the watch closes first. A call waiting on the leader `from` races this to move on to
+/// the new leader at once instead of waiting out its timeout.
+pub async fn leader_moved_from(mut leader: watch::Receiver<Option<PeerId>>, from: PeerId) {
+    if *leader.borrow_and_update() != Some(from) {
+        return std::future::pending::<()>().await;
+    }
+    while leader.changed().await.is_ok() {
+        if *leader.borrow_and_update() != Some(from) {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
 /// The cloneable handle to this agent's part of the quorum. Cloning is shallow.
 #[derive(Clone)]
 pub struct Quorum {
@@ -341,7 +357,14 @@ impl Quorum {
         let peer =
             PeerId::from_str(&leader.peer_id).map_err(|e| ForwardFailure::Failed(e.to_string()))?;
         let body = RaftRequest::Write(Box::new(entry));
-        let answer = send(&self.core.mesh, &self.core.access, peer, body).await;
+        // A leader that died without closing its connections never answers: once another
+        // leader is known, the write goes to it (its request id makes a second copy apply once).
+        let answer = tokio::select! {
+            answer = send(&self.core.mesh, &self.core.access, peer, body) => answer,
+            () = leader_moved_from(self.leader(), peer) => {
+                return Err(ForwardFailure::Failed(format!("the leader moved from {peer}")));
+            }
+        };
         if matches!(
             answer,
             Err(_) | Ok(RaftResponse::Write(Err(ForwardFailure::NotLeader(_))))
@@ -852,4 +875,37 @@ fn raft_view(m: &openraft::RaftMetrics<TypeConfig>, me: u64) -> (RaftMembership,
         RaftMembership::None
     };
     (membership, m.current_term, mem.nodes().next().is_some())
+}
+
+#[cfg(test)]
+mod leader_moves {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn resolves(future: impl std::future::Future<Output = ()>) -> bool {
+        tokio::time::timeout(Duration::from_millis(100), future)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_ends_the_wait_and_the_same_one_does_not() {
+        let (old, new) = (PeerId::random(), PeerId::random());
+        let (tx, rx) = watch::channel(Some(old));
+        let waiting = tokio::spawn(leader_moved_from(rx.clone(), old));
+        tx.send_replace(Some(old));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the same leader again is no move");
+        tx.send_replace(Some(new));
+        assert!(resolves(async { waiting.await.unwrap_or(()) }).await);
+        // A call to a manager that does not lead is never cut by leader moves.
+        assert!(!resolves(leader_moved_from(rx.clone(), old)).await);
+        let follower = PeerId::random();
+        let waiting = tokio::spawn(leader_moved_from(rx, follower));
+        tx.send_replace(None);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        waiting.abort();
+    }
 }

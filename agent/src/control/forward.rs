@@ -94,7 +94,16 @@ pub async fn forward(state: &ControlState, request: Request<Body>) -> Response<B
     };
     let mut last = String::from("no manager known yet");
     for manager in managers(state).into_iter().take(MAX_ATTEMPTS) {
-        match ask(&state.mesh, manager, bytes.clone()).await {
+        // A leader that died without closing its connections never answers: once another leader
+        // is known the call goes on to the next manager (a write's request id makes a second
+        // copy apply once).
+        let asked = tokio::select! {
+            answer = ask(&state.mesh, manager, bytes.clone()) => answer,
+            () = shoal_consensus::leader_moved_from(state.quorum.leader(), manager) => {
+                Err(format!("the leader moved from {manager}"))
+            }
+        };
+        match asked {
             Ok(answer) => return into_response(answer),
             Err(why) => {
                 tracing::debug!(%manager, why, "forwarded control call failed; trying another");

@@ -22,6 +22,10 @@ use crate::worker::WorkerHandle;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(300);
 /// Wait before resending reports that failed.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How long a batch of reports waits for the leader's answer before it is sent again. A leader
+/// commits a batch in milliseconds; one that died without closing its connections never answers,
+/// and the mesh's own request timeout (10 s) would hold every later report behind it.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Wait before sending a heartbeat again that a busy dispatcher turned away.
 const BUSY_RETRY: Duration = Duration::from_millis(50);
 /// Most reports held while no leader answers (the oldest are dropped beyond; the worker's
@@ -130,15 +134,27 @@ async fn deliver(
             .await
             .map_err(|_| "leader duties ended".to_string())?;
     }
+    // Watch for a new leader from here on: reports in flight to the old one are sent again to
+    // the new one at once (a report only moves a task forward, so a second copy changes nothing).
     let leader = (*view.leader.borrow()).ok_or_else(|| "no leader known".to_string())?;
+    let mut duties_move = view.local.clone();
+    duties_move.borrow_and_update();
     let request = encode(&DispatchRequest::Report { reports }).map_err(|e| {
         tracing::warn!(error = %e, "status reports not sent");
         e.to_string()
     })?;
-    let answer = mesh
-        .request(leader, ShoalProtocol::Dispatch, request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let answer = tokio::select! {
+        answer = mesh.request(leader, ShoalProtocol::Dispatch, request) => {
+            answer.map_err(|e| e.to_string())?
+        }
+        () = shoal_consensus::leader_moved_from(view.leader.clone(), leader) => {
+            return Err(format!("the leader moved from {leader}"));
+        }
+        Ok(()) = duties_move.changed() => return Err("this agent's leader duties changed".into()),
+        () = tokio::time::sleep(REPORT_TIMEOUT) => {
+            return Err(format!("no answer from the leader {leader} within {REPORT_TIMEOUT:?}"));
+        }
+    };
     match decode::<DispatchResponse>(&answer).map_err(|e| e.to_string())? {
         DispatchResponse::Ack => Ok(()),
         DispatchResponse::Retry { reason } => Err(reason),
