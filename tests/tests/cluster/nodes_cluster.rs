@@ -3,11 +3,13 @@
 //!
 //! - 5 nodes started with no flags form one cluster with 3 managers, every node listing all 5
 //!   ready; so do 1 seed and 4 nodes that know only its multiaddr, with mDNS off.
-//! - 10 replicas are spread over the nodes' own engines; a worker killed -> its tasks run
-//!   elsewhere, and exactly 10 run again.
+//! - 10 replicas are spread over the nodes' own engines; a worker paused for 1 s (less than
+//!   the down grace) -> no task restarted or moved; a worker killed -> its tasks run elsewhere,
+//!   and exactly 10 run again.
 //! - The leader killed right after a scale-up -> a new leader, which reports every task's
 //!   status as the engines see it, and exactly the desired count runs again; writes through
-//!   a worker and a follower are timed.
+//!   a worker and a follower are timed. The old leader restarted -> it rejoins under the new
+//!   leader and exactly the desired count runs across every engine, none twice.
 //! - The harness's own faults do what they say (isolate, partition, loss, pause, kill, start).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,6 +250,25 @@ async fn a_killed_workers_tasks_run_in_other_engines() {
         .find(|r| r.role == "worker" && placed.contains_key(&r.hostname))
         .map(|r| r.hostname.clone())
         .expect("a worker that runs tasks");
+    // A blip shorter than the down grace (2 s): the worker frozen for 1 s restarts nothing,
+    // there or anywhere.
+    cluster.pause(&victim);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.unpause(&victim);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let tasks = cluster.service_ps(&nodes[0], "web").expect("service ps");
+    let after_blip = exact(&cluster, &nodes, "web", &tasks, 10).expect("10 still run");
+    assert_eq!(
+        after_blip, placed,
+        "a 1 s pause of {victim} restarted or moved tasks"
+    );
+    let rows = cluster.node_ls(&nodes[0]).expect("node ls");
+    assert!(
+        rows.iter().all(|r| r.state == "ready"),
+        "a 1 s pause marked a node down: {rows:?}"
+    );
+    eprintln!("worker {victim} paused for 1 s: no task restarted or moved, every node ready");
+
     let survivors: Vec<String> = nodes.iter().filter(|n| **n != victim).cloned().collect();
     let lost = placed[&victim].len();
     let killed = Instant::now();
@@ -482,6 +503,39 @@ async fn a_new_leader_reports_every_task_as_it_runs() {
     if !stalled.is_empty() {
         eprintln!("  before that, the new leader showed {stalled}");
     }
+
+    // The old leader's machine comes back: it rejoins under the new leader (which keeps its
+    // lead), gets tasks again, and exactly 14 run across every engine, none twice.
+    let restarted = Instant::now();
+    cluster.start(&leader);
+    let all = cluster.nodes().to_vec();
+    let rejoined = cluster
+        .until(
+            "the old leader is ready again under the new one, 14 tasks in all",
+            Duration::from_secs(90),
+            |c| {
+                let rows = c.node_ls(&new_leader).ok_or("no answer")?;
+                whole_cluster(&rows, 5, 3)?;
+                one_leader(c, &all)?;
+                let tasks = c.service_ps(&new_leader, "web").ok_or("no answer")?;
+                exact(c, &all, "web", &tasks, 14)
+            },
+        )
+        .await;
+    assert_eq!(
+        cluster.leader_seen_by(&leader).as_deref(),
+        cluster.leader_seen_by(&new_leader).as_deref(),
+        "the restarted node follows the new leader"
+    );
+    eprintln!(
+        "old leader {leader} restarted: ready under the new leader, exactly 14 running with no \
+         duplicate, {:?} after its start; by node: {:?}",
+        restarted.elapsed(),
+        rejoined
+            .iter()
+            .map(|(n, t)| (n, t.len()))
+            .collect::<BTreeMap<_, _>>()
+    );
 }
 
 /// Whether `from` reaches `to` on the cluster network (3 pings, one must answer in 1 s).
