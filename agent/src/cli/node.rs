@@ -3,6 +3,7 @@
 //! a unique prefix of its id.
 
 use clap::{Args, Subcommand};
+use shoal_consensus::MANAGER_LABEL;
 use shoal_scheduler::{Availability, Node};
 
 use super::ClientOptions;
@@ -11,9 +12,6 @@ use super::output::{Format, TaskListArgs, print_json, print_listing};
 use crate::control::api::{self, UpdateNodeRequest};
 use crate::control::filters::{self, NodeFilter};
 use crate::control::views::{NodeRow, TaskRow};
-
-/// The label that asks autopilot to keep a node out of the manager set.
-const MANAGER_LABEL: &str = "shoal.manager";
 
 /// Node commands.
 #[derive(Debug, Subcommand)]

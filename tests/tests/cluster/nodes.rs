@@ -2,6 +2,7 @@
 //! the sim executor: labels set and removed, a worker drained (its tasks move, the service keeps
 //! its count, the drained node gets nothing), a node named by hostname or id prefix (an
 //! ambiguous prefix is an error), and removal (a manager refused, a live node only with force).
+//! A demoted leader hands over and a worker takes its seat.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use shoal_agent::control::api::{
 use shoal_agent::control::client::{ClientError, ControlClient};
 use shoal_agent::control::views::{NodeRow, TaskRow};
 use shoal_agent::daemon::ExecutorKind;
+use shoal_consensus::MANAGER_LABEL;
 use shoal_scheduler::{Availability, DesiredState, Node, TaskState};
 use shoal_tests::*;
 
@@ -26,6 +28,19 @@ async fn live_on(client: &ControlClient, node: &str) -> (usize, usize) {
         .filter(|r| r.state == TaskState::Running)
         .count();
     (live.len(), running)
+}
+
+/// Waits until `client`'s agent lists `n` nodes, all ready.
+async fn ready_through(client: &ControlClient, n: usize) {
+    eventually(
+        &format!("{n} ready nodes"),
+        Duration::from_secs(30),
+        || async {
+            let rows: Vec<NodeRow> = client.get(api::NODES).await.ok()?;
+            (rows.len() == n && rows.iter().all(|r| r.state == "ready")).then_some(())
+        },
+    )
+    .await;
 }
 
 fn api_error<T: std::fmt::Debug>(result: Result<T, ClientError>) -> (u16, String) {
@@ -51,11 +66,7 @@ async fn nodes_are_labelled_drained_and_removed_through_the_api() {
         .find(|i| !agents[*i].quorum().is_member())
         .expect("a worker");
     let client = client(&agents[manager]);
-    eventually("six ready nodes", Duration::from_secs(30), || async {
-        let rows: Vec<NodeRow> = client.get(api::NODES).await.ok()?;
-        (rows.len() == 6 && rows.iter().all(|r| r.state == "ready")).then_some(())
-    })
-    .await;
+    ready_through(&client, 6).await;
     let _: CreateServiceResponse = client
         .post(
             api::SERVICES,
@@ -137,6 +148,66 @@ async fn nodes_are_labelled_drained_and_removed_through_the_api() {
     let rows: Vec<NodeRow> = client.get(api::NODES).await.expect("node ls");
     assert_eq!(rows.len(), 5);
     assert!(rows.iter().all(|r| r.id.as_str() != worker_id));
+    for agent in agents {
+        agent.shutdown().await;
+    }
+}
+
+/// `shoal node demote` of the leader, run on a worker: the leader hands over, a worker takes
+/// its seat (three voters throughout), the demoted agent stays in the cluster as a plain worker,
+/// and `shoal node promote` makes it eligible again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_demoted_leader_hands_over_and_a_worker_takes_its_seat() {
+    init_logging();
+    let dirs = temp_dirs(6);
+    let agents = start_joined(&dirs, |dir, join| async move {
+        start_agent(&dir, ExecutorKind::Sim, join).await
+    })
+    .await;
+    wait_managers(&agents, 3).await;
+    let leader = leader_index(&agents);
+    let old_leader = agents[leader].mesh().local_peer_id();
+    let worker = worker_index(&agents);
+    let socket = agents[worker].socket().to_path_buf();
+    let client = client(&agents[worker]);
+    ready_through(&client, 6).await;
+
+    let started = std::time::Instant::now();
+    shoal_cli(socket.clone(), &["node", "demote", &old_leader.to_string()])
+        .await
+        .expect("shoal node demote");
+    eventually(
+        "another leader, the demoted one no raft member",
+        Duration::from_secs(60),
+        || async {
+            let now = agents[worker].quorum().leader().borrow().to_owned()?;
+            (now != old_leader && !agents[leader].quorum().is_member()).then_some(())
+        },
+    )
+    .await;
+    println!("demoted leader handed over in {:?}", started.elapsed());
+    wait_managers(&agents, 3).await;
+    let node: Node = client
+        .get(&api::node(&old_leader.to_string()))
+        .await
+        .expect("the demoted node is still in the cluster");
+    assert_eq!(
+        node.labels.get(MANAGER_LABEL).map(String::as_str),
+        Some("false")
+    );
+    ready_through(&client, 6).await;
+
+    shoal_cli(socket, &["node", "promote", &old_leader.to_string()])
+        .await
+        .expect("shoal node promote");
+    let node: Node = client
+        .get(&api::node(&old_leader.to_string()))
+        .await
+        .expect("inspect");
+    assert!(
+        !node.labels.contains_key(MANAGER_LABEL),
+        "promote clears the step-down"
+    );
     for agent in agents {
         agent.shutdown().await;
     }
