@@ -15,6 +15,7 @@ use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 mod cluster;
 pub mod containers;
 mod docker_cli;
+pub mod linearizability;
 pub mod nodes;
 pub use cluster::*;
 
