@@ -7,6 +7,9 @@
 //! (one more while the set grows); a demoted manager and every other learner leave the raft
 //! group and stay plain workers, so the group's size does not grow with the cluster's.
 //! Only nodes admitted with a manager credential are ever eligible.
+//! A node that still announces itself a voter though the membership left it out (a leader cut
+//! off while the others replaced it) is added as a learner until its announcement says the log
+//! told it so; then it leaves like any learner not meant for promotion.
 //! A leader that is drained or asked to step down first hands leadership to a caught-up eligible
 //! voter (openraft's leader transfer); the new leader then demotes it like any other manager.
 //!
@@ -19,9 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::ChangeMembers;
+use shoal_discovery::{MemberState, RaftMembership};
 use shoal_scheduler::{Availability, ClusterState, Command, Credential, NodeId, NodeRole};
 
-use crate::core::{Core, raft_id_of_str};
+use crate::core::{Core, raft_id_of_peer, raft_id_of_str};
 use crate::join::MANAGER_LABEL;
 use crate::types::{RaftId, RaftNode};
 
@@ -56,6 +60,9 @@ pub(crate) struct View {
     pub(crate) last_log: u64,
     /// Voters dead for longer than the grace.
     pub(crate) expired: BTreeSet<RaftId>,
+    /// Nodes that announce themselves voters of this cluster although the membership left
+    /// them out: cut off while they were replaced, they never received the change.
+    pub(crate) strays: BTreeSet<RaftId>,
 }
 
 /// What one round decided.
@@ -111,6 +118,19 @@ pub(crate) fn plan(v: &View) -> Decision {
         && let Some(decision) = hand_over(v)
     {
         return decision;
+    }
+    // A stray voter keeps calling elections that every member refuses: as a learner it gets
+    // the log, which tells it that it no longer votes (it leaves again below once it says so).
+    let strays: Vec<(RaftId, RaftNode)> = v
+        .strays
+        .iter()
+        .filter(|id| !v.voters.contains(id) && !v.learners.contains(id))
+        .filter_map(&cand)
+        .filter(|c| c.alive)
+        .map(|c| (c.id, c.node.clone()))
+        .collect();
+    if !strays.is_empty() {
+        return Decision::AddLearners(strays);
     }
     // Voters that stay: eligible ones, the leader, and the dead still within their grace.
     let mut keep: BTreeSet<RaftId> = v
@@ -187,7 +207,9 @@ pub(crate) fn plan(v: &View) -> Decision {
         .filter(|c| c.eligible)
         .collect();
     learners_ok.sort_by(|a, b| b.matched.cmp(&a.matched).then(a.id.cmp(&b.id)));
-    let kept: BTreeSet<RaftId> = learners_ok.iter().take(wanted).map(|c| c.id).collect();
+    let mut kept: BTreeSet<RaftId> = learners_ok.iter().take(wanted).map(|c| c.id).collect();
+    // A stray stays until its announcement says it learned that it no longer votes.
+    kept.extend(v.learners.intersection(&v.strays));
     let extra: BTreeSet<RaftId> = v.learners.difference(&kept).copied().collect();
     if !extra.is_empty() {
         return Decision::RemoveLearners(extra);
@@ -269,7 +291,8 @@ pub(crate) async fn run(core: Arc<Core>) {
             dead_since.clear();
             continue;
         }
-        let Some(view) = gather(&core, &mut dead_since) else {
+        let strays = stray_voters(&core).await;
+        let Some(view) = gather(&core, &mut dead_since, strays) else {
             continue;
         };
         let decision = plan(&view);
@@ -297,7 +320,29 @@ pub(crate) async fn run(core: Arc<Core>) {
     }
 }
 
-fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View> {
+/// The alive agents that announce themselves voters of this cluster, whatever the membership
+/// says (the membership is compared in [`plan`]).
+async fn stray_voters(core: &Core) -> BTreeSet<RaftId> {
+    let Some(cluster) = core.access.settled_cluster_id() else {
+        return BTreeSet::new();
+    };
+    let members = core.mesh.members().await.unwrap_or_default();
+    members
+        .iter()
+        .filter(|m| {
+            m.state == MemberState::Alive
+                && m.info.raft.membership == RaftMembership::Voter
+                && m.info.cluster_id.as_deref() == Some(cluster.as_str())
+        })
+        .map(|m| raft_id_of_peer(&m.peer_id))
+        .collect()
+}
+
+fn gather(
+    core: &Core,
+    dead_since: &mut HashMap<RaftId, Instant>,
+    announced_voters: BTreeSet<RaftId>,
+) -> Option<View> {
     let metrics = core.raft.metrics().borrow_watched().clone();
     let membership = metrics.membership_config.membership();
     if membership.get_joint_config().len() > 1 {
@@ -349,6 +394,10 @@ fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View
         .filter(|id| !expired.contains(id) && candidates.get(id).is_some_and(|c| !c.alive))
         .count();
     let eligible = candidates.values().filter(|c| c.eligible).count() + in_grace;
+    let strays = announced_voters
+        .into_iter()
+        .filter(|id| membership.get_node(id).is_none() || learners.contains(id))
+        .collect();
     Some(View {
         leader: core.id,
         target: target_for(eligible, core.config.target_managers),
@@ -357,6 +406,7 @@ fn gather(core: &Core, dead_since: &mut HashMap<RaftId, Instant>) -> Option<View
         candidates,
         last_log,
         expired,
+        strays,
     })
 }
 
@@ -511,6 +561,7 @@ mod tests {
             candidates: cands.into_iter().map(|c| (c.id, c)).collect(),
             last_log: 100,
             expired: expired.iter().copied().collect(),
+            strays: BTreeSet::new(),
         }
     }
 
@@ -655,6 +706,36 @@ mod tests {
                 remove: [].into()
             }
         );
+    }
+
+    #[test]
+    fn a_stray_voter_is_told_through_the_log_and_then_leaves() {
+        // Node 4 was the leader, cut off while 1-3 replaced it; healed, it still says it votes.
+        let cands = || {
+            vec![
+                cand(1, "a", true, true, 100),
+                cand(2, "b", true, true, 100),
+                cand(3, "c", true, true, 100),
+                cand(4, "d", true, true, 0),
+            ]
+        };
+        let mut stray = view(&[1, 2, 3], &[], cands(), &[]);
+        stray.strays = [4].into();
+        let node = stray.candidates[&4].node.clone();
+        assert_eq!(plan(&stray), Decision::AddLearners(vec![(4, node)]));
+        // A learner now, but still saying it votes: it stays until it learned.
+        let mut learning = view(&[1, 2, 3], &[4], cands(), &[]);
+        learning.strays = [4].into();
+        assert_eq!(plan(&learning), Decision::Nothing);
+        // It says it no longer votes: a learner nobody means to promote, so it leaves.
+        let learned = view(&[1, 2, 3], &[4], cands(), &[]);
+        assert_eq!(plan(&learned), Decision::RemoveLearners([4].into()));
+        // A dead stray is left alone.
+        let mut dead = cands();
+        dead[3].alive = false;
+        let mut gone = view(&[1, 2, 3], &[], dead, &[]);
+        gone.strays = [4].into();
+        assert_eq!(plan(&gone), Decision::Nothing);
     }
 
     #[test]

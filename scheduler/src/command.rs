@@ -30,8 +30,11 @@ pub enum Command {
     UpdateService {
         /// Which service.
         id: ServiceId,
-        /// The version the writer saw; a mismatch is rejected as stale.
-        expected_version: u64,
+        /// The service's revision the writer saw (see `Service::revision`); a mismatch is
+        /// rejected as stale, so that a change made meanwhile (a scale as well) is never
+        /// overwritten.
+        #[serde(alias = "expected_version")]
+        expected_revision: u64,
         /// The new spec.
         spec: ServiceSpec,
         /// When.

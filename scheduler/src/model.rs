@@ -540,8 +540,13 @@ pub struct Service {
     pub id: ServiceId,
     /// The current desired spec.
     pub spec: ServiceSpec,
-    /// Bumped on every spec change; tasks record the version they were made from.
+    /// Bumped on every spec change that replaces tasks; tasks record the version they were
+    /// made from. A scale keeps it.
     pub version: u64,
+    /// Bumped on every change of the service, a scale included: what a writer's
+    /// compare-and-set (`Command::UpdateService`'s `expected_revision`) compares with.
+    #[serde(default)]
+    pub revision: u64,
     /// The spec before the last update, for rollback.
     pub previous_spec: Option<ServiceSpec>,
     /// Version of `previous_spec`.

@@ -245,7 +245,7 @@ mod tests {
         spec.mode = ServiceMode::Replicated { replicas: 120 };
         let update = Command::UpdateService {
             id: web,
-            expected_version: state.services[&web].version,
+            expected_revision: state.services[&web].revision,
             spec,
             at: Timestamp(2),
         };

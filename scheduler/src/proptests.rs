@@ -149,7 +149,7 @@ fn happen(state: &mut ClusterState, (kind, pick, to): Event, now: u64) {
             else {
                 return;
             };
-            let (id, version, mut spec) = (svc.id, svc.version, svc.spec.clone());
+            let (id, revision, mut spec) = (svc.id, svc.revision, svc.spec.clone());
             spec.image = format!("img:{now}");
             spec.update.parallelism = u64::from(to % 3);
             spec.update.order = if to % 2 == 0 {
@@ -159,7 +159,7 @@ fn happen(state: &mut ClusterState, (kind, pick, to): Event, now: u64) {
             };
             let cmd = Command::UpdateService {
                 id,
-                expected_version: version,
+                expected_revision: revision,
                 spec,
                 at,
             };

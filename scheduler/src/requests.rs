@@ -136,7 +136,7 @@ mod tests {
         spec.image = "v2".into();
         let update = Command::UpdateService {
             id: ServiceId(0),
-            expected_version: 1,
+            expected_revision: 1,
             spec,
             at: Timestamp(2),
         };

@@ -92,7 +92,7 @@ pub fn running_then_updated(nodes: usize, mut spec: ServiceSpec) -> (ClusterStat
     state
         .apply(&Command::UpdateService {
             id,
-            expected_version: 1,
+            expected_revision: 1,
             spec,
             at: Timestamp(10),
         })

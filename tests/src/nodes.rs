@@ -5,8 +5,8 @@
 //! (`shoal-test/busybox:latest`) is loaded into every node's engine when it boots.
 //!
 //! A [`NodeCluster`] owns, and removes when dropped (also when a test panics), everything it
-//! made: the node containers (killed first, then removed), the engine volume of each node, and
-//! the Docker network they share. Each of them is labelled with the creating process's id; when
+//! made: the node containers (killed first, then removed), the engine and data volumes of each
+//! node, and the Docker network they share. Each of them is labelled with the creating process's id; when
 //! that process dies without dropping its cluster (killed, interrupted), a watcher process the
 //! cluster started removes them, and the next test process removes whatever is still left.
 //!
@@ -15,6 +15,8 @@
 //! (`docker exec NODE shoal ...`), and faults are those of machines and networks: kill (-9),
 //! pause, restart, cut a node off, partition sets of nodes (iptables inside the nodes), slow a
 //! link or lose packets (tc netem, iptables), heal.
+
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::process::{Command as Process, Output, Stdio};
@@ -244,8 +246,16 @@ impl NodeCluster {
         docker_ok(&create);
         self.volumes.push(volume.clone());
 
+        let data = format!("{name}-data");
+        let mut create = vec!["volume", "create"];
+        create.extend(labels.iter().map(String::as_str));
+        create.push(&data);
+        docker_ok(&create);
+        self.volumes.push(data.clone());
+
         let ip = self.subnet.node_ip(index);
         let engine_volume = format!("{volume}:/var/lib/docker");
+        let data_volume = format!("{data}:/var/lib/shoal");
         let options = engine_options();
         let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut run = vec![
@@ -262,6 +272,8 @@ impl NodeCluster {
             "--init",
             "-v",
             &engine_volume,
+            "-v",
+            &data_volume,
             "--pull",
             "never",
         ];
@@ -410,6 +422,25 @@ impl NodeCluster {
     /// Runs the CLI inside `node`: `shoal ARGS`, as a user on that machine would.
     pub fn shoal(&self, node: &str, args: &[&str]) -> Output {
         self.exec(node, &[&["shoal"][..], args].concat())
+    }
+
+    /// Runs `shoal ARGS` on the disk of `node` while it is down, as an operator would on a
+    /// stopped machine: in a throwaway container of the node image, with no network, that
+    /// mounts the node's data volume (its `/var/lib/shoal`).
+    pub fn shoal_offline(&self, node: &str, args: &[&str]) -> Output {
+        let data = format!("{node}-data:/var/lib/shoal");
+        let labels = self.labels();
+        let mut run = vec!["run", "--rm", "--network", "none", "--pull", "never"];
+        run.extend(labels.iter().map(String::as_str));
+        run.extend([
+            "-v",
+            &data,
+            "--entrypoint",
+            "/usr/local/bin/shoal",
+            NODE_IMAGE,
+        ]);
+        run.extend(args);
+        bounded(EXEC_LIMIT, "docker", &run)
     }
 
     /// The standard output of `shoal ARGS` inside `node`, if it succeeded.

@@ -203,7 +203,7 @@ async fn measure(args: &ClusterBenchArgs, root: &Path) -> anyhow::Result<()> {
         let scaling = Instant::now();
         let update = Command::UpdateService {
             id: service.id,
-            expected_version: service.version,
+            expected_revision: service.revision,
             spec,
             at: now(),
         };

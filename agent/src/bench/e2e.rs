@@ -135,7 +135,7 @@ async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figu
         agent,
         Command::UpdateService {
             id: service.id,
-            expected_version: service.version,
+            expected_revision: service.revision,
             spec: scaled,
             at: now(),
         },
@@ -150,7 +150,7 @@ async fn orchestrated(agent: &Agent, args: &E2eBenchArgs) -> anyhow::Result<Figu
         agent,
         Command::UpdateService {
             id: service.id,
-            expected_version: service.version,
+            expected_revision: service.revision,
             spec: back,
             at: now(),
         },
@@ -195,7 +195,7 @@ async fn rolling_update(
         agent,
         Command::UpdateService {
             id: service.id,
-            expected_version: service.version,
+            expected_revision: service.revision,
             spec: updated,
             at: now(),
         },

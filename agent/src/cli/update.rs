@@ -365,7 +365,7 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
     let name = spec.name.clone();
     let request = UpdateServiceRequest {
         spec,
-        expected_version: service.version,
+        expected_revision: service.revision,
     };
     let _: ServiceId = client
         .post(&api::service_update(&args.service), &request)

@@ -132,8 +132,10 @@ pub struct UpdateServiceRequest {
     /// The new spec (the scheduler's `ServiceSpec`).
     #[schema(value_type = Object)]
     pub spec: ServiceSpec,
-    /// The version the client based it on (from inspect).
-    pub expected_version: u64,
+    /// The service's `revision` the client based it on (from inspect): the update is refused
+    /// as stale (409) when the service changed meanwhile, a scale included.
+    #[serde(alias = "expected_version")]
+    pub expected_revision: u64,
 }
 
 /// An error answer: what went wrong and, where it helps, what to do next. Every error the API

@@ -416,6 +416,7 @@ mod tests {
             id: ServiceId(7),
             spec,
             version: 1,
+            revision: 1,
             previous_spec: None,
             previous_version: None,
             update_status: None,

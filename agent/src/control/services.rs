@@ -183,14 +183,14 @@ pub(super) async fn scale_service(
     };
     let command = Command::UpdateService {
         id: service.id,
-        expected_version: service.version,
+        expected_revision: service.revision,
         spec,
         at: now(),
     };
     write(&state, &call, command).await?.answer(service.id)
 }
 
-/// Replaces a service's spec (a rolling update), if it is still at `expected_version`.
+/// Replaces a service's spec (a rolling update), if it is still at `expected_revision`.
 #[utoipa::path(
     post,
     path = "/v1/services/{name}/update",
@@ -215,7 +215,7 @@ pub(super) async fn update_service(
     let id = service_id(&state, &name).await?;
     let command = Command::UpdateService {
         id,
-        expected_version: request.expected_version,
+        expected_revision: request.expected_revision,
         spec: request.spec,
         at: now(),
     };

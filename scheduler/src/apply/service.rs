@@ -34,6 +34,7 @@ pub fn create(
         id,
         spec: spec.clone(),
         version: 1,
+        revision: 1,
         previous_spec: None,
         previous_version: None,
         update_status: None,
@@ -51,7 +52,7 @@ pub fn create(
 pub fn update(
     state: &mut ClusterState,
     id: ServiceId,
-    expected_version: u64,
+    expected_revision: u64,
     spec: &ServiceSpec,
     at: Timestamp,
 ) -> Result<Outcome, ApplyError> {
@@ -61,10 +62,11 @@ pub fn update(
         .services
         .get_mut(&id)
         .ok_or(ApplyError::NoSuchService(id))?;
-    if svc.version != expected_version {
+    if svc.revision != expected_revision {
         return Err(ApplyError::Stale(format!(
-            "service {id} is at version {}, not {expected_version}",
-            svc.version
+            "service {id} changed meanwhile (revision {}, not {expected_revision}): read it \
+             again and retry",
+            svc.revision
         )));
     }
     if svc.spec.name != spec.name {
@@ -76,6 +78,7 @@ pub fn update(
         ));
     }
     svc.updated_at = at;
+    svc.revision += 1;
     let mut scaled = svc.spec.clone();
     scaled.mode = spec.mode;
     if scaled == *spec {
@@ -117,6 +120,7 @@ pub fn rollback(
     svc.previous_spec = Some(current);
     svc.previous_version = Some(svc.version);
     svc.version += 1;
+    svc.revision += 1;
     svc.updated_at = at;
     svc.update_status = Some(UpdateStatus {
         state: UpdateState::RollingBack,

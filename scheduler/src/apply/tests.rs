@@ -42,6 +42,43 @@ fn create_service_validates_and_assigns_ids() {
     assert_eq!(state, before, "refused commands change nothing");
 }
 
+/// A scale keeps the version (its tasks stay current) but not the revision: an update based on
+/// what a writer read before the scale is refused, instead of putting the old count back.
+#[test]
+fn an_update_read_before_a_scale_is_stale() {
+    let mut state = cluster(1);
+    let id = create(&mut state, synthetic::spec("a", 2));
+    let read = state.services[&id].clone();
+    let scale = Command::UpdateService {
+        id,
+        expected_revision: read.revision,
+        spec: synthetic::spec("a", 0),
+        at: Timestamp(1),
+    };
+    state.apply(&scale).expect("scale");
+    let scaled = &state.services[&id];
+    assert_eq!(
+        (scaled.version, scaled.revision),
+        (read.version, read.revision + 1)
+    );
+    let mut based_on_read = read.spec.clone();
+    based_on_read.env.push("VERSION=2".into());
+    let before = state.clone();
+    let lost = state.apply(&Command::UpdateService {
+        id,
+        expected_revision: read.revision,
+        spec: based_on_read,
+        at: Timestamp(2),
+    });
+    assert!(matches!(lost, Err(ApplyError::Stale(_))), "{lost:?}");
+    assert_eq!(state, before);
+    assert_eq!(
+        state.services[&id].spec.replicas(),
+        Some(0),
+        "the scale stays"
+    );
+}
+
 #[test]
 fn update_checks_version_and_keeps_previous_spec() {
     let mut state = cluster(1);
@@ -50,7 +87,7 @@ fn update_checks_version_and_keeps_previous_spec() {
     spec.image = "nginx".into();
     let stale = state.apply(&Command::UpdateService {
         id,
-        expected_version: 7,
+        expected_revision: 7,
         spec: spec.clone(),
         at: Timestamp(1),
     });
@@ -58,7 +95,7 @@ fn update_checks_version_and_keeps_previous_spec() {
     state
         .apply(&Command::UpdateService {
             id,
-            expected_version: 1,
+            expected_revision: 1,
             spec,
             at: Timestamp(1),
         })
@@ -138,7 +175,7 @@ fn a_stale_plan_is_rejected_whole() {
     state
         .apply(&Command::UpdateService {
             id,
-            expected_version: 1,
+            expected_revision: 1,
             spec,
             at: Timestamp(1),
         })

@@ -45,7 +45,7 @@ fn a_service_is_created_updated_and_removed() {
     changed.image = "other:1".into();
     let update = Command::UpdateService {
         id: ServiceId(0),
-        expected_version: state.services[&ServiceId(0)].version,
+        expected_revision: state.services[&ServiceId(0)].revision,
         spec: changed,
         at: Timestamp(20),
     };

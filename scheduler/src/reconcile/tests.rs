@@ -39,7 +39,7 @@ fn scale_down_stops_highest_slots_first() {
     state
         .apply(&Command::UpdateService {
             id,
-            expected_version: 1,
+            expected_revision: 1,
             spec,
             at: Timestamp(2),
         })

@@ -52,7 +52,7 @@ async fn update_to_version_2(
             &api::service_update(name),
             &UpdateServiceRequest {
                 spec: next,
-                expected_version: service.version,
+                expected_revision: service.revision,
             },
         )
         .await

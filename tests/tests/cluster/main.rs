@@ -2,6 +2,7 @@
 //! One test binary, one module per scenario.
 
 mod api;
+mod chaos;
 mod cli_update;
 mod cluster_info;
 mod containers;
@@ -14,6 +15,8 @@ mod metrics;
 mod no_runtime;
 mod nodes;
 mod nodes_cluster;
+mod nodes_partition;
+mod nodes_recover;
 mod scale;
 mod sim_cluster;
 mod tcp_api;

@@ -117,7 +117,7 @@ async fn a_service_scaled_to_100k_replicas_converges() {
         .quorum()
         .write(Command::UpdateService {
             id: service.id,
-            expected_version: service.version,
+            expected_revision: service.revision,
             spec,
             at: shoal_agent::worker::now(),
         })
