@@ -67,6 +67,9 @@ pub(crate) struct Core {
     pub(crate) managers: Arc<Managers>,
     /// Refused requests, by request and reason (`shoal_raft_refused_total`).
     pub(crate) refusals: crate::metrics::Refusals,
+    /// The log index of this agent's stored membership when the leader said it is no member
+    /// of the raft group (see [`Core::left_out`]); it is a member again only with a newer one.
+    pub(crate) left_out_at: Mutex<Option<u64>>,
 }
 
 impl Core {
@@ -136,8 +139,29 @@ impl Core {
             return false;
         }
         let epoch = stored.log_id().as_ref().map_or(0, |l| l.index);
+        if *self.left_out_at.lock().unwrap_or_else(|p| p.into_inner()) == Some(epoch) {
+            return false;
+        }
         let told = self.managers.set();
         told.epoch <= epoch || told.members.contains(&self.peer.to_string())
+    }
+
+    /// The leader answered that this agent is no raft member: its stored membership (which still
+    /// names it) is stale, removed while it could not hear so. It stops acting as a member until
+    /// it receives a newer membership.
+    pub(crate) fn left_out(&self) {
+        let m = self.raft.metrics();
+        let epoch = m
+            .borrow_watched()
+            .membership_config
+            .log_id()
+            .as_ref()
+            .map_or(0, |l| l.index);
+        tracing::info!(
+            membership_index = epoch,
+            "the leader says this agent is no raft member: acting as a plain worker"
+        );
+        *self.left_out_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
     }
 
     /// Voters and their nodes.

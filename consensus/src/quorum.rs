@@ -166,6 +166,7 @@ impl Quorum {
             liveness: RwLock::new(HashMap::new()),
             managers,
             refusals: refusals.clone(),
+            left_out_at: Mutex::new(None),
         });
         let quorum = Quorum {
             core: core.clone(),
@@ -322,6 +323,7 @@ impl Quorum {
                     return Err(WriteError::NoQuorum { reachable, voters });
                 }
                 Err(ForwardFailure::Uncertain) => return Err(WriteError::Uncertain),
+                Err(ForwardFailure::NotAMember) => return Err(WriteError::NotAMember),
                 Err(ForwardFailure::Failed(why)) => {
                     tracing::debug!(why, "write attempt failed, retrying");
                     self.no_leader_yet()?;
@@ -438,6 +440,7 @@ impl Quorum {
                 Err(ForwardFailure::NoQuorum { reachable, voters }) => {
                     return Err(WriteError::NoQuorum { reachable, voters });
                 }
+                Err(ForwardFailure::NotAMember) => return Err(WriteError::NotAMember),
                 Err(_) => {
                     self.no_leader_yet()?;
                     tokio::time::sleep(RETRY_PAUSE).await;
@@ -457,6 +460,10 @@ impl Quorum {
         )
         .await
         {
+            Ok(RaftResponse::ReadIndex(Err(ForwardFailure::NotAMember))) => {
+                self.core.left_out();
+                Err(ForwardFailure::NotAMember)
+            }
             Ok(RaftResponse::ReadIndex(r)) => r,
             Ok(other) => Err(ForwardFailure::Failed(format!(
                 "unexpected answer {other:?}"

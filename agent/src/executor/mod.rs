@@ -154,9 +154,10 @@ pub trait Executor: Send + Sync + 'static {
     /// already it is adopted (and started if it was only created).
     fn start<'a>(&'a self, spec: &'a RunSpec) -> BoxFuture<'a, Result<()>>;
 
-    /// Stops the task: the stop signal, then a kill once `grace` has passed. A task with no
-    /// container, or one already stopped, is fine.
-    fn stop(&self, task: TaskId, grace: Duration) -> BoxFuture<'_, Result<()>>;
+    /// Stops the task: the stop signal, then a kill once `grace` has passed; `None` is the grace
+    /// the task was started with (a container's own stop timeout), for a task whose spec this
+    /// node no longer holds. A task with no container, or one already stopped, is fine.
+    fn stop(&self, task: TaskId, grace: Option<Duration>) -> BoxFuture<'_, Result<()>>;
 
     /// Removes the task's container (forcibly, with its anonymous volumes). Idempotent.
     fn remove(&self, task: TaskId) -> BoxFuture<'_, Result<()>>;

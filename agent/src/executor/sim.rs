@@ -276,7 +276,7 @@ impl Executor for SimExecutor {
         Box::pin(self.inner.clone().start(spec))
     }
 
-    fn stop(&self, task: TaskId, _grace: Duration) -> BoxFuture<'_, Result<()>> {
+    fn stop(&self, task: TaskId, _grace: Option<Duration>) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.inner.stop(task))
     }
 

@@ -40,8 +40,6 @@ const UNSEEN_GRACE: Duration = Duration::from_secs(10);
 /// How long the worker remembers that it removed a task's container (late events about it
 /// arrive within milliseconds; a resync lists only what exists).
 const REMOVED_MEMORY: Duration = Duration::from_secs(30);
-/// Grace period for stopping a container whose spec is gone (its service was removed).
-const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Capacity of the worker's input channel.
 const INPUT_CAPACITY: usize = 64;
 /// How often the worker looks at every task, whatever happened (the safety net of its
@@ -481,8 +479,9 @@ impl Worker {
             .assignments
             .get(&task)
             .and_then(|a| a.spec.as_ref())
-            .map(|spec| Duration::from_millis(spec.stop_grace_ms))
-            .unwrap_or(DEFAULT_STOP_GRACE);
+            // A task whose spec is gone (its service removed, or moved away while this node
+            // was cut off) stops with the grace it was started with.
+            .map(|spec| Duration::from_millis(spec.stop_grace_ms));
         self.busy.insert(task);
         self.operations.spawn(async move {
             let started = Instant::now();

@@ -36,7 +36,7 @@ impl Executor for FailingStops {
     fn start<'a>(&'a self, spec: &'a RunSpec) -> BoxFuture<'a, Result<()>> {
         self.inner.start(spec)
     }
-    fn stop(&self, task: TaskId, grace: Duration) -> BoxFuture<'_, Result<()>> {
+    fn stop(&self, task: TaskId, grace: Option<Duration>) -> BoxFuture<'_, Result<()>> {
         let attempt = {
             let mut stops = self.stops.lock().expect("stops");
             stops.push(Instant::now());

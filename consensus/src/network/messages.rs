@@ -145,6 +145,10 @@ pub enum ForwardFailure {
     },
     /// Leadership changed while the entry was in flight.
     Uncertain,
+    /// The sender is not a raft member as the leader's membership knows it (it was removed
+    /// while it could not hear so): it holds no replica to read from, and should ask a
+    /// manager instead.
+    NotAMember,
     /// Anything else.
     Failed(String),
 }

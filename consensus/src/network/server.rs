@@ -7,6 +7,7 @@ use std::sync::Arc;
 use shoal_discovery::{InboundRequest, PeerId};
 use tokio::sync::mpsc;
 
+use super::access::Refusal;
 use super::chunks::Assembled;
 use super::messages::{Envelope, ForwardFailure, RaftRequest, RaftResponse, SnapshotChunk};
 use shoal_scheduler::authz::{self, Origin};
@@ -75,6 +76,11 @@ async fn handle(core: &Core, peer: PeerId, payload: &[u8]) -> RaftResponse {
         RaftRequest::ReadIndex => {
             let proof = envelope.proof.as_ref();
             if let Err(why) = core.access.allows(&core.raft, &peer, cluster, proof) {
+                if matches!(why, Refusal::NotMember { .. }) {
+                    // Told in so many words, so that it stops reading as a member.
+                    core.refusals.count(request, why.label());
+                    return RaftResponse::ReadIndex(Err(ForwardFailure::NotAMember));
+                }
                 return refuse(why.label(), why.to_string());
             }
             RaftResponse::ReadIndex(core.read_index_as_leader(core.config.write_timeout).await)

@@ -6,7 +6,7 @@
 //! workers managers again, and every service runs its full count on the live nodes.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use shoal_tests::nodes::NodeCluster;
 use shoal_tests::nodes::views::*;
@@ -62,12 +62,17 @@ async fn cluster_recover_brings_back_a_cluster_that_lost_its_quorum() {
         String::from_utf8_lossy(&recovered.stderr)
     );
     eprintln!("{}", String::from_utf8_lossy(&recovered.stdout).trim());
+    let restarted = SystemTime::now();
     cluster.start(&survivor);
-    let survivor_id = cluster
-        .until("the survivor's identity", FORMATION_LIMIT, |c| {
-            c.node_id(&survivor).ok_or_else(|| "not yet".to_owned())
+    cluster
+        .until("the survivor's agent runs again", FORMATION_LIMIT, |c| {
+            let started = c.agent_started_at(&survivor).ok_or("not yet")?;
+            (started >= restarted)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_owned())
         })
         .await;
+    let survivor_id = cluster.node_id(&survivor).expect("the survivor's identity");
     let back = cluster
         .until(
             "the survivor leads, 3 live managers, 6 tasks on the live nodes",

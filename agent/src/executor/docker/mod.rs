@@ -43,6 +43,9 @@ pub const MAX_LOG_LINES: usize = 10_000;
 pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
 /// How many recently removed tasks are remembered (to tell our removals from others').
 const REMEMBERED_REMOVALS: usize = 4096;
+/// How long a stop may take when the grace is the container's own (at most the longest
+/// grace a spec is likely to give, beyond which the stop is given up and the container killed).
+const UNKNOWN_GRACE_WAIT: Duration = Duration::from_secs(120);
 
 /// Whether the executor may pull an image that is not on the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -287,18 +290,24 @@ impl Inner {
         Ok(id)
     }
 
-    async fn stop(&self, task: TaskId, grace: Duration) -> Result<()> {
+    async fn stop(&self, task: TaskId, grace: Option<Duration>) -> Result<()> {
         let Some(id) = self.container_of(task).await? else {
             return Ok(());
         };
         self.mark_stopping(task);
         // Docker counts the grace in whole seconds: round up so the task gets at least `grace`.
-        let seconds = grace.as_millis().div_ceil(1000).min(i32::MAX as u128) as i32;
-        let options = StopContainerOptionsBuilder::new().t(seconds).build();
+        // Without one, the engine uses the stop timeout the container was created with.
+        let options = match grace {
+            Some(grace) => {
+                let seconds = grace.as_millis().div_ceil(1000).min(i32::MAX as u128) as i32;
+                StopContainerOptionsBuilder::new().t(seconds).build()
+            }
+            None => StopContainerOptionsBuilder::new().build(),
+        };
         let client = self
             .docker
             .clone()
-            .with_timeout(grace + self.config.request_timeout);
+            .with_timeout(grace.unwrap_or(UNKNOWN_GRACE_WAIT) + self.config.request_timeout);
         match client.stop_container(&id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => {
@@ -486,7 +495,7 @@ impl Executor for DockerExecutor {
         Box::pin(create::start(&self.inner, spec))
     }
 
-    fn stop(&self, task: TaskId, grace: Duration) -> BoxFuture<'_, Result<()>> {
+    fn stop(&self, task: TaskId, grace: Option<Duration>) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.inner.stop(task, grace))
     }
 

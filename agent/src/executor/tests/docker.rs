@@ -148,12 +148,20 @@ async fn docker_stop_honours_the_grace_then_kills() {
         1,
         shell_spec("trap '' TERM; while true; do sleep 0.1; done"),
     );
+    // Ignores TERM too, stopped without a grace: its container's own (the spec's 1 s) holds.
+    let unknown = run_spec(
+        &node,
+        "unknown",
+        1,
+        shell_spec("trap '' TERM; while true; do sleep 0.1; done"),
+    );
     executor.start(&polite).await.expect("start polite");
     executor.start(&stubborn).await.expect("start stubborn");
+    executor.start(&unknown).await.expect("start unknown");
     // Let both shells install their traps.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let timed = |run: RunSpec, grace: Duration| {
+    let timed = |run: RunSpec, grace: Option<Duration>| {
         let executor = executor.clone();
         async move {
             let begun = Instant::now();
@@ -161,9 +169,14 @@ async fn docker_stop_honours_the_grace_then_kills() {
             begun.elapsed()
         }
     };
-    let (polite_took, stubborn_took) = tokio::join!(
-        timed(polite.clone(), Duration::from_secs(5)),
-        timed(stubborn.clone(), Duration::from_secs(1)),
+    let (polite_took, stubborn_took, unknown_took) = tokio::join!(
+        timed(polite.clone(), Some(Duration::from_secs(5))),
+        timed(stubborn.clone(), Some(Duration::from_secs(1))),
+        timed(unknown.clone(), None),
+    );
+    assert!(
+        unknown_took >= Duration::from_millis(900) && unknown_took < Duration::from_secs(5),
+        "a stop without a grace takes the container's own: {unknown_took:?}"
     );
     let observed = executor.observe().await.expect("observe");
     let polite_seen = find(&observed, &polite);
@@ -192,7 +205,7 @@ async fn docker_stop_honours_the_grace_then_kills() {
     );
     // Stopping again (or a task with no container) is fine.
     executor
-        .stop(polite.task_id, Duration::ZERO)
+        .stop(polite.task_id, Some(Duration::ZERO))
         .await
         .expect("stop again");
 }
@@ -466,7 +479,7 @@ async fn docker_remove_removes() {
         .await
         .expect("removing again is fine");
     executor
-        .stop(run.task_id, Duration::ZERO)
+        .stop(run.task_id, Some(Duration::ZERO))
         .await
         .expect("stopping a removed task is fine");
     let removal = wait_for(&mut events, run.task_id, Duration::from_secs(10), |o| {

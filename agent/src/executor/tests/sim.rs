@@ -25,7 +25,7 @@ async fn sim_runs_stops_kills_and_removes() {
     assert!(all.iter().all(|o| o.state == TaskState::Running), "{all:?}");
 
     executor
-        .stop(a.task_id, Duration::from_secs(1))
+        .stop(a.task_id, Some(Duration::from_secs(1)))
         .await
         .expect("stop");
     let stopped = wait_for(&mut events, a.task_id, Duration::from_secs(2), |o| {
