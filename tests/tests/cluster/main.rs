@@ -17,6 +17,7 @@ mod nodes;
 mod nodes_cluster;
 mod nodes_partition;
 mod nodes_recover;
+mod nodes_roles;
 mod scale;
 mod sim_cluster;
 mod tcp_api;
