@@ -10,6 +10,7 @@
 //!   reassembly and access control.
 //! - [`quorum`]: [`Quorum`], the handle the agent uses (write, read, watch, leader, shutdown).
 //! - `bootstrap`, `join`, `autopilot`: forming, growing and healing the manager set.
+//! - `lone`: a zero-config agent that formed a cluster alone yields to a larger one it hears.
 //! - [`recover`]: `shoal cluster recover`.
 //! - `managers`: the managers and leader as told to this agent (what workers go by).
 //! - [`token`]: manager and worker tokens, and the raft key of closed clusters.
@@ -32,6 +33,7 @@ mod autopilot;
 mod bootstrap;
 mod core;
 mod join;
+mod lone;
 mod managers;
 mod metrics;
 mod network;
@@ -43,6 +45,7 @@ pub use config::{QuorumConfig, RaftTiming};
 pub use core::{raft_id_of_peer, raft_id_of_str};
 pub use error::{ConsensusError, WriteError};
 pub use join::MANAGER_LABEL;
+pub use lone::{YieldTo, cluster_to_join};
 pub use managers::{MANAGERS_FILE, ManagerSet};
 pub use quorum::{ManagerList, Quorum, QuorumStatus, leader_moved_from, new_request_id};
 pub use recover::{RecoverReport, recover};

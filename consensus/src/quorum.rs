@@ -98,6 +98,8 @@ pub struct Quorum {
     tasks: Arc<Mutex<Vec<AbortHandle>>>,
     /// `shoal_raft_commit_seconds`.
     commits: Histogram,
+    /// The larger cluster a lone one yields to (see [`crate::lone`]).
+    yields: watch::Receiver<Option<crate::YieldTo>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -168,10 +170,12 @@ impl Quorum {
             refusals: refusals.clone(),
             left_out_at: Mutex::new(None),
         });
+        let (yields_tx, yields) = watch::channel(None);
         let quorum = Quorum {
             core: core.clone(),
             tasks: Arc::new(Mutex::new(Vec::new())),
             commits: commits.clone(),
+            yields,
         };
         let inbound = mesh
             .serve(ShoalProtocol::Raft)
@@ -206,6 +210,9 @@ impl Quorum {
         if core.config.autopilot {
             quorum.spawn(crate::autopilot::run(core.clone()));
         }
+        if core.config.bootstrap_expect.is_none() {
+            quorum.spawn(crate::lone::watch(core.clone(), yields_tx));
+        }
         Ok(quorum)
     }
 
@@ -214,6 +221,22 @@ impl Quorum {
         match self.tasks.lock() {
             Ok(mut g) => g.push(handle),
             Err(p) => p.into_inner().push(handle),
+        }
+    }
+
+    /// Resolves once this agent's cluster is only itself, holds nothing a user made, and a
+    /// larger cluster is heard on its network (see `lone`): the agent should then stop, set its
+    /// cluster aside ([`crate::storage::set_aside`]) and join that one. Pending for good
+    /// otherwise.
+    pub async fn lone_cluster_yields(&self) -> crate::YieldTo {
+        let mut yields = self.yields.clone();
+        loop {
+            if let Some(target) = yields.borrow_and_update().clone() {
+                return target;
+            }
+            if yields.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 

@@ -161,6 +161,10 @@ pub enum Outcome {
     Done,
     /// A service was created with this id.
     ServiceCreated(ServiceId),
+    /// The service with this id was removed (its tasks are told to shut down).
+    ServiceRemoved(ServiceId),
+    /// The node with this id was removed from the cluster's state.
+    NodeRemoved(NodeId),
     /// A plan was applied: the tasks it created.
     PlanApplied {
         /// Ids of the created tasks, in plan order.

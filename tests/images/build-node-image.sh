@@ -160,6 +160,15 @@ until docker version --format '{{.Server.Version}}' >/dev/null 2>&1; do
 done
 docker load -i /images/busybox.tar >/dev/null || fail "docker load of the test image failed"
 echo "node-entrypoint: engine ready, test image loaded" >&2
+# A machine that starts cut off from its network (the harness's fault chain, which its `heal`
+# flushes): its agent hears no one at first, as one whose mDNS answers were all lost.
+if [ -n "${SHOAL_NODE_START_CUT_OFF:-}" ]; then
+    iptables -N SHOAL-FAULTS
+    iptables -I INPUT 1 -i eth0 -j SHOAL-FAULTS
+    iptables -I OUTPUT 1 -o eth0 -j SHOAL-FAULTS
+    iptables -A SHOAL-FAULTS -j DROP
+    echo "node-entrypoint: started cut off from the network" >&2
+fi
 exec /usr/local/bin/shoal agent --pull never "$@"
 EOF
 chmod 0755 "$ROOT/usr/local/bin/node-entrypoint"

@@ -180,7 +180,16 @@ impl ControlClient {
 
     /// `DELETE path`, decoding JSON (retried like [`Self::post`]).
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let request = shoal_consensus::new_request_id();
+        self.delete_as(path, shoal_consensus::new_request_id())
+            .await
+    }
+
+    /// [`Self::delete`] under a request id the caller chose (a retry of an earlier call).
+    pub async fn delete_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: RequestId,
+    ) -> Result<T, ClientError> {
         self.write(Method::DELETE, path, None::<&()>, request).await
     }
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use shoal_scheduler::{Command, NodeId};
+use shoal_scheduler::{Command, NodeId, Outcome};
 
 use super::api::{self, ErrorBody, RemoveNodeQuery, UpdateNodeRequest};
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, write,
+    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, replayed, write,
 };
 use super::{filters, views};
 use crate::worker::now;
@@ -140,7 +140,20 @@ pub(super) async fn remove_node(
     call: Call,
 ) -> WriteResult<NodeId> {
     let cluster = cluster(&state, ReadOptions::default()).await?;
-    let node = views::find_node(&cluster, &name)?;
+    let node = match views::find_node(&cluster, &name) {
+        Ok(node) => node,
+        Err(missing) => {
+            // A retried removal that was applied: its first answer, not "no such node".
+            return match replayed(&state, &cluster, &call) {
+                Some(Ok(first)) => match &first.outcome {
+                    Outcome::NodeRemoved(id) => first.answer(id.clone()),
+                    _ => Err(missing.into()),
+                },
+                Some(Err(refused)) => Err(refused),
+                None => Err(missing.into()),
+            };
+        }
+    };
     let raft = state.quorum.status();
     let member = raft
         .voters

@@ -270,6 +270,32 @@ pub(super) async fn write(
     }
 }
 
+/// The first answer of a write that `call` retries, when `cluster` (a linearizable read) shows
+/// it applied already. A client retries under the same request id when the first answer was
+/// lost; its retry must not be judged against the state the first attempt made (a removed
+/// service is no longer found by name), so the handler answers what the first attempt did.
+pub(super) fn replayed(
+    state: &ControlState,
+    cluster: &ClusterState,
+    call: &Call,
+) -> Option<Result<Written, ApiError>> {
+    let first = cluster.requests.get(call.request?)?;
+    // The read that holds the request covers its commit: an index at least the write's own.
+    let index = state
+        .quorum
+        .watch()
+        .borrow()
+        .last_applied
+        .map_or(0, |applied| applied.index);
+    Some(match first {
+        Ok(outcome) => Ok(Written {
+            outcome: outcome.clone(),
+            index,
+        }),
+        Err(refused) => Err(refused.clone().into()),
+    })
+}
+
 /// The state a read answers from: linearizable by default, this replica's with `stale`.
 pub(super) async fn cluster(
     state: &ControlState,

@@ -13,7 +13,7 @@ use super::api::{
     UpdateServiceRequest,
 };
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, write,
+    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, replayed, write,
 };
 use super::{filters, views};
 use crate::worker::now;
@@ -141,7 +141,21 @@ pub(super) async fn remove_service(
     UrlPath(name): UrlPath<String>,
     call: Call,
 ) -> WriteResult<ServiceId> {
-    let id = service_id(&state, &name).await?;
+    let cluster = cluster(&state, ReadOptions::default()).await?;
+    let id = match views::lookup_service(&cluster, &name) {
+        Ok(service) => service.id,
+        Err(missing) => {
+            // A retried removal that was applied: its first answer, not "no such service".
+            return match replayed(&state, &cluster, &call) {
+                Some(Ok(first)) => match first.outcome {
+                    Outcome::ServiceRemoved(id) => first.answer(id),
+                    _ => Err(missing.into()),
+                },
+                Some(Err(refused)) => Err(refused),
+                None => Err(missing.into()),
+            };
+        }
+    };
     write(&state, &call, Command::RemoveService { id, at: now() })
         .await?
         .answer(id)

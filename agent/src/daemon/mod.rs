@@ -247,30 +247,105 @@ impl Agent {
     }
 }
 
-/// Runs an agent until SIGINT or SIGTERM, then shuts it down gracefully.
-pub async fn run_until_signal(config: AgentConfig) -> anyhow::Result<()> {
-    let agent = Agent::start(config).await?;
-    println!(
-        "shoal agent {} running; control socket {}",
-        agent.node_id(),
-        agent.socket().display()
-    );
-    if let Some(addr) = agent.api_addr() {
-        println!("control API on tcp://{addr} (bearer token: `shoal cluster info`)");
+/// Runs an agent until SIGINT or SIGTERM, then shuts it down gracefully. An agent that formed
+/// a cluster alone and then hears a larger one on its network (see
+/// [`Quorum::lone_cluster_yields`]) stops, sets its empty cluster aside and starts again
+/// joined to that one.
+pub async fn run_until_signal(mut config: AgentConfig) -> anyhow::Result<()> {
+    let mut signals = Signals::new()?;
+    let mut restarted = false;
+    loop {
+        let agent = if restarted {
+            start_again(&config).await?
+        } else {
+            Agent::start(config.clone()).await?
+        };
+        println!(
+            "shoal agent {} running; control socket {}",
+            agent.node_id(),
+            agent.socket().display()
+        );
+        if let Some(addr) = agent.api_addr() {
+            println!("control API on tcp://{addr} (bearer token: `shoal cluster info`)");
+        }
+        let quorum = agent.quorum().clone();
+        let target = tokio::select! {
+            () = signals.next() => {
+                agent.shutdown().await;
+                return Ok(());
+            }
+            target = quorum.lone_cluster_yields() => target,
+        };
+        let own = quorum.cluster_id().unwrap_or_default();
+        agent.shutdown().await;
+        drop(quorum);
+        let aside = shoal_consensus::storage::set_aside(&config.data_dir, &own)?;
+        println!(
+            "left the empty cluster {own} (its state is in {}) to join cluster {} through {}",
+            aside.display(),
+            target.cluster,
+            target.via
+        );
+        config.join = join_addrs(&target);
+        restarted = true;
     }
-    wait_for_signal().await?;
-    agent.shutdown().await;
-    Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// Starts the agent again in this process, as soon as the sockets of the one that stopped are
+/// free (the mesh's QUIC endpoint closes its connections before it lets go of its port).
+async fn start_again(config: &AgentConfig) -> anyhow::Result<Agent> {
+    const ATTEMPTS: u32 = 40;
+    let mut attempt = 1;
+    loop {
+        match Agent::start(config.clone()).await {
+            Ok(agent) => return Ok(agent),
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, %error, "the agent could not start again yet");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(error),
+        }
     }
-    Ok(())
+}
+
+/// The multiaddrs to join `target` through, each ending in its manager's PeerId.
+fn join_addrs(target: &shoal_consensus::YieldTo) -> Vec<String> {
+    let peer = format!("/p2p/{}", target.via);
+    target
+        .addrs
+        .iter()
+        .map(|addr| {
+            let addr = addr.to_string();
+            if addr.ends_with(&peer) {
+                addr
+            } else {
+                format!("{addr}{peer}")
+            }
+        })
+        .collect()
+}
+
+/// SIGINT and SIGTERM, listened to for the whole life of the process.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

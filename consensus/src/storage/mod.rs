@@ -89,6 +89,35 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageOpenErro
     Ok((log, sm))
 }
 
+/// Where [`set_aside`] moves a cluster's state, under the data directory.
+pub const SET_ASIDE_DIR: &str = "set-aside";
+
+/// Moves this agent's cluster state (the raft database, its snapshots, the managers it knew)
+/// out of the way, into `set-aside/<cluster>-<unix seconds>/` under `data_dir`, so that the
+/// agent starts next as one that never belonged to a cluster. Nothing is deleted. The agent
+/// must have stopped its quorum first. Returns the directory the state went to.
+pub fn set_aside(data_dir: &Path, cluster: &str) -> std::io::Result<PathBuf> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let safe: String = cluster
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(64)
+        .collect();
+    let target = data_dir
+        .join(SET_ASIDE_DIR)
+        .join(format!("{safe}-{seconds}"));
+    std::fs::create_dir_all(&target)?;
+    for name in [DB_FILE, snapshot::SNAPSHOT_DIR, crate::MANAGERS_FILE] {
+        let from = data_dir.join(name);
+        if from.exists() {
+            std::fs::rename(&from, target.join(name))?;
+        }
+    }
+    Ok(target)
+}
+
 /// Whether `data_dir` holds raft state (a database with a vote or log entries).
 pub fn has_state(data_dir: &Path) -> bool {
     let path = data_dir.join(DB_FILE);

@@ -135,7 +135,7 @@ pub fn remove(
     }
     state.nodes.remove(id);
     orphan_tasks(state, id, at, "node removed");
-    Ok(Outcome::Done)
+    Ok(Outcome::NodeRemoved(id.clone()))
 }
 
 /// Marks every unfinished task on node `id` Orphaned.

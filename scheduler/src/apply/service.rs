@@ -140,7 +140,7 @@ pub fn remove(state: &mut ClusterState, id: ServiceId) -> Result<Outcome, ApplyE
     for task in state.tasks.values_mut().filter(|t| t.service == id) {
         task.desired = DesiredState::Shutdown;
     }
-    Ok(Outcome::Done)
+    Ok(Outcome::ServiceRemoved(id))
 }
 
 fn invalid(msg: impl Into<String>) -> ApplyError {

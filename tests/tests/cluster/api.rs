@@ -10,7 +10,7 @@ use shoal_agent::control::api::{
 use shoal_agent::control::client::ClientError;
 use shoal_agent::control::views::ServiceRow;
 use shoal_agent::daemon::ExecutorKind;
-use shoal_scheduler::{ClusterSettings, MountKind, MountSpec, RequestId};
+use shoal_scheduler::{ClusterSettings, MountKind, MountSpec, RequestId, ServiceId};
 use shoal_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,6 +63,24 @@ async fn followers_read_their_writes_and_retries_apply_once() {
     assert_eq!(first.id, again.id);
     let rows: Vec<ServiceRow> = reader.get(api::SERVICES).await.expect("list");
     assert_eq!(rows.iter().filter(|r| r.name == "once").count(), 1);
+    // A removal retried after its answer was lost: the first answer again, not "no such
+    // service" (the name no longer resolves once the first attempt applied).
+    let removal = RequestId(0x5eee);
+    let removed: ServiceId = writer
+        .delete_as(&api::service("once"), removal)
+        .await
+        .expect("removed");
+    let again: ServiceId = reader
+        .delete_as(&api::service("once"), removal)
+        .await
+        .expect("the retried removal is answered like the first");
+    assert_eq!(removed, again);
+    assert_eq!(removed, first.id);
+    let unknown = reader
+        .delete_as::<ServiceId>(&api::service("once"), RequestId(0x5eef))
+        .await
+        .expect_err("a new removal of a removed service");
+    assert!(unknown.to_string().contains("no such service"), "{unknown}");
     for agent in agents {
         agent.shutdown().await;
     }

@@ -43,6 +43,66 @@ async fn five_nodes_with_no_flags_form_one_cluster() {
     );
 }
 
+/// A node that heard no one when it started (as when every answer to its multicast questions
+/// is lost) forms a cluster of its own. Once it hears the others' cluster, it sets its empty
+/// one aside and joins theirs: the LAN ends with one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_formed_a_cluster_alone_joins_the_larger_one_it_hears() {
+    init_logging();
+    let mut cluster = NodeCluster::new("lone");
+    let nodes = cluster.start_nodes(4, &[], &[]);
+    until_formed(&cluster, 4).await;
+    let theirs = cluster_id(&cluster, &nodes[0]).expect("the four nodes' cluster id");
+    let lone = cluster.start_node(&[("SHOAL_NODE_START_CUT_OFF", "1")], &[]);
+    let own = cluster
+        .until(
+            "the cut-off node leads a cluster of its own",
+            Duration::from_secs(60),
+            |c| {
+                let id = c.node_id(&lone).ok_or("no node id yet")?;
+                let rows = c.node_ls(&lone).ok_or("no answer")?;
+                let leader = c.leader_seen_by(&lone).ok_or("no leader")?;
+                if rows.len() != 1 || leader != id {
+                    return Err(format!("{} nodes, leader {leader}", rows.len()));
+                }
+                cluster_id(c, &lone).ok_or_else(|| "no cluster id".to_owned())
+            },
+        )
+        .await;
+    assert_ne!(own, theirs, "the cut-off node formed a cluster apart");
+    let (healed, healed_at) = (Instant::now(), SystemTime::now());
+    cluster.heal(&lone);
+    let (leader, _) = until_formed(&cluster, 5).await;
+    let joined = healed.elapsed();
+    assert_eq!(
+        cluster_id(&cluster, &lone).as_deref(),
+        Some(theirs.as_str())
+    );
+    assert!(
+        cluster
+            .first_logged(&lone, "leaving its empty cluster", healed_at)
+            .is_some(),
+        "the node says why it left its cluster"
+    );
+    let aside = cluster.exec(&lone, &["ls", "/var/lib/shoal/set-aside"]);
+    let aside = String::from_utf8_lossy(&aside.stdout);
+    assert!(
+        aside.contains(&own),
+        "its cluster's state is set aside, not deleted: {aside:?}"
+    );
+    eprintln!(
+        "a node that formed cluster {own} alone heard the 4 others' cluster {theirs} once its \
+         network healed: all 5 in one cluster, 3 managers, leader {leader}, {joined:?} after \
+         the heal"
+    );
+}
+
+/// The cluster id `node` belongs to, as `shoal cluster info` says.
+fn cluster_id(cluster: &NodeCluster, node: &str) -> Option<String> {
+    let info = cluster.cluster_info(node)?;
+    info.get("cluster_id")?.as_str().map(str::to_owned)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seed_and_four_nodes_that_know_only_its_address_form_one_cluster() {
     init_logging();
