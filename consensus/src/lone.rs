@@ -2,7 +2,7 @@
 //! one that hears no other agent in time (an mDNS answer lost on a loaded machine, a slow
 //! start) forms a cluster of its own next to the others'. Left alone, the LAN would hold two
 //! clusters for good. So an agent whose cluster is only itself and holds nothing (no other
-//! node, no service) watches the mesh: once it hears a larger cluster (or an equally lone one
+//! node, no service, no other agent announcing it) watches the mesh: once it hears a larger cluster (or an equally lone one
 //! with a lower id, so that of two lone agents exactly one yields), it says so through
 //! [`crate::Quorum::lone_cluster_yields`], and the agent sets its empty cluster aside and joins
 //! that one. A cluster that holds a service or a second node never yields: nothing a user made
@@ -37,14 +37,22 @@ pub struct YieldTo {
     pub addrs: Vec<Multiaddr>,
 }
 
-/// Which cluster a lone agent of cluster `mine` should join, from the `members` it hears: the
-/// largest cluster heard (ties to the lowest id), when that is not its own and is larger than
-/// its own one agent, or as lone as it with a lower id. Only a cluster with a manager alive to
-/// join through counts.
-pub fn cluster_to_join(mine: &str, members: &[Member]) -> Option<YieldTo> {
+/// Which cluster agent `me`, alone in cluster `mine`, should join, from the `members` it hears:
+/// the largest cluster heard (ties to the lowest id), when that is larger than its own one
+/// agent, or as lone as it with a lower id. Only a cluster with a manager alive to join through
+/// counts. None while any other agent announces `mine`: one that joined it would be left
+/// without a manager.
+pub fn cluster_to_join(mine: &str, me: PeerId, members: &[Member]) -> Option<YieldTo> {
+    let others = members.iter().filter(|m| m.peer_id != me);
+    if others
+        .clone()
+        .any(|m| m.info.cluster_id.as_deref() == Some(mine) && m.state != MemberState::Dead)
+    {
+        return None;
+    }
     let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut managers: BTreeMap<&str, &Member> = BTreeMap::new();
-    for member in members.iter().filter(|m| m.state == MemberState::Alive) {
+    for member in others.filter(|m| m.state == MemberState::Alive) {
         let Some(cluster) = member.info.cluster_id.as_deref() else {
             continue;
         };
@@ -100,7 +108,7 @@ pub(crate) async fn watch(core: Arc<Core>, found: watch::Sender<Option<YieldTo>>
             return;
         }
         let members = core.mesh.members().await.unwrap_or_default();
-        let target = cluster_to_join(&mine.0, &members);
+        let target = cluster_to_join(&mine.0, core.peer, &members);
         let same = target.as_ref().map(|t| &t.cluster) == last.as_ref();
         agreeing = if same && target.is_some() {
             agreeing + 1
@@ -162,13 +170,14 @@ mod tests {
     #[test]
     fn a_lone_agent_joins_the_larger_cluster_through_one_of_its_managers() {
         let manager = alive("big", true);
+        let myself = alive("mine", true);
         let members = vec![
-            alive("mine", true),
+            myself.clone(),
             manager.clone(),
             alive("big", false),
             alive("big", false),
         ];
-        let target = cluster_to_join("mine", &members).expect("a cluster to join");
+        let target = cluster_to_join("mine", myself.peer_id, &members).expect("a cluster to join");
         assert_eq!(target.cluster, "big");
         assert_eq!(target.agents, 3);
         assert_eq!(target.via, manager.peer_id);
@@ -177,16 +186,18 @@ mod tests {
 
     #[test]
     fn of_two_lone_agents_only_the_one_with_the_higher_cluster_id_yields() {
-        let members = vec![alive("a-cluster", true), alive("b-cluster", true)];
-        let yielded = cluster_to_join("b-cluster", &members).expect("b yields");
+        let (a, b) = (alive("a-cluster", true), alive("b-cluster", true));
+        let members = vec![a.clone(), b.clone()];
+        let yielded = cluster_to_join("b-cluster", b.peer_id, &members).expect("b yields");
         assert_eq!(yielded.cluster, "a-cluster");
-        assert_eq!(cluster_to_join("a-cluster", &members), None);
+        assert_eq!(cluster_to_join("a-cluster", a.peer_id, &members), None);
     }
 
     #[test]
     fn the_largest_cluster_wins_and_ties_go_to_the_lowest_id() {
+        let myself = alive("mine", true);
         let members = vec![
-            alive("mine", true),
+            myself.clone(),
             alive("x", true),
             alive("x", false),
             alive("w", true),
@@ -194,22 +205,42 @@ mod tests {
             alive("z", true),
         ];
         assert_eq!(
-            cluster_to_join("mine", &members).map(|t| t.cluster),
+            cluster_to_join("mine", myself.peer_id, &members).map(|t| t.cluster),
             Some("w".to_owned())
         );
     }
 
     #[test]
     fn nothing_to_join_without_a_live_manager_of_another_cluster() {
+        let myself = alive("mine", true);
         let members = vec![
-            alive("mine", true),
+            myself.clone(),
             // Workers of another cluster, its manager dead, and agents with no cluster yet.
             alive("other", false),
             alive("other", false),
             member(Some("other"), true, MemberState::Dead),
             member(None, false, MemberState::Alive),
         ];
-        assert_eq!(cluster_to_join("mine", &members), None);
-        assert_eq!(cluster_to_join("mine", &[]), None);
+        assert_eq!(cluster_to_join("mine", myself.peer_id, &members), None);
+        assert_eq!(cluster_to_join("mine", myself.peer_id, &[]), None);
+    }
+
+    #[test]
+    fn an_agent_that_another_one_joined_never_yields() {
+        // This agent itself is heard too, and an agent that joined its cluster as a worker.
+        let myself = alive("mine", true);
+        let members = vec![
+            myself.clone(),
+            alive("mine", false),
+            alive("big", true),
+            alive("big", false),
+            alive("big", false),
+        ];
+        assert_eq!(cluster_to_join("mine", myself.peer_id, &members), None);
+        let alone = vec![myself.clone(), alive("big", true), alive("big", false)];
+        assert_eq!(
+            cluster_to_join("mine", myself.peer_id, &alone).map(|t| t.cluster),
+            Some("big".to_owned())
+        );
     }
 }

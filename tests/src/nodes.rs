@@ -506,6 +506,30 @@ impl NodeCluster {
         })
     }
 
+    /// When each task container of `service` running in `node`'s own engine started, by task
+    /// id (the engine's own `State.StartedAt`), or `None` when the node cannot be asked.
+    pub fn engine_task_starts(
+        &self,
+        node: &str,
+        service: &str,
+    ) -> Option<BTreeMap<String, SystemTime>> {
+        let filter = format!("label=io.shoal.service.name={service}");
+        let script = format!(
+            "ids=$(docker ps -q --filter {filter}); [ -z \"$ids\" ] || docker inspect \
+             --format '{{{{index .Config.Labels \"io.shoal.task.id\"}}}} {{{{.State.StartedAt}}}}' $ids"
+        );
+        let output = self.exec(node, &["sh", "-c", &script]);
+        output.status.success().then(|| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| {
+                    let (task, started) = line.split_once(' ')?;
+                    Some((task.to_owned(), parse_rfc3339(started.trim())?))
+                })
+                .collect()
+        })
+    }
+
     /// The last `lines` lines of a node's log (its entrypoint's and its agent's).
     pub fn logs(&self, node: &str, lines: usize) -> String {
         let output = docker(&["logs", "--tail", &lines.to_string(), node]);

@@ -35,7 +35,8 @@ pub async fn until_formed(cluster: &NodeCluster, n: usize) -> (String, Duration)
     let leader = cluster
         .until(
             &format!("every node lists {n} ready nodes, 3 managers, one leader"),
-            FORMATION_LIMIT,
+            // Every node beyond five boots one more engine on the same cores.
+            FORMATION_LIMIT + Duration::from_secs(5 * n.saturating_sub(5) as u64),
             |c| {
                 let nodes = c.nodes().to_vec();
                 let views = c.on_each(&nodes, |node| {
@@ -51,6 +52,16 @@ pub async fn until_formed(cluster: &NodeCluster, n: usize) -> (String, Duration)
         .await;
     let formed = SystemTime::now();
     let nodes = cluster.nodes().to_vec();
+    let yielded: Vec<&String> = nodes
+        .iter()
+        .zip(cluster.on_each(&nodes, |node| {
+            cluster.first_logged(node, "leaving its empty cluster", SystemTime::UNIX_EPOCH)
+        }))
+        .filter_map(|(node, at)| at.map(|_| node))
+        .collect();
+    if !yielded.is_empty() {
+        eprintln!("formation: {yielded:?} had formed a cluster alone, then joined the others'");
+    }
     let last_agent = cluster
         .on_each(&nodes, |node| cluster.agent_started_at(node))
         .into_iter()

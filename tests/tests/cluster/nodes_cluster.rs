@@ -12,7 +12,7 @@
 //!   leader and exactly the desired count runs across every engine, none twice.
 //! - The harness's own faults do what they say (isolate, partition, loss, pause, kill, start).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,6 +39,34 @@ async fn five_nodes_with_no_flags_form_one_cluster() {
         "5 nodes, zero config: one cluster, 3 managers, every node lists all 5 ready, {:?} \
          after the first container started (engines' boot included), {since_agents:?} after \
          the last agent started",
+        started.elapsed()
+    );
+}
+
+/// Twenty machines with their own engines, no flags: one cluster with full views. On demand
+/// (20 engines booting at once take minutes of both cores):
+/// `cargo nextest run -p shoal-tests --run-ignored only -E 'test(twenty_nodes)' --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "on demand: twenty nodes with their own engines take minutes of this machine"]
+async fn twenty_nodes_with_no_flags_form_one_cluster() {
+    init_logging();
+    let mut cluster = NodeCluster::new("twenty");
+    let started = Instant::now();
+    let nodes = cluster.start_nodes(20, &[], &[]);
+    let (_, since_agents) = until_formed(&cluster, nodes.len()).await;
+    let yielded = cluster
+        .on_each(&nodes, |n| {
+            cluster
+                .first_logged(n, "leaving its empty cluster", SystemTime::UNIX_EPOCH)
+                .is_some()
+        })
+        .into_iter()
+        .filter(|y| *y)
+        .count();
+    eprintln!(
+        "20 nodes, zero config: one cluster, 3 managers, every node lists all 20 ready, {:?} \
+         after the first container started (engines' boot included), {since_agents:?} after \
+         the last agent started; {yielded} had formed a cluster alone and joined the others'",
         started.elapsed()
     );
 }
@@ -166,7 +194,7 @@ async fn a_killed_workers_tasks_run_in_other_engines() {
 
     let survivors: Vec<String> = nodes.iter().filter(|n| **n != victim).cloned().collect();
     let lost = placed[&victim].len();
-    let killed = Instant::now();
+    let (killed, killed_at) = (Instant::now(), SystemTime::now());
     cluster.kill(&victim);
     let moved = cluster
         .until(
@@ -179,8 +207,21 @@ async fn a_killed_workers_tasks_run_in_other_engines() {
         )
         .await;
     let elapsed = killed.elapsed();
+    // When the replacements started, as their engines say (the polls above add their own lag).
+    let before: BTreeSet<&String> = placed.values().flatten().collect();
+    let last_started = cluster
+        .on_each(&survivors, |n| cluster.engine_task_starts(n, "web"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|(task, _)| !before.contains(task))
+        .map(|(_, at)| at)
+        .max()
+        .and_then(|at| at.duration_since(killed_at).ok());
     eprintln!(
-        "worker {victim} killed: its {lost} tasks run elsewhere {elapsed:?} later; by node: {:?}",
+        "worker {victim} killed: its {lost} tasks run elsewhere, the last one started in its \
+         engine {last_started:?} after the kill (seen by the test's polls {elapsed:?} after); by \
+         node: {:?}",
         moved
             .iter()
             .map(|(n, t)| (n, t.len()))
