@@ -94,6 +94,47 @@ async fn connected_but_unheard(core: &Core, members: &[Member]) -> bool {
 }
 
 async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
+    let limit = core.config.join_timeout;
+    let give_up = Instant::now() + limit;
+    let mut warned = false;
+    loop {
+        let heard = match listen(core).await {
+            Heard::Cluster { via, cluster } => return join(core, via, cluster).await,
+            Heard::Unclustered(heard) => heard,
+        };
+        // An agent given peers to join never forms a cluster alone: the peers it was given may
+        // be slow, or refuse it for want of the cluster's token.
+        if !heard.is_empty() || !core.config.join_given {
+            return decide(core, heard).await;
+        }
+        if Instant::now() >= give_up {
+            return Err(ConsensusError::JoinFailed(format!(
+                "no agent answered at --join within {limit:?}. {NO_ANSWER_HINT}"
+            )));
+        }
+        if !warned {
+            tracing::warn!("no agent answers at --join yet; still trying. {NO_ANSWER_HINT}");
+            warned = true;
+        }
+    }
+}
+
+/// What to check when the agents given with `--join` do not answer.
+const NO_ANSWER_HINT: &str = "Check the address and that its agent runs; a closed cluster \
+    answers only agents that hold its token (SHOAL_TOKEN or --token-file). An agent given \
+    --join never forms a cluster of its own.";
+
+/// What an agent without raft state heard during its bootstrap window.
+enum Heard {
+    /// A manager of a cluster, to join through.
+    Cluster { via: PeerId, cluster: String },
+    /// Only agents without a cluster that may form one (none at all, possibly).
+    Unclustered(BTreeSet<PeerId>),
+}
+
+/// Listens for one bootstrap window (longer while connected peers have not announced
+/// themselves yet).
+async fn listen(core: &Arc<Core>) -> Heard {
     let window_end = Instant::now() + core.config.bootstrap_window;
     // Peers we are connected to but have not heard announce themselves yet may belong to a
     // cluster: deciding without them could start a second cluster next to theirs. Wait for
@@ -104,14 +145,22 @@ async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
         let now = Instant::now();
         let members = alive_members(core).await;
         if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
-            return join(core, via, cluster).await;
+            return Heard::Cluster { via, cluster };
         }
         heard_unclustered.extend(members.iter().filter(|m| unclustered(m)).map(|m| m.peer_id));
         if now >= hard_end || (now >= window_end && !connected_but_unheard(core, &members).await) {
-            break;
+            return Heard::Unclustered(heard_unclustered);
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Having heard only the unclustered agents `heard`: the lowest PeerId initialises alone, the
+/// others wait for its cluster and join it.
+async fn decide(
+    core: &Arc<Core>,
+    heard_unclustered: BTreeSet<PeerId>,
+) -> Result<(), ConsensusError> {
     let lowest = heard_unclustered
         .iter()
         .next()
@@ -130,13 +179,15 @@ async fn zero_config(core: &Arc<Core>) -> Result<(), ConsensusError> {
         if let Some((via, cluster)) = members.iter().find_map(clustered_manager) {
             return join(core, via, cluster).await;
         }
-        // The lower agent vanished before initialising: start over as if alone.
-        let lower_alive = members.iter().any(|m| {
+        // The lower agent vanished before initialising, or turned out to hold a worker token
+        // (its first announcements may not say so yet): start over as if alone.
+        let lower_may_form = members.iter().any(|m| {
             matches!(m.state, MemberState::Alive | MemberState::Suspect)
                 && m.peer_id < core.peer
                 && heard_unclustered.contains(&m.peer_id)
+                && !m.info.raft.worker_only
         });
-        if !lower_alive {
+        if !lower_may_form {
             tracing::info!("the agent expected to initialise is gone: initialising");
             return initialise(core, BTreeMap::from([(core.id, core.me.clone())])).await;
         }

@@ -55,6 +55,10 @@ pub struct QuorumConfig {
     pub keep_after_snapshot: u64,
     /// Zero-config bootstrap: listen this long for other agents before deciding.
     pub bootstrap_window: Duration,
+    /// Whether the agent was given peers to join (`--join`). It then never forms a cluster
+    /// alone: it keeps listening, up to `join_timeout`, for a cluster or for agents to form one
+    /// with.
+    pub join_given: bool,
     /// Wait for this many agents (including this one) and initialise with all as voters.
     pub bootstrap_expect: Option<usize>,
     /// Give up waiting for `bootstrap_expect` agents after this long.
@@ -86,6 +90,7 @@ impl QuorumConfig {
             snapshot_after_entries: 10_000,
             keep_after_snapshot: 1_000,
             bootstrap_window: Duration::from_millis(1500),
+            join_given: false,
             bootstrap_expect: None,
             bootstrap_expect_timeout: Duration::from_secs(300),
             target_managers: 3,

@@ -484,6 +484,7 @@ fn quorum_config(config: &AgentConfig, info: NodeInfo, advertise: Vec<String>) -
     let mut quorum = QuorumConfig::new(&config.data_dir, info);
     quorum.advertise_addrs = advertise;
     quorum.bootstrap_window = config.bootstrap_window;
+    quorum.join_given = !config.join.is_empty();
     quorum.bootstrap_expect = config.bootstrap_expect;
     quorum.target_managers = config.managers;
     quorum.timing = config.raft_timing;

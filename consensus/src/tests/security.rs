@@ -89,6 +89,43 @@ async fn tokens_gate_joins_and_roles() {
     m0.kill();
 }
 
+/// An agent given peers to join (`--join`) that answers no one, as one without the token of a
+/// closed cluster hears no one, never forms a cluster of its own: it gives up with a message
+/// that names the token. Given peers that do answer, it joins their cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_given_join_never_forms_a_cluster_alone() {
+    let _serial = serial().await;
+    let root = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let joiner_config = |name: &str, join_timeout: Duration| {
+        let mut config = quorum_config(&root.path().join(name), name);
+        config.join_given = true;
+        config.join_timeout = join_timeout;
+        config
+    };
+
+    let lone = start_mesh(&root.path().join("j0"), "j0", &[], None).await;
+    match start_quorum(&lone, joiner_config("j0", Duration::from_millis(1500))).await {
+        Err(ConsensusError::JoinFailed(why)) => {
+            assert!(why.contains("--join") && why.contains("token"), "{why}")
+        }
+        Ok(_) => panic!("an agent given --join formed a cluster alone"),
+        Err(other) => panic!("unexpected: {other}"),
+    }
+    lone.kill();
+
+    let seed = start_agent(&root.path().join("s"), "s", &[], |_| {}).await;
+    let seed_addr = addr(&seed.mesh).await;
+    let j = start_mesh(&root.path().join("j1"), "j1", &[seed_addr], None).await;
+    let joiner = start_quorum(&j, joiner_config("j1", Duration::from_secs(20)))
+        .await
+        .unwrap_or_else(|e| panic!("the joiner did not join: {e}"));
+    assert!(seed.quorum.cluster_id().is_some());
+    assert_eq!(joiner.cluster_id(), seed.quorum.cluster_id());
+    j.kill();
+    joiner.shutdown().await;
+    seed.kill().await;
+}
+
 /// An agent holding a worker token never forms a cluster, even when it is the first agent up
 /// or the lowest PeerId around: alone it gives up with a message that says why; started next to
 /// a manager-token agent, the manager forms the cluster alone and the worker joins it.

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use shoal_tests::nodes::views::*;
 use shoal_tests::nodes::{NODE_IMAGE, NodeCluster};
@@ -162,6 +162,22 @@ async fn a_closed_cluster_keeps_roles_drains_and_replaces_a_dead_manager() {
     assert!(
         seen.iter().all(|r| !members.contains(&r.hostname)),
         "the outsider sees the cluster's nodes: {seen:?}\n{}",
+        cluster.logs(&outsider, 20)
+    );
+    // Given --join, it formed no cluster of its own, and says what to check.
+    let ever = SystemTime::UNIX_EPOCH;
+    assert!(
+        cluster
+            .first_logged(&outsider, "initialising a new cluster", ever)
+            .is_none(),
+        "the outsider formed a cluster of its own:\n{}",
+        cluster.logs(&outsider, 20)
+    );
+    assert!(
+        cluster
+            .first_logged(&outsider, "hold its token", ever)
+            .is_some(),
+        "the outsider does not say why it is not in:\n{}",
         cluster.logs(&outsider, 20)
     );
     eprintln!(
