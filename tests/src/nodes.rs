@@ -77,11 +77,66 @@ fn remove_containers(containers: &[String]) {
         return;
     }
     let ids: Vec<&str> = containers.iter().map(String::as_str).collect();
-    let _ = docker(&[&["kill"][..], &ids].concat());
-    let _ = docker(&[&["rm", "-f", "-v"][..], &ids].concat());
+    // A frozen container would hold the engine's kill until it thaws.
+    for container in &ids {
+        thaw(container);
+    }
+    let _ = bounded(CLEANUP_LIMIT, "docker", &[&["kill"][..], &ids].concat());
+    let _ = bounded(
+        CLEANUP_LIMIT,
+        "docker",
+        &[&["rm", "-f", "-v"][..], &ids].concat(),
+    );
 }
 
+/// How long removing a harness's containers may take.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(120);
+
 /// Runs `program ARGS` on this machine, killed when it outlasts `limit`.
+/// How long a fault operation on a node's container (pause, unpause) may take.
+const FAULT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Thaws the freezer cgroup of container `name_or_id` directly (cgroup v1 or v2, cgroupfs or systemd
+/// driver), for a freeze the engine cannot undo. `docker ps` answers while every other engine
+/// call on that container waits, so it gives the id.
+fn thaw(name_or_id: &str) {
+    let ps = |filter: String| {
+        let listed = bounded(
+            FAULT_LIMIT,
+            "docker",
+            &["ps", "-aq", "--no-trunc", "--filter", &filter],
+        );
+        String::from_utf8_lossy(&listed.stdout).trim().to_owned()
+    };
+    let mut id = ps(format!("name=^/{name_or_id}$"));
+    if id.is_empty() {
+        id = ps(format!("id={name_or_id}"));
+    }
+    if id.is_empty() || id.contains('\n') {
+        return;
+    }
+    let candidates = [
+        (
+            format!("/sys/fs/cgroup/freezer/docker/{id}/freezer.state"),
+            "THAWED",
+        ),
+        (
+            format!("/sys/fs/cgroup/freezer/system.slice/docker-{id}.scope/freezer.state"),
+            "THAWED",
+        ),
+        (format!("/sys/fs/cgroup/docker/{id}/cgroup.freeze"), "0"),
+        (
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cgroup.freeze"),
+            "0",
+        ),
+    ];
+    for (path, value) in candidates {
+        if std::path::Path::new(&path).exists() {
+            let _ = std::fs::write(&path, value);
+        }
+    }
+}
+
 fn bounded(limit: Duration, program: &str, args: &[&str]) -> Output {
     Process::new("timeout")
         .args(["--kill-after=5", &format!("{}", limit.as_secs().max(1))])
@@ -215,8 +270,12 @@ impl NodeCluster {
         let filter = format!("label={CLUSTER_LABEL}={}", self.network);
         let script = format!(
             "i=0; while [ $i -lt 7200 ] && kill -0 {pid} 2>/dev/null; do sleep 1; i=$((i+1)); done; \
-             ids=$(docker ps -aq --filter {filter}); \
-             [ -n \"$ids\" ] && docker kill $ids; [ -n \"$ids\" ] && docker rm -f -v $ids; \
+             ids=$(docker ps -aq --no-trunc --filter {filter}); \
+             for id in $ids; do for f in /sys/fs/cgroup/freezer/docker/$id/freezer.state; do \
+             [ -e \"$f\" ] && echo THAWED > \"$f\"; done; \
+             f=/sys/fs/cgroup/docker/$id/cgroup.freeze; [ -e \"$f\" ] && echo 0 > \"$f\"; done; \
+             [ -n \"$ids\" ] && timeout 120 docker kill $ids; \
+             [ -n \"$ids\" ] && timeout 120 docker rm -f -v $ids; \
              docker network rm {network}; \
              vols=$(docker volume ls -q --filter {filter}); [ -n \"$vols\" ] && docker volume rm -f $vols",
             pid = std::process::id(),
@@ -587,14 +646,31 @@ impl NodeCluster {
         docker_ok(&["restart", "-t", "10", node]);
     }
 
-    /// Freezes every process of the node (cgroup freezer), as a stalled machine.
+    /// Freezes every process of the node (cgroup freezer), as a stalled machine. Bounded: a
+    /// freeze the engine does not finish in time is undone (see [`Self::unpause`]).
     pub fn pause(&self, node: &str) {
-        docker_ok(&["pause", node]);
+        let paused = bounded(FAULT_LIMIT, "docker", &["pause", node]);
+        if !paused.status.success() {
+            eprintln!(
+                "harness: docker pause {node} did not finish within {FAULT_LIMIT:?}: {}",
+                String::from_utf8_lossy(&paused.stderr).trim()
+            );
+        }
     }
 
-    /// Lets a paused node go on where it stopped.
+    /// Lets a paused node go on where it stopped. Bounded: when the engine does not thaw it in
+    /// time (seen once, a freeze of a node whose own engine was making a cgroup, after which
+    /// every engine call on that container waited), the node's freezer cgroup is thawed
+    /// directly, which lets the engine's calls finish.
     pub fn unpause(&self, node: &str) {
-        docker_ok(&["unpause", node]);
+        let unpaused = bounded(FAULT_LIMIT, "docker", &["unpause", node]);
+        if !unpaused.status.success() {
+            eprintln!(
+                "harness: docker unpause {node} did not finish within {FAULT_LIMIT:?}: thawing \
+                 its cgroup directly"
+            );
+            thaw(node);
+        }
     }
 
     /// Runs a shell script inside `node`, panicking with its output unless it succeeds.
