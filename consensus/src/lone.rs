@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_discovery::{Member, MemberState, Multiaddr, PeerId, RaftMembership};
+use shoal_scheduler::ClusterState;
 use tokio::sync::watch;
 
 use crate::core::Core;
+use crate::types::{RaftId, RaftNode};
 
 /// How often a lone cluster looks for a larger one.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -77,10 +79,9 @@ pub fn cluster_to_join(mine: &str, me: PeerId, members: &[Member]) -> Option<Yie
     })
 }
 
-/// Whether this agent's cluster is only itself and holds nothing a user made.
-fn lone_and_empty(core: &Core) -> bool {
-    let state = core.state();
-    let voters = core.voters();
+/// Whether this agent's cluster (its applied `state` and raft `voters`) is only itself and holds
+/// nothing a user made.
+fn lone_and_empty(core: &Core, state: &ClusterState, voters: &BTreeMap<RaftId, RaftNode>) -> bool {
     state.cluster_id.is_some()
         && state.services.is_empty()
         && state
@@ -98,13 +99,14 @@ pub(crate) async fn watch(core: Arc<Core>, found: watch::Sender<Option<YieldTo>>
     let mut last: Option<String> = None;
     loop {
         tokio::time::sleep(LOOK_EVERY).await;
-        let Some(mine) = core.state().cluster_id.clone() else {
+        let (state, voters) = (core.state(), core.voters());
+        let Some(mine) = state.cluster_id.clone() else {
             continue;
         };
-        if core.voters().is_empty() {
+        if voters.is_empty() {
             continue;
         }
-        if !lone_and_empty(&core) {
+        if !lone_and_empty(&core, &state, &voters) {
             return;
         }
         let members = core.mesh.members().await.unwrap_or_default();

@@ -10,7 +10,8 @@ use shoal_scheduler::{Command, NodeId, Outcome};
 
 use super::api::{self, ErrorBody, RemoveNodeQuery, UpdateNodeRequest};
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, replayed, write,
+    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, retried_removal,
+    write,
 };
 use super::{filters, views};
 use crate::worker::now;
@@ -143,15 +144,16 @@ pub(super) async fn remove_node(
     let node = match views::find_node(&cluster, &name) {
         Ok(node) => node,
         Err(missing) => {
-            // A retried removal that was applied: its first answer, not "no such node".
-            return match replayed(&state, &cluster, &call) {
-                Some(Ok(first)) => match &first.outcome {
-                    Outcome::NodeRemoved(id) => first.answer(id.clone()),
-                    _ => Err(missing.into()),
+            return retried_removal(
+                &state,
+                &cluster,
+                &call,
+                missing.into(),
+                |first| match first {
+                    Outcome::NodeRemoved(id) => Some(id.clone()),
+                    _ => None,
                 },
-                Some(Err(refused)) => Err(refused),
-                None => Err(missing.into()),
-            };
+            );
         }
     };
     let raft = state.quorum.status();

@@ -270,11 +270,30 @@ pub(super) async fn write(
     }
 }
 
+/// The answer to a write whose subject was not found by name: when `call` retries a removal
+/// that applied already (its first answer was lost), what that first attempt answered, its
+/// body picked from the recorded outcome by `subject`; otherwise `missing`, the lookup's own
+/// error. A retry must not be judged against the state its first attempt made.
+pub(super) fn retried_removal<T>(
+    state: &ControlState,
+    cluster: &ClusterState,
+    call: &Call,
+    missing: ApiError,
+    subject: impl FnOnce(&Outcome) -> Option<T>,
+) -> WriteResult<T> {
+    match replayed(state, cluster, call) {
+        Some(Ok(first)) => match subject(&first.outcome) {
+            Some(body) => first.answer(body),
+            None => Err(missing),
+        },
+        Some(Err(refused)) => Err(refused),
+        None => Err(missing),
+    }
+}
+
 /// The first answer of a write that `call` retries, when `cluster` (a linearizable read) shows
-/// it applied already. A client retries under the same request id when the first answer was
-/// lost; its retry must not be judged against the state the first attempt made (a removed
-/// service is no longer found by name), so the handler answers what the first attempt did.
-pub(super) fn replayed(
+/// it applied already.
+fn replayed(
     state: &ControlState,
     cluster: &ClusterState,
     call: &Call,

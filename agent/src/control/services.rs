@@ -13,7 +13,8 @@ use super::api::{
     UpdateServiceRequest,
 };
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, replayed, write,
+    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, retried_removal,
+    write,
 };
 use super::{filters, views};
 use crate::worker::now;
@@ -145,15 +146,16 @@ pub(super) async fn remove_service(
     let id = match views::lookup_service(&cluster, &name) {
         Ok(service) => service.id,
         Err(missing) => {
-            // A retried removal that was applied: its first answer, not "no such service".
-            return match replayed(&state, &cluster, &call) {
-                Some(Ok(first)) => match first.outcome {
-                    Outcome::ServiceRemoved(id) => first.answer(id),
-                    _ => Err(missing.into()),
+            return retried_removal(
+                &state,
+                &cluster,
+                &call,
+                missing.into(),
+                |first| match first {
+                    Outcome::ServiceRemoved(id) => Some(*id),
+                    _ => None,
                 },
-                Some(Err(refused)) => Err(refused),
-                None => Err(missing.into()),
-            };
+            );
         }
     };
     write(&state, &call, Command::RemoveService { id, at: now() })
