@@ -129,6 +129,30 @@ pub enum Command {
         #[serde(default)]
         task_history_limit: Option<u64>,
     },
+    /// Record that a client's request was refused before it became any other command (what it
+    /// names does not exist, names several records, or may not change now). Changes nothing but
+    /// the request log: written under the request's id, it decides that request once, so that
+    /// a copy of it still on its way (a forwarded call that arrives late) is answered with this
+    /// refusal instead of acting on what the name means by then.
+    Decline {
+        /// Why, by kind.
+        reason: DeclineReason,
+        /// What the client is told.
+        message: String,
+    },
+}
+
+/// Why a request was declined ([`Command::Decline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeclineReason {
+    /// Nothing has the name it gave.
+    NotFound,
+    /// Its name fits more than one record.
+    Ambiguous,
+    /// What it names may not change that way now.
+    Conflict,
+    /// The request itself is wrong.
+    Invalid,
 }
 
 impl Command {
@@ -150,6 +174,7 @@ impl Command {
             Command::PruneTasks { .. } => "PruneTasks",
             Command::UpdateClusterSettings { .. } => "UpdateClusterSettings",
             Command::RotateJoinToken { .. } => "RotateJoinToken",
+            Command::Decline { .. } => "Decline",
         }
     }
 }
@@ -163,6 +188,10 @@ pub enum Outcome {
     ServiceCreated(ServiceId),
     /// The service with this id was removed (its tasks are told to shut down).
     ServiceRemoved(ServiceId),
+    /// The service with this id was updated, scaled or rolled back.
+    ServiceUpdated(ServiceId),
+    /// What the operator controls on the node with this id changed.
+    NodeUpdated(NodeId),
     /// The node with this id was removed from the cluster's state.
     NodeRemoved(NodeId),
     /// A plan was applied: the tasks it created.
@@ -207,6 +236,14 @@ pub enum ApplyError {
     /// only managers may make).
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// The request was declined before it became a command ([`Command::Decline`]).
+    #[error("{message}")]
+    Declined {
+        /// Why, by kind.
+        reason: DeclineReason,
+        /// What the client is told.
+        message: String,
+    },
 }
 
 impl ClusterState {

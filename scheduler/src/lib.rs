@@ -33,7 +33,7 @@ mod testkit;
 #[cfg(test)]
 mod update_proptests;
 
-pub use command::{ApplyError, Command, Outcome};
+pub use command::{ApplyError, Command, DeclineReason, Outcome};
 pub use model::*;
 pub use plan::Plan;
 pub use reconcile::reconcile;

@@ -154,6 +154,26 @@ mod tests {
     }
 
     #[test]
+    fn a_declined_request_stays_declined_whatever_a_late_copy_asks() {
+        let mut state = ClusterState::default();
+        let id = Some(RequestId(9));
+        let decline = Command::Decline {
+            reason: crate::command::DeclineReason::NotFound,
+            message: "no such service: web".into(),
+        };
+        let refused = state.apply_request(id, &decline);
+        assert!(matches!(refused, Err(ApplyError::Declined { .. })));
+        state.apply(&create("web")).expect("created meanwhile");
+        // A late copy of the same request resolved the name against the new service.
+        let remove = Command::RemoveService {
+            id: ServiceId(0),
+            at: Timestamp(2),
+        };
+        assert_eq!(state.apply_request(id, &remove), refused);
+        assert_eq!(state.services.len(), 1, "the new service stays");
+    }
+
+    #[test]
     fn the_log_is_bounded_and_forgets_the_oldest() {
         let mut state = ClusterState::default();
         let prune = Command::PruneTasks { keep_per_slot: 1 };

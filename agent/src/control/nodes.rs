@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
 use shoal_scheduler::{Command, NodeId, Outcome};
 
 use super::api::{self, ErrorBody, RemoveNodeQuery, UpdateNodeRequest};
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, retried_removal,
+    ApiError, ApiResult, Call, ControlState, Declined, ReadOptions, WriteResult, cluster, decline,
     write,
 };
 use super::{filters, views};
@@ -108,7 +107,10 @@ pub(super) async fn update_node(
     call: Call,
     Json(request): Json<UpdateNodeRequest>,
 ) -> WriteResult<NodeId> {
-    let id = node_id(&state, &name).await?;
+    let id = match node_id(&state, &name).await? {
+        Ok(id) => id,
+        Err(declined) => return decline_for_node(&state, &call, declined).await,
+    };
     let command = Command::UpdateNode {
         id: id.clone(),
         availability: request.availability,
@@ -143,18 +145,7 @@ pub(super) async fn remove_node(
     let cluster = cluster(&state, ReadOptions::default()).await?;
     let node = match views::find_node(&cluster, &name) {
         Ok(node) => node,
-        Err(missing) => {
-            return retried_removal(
-                &state,
-                &cluster,
-                &call,
-                missing.into(),
-                |first| match first {
-                    Outcome::NodeRemoved(id) => Some(id.clone()),
-                    _ => None,
-                },
-            );
-        }
+        Err(missing) => return decline_for_node(&state, &call, missing.into()).await,
     };
     let raft = state.quorum.status();
     let member = raft
@@ -163,13 +154,11 @@ pub(super) async fn remove_node(
         .chain(&raft.learners)
         .any(|peer| peer.to_string() == node.id.as_str());
     if member {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "{name} is a manager: demote it first (`shoal node demote {name}`), wait until \
-                 `shoal node ls` shows it as a worker, then remove it"
-            ),
-        ));
+        let why = format!(
+            "{name} is a manager: demote it first (`shoal node demote {name}`), wait until \
+             `shoal node ls` shows it as a worker, then remove it"
+        );
+        return decline_for_node(&state, &call, Declined::conflict(why)).await;
     }
     let command = Command::RemoveNode {
         id: node.id.clone(),
@@ -179,7 +168,25 @@ pub(super) async fn remove_node(
     write(&state, &call, command).await?.answer(node.id.clone())
 }
 
-async fn node_id(state: &ControlState, name: &str) -> Result<NodeId, ApiError> {
+/// The id of the node `name` names in a linearizable read; what to decline when none or
+/// several fit.
+async fn node_id(state: &ControlState, name: &str) -> Result<Result<NodeId, Declined>, ApiError> {
     let cluster = cluster(state, ReadOptions::default()).await?;
-    Ok(views::find_node(&cluster, name)?.id.clone())
+    Ok(views::find_node(&cluster, name)
+        .map(|node| node.id.clone())
+        .map_err(Declined::from))
+}
+
+/// Declines a write about a node ([`decline`]): a copy of it that applied first answers with
+/// the id of the node it changed.
+async fn decline_for_node(
+    state: &ControlState,
+    call: &Call,
+    declined: Declined,
+) -> WriteResult<NodeId> {
+    decline(state, call, declined, |first| match first {
+        Outcome::NodeUpdated(id) | Outcome::NodeRemoved(id) => Some(id.clone()),
+        _ => None,
+    })
+    .await
 }

@@ -21,7 +21,9 @@ use serde::Deserialize;
 use shoal_consensus::{Committed, Quorum};
 use shoal_discovery::Mesh;
 use shoal_scheduler::authz::{self, Origin};
-use shoal_scheduler::{ApplyError, ClusterState, Command, NodeId, Outcome, RequestId};
+use shoal_scheduler::{
+    ApplyError, ClusterState, Command, DeclineReason, NodeId, Outcome, RequestId,
+};
 use tokio::net::UnixListener;
 use utoipa::IntoParams;
 
@@ -137,6 +139,11 @@ impl From<ApplyError> for ApiError {
             }
             ApplyError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
             ApplyError::Unauthorized(_) => StatusCode::FORBIDDEN,
+            ApplyError::Declined { reason, .. } => match reason {
+                DeclineReason::NotFound => StatusCode::NOT_FOUND,
+                DeclineReason::Conflict => StatusCode::CONFLICT,
+                DeclineReason::Ambiguous | DeclineReason::Invalid => StatusCode::BAD_REQUEST,
+            },
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, error.to_string())
@@ -240,16 +247,7 @@ pub(super) async fn write(
     call: &Call,
     command: Command,
 ) -> Result<Written, ApiError> {
-    if let Caller::Peer(peer) = call.caller {
-        let cluster = state.quorum.state();
-        let node = NodeId::new(peer.to_string());
-        let origin = Origin::of_node(&cluster, &node).unwrap_or(Origin::Worker(&node));
-        if let Err(refused) = authz::authorize(&cluster, origin, &command) {
-            tracing::warn!(%peer, command = command.kind(), %refused, "forwarded write refused");
-            state.metrics.refused("control", "write", "unauthorized");
-            return Err(refused.into());
-        }
-    }
+    authorize(state, call, &command)?;
     let request = call.request.or_else(|| {
         command
             .wants_request_id()
@@ -270,49 +268,94 @@ pub(super) async fn write(
     }
 }
 
-/// The answer to a write whose subject was not found by name: when `call` retries a removal
-/// that applied already (its first answer was lost), what that first attempt answered, its
-/// body picked from the recorded outcome by `subject`; otherwise `missing`, the lookup's own
-/// error. A retry must not be judged against the state its first attempt made.
-pub(super) fn retried_removal<T>(
-    state: &ControlState,
-    cluster: &ClusterState,
-    call: &Call,
-    missing: ApiError,
-    subject: impl FnOnce(&Outcome) -> Option<T>,
-) -> WriteResult<T> {
-    match replayed(state, cluster, call) {
-        Some(Ok(first)) => match subject(&first.outcome) {
-            Some(body) => first.answer(body),
-            None => Err(missing),
-        },
-        Some(Err(refused)) => Err(refused),
-        None => Err(missing),
+/// Refuses a forwarded `command` that the caller's admission does not allow.
+fn authorize(state: &ControlState, call: &Call, command: &Command) -> Result<(), ApiError> {
+    let Caller::Peer(peer) = call.caller else {
+        return Ok(());
+    };
+    let cluster = state.quorum.state();
+    let node = NodeId::new(peer.to_string());
+    let origin = Origin::of_node(&cluster, &node).unwrap_or(Origin::Worker(&node));
+    authz::authorize(&cluster, origin, command).map_err(|refused| {
+        tracing::warn!(%peer, command = command.kind(), %refused, "forwarded write refused");
+        state.metrics.refused("control", "write", "unauthorized");
+        ApiError::from(refused)
+    })
+}
+
+/// A write its handler refuses from what it read, before it becomes a command: what the call
+/// names does not exist or names several records, or may not change now.
+pub(super) struct Declined {
+    reason: DeclineReason,
+    message: String,
+}
+
+impl Declined {
+    /// A refusal because what the call names may not change that way now.
+    pub(super) fn conflict(message: impl Into<String>) -> Self {
+        Declined {
+            reason: DeclineReason::Conflict,
+            message: message.into(),
+        }
+    }
+
+    /// A refusal because the call itself is wrong.
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
+        Declined {
+            reason: DeclineReason::Invalid,
+            message: message.into(),
+        }
+    }
+
+    fn into_error(self) -> ApplyError {
+        ApplyError::Declined {
+            reason: self.reason,
+            message: self.message,
+        }
     }
 }
 
-/// The first answer of a write that `call` retries, when `cluster` (a linearizable read) shows
-/// it applied already.
-fn replayed(
+impl From<views::LookupError> for Declined {
+    fn from(error: views::LookupError) -> Self {
+        let reason = if error.is_not_found() {
+            DeclineReason::NotFound
+        } else {
+            DeclineReason::Ambiguous
+        };
+        Declined {
+            reason,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Answers a write that its handler refuses (`declined`), deciding its request once. A write
+/// may reach managers more than once under one request id (a worker forwards it on to another
+/// manager when the first is slow to answer), and a late copy resolves names against a later
+/// state: the copy that answered "no such service" must not leave another one free to remove
+/// the service of that name made meanwhile. So the refusal is written to the log under the
+/// request id ([`Command::Decline`]): a later copy is answered this refusal, and a copy that
+/// applied first makes this one answer as it applied (`first` picks the body from its
+/// outcome). A call without a request id, or from an agent that may not write, is refused
+/// without a write: no copy of it can apply.
+pub(super) async fn decline<T>(
     state: &ControlState,
-    cluster: &ClusterState,
     call: &Call,
-) -> Option<Result<Written, ApiError>> {
-    let first = cluster.requests.get(call.request?)?;
-    // The read that holds the request covers its commit: an index at least the write's own.
-    let index = state
-        .quorum
-        .watch()
-        .borrow()
-        .last_applied
-        .map_or(0, |applied| applied.index);
-    Some(match first {
-        Ok(outcome) => Ok(Written {
-            outcome: outcome.clone(),
-            index,
-        }),
-        Err(refused) => Err(refused.clone().into()),
-    })
+    declined: Declined,
+    first: impl FnOnce(&Outcome) -> Option<T>,
+) -> WriteResult<T> {
+    let command = Command::Decline {
+        reason: declined.reason,
+        message: declined.message.clone(),
+    };
+    if call.request.is_none() || authorize(state, call, &command).is_err() {
+        return Err(declined.into_error().into());
+    }
+    let written = write(state, call, command).await?;
+    match first(&written.outcome) {
+        Some(body) => written.answer(body),
+        None => Err(declined.into_error().into()),
+    }
 }
 
 /// The state a read answers from: linearizable by default, this replica's with `stale`.

@@ -13,7 +13,7 @@ use super::api::{
     UpdateServiceRequest,
 };
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, ReadOptions, WriteResult, cluster, retried_removal,
+    ApiError, ApiResult, Call, ControlState, Declined, ReadOptions, WriteResult, cluster, decline,
     write,
 };
 use super::{filters, views};
@@ -142,21 +142,9 @@ pub(super) async fn remove_service(
     UrlPath(name): UrlPath<String>,
     call: Call,
 ) -> WriteResult<ServiceId> {
-    let cluster = cluster(&state, ReadOptions::default()).await?;
-    let id = match views::lookup_service(&cluster, &name) {
-        Ok(service) => service.id,
-        Err(missing) => {
-            return retried_removal(
-                &state,
-                &cluster,
-                &call,
-                missing.into(),
-                |first| match first {
-                    Outcome::ServiceRemoved(id) => Some(*id),
-                    _ => None,
-                },
-            );
-        }
+    let id = match service_id(&state, &name).await? {
+        Ok(id) => id,
+        Err(declined) => return decline_for_service(&state, &call, declined).await,
     };
     write(&state, &call, Command::RemoveService { id, at: now() })
         .await?
@@ -186,12 +174,14 @@ pub(super) async fn scale_service(
     Json(request): Json<ScaleRequest>,
 ) -> WriteResult<ServiceId> {
     let cluster = cluster(&state, ReadOptions::default()).await?;
-    let service = views::lookup_service(&cluster, &name)?;
+    let service = match views::lookup_service(&cluster, &name) {
+        Ok(service) => service,
+        Err(missing) => return decline_for_service(&state, &call, missing.into()).await,
+    };
     if service.spec.mode == ServiceMode::Global {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{name} is a global service: it runs one task per node and cannot be scaled"),
-        ));
+        let why =
+            format!("{name} is a global service: it runs one task per node and cannot be scaled");
+        return decline_for_service(&state, &call, Declined::invalid(why)).await;
     }
     let mut spec = service.spec.clone();
     spec.mode = ServiceMode::Replicated {
@@ -228,7 +218,10 @@ pub(super) async fn update_service(
     call: Call,
     Json(request): Json<UpdateServiceRequest>,
 ) -> WriteResult<ServiceId> {
-    let id = service_id(&state, &name).await?;
+    let id = match service_id(&state, &name).await? {
+        Ok(id) => id,
+        Err(declined) => return decline_for_service(&state, &call, declined).await,
+    };
     let command = Command::UpdateService {
         id,
         expected_revision: request.expected_revision,
@@ -256,13 +249,37 @@ pub(super) async fn rollback_service(
     UrlPath(name): UrlPath<String>,
     call: Call,
 ) -> WriteResult<ServiceId> {
-    let id = service_id(&state, &name).await?;
+    let id = match service_id(&state, &name).await? {
+        Ok(id) => id,
+        Err(declined) => return decline_for_service(&state, &call, declined).await,
+    };
     write(&state, &call, Command::RollbackService { id, at: now() })
         .await?
         .answer(id)
 }
 
-async fn service_id(state: &ControlState, name: &str) -> Result<ServiceId, ApiError> {
+/// The id of the service `name` names in a linearizable read; what to decline when none or
+/// several fit.
+async fn service_id(
+    state: &ControlState,
+    name: &str,
+) -> Result<Result<ServiceId, Declined>, ApiError> {
     let cluster = cluster(state, ReadOptions::default()).await?;
-    Ok(views::lookup_service(&cluster, name)?.id)
+    Ok(views::lookup_service(&cluster, name)
+        .map(|service| service.id)
+        .map_err(Declined::from))
+}
+
+/// Declines a write about a service ([`decline`]): a copy of it that applied first answers
+/// with the id of the service it changed.
+async fn decline_for_service(
+    state: &ControlState,
+    call: &Call,
+    declined: Declined,
+) -> WriteResult<ServiceId> {
+    decline(state, call, declined, |first| match first {
+        Outcome::ServiceUpdated(id) | Outcome::ServiceRemoved(id) => Some(*id),
+        _ => None,
+    })
+    .await
 }

@@ -70,6 +70,10 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
             }
             Ok(Outcome::Done)
         }
+        Command::Decline { reason, message } => Err(ApplyError::Declined {
+            reason: *reason,
+            message: message.clone(),
+        }),
     }
 }
 

@@ -77,7 +77,7 @@ pub fn update(
     for k in labels_remove {
         node.labels.remove(k);
     }
-    Ok(Outcome::Done)
+    Ok(Outcome::NodeUpdated(id.clone()))
 }
 
 /// The most nodes one liveness write may change.

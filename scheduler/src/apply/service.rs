@@ -83,7 +83,7 @@ pub fn update(
     scaled.mode = spec.mode;
     if scaled == *spec {
         svc.spec.mode = spec.mode;
-        return Ok(Outcome::Done);
+        return Ok(Outcome::ServiceUpdated(id));
     }
     let old = std::mem::replace(&mut svc.spec, spec.clone());
     svc.previous_spec = Some(old);
@@ -95,7 +95,7 @@ pub fn update(
         started_at: at,
         message: "update in progress".into(),
     });
-    Ok(Outcome::Done)
+    Ok(Outcome::ServiceUpdated(id))
 }
 
 /// Rolls a service back to its previous spec (the replica count stays as it is now).
@@ -127,7 +127,7 @@ pub fn rollback(
         started_at: at,
         message: message.unwrap_or("rollback in progress").to_string(),
     });
-    Ok(Outcome::Done)
+    Ok(Outcome::ServiceUpdated(id))
 }
 
 /// Removes a service and tells all its tasks to shut down. The tasks stay, so their nodes can

@@ -305,7 +305,8 @@ impl Probe {
             | Command::CreateService { .. }
             | Command::PruneTasks { .. }
             | Command::RotateJoinToken { .. }
-            | Command::UpdateClusterSettings { .. } => {}
+            | Command::UpdateClusterSettings { .. }
+            | Command::Decline { .. } => {}
             Command::UpdateService { id, .. }
             | Command::RollbackService { id, .. }
             | Command::RemoveService { id, .. } => probe.note_service(state, *id),
@@ -433,7 +434,8 @@ fn command_time(cmd: &Command) -> Option<Timestamp> {
         | Command::UpdateNode { .. }
         | Command::PruneTasks { .. }
         | Command::RotateJoinToken { .. }
-        | Command::UpdateClusterSettings { .. } => None,
+        | Command::UpdateClusterSettings { .. }
+        | Command::Decline { .. } => None,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use shoal_agent::control::api::{
-    self, ClusterSettingsRequest, CreateServiceRequest, CreateServiceResponse,
+    self, ClusterSettingsRequest, CreateServiceRequest, CreateServiceResponse, ScaleRequest,
 };
 use shoal_agent::control::client::ClientError;
 use shoal_agent::control::views::ServiceRow;
@@ -81,6 +81,77 @@ async fn followers_read_their_writes_and_retries_apply_once() {
         .await
         .expect_err("a new removal of a removed service");
     assert!(unknown.to_string().contains("no such service"), "{unknown}");
+    for agent in agents {
+        agent.shutdown().await;
+    }
+}
+
+/// A worker forwards a write on to another manager when the first is slow to answer, so one
+/// request can reach the managers twice, the second copy late. A copy answered "no such
+/// service" decides the request: a late copy under the same request id, arriving once a service
+/// of that name exists again, is answered the same and changes nothing (it once removed or
+/// scaled the new service: a refusal the client saw, then its effect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_copy_of_a_declined_write_changes_nothing() {
+    init_logging();
+    let dirs = temp_dirs(3);
+    let agents = start_joined(&dirs, |dir, join| async move {
+        start_agent(&dir, ExecutorKind::Sim, join).await
+    })
+    .await;
+    wait_voters(&agents, 3).await;
+    let (first, late) = (client(&agents[0]), client(&agents[1]));
+    let (removal, scale) = (RequestId(0xdec1), RequestId(0xdec2));
+    let scale_to = |replicas| ScaleRequest { replicas };
+    let refused = first
+        .delete_as::<ServiceId>(&api::service("late"), removal)
+        .await
+        .expect_err("no such service yet");
+    assert!(refused.to_string().contains("no such service"), "{refused}");
+    let refused = first
+        .post_as::<_, ServiceId>(&api::service_scale("late"), &scale_to(5), scale)
+        .await
+        .expect_err("no such service yet");
+    assert!(refused.to_string().contains("no such service"), "{refused}");
+
+    let made: CreateServiceResponse = first
+        .post(
+            api::SERVICES,
+            &CreateServiceRequest {
+                spec: sim_spec("late", 2),
+            },
+        )
+        .await
+        .expect("created");
+    let late_removal = late
+        .delete_as::<ServiceId>(&api::service("late"), removal)
+        .await
+        .expect_err("the late copy of the removal is answered as the first");
+    assert!(
+        late_removal.to_string().contains("no such service"),
+        "{late_removal}"
+    );
+    let late_scale = late
+        .post_as::<_, ServiceId>(&api::service_scale("late"), &scale_to(5), scale)
+        .await
+        .expect_err("the late copy of the scale is answered as the first");
+    assert!(
+        late_scale.to_string().contains("no such service"),
+        "{late_scale}"
+    );
+    let service: shoal_scheduler::Service = late
+        .get(&api::service("late"))
+        .await
+        .expect("the service made meanwhile is still there");
+    assert_eq!(service.id, made.id);
+    assert_eq!(service.spec.replicas(), Some(2), "and keeps its scale");
+
+    // A removal with a fresh request id is a new request: it applies.
+    let removed: ServiceId = late
+        .delete(&api::service("late"))
+        .await
+        .expect("a new removal");
+    assert_eq!(removed, made.id);
     for agent in agents {
         agent.shutdown().await;
     }
