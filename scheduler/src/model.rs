@@ -557,6 +557,11 @@ pub struct Service {
     /// version's spec): its tasks count as up to date and are not replaced.
     #[serde(default)]
     pub equivalent_version: Option<u64>,
+    /// Its place in the cluster's range of service addresses (its virtual IP is the range's
+    /// address at this offset): the lowest offset no other service holds, given at creation and
+    /// kept for the service's life, so that a range is never used up by services long gone.
+    #[serde(default)]
+    pub address_index: Option<u32>,
     /// Creation time.
     pub created_at: Timestamp,
     /// Last spec change.

@@ -421,6 +421,7 @@ mod tests {
             previous_version: None,
             update_status: None,
             equivalent_version: None,
+            address_index: None,
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
         }

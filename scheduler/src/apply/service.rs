@@ -30,6 +30,7 @@ pub fn create(
     }
     let id = ServiceId(state.next_service_id);
     state.next_service_id += 1;
+    let address_index = Some(lowest_free_address(state));
     let service = Service {
         id,
         spec: spec.clone(),
@@ -39,11 +40,22 @@ pub fn create(
         previous_version: None,
         update_status: None,
         equivalent_version: None,
+        address_index,
         created_at: at,
         updated_at: at,
     };
     state.services.insert(id, service);
     Ok(Outcome::ServiceCreated(id))
+}
+
+/// The lowest address offset that no service holds.
+fn lowest_free_address(state: &ClusterState) -> u32 {
+    let held: std::collections::BTreeSet<u32> = state
+        .services
+        .values()
+        .filter_map(|s| s.address_index)
+        .collect();
+    (0..).find(|i| !held.contains(i)).unwrap_or(u32::MAX)
 }
 
 /// Replaces a service's spec. A change of the replica count alone is a scale: it keeps the

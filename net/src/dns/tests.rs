@@ -1,0 +1,238 @@
+use std::collections::BTreeMap;
+
+use hickory_proto::op::Query;
+use shoal_scheduler::synthetic::{self, ClusterShape};
+use shoal_scheduler::{ClusterState, Command, TaskState, Timestamp};
+
+use super::*;
+use crate::addresses::AddressRange;
+
+/// A table of one node that runs every task of `web` (`replicas` of them) at 172.30.0.10 and up.
+fn table(replicas: u64) -> EndpointTable {
+    let mut state = synthetic::cluster(&ClusterShape::new(1, 7));
+    synthetic::create_service(&mut state, synthetic::spec("web", replicas), Timestamp(0))
+        .expect("valid spec");
+    let plan = shoal_scheduler::reconcile(&state, Timestamp(1));
+    state
+        .apply(&Command::ApplyPlan {
+            plan,
+            at: Timestamp(1),
+        })
+        .expect("plan");
+    let mut local = BTreeMap::new();
+    for (i, task) in state.tasks.values_mut().enumerate() {
+        task.status.state = TaskState::Running;
+        local.insert(
+            task.id,
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 30, 0, 10)) + i as u32),
+        );
+    }
+    let here = only_node(&state);
+    EndpointTable::build(&state, &AddressRange::default(), &here, &local)
+}
+
+fn only_node(state: &ClusterState) -> shoal_scheduler::NodeId {
+    state.nodes.keys().next().expect("a node").clone()
+}
+
+fn resolver(table: EndpointTable, upstream: Vec<SocketAddr>) -> Arc<Resolver> {
+    // The sender goes with the test: a receiver keeps the last table it was sent.
+    let (_, receiver) = watch::channel(Arc::new(table));
+    Resolver::new(
+        receiver,
+        ResolverConfig {
+            upstream,
+            ..ResolverConfig::default()
+        },
+    )
+}
+
+fn query(name: &str, kind: RecordType) -> Message {
+    let mut message = Message::query();
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).expect("name"), kind));
+    message
+}
+
+fn addresses(answer: &Message) -> Vec<Ipv4Addr> {
+    answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_name_is_its_virtual_address_and_tasks_name_its_tasks() {
+    let resolver = resolver(table(2), Vec::new());
+    let Answer::Local(web) = resolver.answer(&query("web", RecordType::A)) else {
+        panic!("web is a name of the cluster");
+    };
+    assert_eq!(addresses(&web), vec![Ipv4Addr::new(10, 254, 0, 1)]);
+    assert!(web.metadata.authoritative);
+    let Answer::Local(tasks) = resolver.answer(&query("Tasks.WEB.", RecordType::A)) else {
+        panic!("tasks.web is a name of the cluster");
+    };
+    assert_eq!(
+        addresses(&tasks),
+        vec![Ipv4Addr::new(172, 30, 0, 10), Ipv4Addr::new(172, 30, 0, 11)]
+    );
+    let Answer::Local(v6) = resolver.answer(&query("web", RecordType::AAAA)) else {
+        panic!("web is a name of the cluster");
+    };
+    assert!(
+        v6.answers.is_empty(),
+        "no IPv6 address: no data, not an error"
+    );
+    assert_eq!(v6.metadata.response_code, ResponseCode::NoError);
+    for other in ["api", "tasks.api", "example.com", "a.b.web"] {
+        assert_eq!(
+            resolver.answer(&query(other, RecordType::A)),
+            Answer::Forward,
+            "{other} is not a name of the cluster"
+        );
+    }
+}
+
+/// An upstream resolver on loopback that answers every query with `192.0.2.7`, as many times
+/// as asked (bounded by the test's life).
+async fn upstream() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let address = socket.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 1500];
+        for _ in 0..100 {
+            let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
+                return;
+            };
+            let query = Message::from_vec(&buffer[..len]).expect("a query");
+            let mut answer = reply(&query, ResponseCode::NoError);
+            let name = query.queries[0].name().clone();
+            answer.add_answer(Record::from_rdata(
+                name,
+                60,
+                RData::from(Ipv4Addr::new(192, 0, 2, 7)),
+            ));
+            let _ = socket
+                .send_to(&answer.to_vec().expect("encode"), from)
+                .await;
+        }
+    });
+    address
+}
+
+async fn ask_udp(server: SocketAddr, message: &Message) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    socket.connect(server).await.expect("connect");
+    socket
+        .send(&message.to_vec().expect("encode"))
+        .await
+        .expect("send");
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    let len = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buffer))
+        .await
+        .expect("an answer in time")
+        .expect("recv");
+    Message::from_vec(&buffer[..len]).expect("an answer")
+}
+
+async fn ask_tcp(server: SocketAddr, message: &Message) -> Message {
+    let mut stream = TcpStream::connect(server).await.expect("connect");
+    let bytes = message.to_vec().expect("encode");
+    stream
+        .write_all(&u16::try_from(bytes.len()).expect("small").to_be_bytes())
+        .await
+        .expect("write");
+    stream.write_all(&bytes).await.expect("write");
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_framed(&mut stream))
+        .await
+        .expect("an answer in time")
+        .expect("read");
+    Message::from_vec(&answer).expect("an answer")
+}
+
+#[tokio::test]
+async fn served_over_udp_and_tcp_other_names_go_upstream() {
+    let upstream = upstream().await;
+    let resolver = resolver(table(2), vec![upstream]);
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let udp_address = udp.local_addr().expect("address");
+    tokio::spawn(resolver.clone().serve_udp(udp));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let tcp_address = tcp.local_addr().expect("address");
+    tokio::spawn(resolver.serve_tcp(tcp));
+
+    let web = ask_udp(udp_address, &query("web", RecordType::A)).await;
+    assert_eq!(addresses(&web), vec![Ipv4Addr::new(10, 254, 0, 1)]);
+    let other = ask_udp(udp_address, &query("example.com", RecordType::A)).await;
+    assert_eq!(
+        addresses(&other),
+        vec![Ipv4Addr::new(192, 0, 2, 7)],
+        "relayed"
+    );
+    let tasks = ask_tcp(tcp_address, &query("tasks.web", RecordType::A)).await;
+    assert_eq!(addresses(&tasks).len(), 2);
+    let other = ask_tcp(tcp_address, &query("example.org", RecordType::A)).await;
+    assert_eq!(addresses(&other), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+}
+
+#[tokio::test]
+async fn a_long_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    let resolver = resolver(table(60), Vec::new());
+    let long = query("tasks.web", RecordType::A);
+    let udp = resolver
+        .respond(&long.to_vec().expect("encode"), true)
+        .await
+        .expect("an answer");
+    let udp = Message::from_vec(&udp).expect("decode");
+    assert!(udp.metadata.truncation);
+    assert!(udp.answers.is_empty());
+    let tcp = resolver
+        .respond(&long.to_vec().expect("encode"), false)
+        .await
+        .expect("an answer");
+    assert_eq!(
+        addresses(&Message::from_vec(&tcp).expect("decode")).len(),
+        60
+    );
+}
+
+#[tokio::test]
+async fn bad_queries_get_an_error_or_nothing_and_no_upstream_means_servfail() {
+    let resolver = resolver(table(1), Vec::new());
+    let garbage = resolver
+        .respond(&[0x12, 0x34, 0xff], true)
+        .await
+        .expect("FORMERR");
+    let garbage = Message::from_vec(&garbage).expect("decode");
+    assert_eq!(garbage.metadata.id, 0x1234);
+    assert_eq!(garbage.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(
+        resolver.respond(&[0x12], true).await,
+        None,
+        "no header: dropped"
+    );
+    let other = query("example.com", RecordType::A);
+    let failed = resolver
+        .respond(&other.to_vec().expect("encode"), true)
+        .await
+        .expect("an answer");
+    let failed = Message::from_vec(&failed).expect("decode");
+    assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
+}
+
+#[test]
+fn upstream_resolvers_come_from_resolv_conf() {
+    let text =
+        "# generated\nnameserver 192.0.2.53\nsearch example.com\nnameserver ::1\nnameserver bad\n";
+    assert_eq!(
+        ResolverConfig::upstream_from_resolv_conf(text),
+        vec![
+            "192.0.2.53:53".parse::<SocketAddr>().expect("address"),
+            "[::1]:53".parse().expect("address")
+        ]
+    );
+}

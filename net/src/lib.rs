@@ -1,0 +1,17 @@
+//! The service network: how tasks find and reach services.
+//!
+//! - [`addresses`]: the cluster's range of service addresses (virtual IPs), one per service at
+//!   the offset the state machine gave it.
+//! - [`endpoints`]: the endpoint table, derived from the applied state (and this node's task
+//!   addresses) and nothing else: what the resolver and the proxy read.
+//! - [`dns`]: the resolver the tasks of this node ask: `SERVICE` is the service's virtual
+//!   address, `tasks.SERVICE` the addresses of its running tasks; other names go to the node's
+//!   own resolvers.
+
+pub mod addresses;
+pub mod dns;
+pub mod endpoints;
+
+pub use addresses::{AddressRange, AddressRangeError};
+pub use dns::{Resolver, ResolverConfig};
+pub use endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
