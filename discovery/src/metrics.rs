@@ -23,6 +23,8 @@ pub enum TrafficKind {
     Dispatch,
     /// Control forwarding.
     Control,
+    /// Service connections through the proxy.
+    Proxy,
 }
 
 impl TrafficKind {
@@ -34,6 +36,7 @@ impl TrafficKind {
             Self::Raft => "raft",
             Self::Dispatch => "dispatch",
             Self::Control => "control",
+            Self::Proxy => "proxy",
         }
     }
 }
@@ -48,6 +51,7 @@ impl From<ShoalStream> for TrafficKind {
     fn from(s: ShoalStream) -> Self {
         match s {
             ShoalStream::RaftAppend => Self::Raft,
+            ShoalStream::Proxy => Self::Proxy,
         }
     }
 }
@@ -122,12 +126,13 @@ pub struct MeshMetrics {
     rejected: Family<ReasonLabels, Counter>,
 }
 
-const KINDS: [TrafficKind; 5] = [
+const KINDS: [TrafficKind; 6] = [
     TrafficKind::Gossip,
     TrafficKind::Probe,
     TrafficKind::Raft,
     TrafficKind::Dispatch,
     TrafficKind::Control,
+    TrafficKind::Proxy,
 ];
 
 impl MeshMetrics {

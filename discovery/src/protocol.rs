@@ -10,6 +10,9 @@ pub const RAFT_PROTOCOL: &str = "/shoal/raft/1";
 /// Protocol name of raft's append streams: one long-lived, ordered stream per leader and follower
 /// that carries pipelined AppendEntries and their results.
 pub const RAFT_APPEND_PROTOCOL: &str = "/shoal/raft-append/1";
+/// Protocol name of the service proxy's streams: one stream per proxied connection, to the
+/// agent of the node that runs the task it goes to.
+pub const PROXY_PROTOCOL: &str = "/shoal/proxy/1";
 /// Protocol name of dispatcher traffic (assignments, status reports).
 pub const DISPATCH_PROTOCOL: &str = "/shoal/dispatch/1";
 /// Protocol name of forwarded control-API calls.
@@ -94,6 +97,8 @@ impl ShoalProtocol {
 pub enum ShoalStream {
     /// Pipelined raft appends ([`RAFT_APPEND_PROTOCOL`]).
     RaftAppend,
+    /// A service connection to a task on the other node ([`PROXY_PROTOCOL`]).
+    Proxy,
 }
 
 impl ShoalStream {
@@ -101,6 +106,7 @@ impl ShoalStream {
     pub fn name(self) -> &'static str {
         match self {
             Self::RaftAppend => RAFT_APPEND_PROTOCOL,
+            Self::Proxy => PROXY_PROTOCOL,
         }
     }
 

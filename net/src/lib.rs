@@ -7,11 +7,19 @@
 //! - [`dns`]: the resolver the tasks of this node ask: `SERVICE` is the service's virtual
 //!   address, `tasks.SERVICE` the addresses of its running tasks; other names go to the node's
 //!   own resolvers.
+//! - [`proxy`]: carries connections made to a service's address to one of its tasks, on this
+//!   node or, over a mesh stream, on another.
+//! - [`redirect`]: the packet filter rule that turns connections to service addresses towards
+//!   the proxy.
 
 pub mod addresses;
 pub mod dns;
 pub mod endpoints;
+pub mod proxy;
+pub mod redirect;
 
 pub use addresses::{AddressRange, AddressRangeError};
 pub use dns::{Resolver, ResolverConfig};
 pub use endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
+pub use proxy::{LocalAddresses, Proxy, ProxyConfig};
+pub use redirect::{Redirect, RedirectError};

@@ -268,10 +268,17 @@ pub struct DockerAgent {
 impl DockerAgent {
     /// Builds the test image if needed and starts an agent that runs it.
     pub async fn start() -> DockerAgent {
+        DockerAgent::start_with(|_| {}).await
+    }
+
+    /// [`DockerAgent::start`] with the test config changed by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut AgentConfig)) -> DockerAgent {
         init_logging();
         ensure_test_image();
         let dir = tempfile::tempdir().expect("tempdir");
-        let agent = start_agent(dir.path(), ExecutorKind::Docker, vec![]).await;
+        let mut config = AgentConfig::for_tests(dir.path(), ExecutorKind::Docker);
+        adjust(&mut config);
+        let agent = Agent::start(config).await.expect("agent starts");
         let node = agent.node_id().to_string();
         let client = client(&agent);
         DockerAgent {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::daemon::{AgentConfig, ExecutorKind};
+use crate::daemon::{AgentConfig, ExecutorKind, ServiceNetworkConfig};
+use crate::executor::NetworkConfig;
 
 /// Run the shoal agent on this machine.
 ///
@@ -78,6 +79,25 @@ pub struct AgentArgs {
     /// A node is marked down when its heartbeats stop for this long and its peers agree.
     #[arg(long, env = "SHOAL_DOWN_GRACE", default_value = "2s", value_parser = super::spec::parse_duration)]
     pub down_grace: Duration,
+    /// The engine network every task joins (made when missing), on which each task reaches
+    /// every service by name: `SERVICE` is the service's virtual address, balanced over its
+    /// running tasks on every node; `tasks.SERVICE` lists its tasks. `off` leaves tasks on the
+    /// engine's default bridge, without service names.
+    #[arg(
+        long,
+        env = "SHOAL_SERVICE_NETWORK",
+        default_value = "shoal",
+        value_name = "NAME|off"
+    )]
+    pub service_network: String,
+    /// The range the services' virtual addresses come from: the same on every agent, and used
+    /// by nothing else on the nodes' networks.
+    #[arg(long, env = "SHOAL_SERVICE_ADDRESSES", default_value = shoal_net::addresses::DEFAULT_RANGE, value_name = "CIDR")]
+    pub service_addresses: String,
+    /// The service proxy's port on the service network's gateway (connections to service
+    /// addresses are turned towards it).
+    #[arg(long, env = "SHOAL_PROXY_PORT", default_value_t = crate::daemon::DEFAULT_PROXY_PORT)]
+    pub proxy_port: u16,
     /// The effective settings, rendered when `--print-config` is given (not a flag).
     #[arg(skip)]
     pub effective_config: Option<String>,
@@ -145,6 +165,7 @@ impl AgentArgs {
             })
             .collect::<anyhow::Result<_>>()?;
         let token = self.token()?;
+        let service_network = self.service_network()?;
         Ok(AgentConfig {
             data_dir: self
                 .data_dir
@@ -168,7 +189,37 @@ impl AgentArgs {
             bootstrap_window: Duration::from_millis(1500),
             never_pull: self.pull == PullFlag::Never,
             raft_timing: shoal_consensus::RaftTiming::LAN,
+            service_network,
         })
+    }
+
+    /// The service network of `--service-network`, `--service-addresses` and `--proxy-port`.
+    fn service_network(&self) -> anyhow::Result<Option<ServiceNetworkConfig>> {
+        let name = self.service_network.trim();
+        if name == "off" || name.is_empty() {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            name.len() < 15
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "--service-network {name:?}: give a name of up to 14 letters, digits, - or _ (its \
+             bridge interface is the name with a 0 after it), or off"
+        );
+        let range = self
+            .service_addresses
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--service-addresses: {e}"))?;
+        Ok(Some(ServiceNetworkConfig {
+            network: NetworkConfig {
+                name: name.to_owned(),
+                bridge: format!("{name}0"),
+            },
+            range,
+            proxy_port: self.proxy_port,
+            dns_port: 53,
+        }))
     }
 }
 

@@ -54,6 +54,9 @@ pub struct AgentConfig {
     pub never_pull: bool,
     /// Raft timing (the LAN defaults; many agents in one process need it slower).
     pub raft_timing: shoal_consensus::RaftTiming,
+    /// The service network the tasks join (service names, virtual addresses, the proxy);
+    /// `None` leaves them on the engine's default bridge.
+    pub service_network: Option<super::ServiceNetworkConfig>,
 }
 
 impl AgentConfig {
@@ -79,6 +82,7 @@ impl AgentConfig {
             bootstrap_window: Duration::from_millis(1200),
             never_pull: true,
             raft_timing: shoal_consensus::RaftTiming::LAN,
+            service_network: None,
         }
     }
 }

@@ -6,6 +6,7 @@ mod config;
 pub mod host;
 mod node_record;
 pub mod role;
+mod service_network;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use config::{AgentConfig, ExecutorKind};
+pub use service_network::{DEFAULT_PROXY_PORT, ServiceNetworkConfig};
 
 use crate::dispatch::leader_link::{self, LeaderView, LinkContext};
 use crate::dispatch::router::{self, RouterContext};
@@ -44,6 +46,7 @@ pub struct Agent {
     worker: Option<WorkerHandle>,
     metrics: Option<MetricsServer>,
     api_addr: Option<std::net::SocketAddr>,
+    redirect: Option<shoal_net::Redirect>,
     tasks: JoinSet<()>,
 }
 
@@ -129,6 +132,15 @@ impl Agent {
         };
         tasks.spawn(leader_link::run(link, worker.clone(), reports_rx));
         tasks.spawn(role::follow(quorum.clone(), agent_info));
+        let redirect = start_service_network(
+            &config,
+            executor.as_ref(),
+            &quorum,
+            &mesh,
+            &node_id,
+            &mut tasks,
+        )
+        .await;
         tasks.spawn(node_record::keep_registered(
             quorum.clone(),
             mesh.clone(),
@@ -178,6 +190,7 @@ impl Agent {
             worker,
             metrics: metrics_server,
             api_addr,
+            redirect,
             tasks,
         })
     }
@@ -240,6 +253,11 @@ impl Agent {
 
     async fn stop_tasks(&mut self) {
         self.tasks.shutdown().await;
+        if let Some(redirect) = self.redirect.take()
+            && let Err(error) = redirect.remove().await
+        {
+            tracing::warn!(%error, "the service proxy's packet filter rule stays");
+        }
         if let Some(metrics) = self.metrics.take() {
             metrics.stop();
         }
@@ -366,12 +384,46 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict the data dir {}", dir.display()))
 }
 
+/// Starts the service network when the agent wants one and its executor attached the tasks to
+/// one; what fails is said, and the node runs on without service names.
+async fn start_service_network(
+    config: &AgentConfig,
+    executor: Option<&Arc<dyn Executor>>,
+    quorum: &Quorum,
+    mesh: &Mesh,
+    node: &NodeId,
+    tasks: &mut JoinSet<()>,
+) -> Option<shoal_net::Redirect> {
+    let settings = config.service_network.clone()?;
+    let executor = executor?.clone();
+    let network = executor.service_network()?;
+    let parts = service_network::Parts {
+        config: settings,
+        network,
+        executor,
+        quorum: quorum.clone(),
+        mesh: mesh.clone(),
+        node: node.clone(),
+    };
+    match service_network::start(parts, tasks).await {
+        Ok(redirect) => Some(redirect),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "no service network: tasks cannot reach services by name"
+            );
+            None
+        }
+    }
+}
+
 async fn connect_executor(config: &AgentConfig, node: &NodeId) -> Option<Arc<dyn Executor>> {
     match config.executor {
         ExecutorKind::Sim => Some(Arc::new(SimExecutor::new(SimConfig::new(node.clone())))),
         ExecutorKind::Docker => {
             let mut docker = DockerConfig::new(node.clone());
             docker.host = config.docker_host.clone();
+            docker.network = config.service_network.as_ref().map(|s| s.network.clone());
             if config.never_pull {
                 docker.pull = PullPolicy::Never;
             }

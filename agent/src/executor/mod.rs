@@ -19,6 +19,8 @@ pub mod sim;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use shoal_scheduler::{NodeId, Resources, Runtime, ServiceId, ServiceSpec, TaskId, TaskState};
 use tokio::sync::mpsc;
 
-pub use docker::{DockerConfig, DockerExecutor, PullPolicy};
+pub use docker::{AttachedNetwork, DockerConfig, DockerExecutor, NetworkConfig, PullPolicy};
 pub use error::{ExecutorError, Result};
 pub use sim::{SimConfig, SimExecutor};
 
@@ -146,6 +148,16 @@ impl RuntimeInfo {
 pub trait Executor: Send + Sync + 'static {
     /// Which runtime this is.
     fn runtime(&self) -> Runtime;
+
+    /// The service network this executor attaches tasks to, if it has one.
+    fn service_network(&self) -> Option<AttachedNetwork> {
+        None
+    }
+
+    /// The addresses of this node's running tasks on the service network (none without one).
+    fn task_addresses(&self) -> BoxFuture<'_, Result<BTreeMap<TaskId, Ipv4Addr>>> {
+        Box::pin(async { Ok(BTreeMap::new()) })
+    }
 
     /// CPUs, memory, platform and version of the runtime.
     fn describe(&self) -> BoxFuture<'_, Result<RuntimeInfo>>;

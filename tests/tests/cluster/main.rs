@@ -19,6 +19,7 @@ mod nodes_partition;
 mod nodes_recover;
 mod nodes_roles;
 mod scale;
+mod service_network;
 mod sim_cluster;
 mod tcp_api;
 mod tokens;

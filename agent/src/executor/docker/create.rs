@@ -12,7 +12,7 @@ use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOption
 use futures::StreamExt;
 use shoal_scheduler::{MountKind, PortProtocol, TaskState};
 
-use super::{Inner, PullPolicy, status_of};
+use super::{AttachedNetwork, Inner, PullPolicy, status_of};
 use crate::executor::{
     ExecutorError, LABEL_HEALTHCHECK, LABEL_NODE_ID, LABEL_PREFIX, LABEL_SERVICE_ID,
     LABEL_SERVICE_NAME, LABEL_SLOT, LABEL_SPEC_VERSION, LABEL_TASK_ID, Result, RunSpec,
@@ -27,7 +27,7 @@ pub(super) async fn start(inner: &Inner, run: &RunSpec) -> Result<()> {
             run.task_id, run.node_id, inner.config.node_id
         )));
     }
-    let body = container_body(run)?;
+    let body = container_body(run, inner.network.as_ref())?;
     let name = container_name(&run.service_name, run.slot, run.task_id);
     // The semaphore is never closed, so `acquire` cannot fail; without a permit we would still
     // be correct, only less polite to the engine.
@@ -168,8 +168,12 @@ fn with_tag(image: &str) -> String {
     }
 }
 
-/// The Docker create body for a task.
-pub(super) fn container_body(run: &RunSpec) -> Result<ContainerCreateBody> {
+/// The Docker create body for a task, attached to the service `network` if there is one (its
+/// gateway is then the task's resolver).
+pub(super) fn container_body(
+    run: &RunSpec,
+    network: Option<&AttachedNetwork>,
+) -> Result<ContainerCreateBody> {
     let spec = &run.spec;
     if spec.image.trim().is_empty() {
         return Err(ExecutorError::InvalidSpec(
@@ -182,6 +186,8 @@ pub(super) fn container_body(run: &RunSpec) -> Result<ContainerCreateBody> {
         memory: positive(spec.resources.limits.memory_bytes),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
         mounts: Some(mounts(run)?).filter(|m| !m.is_empty()),
+        network_mode: network.map(|n| n.name.clone()),
+        dns: network.map(|n| vec![n.gateway.to_string()]),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -382,7 +388,7 @@ mod body_tests {
             start_period_ms: 0,
         });
         spec.stop_grace_ms = 1500;
-        let body = container_body(&run_of(spec)).expect("valid spec");
+        let body = container_body(&run_of(spec), None).expect("valid spec");
         let labels = body.labels.expect("labels");
         assert_eq!(labels[LABEL_TASK_ID], "t0000000002a");
         assert_eq!(labels[LABEL_SERVICE_ID], "s00000000003");
@@ -412,9 +418,9 @@ mod body_tests {
             target: "/data".into(),
             read_only: true,
         }];
-        let error = container_body(&run_of(spec)).expect_err("relative bind source");
+        let error = container_body(&run_of(spec), None).expect_err("relative bind source");
         assert!(error.rejects_task(), "{error}");
-        assert!(container_body(&run_of(base_spec(" "))).is_err());
+        assert!(container_body(&run_of(base_spec(" ")), None).is_err());
     }
 
     #[test]

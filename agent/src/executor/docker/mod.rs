@@ -9,12 +9,17 @@
 //! - `create`: the container body built from a [`RunSpec`], image handling, start and adoption.
 //! - `observe`: a container's inspect result turned into an [`Observation`]; listing by label.
 //! - `events`: Docker's event stream turned into observations, reconnecting with backoff.
+//! - `network`: the service network the tasks join, and their addresses on it.
 
 mod create;
 mod events;
+mod network;
 mod observe;
 
-use std::collections::{HashMap, VecDeque};
+pub use network::{AttachedNetwork, LABEL_NETWORK, NetworkConfig};
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -75,6 +80,9 @@ pub struct DockerConfig {
     pub request_timeout: Duration,
     /// Longest wait for an image pull.
     pub pull_timeout: Duration,
+    /// The service network every task joins (made when missing); `None` leaves tasks on the
+    /// engine's default bridge.
+    pub network: Option<NetworkConfig>,
 }
 
 impl DockerConfig {
@@ -88,6 +96,7 @@ impl DockerConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(60),
             pull_timeout: Duration::from_secs(600),
+            network: None,
         }
     }
 }
@@ -112,6 +121,7 @@ impl std::fmt::Debug for DockerExecutor {
 struct Inner {
     docker: Docker,
     endpoint: String,
+    network: Option<AttachedNetwork>,
     config: DockerConfig,
     start_permits: Semaphore,
     ledger: Mutex<Ledger>,
@@ -160,10 +170,25 @@ impl DockerExecutor {
                 }
             };
         let permits = config.max_concurrent_starts.max(1);
+        let network = match &config.network {
+            Some(wanted) => match network::ensure(&docker, wanted).await {
+                Ok(network) => Some(network),
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        "no service network: tasks run on the engine's default bridge, without \
+                         service names or virtual addresses"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         Ok(DockerExecutor {
             inner: Arc::new(Inner {
                 docker,
                 endpoint,
+                network,
                 start_permits: Semaphore::new(permits),
                 config,
                 ledger: Mutex::new(Ledger::default()),
@@ -485,6 +510,19 @@ fn status_of(error: &bollard::errors::Error) -> Option<u16> {
 impl Executor for DockerExecutor {
     fn runtime(&self) -> Runtime {
         Runtime::Docker
+    }
+
+    fn service_network(&self) -> Option<AttachedNetwork> {
+        self.inner.network.clone()
+    }
+
+    fn task_addresses(&self) -> BoxFuture<'_, Result<BTreeMap<TaskId, Ipv4Addr>>> {
+        Box::pin(async move {
+            match &self.inner.network {
+                Some(network) => network::task_addresses(&self.inner, &network.name).await,
+                None => Ok(BTreeMap::new()),
+            }
+        })
     }
 
     fn describe(&self) -> BoxFuture<'_, Result<RuntimeInfo>> {

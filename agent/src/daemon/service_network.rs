@@ -1,0 +1,184 @@
+//! The service network's wiring (the parts live in `shoal-net`): the endpoint table, rebuilt
+//! from the applied state and this node's task addresses whenever either moves; the resolver
+//! and the proxy on the network's gateway; the packet filter rule that turns the tasks'
+//! connections to service addresses towards the proxy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shoal_consensus::Quorum;
+use shoal_discovery::{Mesh, ShoalStream};
+use shoal_net::{
+    AddressRange, EndpointTable, LocalAddresses, Proxy, ProxyConfig, Redirect, Resolver,
+    ResolverConfig,
+};
+use shoal_scheduler::NodeId;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::executor::{AttachedNetwork, Executor, NetworkConfig};
+
+/// The proxy's port on the service network's gateway, unless the agent is told otherwise.
+pub const DEFAULT_PROXY_PORT: u16 = 7948;
+/// How often this node's task addresses are read from the engine.
+const ADDRESS_REFRESH: Duration = Duration::from_secs(1);
+/// How long a rebuild of the table waits for more changes to come with it.
+const TABLE_SETTLE: Duration = Duration::from_millis(20);
+/// Where the node's own resolvers are listed.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The service network an agent gives its tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceNetworkConfig {
+    /// The engine's network the tasks join.
+    pub network: NetworkConfig,
+    /// The cluster's range of service addresses (the same on every agent).
+    pub range: AddressRange,
+    /// The proxy's port on the network's gateway.
+    pub proxy_port: u16,
+    /// The resolver's port on the network's gateway.
+    pub dns_port: u16,
+}
+
+impl Default for ServiceNetworkConfig {
+    fn default() -> Self {
+        ServiceNetworkConfig {
+            network: NetworkConfig::default(),
+            range: AddressRange::default(),
+            proxy_port: DEFAULT_PROXY_PORT,
+            dns_port: 53,
+        }
+    }
+}
+
+/// What the agent needs to start the service network.
+pub(super) struct Parts {
+    pub(super) config: ServiceNetworkConfig,
+    pub(super) network: AttachedNetwork,
+    pub(super) executor: Arc<dyn Executor>,
+    pub(super) quorum: Quorum,
+    pub(super) mesh: Mesh,
+    pub(super) node: NodeId,
+}
+
+/// Starts the table, resolver and proxy as tasks of `tasks`, and installs the packet filter
+/// rule, which it returns (the agent removes it when it stops).
+pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Result<Redirect> {
+    let Parts {
+        config,
+        network,
+        executor,
+        quorum,
+        mesh,
+        node,
+    } = parts;
+    let gateway = network.gateway;
+    let (local_tx, local_rx) = watch::channel(Arc::new(LocalAddresses::new()));
+    let (table_tx, table_rx) = watch::channel(Arc::new(EndpointTable::default()));
+    tasks.spawn(keep_addresses(executor, local_tx));
+    tasks.spawn(keep_table(
+        quorum,
+        config.range,
+        node.clone(),
+        local_rx.clone(),
+        table_tx,
+    ));
+
+    let upstream = std::fs::read_to_string(RESOLV_CONF)
+        .map(|text| ResolverConfig::upstream_from_resolv_conf(&text))
+        .unwrap_or_default();
+    let resolver = Resolver::new(
+        table_rx.clone(),
+        ResolverConfig {
+            upstream,
+            ..ResolverConfig::default()
+        },
+    );
+    let dns_at = SocketAddr::from((gateway, config.dns_port));
+    let udp = UdpSocket::bind(dns_at)
+        .await
+        .with_context(|| format!("the service resolver cannot listen on {dns_at} (UDP)"))?;
+    let tcp = TcpListener::bind(dns_at)
+        .await
+        .with_context(|| format!("the service resolver cannot listen on {dns_at} (TCP)"))?;
+    tasks.spawn(resolver.clone().serve_udp(udp));
+    tasks.spawn(resolver.serve_tcp(tcp));
+
+    let proxy_at = SocketAddr::from((gateway, config.proxy_port));
+    let listener = TcpListener::bind(proxy_at)
+        .await
+        .with_context(|| format!("the service proxy cannot listen on {proxy_at}"))?;
+    let incoming = mesh.accept_streams(ShoalStream::Proxy)?;
+    let proxy = Proxy::new(node, table_rx, local_rx, mesh, ProxyConfig::default());
+    tasks.spawn(proxy.clone().serve(listener));
+    tasks.spawn(proxy.serve_streams(incoming));
+
+    let redirect = Redirect {
+        bridge: network.bridge.clone(),
+        range: config.range,
+        port: config.proxy_port,
+    };
+    redirect.install().await?;
+    tracing::info!(
+        network = %network.name,
+        resolver = %dns_at,
+        proxy = %proxy_at,
+        addresses = %config.range,
+        "service network ready"
+    );
+    Ok(redirect)
+}
+
+/// Reads this node's task addresses from the engine, for the agent's life.
+async fn keep_addresses(executor: Arc<dyn Executor>, local: watch::Sender<Arc<LocalAddresses>>) {
+    let mut every = tokio::time::interval(ADDRESS_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match executor.task_addresses().await {
+            Ok(addresses) => {
+                local.send_if_modified(|current| {
+                    let changed = **current != addresses;
+                    if changed {
+                        *current = Arc::new(addresses);
+                    }
+                    changed
+                });
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the tasks' addresses"),
+        }
+        if local.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Rebuilds the endpoint table whenever the applied state or the task addresses move.
+async fn keep_table(
+    quorum: Quorum,
+    range: AddressRange,
+    node: NodeId,
+    mut local: watch::Receiver<Arc<LocalAddresses>>,
+    table: watch::Sender<Arc<EndpointTable>>,
+) {
+    let mut applied = quorum.watch();
+    loop {
+        let addresses = local.borrow_and_update().clone();
+        let built = EndpointTable::build(&quorum.state(), &range, &node, &addresses);
+        table.send_if_modified(|current| {
+            let changed = **current != built;
+            if changed {
+                *current = Arc::new(built);
+            }
+            changed
+        });
+        tokio::select! {
+            moved = applied.changed() => if moved.is_err() { return },
+            moved = local.changed() => if moved.is_err() { return },
+        }
+        tokio::time::sleep(TABLE_SETTLE).await;
+    }
+}

@@ -1,0 +1,479 @@
+//! The service proxy: carries each connection made to a service's virtual address to one of the
+//! service's tasks. The node's packet filter turns every TCP connection to the range of service
+//! addresses towards the proxy's port ([`crate::redirect`]); the proxy reads where the
+//! connection was going (the service's address and port), picks a task and connects to it: to a
+//! task of this node directly, to a task of another node over a [`PROXY_PROTOCOL`] stream of the
+//! mesh (noise-encrypted and authenticated, through the same port as the rest of the mesh) to
+//! that node's agent, which connects to its task.
+//!
+//! Balancing is least connections: each proxy knows exactly how many connections it has open
+//! to each task (it made them), a service has few tasks, so looking at all of them is cheap and
+//! exact; equal ones take turns. Power of two choices pays where load figures are stale or
+//! tasks are many, neither of which holds here. A connection that cannot be made to one task
+//! goes to the next (at most [`CONNECT_ATTEMPTS`] tasks).
+//!
+//! Bounded: connections per service, the bytes in flight per connection (one buffer each way),
+//! the time to connect and to open a stream.
+//!
+//! [`PROXY_PROTOCOL`]: shoal_discovery::ShoalStream::Proxy
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use shoal_discovery::{IncomingStreams, Mesh, PeerId, ShoalStream, Stream};
+use shoal_scheduler::{NodeId, ServiceId, TaskId};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::endpoints::{Endpoint, EndpointTable};
+
+/// Tasks tried for one connection at most.
+pub const CONNECT_ATTEMPTS: usize = 3;
+/// The bytes of a stream's opening: the task (8) and its port (2).
+const OPENING_BYTES: usize = 10;
+
+/// The addresses of this node's tasks on its service network.
+pub type LocalAddresses = BTreeMap<TaskId, Ipv4Addr>;
+
+/// The proxy's bounds.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Connections open at once to one service through this proxy; more are closed at once.
+    pub max_connections_per_service: usize,
+    /// The buffer of each direction of a connection, in bytes.
+    pub buffer_bytes: usize,
+    /// How long connecting to a task (or opening a stream to its node) may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            max_connections_per_service: 10_000,
+            buffer_bytes: 64 * 1024,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// How a stream's opening is answered: one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Opened {
+    /// Connected to the task: the stream carries the connection from here on.
+    Connected = 0,
+    /// No such task runs on this node.
+    NoSuchTask = 1,
+    /// The task did not take the connection.
+    Refused = 2,
+}
+
+impl Opened {
+    fn from_byte(byte: u8) -> Option<Opened> {
+        [Opened::Connected, Opened::NoSuchTask, Opened::Refused]
+            .into_iter()
+            .find(|o| *o as u8 == byte)
+    }
+}
+
+/// Why a connection could not be made to one task.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Connecting took too long.
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
+    /// The task's node or the task itself refused.
+    #[error("{0}")]
+    Refused(String),
+    /// The task runs on this node but its address is not known yet.
+    #[error("task {0} has no address yet")]
+    NoAddress(TaskId),
+}
+
+/// The other end of a proxied connection.
+enum Upstream {
+    /// A task of this node.
+    Local(TcpStream),
+    /// A task of another node, through its agent.
+    Remote(Stream),
+}
+
+/// One node's service proxy.
+pub struct Proxy {
+    here: NodeId,
+    table: watch::Receiver<Arc<EndpointTable>>,
+    local: watch::Receiver<Arc<LocalAddresses>>,
+    mesh: Mesh,
+    config: ProxyConfig,
+    open_per_task: Mutex<BTreeMap<TaskId, usize>>,
+    open_per_service: Mutex<BTreeMap<ServiceId, usize>>,
+    turn: AtomicUsize,
+}
+
+impl Proxy {
+    /// The proxy of node `here`, reading the endpoint table and its tasks' addresses.
+    pub fn new(
+        here: NodeId,
+        table: watch::Receiver<Arc<EndpointTable>>,
+        local: watch::Receiver<Arc<LocalAddresses>>,
+        mesh: Mesh,
+        config: ProxyConfig,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            here,
+            table,
+            local,
+            mesh,
+            config,
+            open_per_task: Mutex::new(BTreeMap::new()),
+            open_per_service: Mutex::new(BTreeMap::new()),
+            turn: AtomicUsize::new(0),
+        })
+    }
+
+    /// Carries the connections `listener` accepts (those turned towards it) until it fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((client, _)) => {
+                    tokio::spawn(self.clone().carry(client));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the service proxy stopped accepting");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serves the streams other nodes' proxies open to this node's tasks.
+    pub async fn serve_streams(self: Arc<Self>, mut incoming: IncomingStreams) {
+        while let Some((peer, stream)) = incoming.next().await {
+            tokio::spawn(self.clone().answer_stream(peer, stream));
+        }
+    }
+
+    async fn carry(self: Arc<Self>, client: TcpStream) {
+        let Some(target) = original_destination(&client) else {
+            return;
+        };
+        let table = self.table.borrow().clone();
+        let Some(service) = table.at_address(*target.ip()) else {
+            tracing::debug!(%target, "a connection to no service's address");
+            return;
+        };
+        let Some(_admitted) = self.admit(service.id) else {
+            tracing::warn!(service = %service.name, "too many connections to the service: refused one");
+            return;
+        };
+        let mut tried: Vec<TaskId> = Vec::new();
+        for _ in 0..CONNECT_ATTEMPTS {
+            let candidates: Vec<&Endpoint> = service
+                .endpoints
+                .iter()
+                .filter(|e| !tried.contains(&e.task))
+                .collect();
+            let Some(endpoint) = self.pick(&candidates) else {
+                break;
+            };
+            tried.push(endpoint.task);
+            let _counted = OpenGuard::new(&self.open_per_task, endpoint.task);
+            match self.connect(endpoint, target.port()).await {
+                Ok(upstream) => {
+                    self.pipe(client, upstream).await;
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(service = %service.name, task = %endpoint.task, %error, "a task did not take a connection; trying another");
+                }
+            }
+        }
+        tracing::debug!(service = %service.name, "no task took the connection");
+    }
+
+    /// Least connections among `candidates`, equal ones in turn.
+    fn pick<'a>(&self, candidates: &[&'a Endpoint]) -> Option<&'a Endpoint> {
+        let open = lock(&self.open_per_task);
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        least_connections(
+            candidates,
+            |task| open.get(&task).copied().unwrap_or(0),
+            turn,
+        )
+    }
+
+    fn admit(&self, service: ServiceId) -> Option<OpenGuard<'_, ServiceId>> {
+        let open = lock(&self.open_per_service)
+            .get(&service)
+            .copied()
+            .unwrap_or(0);
+        (open < self.config.max_connections_per_service)
+            .then(|| OpenGuard::new(&self.open_per_service, service))
+    }
+
+    async fn connect(&self, endpoint: &Endpoint, port: u16) -> Result<Upstream, ConnectError> {
+        let limit = self.config.connect_timeout;
+        let connecting = async {
+            if endpoint.node == self.here {
+                let address = endpoint
+                    .local_address
+                    .or_else(|| self.local.borrow().get(&endpoint.task).copied())
+                    .ok_or(ConnectError::NoAddress(endpoint.task))?;
+                let stream = TcpStream::connect(SocketAddrV4::new(address, port))
+                    .await
+                    .map_err(|e| ConnectError::Refused(e.to_string()))?;
+                let _ = stream.set_nodelay(true);
+                return Ok(Upstream::Local(stream));
+            }
+            let peer: PeerId = endpoint.node.as_str().parse().map_err(|_| {
+                ConnectError::Refused(format!("node {} has no peer id", endpoint.node))
+            })?;
+            self.open_remote(peer, endpoint.task, port)
+                .await
+                .map(Upstream::Remote)
+        };
+        tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout(limit))?
+    }
+
+    async fn open_remote(
+        &self,
+        peer: PeerId,
+        task: TaskId,
+        port: u16,
+    ) -> Result<Stream, ConnectError> {
+        let mut stream = self
+            .mesh
+            .open_stream(peer, ShoalStream::Proxy)
+            .await
+            .map_err(|e| ConnectError::Refused(e.to_string()))?;
+        let mut opening = [0u8; OPENING_BYTES];
+        opening[..8].copy_from_slice(&task.0.to_be_bytes());
+        opening[8..].copy_from_slice(&port.to_be_bytes());
+        let refused = |e: std::io::Error| ConnectError::Refused(e.to_string());
+        stream.write_all(&opening).await.map_err(refused)?;
+        stream.flush().await.map_err(refused)?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await.map_err(refused)?;
+        match Opened::from_byte(answer[0]) {
+            Some(Opened::Connected) => Ok(stream),
+            Some(Opened::NoSuchTask) => Err(ConnectError::Refused(format!(
+                "task {task} does not run on node {peer}"
+            ))),
+            _ => Err(ConnectError::Refused(format!(
+                "task {task} on node {peer} refused port {port}"
+            ))),
+        }
+    }
+
+    /// Answers a stream another node's proxy opened: connects to the task it names and carries
+    /// the connection.
+    async fn answer_stream(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
+        let mut opening = [0u8; OPENING_BYTES];
+        let limit = self.config.connect_timeout;
+        if !matches!(
+            tokio::time::timeout(limit, stream.read_exact(&mut opening)).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let task = TaskId(u64::from_be_bytes(
+            opening[..8].try_into().unwrap_or_default(),
+        ));
+        let port = u16::from_be_bytes([opening[8], opening[9]]);
+        let address = self.local.borrow().get(&task).copied();
+        let Some(address) = address else {
+            tracing::debug!(%peer, %task, "a proxy stream for a task that does not run here");
+            let _ = stream.write_all(&[Opened::NoSuchTask as u8]).await;
+            return;
+        };
+        let connected =
+            tokio::time::timeout(limit, TcpStream::connect(SocketAddrV4::new(address, port))).await;
+        let Ok(Ok(task_stream)) = connected else {
+            let _ = stream.write_all(&[Opened::Refused as u8]).await;
+            return;
+        };
+        let _ = task_stream.set_nodelay(true);
+        if stream.write_all(&[Opened::Connected as u8]).await.is_err() {
+            return;
+        }
+        let _counted = OpenGuard::new(&self.open_per_task, task);
+        pipe_stream(task_stream, stream, self.config.buffer_bytes).await;
+    }
+
+    async fn pipe(&self, client: TcpStream, upstream: Upstream) {
+        let _ = client.set_nodelay(true);
+        match upstream {
+            Upstream::Local(task) => {
+                let (mut client, mut task) = (client, task);
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut task,
+                    self.config.buffer_bytes,
+                    self.config.buffer_bytes,
+                )
+                .await;
+            }
+            Upstream::Remote(stream) => pipe_stream(client, stream, self.config.buffer_bytes).await,
+        }
+    }
+}
+
+/// Least connections: among `candidates`, one with the fewest open (`open`); of equal ones, the
+/// first at or after position `turn` (modulo their number), so that equal ones take turns.
+pub fn least_connections<'a>(
+    candidates: &[&'a Endpoint],
+    open: impl Fn(TaskId) -> usize,
+    turn: usize,
+) -> Option<&'a Endpoint> {
+    let fewest = candidates.iter().map(|e| open(e.task)).min()?;
+    let equal: Vec<&'a Endpoint> = candidates
+        .iter()
+        .copied()
+        .filter(|e| open(e.task) == fewest)
+        .collect();
+    equal.get(turn % equal.len()).copied()
+}
+
+/// Copies both ways between a TCP connection and a mesh stream until both ends are done, each
+/// end's close passed on as a half-close.
+async fn pipe_stream(tcp: TcpStream, stream: Stream, buffer_bytes: usize) {
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let (mut stream_read, mut stream_write) = stream.split();
+    let up = async {
+        let mut buffer = vec![0u8; buffer_bytes];
+        loop {
+            match tcp_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = stream_write.close().await;
+    };
+    let down = async {
+        let mut buffer = vec![0u8; buffer_bytes];
+        loop {
+            match stream_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tcp_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tcp_write.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
+/// Where a connection turned towards the proxy was going (`SO_ORIGINAL_DST`).
+fn original_destination(stream: &TcpStream) -> Option<SocketAddrV4> {
+    let original =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::OriginalDst).ok()?;
+    let ip = Ipv4Addr::from(u32::from_be(original.sin_addr.s_addr));
+    let port = u16::from_be(original.sin_port);
+    let target = SocketAddrV4::new(ip, port);
+    // A connection made to the proxy's own address was not turned towards it.
+    match stream.local_addr() {
+        Ok(SocketAddr::V4(local)) if local == target => None,
+        _ => Some(target),
+    }
+}
+
+/// Counts one open connection under `key` while it lives.
+struct OpenGuard<'a, K: Ord + Copy> {
+    counts: &'a Mutex<BTreeMap<K, usize>>,
+    key: K,
+}
+
+impl<'a, K: Ord + Copy> OpenGuard<'a, K> {
+    fn new(counts: &'a Mutex<BTreeMap<K, usize>>, key: K) -> Self {
+        *lock(counts).entry(key).or_default() += 1;
+        OpenGuard { counts, key }
+    }
+}
+
+impl<K: Ord + Copy> Drop for OpenGuard<'_, K> {
+    fn drop(&mut self) {
+        let mut counts = lock(self.counts);
+        if let Some(open) = counts.get_mut(&self.key) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(task: u64) -> Endpoint {
+        Endpoint {
+            task: TaskId(task),
+            node: NodeId::new("n"),
+            local_address: None,
+        }
+    }
+
+    #[test]
+    fn the_least_loaded_task_is_picked_and_equal_ones_take_turns() {
+        let endpoints = [endpoint(1), endpoint(2), endpoint(3)];
+        let candidates: Vec<&Endpoint> = endpoints.iter().collect();
+        let open = |task: TaskId| match task.0 {
+            1 => 4,
+            2 => 1,
+            _ => 1,
+        };
+        let picked: Vec<u64> = (0..4)
+            .map(|turn| {
+                least_connections(&candidates, open, turn)
+                    .expect("one")
+                    .task
+                    .0
+            })
+            .collect();
+        assert_eq!(picked, vec![2, 3, 2, 3]);
+        let idle = |_: TaskId| 0;
+        let spread: Vec<u64> = (0..3)
+            .map(|turn| {
+                least_connections(&candidates, idle, turn)
+                    .expect("one")
+                    .task
+                    .0
+            })
+            .collect();
+        assert_eq!(spread, vec![1, 2, 3]);
+        assert!(least_connections(&[], idle, 0).is_none());
+    }
+
+    #[test]
+    fn an_open_count_lives_as_long_as_its_guard() {
+        let counts = Mutex::new(BTreeMap::new());
+        let first = OpenGuard::new(&counts, TaskId(1));
+        let second = OpenGuard::new(&counts, TaskId(1));
+        assert_eq!(lock(&counts).get(&TaskId(1)), Some(&2));
+        drop(first);
+        assert_eq!(lock(&counts).get(&TaskId(1)), Some(&1));
+        drop(second);
+        assert!(lock(&counts).is_empty());
+    }
+}

@@ -1,0 +1,219 @@
+//! One agent on the real engine with its service network: tasks join the agent's network, find
+//! services by name through the agent's resolver, and reach them through the agent's proxy,
+//! balanced over the running tasks; a task that stopped gets no more connections.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
+use shoal_agent::daemon::ServiceNetworkConfig;
+use shoal_agent::executor::NetworkConfig;
+use shoal_scheduler::{ServiceId, ServiceSpec};
+use shoal_tests::*;
+
+const CONVERGE: Duration = Duration::from_secs(30);
+/// The test's own network, bridge and proxy port, clear of a real agent's.
+const NETWORK: &str = "shoal-test";
+const BRIDGE: &str = "shoaltest0";
+const PROXY_PORT: u16 = 17948;
+
+fn spec(name: &str, replicas: u64, script: &str) -> ServiceSpec {
+    let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
+    spec.image = TEST_IMAGE.into();
+    spec.args = vec!["sh".into(), "-c".into(), script.into()];
+    spec.stop_grace_ms = 1_000;
+    spec
+}
+
+/// Runs `args` in `container`, bounded; its stdout when it succeeds.
+fn exec(container: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new("timeout")
+        .args(["10", "docker", "exec", container])
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The IPv4 addresses an `nslookup` printed for its name (the server's own line left out).
+fn looked_up(output: &str) -> BTreeSet<String> {
+    output
+        .split("Name:")
+        .skip(1)
+        .flat_map(|answer| answer.lines().skip(1))
+        .filter_map(|line| line.trim().strip_prefix("Address:"))
+        .map(|a| a.trim().trim_end_matches(":53").to_owned())
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect()
+}
+
+/// The pages `count` fetches of `http://web/` from `client` answered (each a task's hostname).
+/// Plain HTTP through `nc`: the static busybox's `wget` crashes in these containers.
+fn fetch_pages(client: &str, count: usize) -> Vec<String> {
+    let fetch = r#"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"#;
+    (0..count)
+        .filter_map(|_| exec(client, &["sh", "-c", fetch]))
+        .filter_map(|response| Some(response.lines().last()?.trim().to_owned()))
+        .filter(|page| !page.is_empty())
+        .collect()
+}
+
+/// Removes the test's packet filter rule and network even when the test fails (the agent's
+/// own shutdown removes the rule when it gets that far).
+struct NetworkGuard;
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        let port = PROXY_PORT.to_string();
+        let rule = [
+            "-w",
+            "5",
+            "-t",
+            "nat",
+            "-D",
+            "PREROUTING",
+            "-i",
+            BRIDGE,
+            "-d",
+            "10.254.0.0/16",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &port,
+        ];
+        for _ in 0..4 {
+            let removed = Command::new("timeout")
+                .arg("10")
+                .arg("iptables")
+                .args(rule)
+                .output();
+            if !removed.is_ok_and(|o| o.status.success()) {
+                break;
+            }
+        }
+        let _ = Command::new("timeout")
+            .args(["30", "docker", "network", "rm", NETWORK])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
+    let _network = NetworkGuard;
+    let DockerAgent {
+        agent,
+        node,
+        client,
+        dir: _dir,
+        guard,
+    } = DockerAgent::start_with(|config| {
+        config.service_network = Some(ServiceNetworkConfig {
+            network: NetworkConfig {
+                name: NETWORK.into(),
+                bridge: BRIDGE.into(),
+            },
+            proxy_port: PROXY_PORT,
+            ..ServiceNetworkConfig::default()
+        });
+    })
+    .await;
+    let web = spec(
+        "web",
+        2,
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+    );
+    let created: CreateServiceResponse = client
+        .post(api::SERVICES, &CreateServiceRequest { spec: web })
+        .await
+        .expect("web created");
+    let caller: CreateServiceResponse = client
+        .post(
+            api::SERVICES,
+            &CreateServiceRequest {
+                spec: spec("client", 1, "exec sleep 3600"),
+            },
+        )
+        .await
+        .expect("client created");
+    wait_running(&client, "web", 2, CONVERGE).await;
+    wait_running(&client, "client", 1, CONVERGE).await;
+    let caller = running_containers(&node, &caller.id.to_string())
+        .pop()
+        .expect("the client's container");
+
+    // Every task is on the service network and asks the agent's resolver.
+    let networks = exec_docker(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        &caller,
+    ]);
+    assert!(networks.contains(NETWORK), "{networks}");
+
+    // `web` is the service's virtual address; `tasks.web` its two tasks. The first answers may
+    // wait for the table to see the tasks' addresses.
+    let started = Instant::now();
+    let mut tasks_seen = BTreeSet::new();
+    while started.elapsed() < CONVERGE {
+        tasks_seen = looked_up(&exec(&caller, &["nslookup", "tasks.web"]).unwrap_or_default());
+        if tasks_seen.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(tasks_seen.len(), 2, "tasks.web: {tasks_seen:?}");
+    let vip = looked_up(&exec(&caller, &["nslookup", "web"]).expect("nslookup web"));
+    assert_eq!(
+        vip,
+        BTreeSet::from(["10.254.0.1".to_owned()]),
+        "web is its virtual address"
+    );
+    let outside = exec(&caller, &["nslookup", "no-such-service"]);
+    assert!(
+        outside.is_none_or(|o| looked_up(&o).is_empty()),
+        "a name of no service has no address"
+    );
+
+    // Connections to `web` go to both tasks.
+    let answered_by: BTreeSet<String> = fetch_pages(&caller, 12).into_iter().collect();
+    assert_eq!(
+        answered_by.len(),
+        2,
+        "answers from both tasks: {answered_by:?}"
+    );
+
+    // Scaled to one: the stopped task gets no more connections.
+    let _: ServiceId = client
+        .post(&api::service_scale("web"), &ScaleRequest { replicas: 1 })
+        .await
+        .expect("scaled");
+    wait_running(&client, "web", 1, CONVERGE).await;
+    let left: BTreeSet<String> = running_containers(&node, &created.id.to_string())
+        .iter()
+        .map(|id| id.chars().take(12).collect())
+        .collect();
+    assert_eq!(left.len(), 1);
+    let pages = fetch_pages(&caller, 8);
+    assert_eq!(pages.len(), 8, "every fetch answered");
+    assert!(
+        pages.iter().all(|page| left.contains(page)),
+        "only the running task answers: {pages:?}, running {left:?}"
+    );
+
+    agent.shutdown().await;
+    drop(guard);
+}
+
+fn exec_docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
