@@ -211,11 +211,12 @@ impl AgentArgs {
             .service_addresses
             .parse()
             .map_err(|e| anyhow::anyhow!("--service-addresses: {e}"))?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(crate::paths::default_data_dir);
         Ok(Some(ServiceNetworkConfig {
-            network: NetworkConfig {
-                name: name.to_owned(),
-                bridge: format!("{name}0"),
-            },
+            network: NetworkConfig::new(name, &format!("{name}0"), &data_dir),
             range,
             proxy_port: self.proxy_port,
             dns_port: 53,

@@ -12,6 +12,9 @@ pub const INDEX_HEADER: &str = "x-shoal-index";
 pub const INFO: &str = "/v1/info";
 /// `GET` list, `POST` create.
 pub const SERVICES: &str = "/v1/services";
+/// `GET` the services and the tasks that take their connections (the service network's
+/// input on agents without a replica of the state).
+pub const ENDPOINTS: &str = "/v1/endpoints";
 /// `GET` list of nodes.
 pub const NODES: &str = "/v1/nodes";
 /// `GET` a page of cluster events ([`EventsQuery`]; answers a

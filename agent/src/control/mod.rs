@@ -20,6 +20,7 @@
 pub mod api;
 pub mod client;
 pub mod cluster_info;
+pub mod endpoints;
 pub mod errors;
 pub mod events;
 pub mod filters;

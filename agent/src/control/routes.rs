@@ -19,7 +19,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::api::{self, ErrorBody};
 use super::server::{self, ControlState};
-use super::{cluster_info, events, join_tokens, logs, nodes, remote, services, tasks};
+use super::{cluster_info, endpoints, events, join_tokens, logs, nodes, remote, services, tasks};
 
 /// One route: a method on a path (`{param}` segments as in the OpenAPI document) and its handler.
 pub struct Route {
@@ -88,6 +88,7 @@ pub fn table() -> Vec<Route> {
         Route::post("/v1/services/{name}/update", services::update_service),
         Route::post("/v1/services/{name}/rollback", services::rollback_service),
         Route::get(tasks::TASK_ROUTE, tasks::inspect_task),
+        Route::get(api::ENDPOINTS, endpoints::endpoints),
         Route::get(api::LOCAL_LOGS, logs::local_logs),
         Route::get(api::EVENTS, events::list_events),
         Route::get(cluster_info::CLUSTER_INFO, cluster_info::cluster_info),
@@ -142,6 +143,7 @@ pub fn table() -> Vec<Route> {
         nodes::update_node,
         server::cluster_settings,
         server::update_cluster_settings,
+        endpoints::endpoints,
     ),
     components(schemas(ErrorBody)),
     modifiers(&ApiTokenScheme),

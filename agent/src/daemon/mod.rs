@@ -404,6 +404,7 @@ async fn start_service_network(
         quorum: quorum.clone(),
         mesh: mesh.clone(),
         node: node.clone(),
+        socket: crate::paths::control_socket(&config.data_dir),
     };
     match service_network::start(parts, tasks).await {
         Ok(redirect) => Some(redirect),

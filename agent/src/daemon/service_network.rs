@@ -4,6 +4,7 @@
 //! connections to service addresses towards the proxy.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +15,24 @@ use shoal_net::{
     AddressRange, EndpointTable, LocalAddresses, Proxy, ProxyConfig, Redirect, Resolver,
     ResolverConfig,
 };
-use shoal_scheduler::NodeId;
+use shoal_scheduler::{ClusterState, NodeId};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::control::api;
+use crate::control::client::ControlClient;
+use crate::control::endpoints::EndpointsView;
 use crate::executor::{AttachedNetwork, Executor, NetworkConfig};
 
 /// The proxy's port on the service network's gateway, unless the agent is told otherwise.
 pub const DEFAULT_PROXY_PORT: u16 = 7948;
 /// How often this node's task addresses are read from the engine.
 const ADDRESS_REFRESH: Duration = Duration::from_secs(1);
+/// How often an agent without a replica of the state asks a manager for the endpoints.
+const VIEW_REFRESH: Duration = Duration::from_secs(1);
+/// How long that question may take.
+const VIEW_LIMIT: Duration = Duration::from_secs(3);
 /// How long a rebuild of the table waits for more changes to come with it.
 const TABLE_SETTLE: Duration = Duration::from_millis(20);
 /// Where the node's own resolvers are listed.
@@ -43,10 +51,11 @@ pub struct ServiceNetworkConfig {
     pub dns_port: u16,
 }
 
-impl Default for ServiceNetworkConfig {
-    fn default() -> Self {
+impl ServiceNetworkConfig {
+    /// The `network` with the default range and ports.
+    pub fn on(network: NetworkConfig) -> Self {
         ServiceNetworkConfig {
-            network: NetworkConfig::default(),
+            network,
             range: AddressRange::default(),
             proxy_port: DEFAULT_PROXY_PORT,
             dns_port: 53,
@@ -62,6 +71,8 @@ pub(super) struct Parts {
     pub(super) quorum: Quorum,
     pub(super) mesh: Mesh,
     pub(super) node: NodeId,
+    /// The agent's control socket (an agent without a replica asks a manager through it).
+    pub(super) socket: PathBuf,
 }
 
 /// Starts the table, resolver and proxy as tasks of `tasks`, and installs the packet filter
@@ -74,16 +85,21 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         quorum,
         mesh,
         node,
+        socket,
     } = parts;
     let gateway = network.gateway;
     let (local_tx, local_rx) = watch::channel(Arc::new(LocalAddresses::new()));
     let (table_tx, table_rx) = watch::channel(Arc::new(EndpointTable::default()));
     tasks.spawn(keep_addresses(executor, local_tx));
     tasks.spawn(keep_table(
-        quorum,
+        Sources {
+            quorum,
+            client: ControlClient::new(socket),
+            local: local_rx.clone(),
+            failing: None,
+        },
         config.range,
         node.clone(),
-        local_rx.clone(),
         table_tx,
     ));
 
@@ -156,28 +172,69 @@ async fn keep_addresses(executor: Arc<dyn Executor>, local: watch::Sender<Arc<Lo
     }
 }
 
-/// Rebuilds the endpoint table whenever the applied state or the task addresses move.
-async fn keep_table(
+/// Where the endpoint table comes from.
+struct Sources {
+    /// The applied state, on a manager.
     quorum: Quorum,
+    /// The agent's own socket, which sends a worker's questions to a manager.
+    client: ControlClient,
+    /// This node's task addresses.
+    local: watch::Receiver<Arc<LocalAddresses>>,
+    /// Why the last question to a manager failed, said once until it changes.
+    failing: Option<String>,
+}
+
+impl Sources {
+    /// The services and tasks: the replica's on a manager, a manager's answer on a worker.
+    async fn state(&mut self) -> Option<Arc<ClusterState>> {
+        if self.quorum.is_member() {
+            return Some(self.quorum.state());
+        }
+        let uri = format!("{}?stale=true", api::ENDPOINTS);
+        let failed =
+            match tokio::time::timeout(VIEW_LIMIT, self.client.get::<EndpointsView>(&uri)).await {
+                Ok(Ok(view)) => {
+                    self.failing = None;
+                    return Some(Arc::new(view.into_state()));
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no answer within {VIEW_LIMIT:?}"),
+            };
+        if self.failing.as_ref() != Some(&failed) {
+            tracing::warn!(error = %failed, "no service endpoints from a manager: this node's tasks cannot reach services by name yet");
+            self.failing = Some(failed);
+        }
+        None
+    }
+}
+
+/// Rebuilds the endpoint table whenever the applied state or the task addresses move, and at
+/// least once a second (a worker's view comes from a manager, asked that often).
+async fn keep_table(
+    mut sources: Sources,
     range: AddressRange,
     node: NodeId,
-    mut local: watch::Receiver<Arc<LocalAddresses>>,
     table: watch::Sender<Arc<EndpointTable>>,
 ) {
-    let mut applied = quorum.watch();
+    let mut applied = sources.quorum.watch();
+    let mut every = tokio::time::interval(VIEW_REFRESH);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let addresses = local.borrow_and_update().clone();
-        let built = EndpointTable::build(&quorum.state(), &range, &node, &addresses);
-        table.send_if_modified(|current| {
-            let changed = **current != built;
-            if changed {
-                *current = Arc::new(built);
-            }
-            changed
-        });
+        let addresses = sources.local.borrow_and_update().clone();
+        if let Some(state) = sources.state().await {
+            let built = EndpointTable::build(&state, &range, &node, &addresses);
+            table.send_if_modified(|current| {
+                let changed = **current != built;
+                if changed {
+                    *current = Arc::new(built);
+                }
+                changed
+            });
+        }
         tokio::select! {
             moved = applied.changed() => if moved.is_err() { return },
-            moved = local.changed() => if moved.is_err() { return },
+            moved = sources.local.changed() => if moved.is_err() { return },
+            _ = every.tick() => {}
         }
         tokio::time::sleep(TABLE_SETTLE).await;
     }

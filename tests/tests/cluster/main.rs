@@ -15,6 +15,7 @@ mod metrics;
 mod no_runtime;
 mod nodes;
 mod nodes_cluster;
+mod nodes_network;
 mod nodes_partition;
 mod nodes_recover;
 mod nodes_roles;

@@ -114,12 +114,8 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         guard,
     } = DockerAgent::start_with(|config| {
         config.service_network = Some(ServiceNetworkConfig {
-            network: NetworkConfig {
-                name: NETWORK.into(),
-                bridge: BRIDGE.into(),
-            },
             proxy_port: PROXY_PORT,
-            ..ServiceNetworkConfig::default()
+            ..ServiceNetworkConfig::on(NetworkConfig::new(NETWORK, BRIDGE, &config.data_dir))
         });
     })
     .await;

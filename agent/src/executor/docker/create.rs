@@ -185,7 +185,7 @@ pub(super) fn container_body(
         nano_cpus: positive(spec.resources.limits.nano_cpus),
         memory: positive(spec.resources.limits.memory_bytes),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        mounts: Some(mounts(run)?).filter(|m| !m.is_empty()),
+        mounts: Some(with_resolver(mounts(run)?, network)).filter(|m| !m.is_empty()),
         network_mode: network.map(|n| n.name.clone()),
         dns: network.map(|n| vec![n.gateway.to_string()]),
         ..Default::default()
@@ -273,6 +273,29 @@ fn ports(run: &RunSpec) -> Result<(Vec<String>, PortBindings)> {
             .push(binding);
     }
     Ok((exposed, bindings))
+}
+
+/// `mounts` and, on the service network, the agent's `resolv.conf` over the task's own (unless
+/// the spec mounts one itself).
+fn with_resolver(mut mounts: Vec<Mount>, network: Option<&AttachedNetwork>) -> Vec<Mount> {
+    const RESOLV_CONF: &str = "/etc/resolv.conf";
+    let Some(network) = network else {
+        return mounts;
+    };
+    if mounts
+        .iter()
+        .any(|m| m.target.as_deref() == Some(RESOLV_CONF))
+    {
+        return mounts;
+    }
+    mounts.push(Mount {
+        target: Some(RESOLV_CONF.to_owned()),
+        source: Some(network.resolv_conf.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    });
+    mounts
 }
 
 /// Docker mounts for the spec's mounts, checked.

@@ -1,0 +1,124 @@
+//! The service network across machines, on five nodes with their own engines that joined a seed
+//! (see `shoal_tests::nodes`): a task on a worker (whose endpoint table comes from a manager)
+//! reaches, by the service's name, a service whose only task runs on another node (the proxy
+//! carries the connection over a mesh stream to that node's agent); when that task is killed,
+//! the connections go to its replacement.
+
+use std::time::Duration;
+
+use shoal_tests::nodes::NodeCluster;
+use shoal_tests::nodes::views::*;
+use shoal_tests::*;
+
+/// A plain HTTP request to `web` from a task, through `nc` (the static busybox's `wget` crashes
+/// in containers).
+const FETCH: &str = r#"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"#;
+/// A web server that answers its container's hostname.
+const SERVE: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+
+/// The id of the running container of `service` in `node`'s engine.
+fn container(cluster: &NodeCluster, node: &str, service: &str) -> Result<String, String> {
+    let filter = format!("label=io.shoal.service.name={service}");
+    let listed = cluster.exec(node, &["docker", "ps", "-q", "--filter", &filter]);
+    let ids = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut ids = ids.lines().filter(|l| !l.is_empty());
+    match (ids.next(), ids.next()) {
+        (Some(id), None) => Ok(id.to_owned()),
+        (None, _) => Err(format!("no container of {service} runs on {node}")),
+        _ => Err(format!(
+            "more than one container of {service} runs on {node}"
+        )),
+    }
+}
+
+/// The page `web` answered to the client task on `node`.
+fn fetch(cluster: &NodeCluster, node: &str) -> Result<String, String> {
+    let client = container(cluster, node, "client")?;
+    let output = cluster.exec_within(
+        node,
+        Duration::from_secs(10),
+        &["docker", "exec", &client, "sh", "-c", FETCH],
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    match text.lines().last().map(str::trim) {
+        Some(page) if output.status.success() && !page.is_empty() => Ok(page.to_owned()),
+        _ => Err(format!(
+            "no answer: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+fn create(cluster: &NodeCluster, through: &str, name: &str, on: &str, script: &str) {
+    let constraint = format!("node.hostname=={on}");
+    let created = cluster.shoal(
+        through,
+        &[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--constraint",
+            &constraint,
+            "--stop-grace-period",
+            "1s",
+            "--timeout",
+            "60s",
+            TEST_IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "create {name}: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_task_reaches_a_service_whose_only_task_runs_on_another_node() {
+    init_logging();
+    let mut cluster = NodeCluster::new("net");
+    start_joined_cluster(&mut cluster, 5).await;
+    let nodes = cluster.nodes().to_vec();
+    let rows = cluster.node_ls(&nodes[0]).expect("node ls");
+    let worker = rows
+        .iter()
+        .find(|r| r.role == "worker")
+        .map(|r| r.hostname.clone())
+        .expect("a worker among five nodes");
+    let server = nodes
+        .iter()
+        .find(|n| **n != worker)
+        .cloned()
+        .expect("another node");
+    create(&cluster, &nodes[0], "web", &server, SERVE);
+    create(&cluster, &nodes[0], "client", &worker, "exec sleep 3600");
+
+    let first = container(&cluster, &server, "web").expect("web runs on its node");
+    let page = cluster
+        .until(
+            "the worker's task reaches web on another node",
+            Duration::from_secs(60),
+            |c| fetch(c, &worker),
+        )
+        .await;
+    assert_eq!(page, first[..12], "the page of web's only task");
+    eprintln!("network: a task on worker {worker} reached web on {server} by name");
+
+    // The task is killed: the connections go to its replacement once it runs.
+    let killed = cluster.exec(&server, &["docker", "kill", &first]);
+    assert!(killed.status.success(), "docker kill");
+    let replaced = cluster
+        .until("web's replacement answers", Duration::from_secs(60), |c| {
+            let page = fetch(c, &worker)?;
+            (page != first[..12])
+                .then_some(page)
+                .ok_or_else(|| "the killed task's page".to_owned())
+        })
+        .await;
+    let second = container(&cluster, &server, "web").expect("the replacement runs");
+    assert_eq!(replaced, second[..12]);
+}
