@@ -9,17 +9,20 @@
 //!   own resolvers.
 //! - [`proxy`]: carries connections made to a service's address to one of its tasks, on this
 //!   node or, over a mesh stream, on another.
+//! - [`ingress`]: the routing mesh: a port published in ingress mode answers on every node.
 //! - [`redirect`]: the packet filter rule that turns connections to service addresses towards
 //!   the proxy.
 
 pub mod addresses;
 pub mod dns;
 pub mod endpoints;
+pub mod ingress;
 pub mod proxy;
 pub mod redirect;
 
 pub use addresses::{AddressRange, AddressRangeError};
 pub use dns::{Resolver, ResolverConfig};
 pub use endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
+pub use ingress::IngressConfig;
 pub use proxy::{LocalAddresses, Proxy, ProxyConfig};
 pub use redirect::{Redirect, RedirectError};

@@ -30,7 +30,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::endpoints::{Endpoint, EndpointTable};
+use crate::endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
 
 /// Tasks tried for one connection at most.
 pub const CONNECT_ATTEMPTS: usize = 3;
@@ -167,6 +167,12 @@ impl Proxy {
             tracing::debug!(%target, "a connection to no service's address");
             return;
         };
+        self.forward(client, service, target.port()).await;
+    }
+
+    /// Carries `client` to port `port` of one of `service`'s tasks (the routing mesh's
+    /// listeners come in here too).
+    pub async fn forward(&self, client: TcpStream, service: &ServiceEndpoints, port: u16) {
         let Some(_admitted) = self.admit(service.id) else {
             tracing::warn!(service = %service.name, "too many connections to the service: refused one");
             return;
@@ -183,7 +189,7 @@ impl Proxy {
             };
             tried.push(endpoint.task);
             let _counted = OpenGuard::new(&self.open_per_task, endpoint.task);
-            match self.connect(endpoint, target.port()).await {
+            match self.connect(endpoint, port).await {
                 Ok(upstream) => {
                     self.pipe(client, upstream).await;
                     return;

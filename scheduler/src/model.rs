@@ -421,6 +421,16 @@ pub enum PortProtocol {
     Udp,
 }
 
+impl PortProtocol {
+    /// `tcp` or `udp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+}
+
 /// A port a service publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortSpec {

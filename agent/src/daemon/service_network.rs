@@ -1,7 +1,8 @@
 //! The service network's wiring (the parts live in `shoal-net`): the endpoint table, rebuilt
 //! from the applied state and this node's task addresses whenever either moves; the resolver
-//! and the proxy on the network's gateway; the packet filter rule that turns the tasks'
-//! connections to service addresses towards the proxy.
+//! and the proxy on the network's gateway; the routing mesh's listeners on the published
+//! ports; the packet filter rule that turns the tasks' connections to service addresses
+//! towards the proxy.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +13,8 @@ use anyhow::Context as _;
 use shoal_consensus::Quorum;
 use shoal_discovery::{Mesh, ShoalStream};
 use shoal_net::{
-    AddressRange, EndpointTable, LocalAddresses, Proxy, ProxyConfig, Redirect, Resolver,
-    ResolverConfig,
+    AddressRange, EndpointTable, IngressConfig, LocalAddresses, Proxy, ProxyConfig, Redirect,
+    Resolver, ResolverConfig,
 };
 use shoal_scheduler::{ClusterState, NodeId};
 use tokio::net::{TcpListener, UdpSocket};
@@ -128,8 +129,19 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         .await
         .with_context(|| format!("the service proxy cannot listen on {proxy_at}"))?;
     let incoming = mesh.accept_streams(ShoalStream::Proxy)?;
-    let proxy = Proxy::new(node, table_rx, local_rx, mesh, ProxyConfig::default());
+    let proxy = Proxy::new(
+        node,
+        table_rx.clone(),
+        local_rx,
+        mesh,
+        ProxyConfig::default(),
+    );
     tasks.spawn(proxy.clone().serve(listener));
+    tasks.spawn(shoal_net::ingress::run(
+        proxy.clone(),
+        table_rx,
+        IngressConfig::default(),
+    ));
     tasks.spawn(proxy.serve_streams(incoming));
 
     let redirect = Redirect {

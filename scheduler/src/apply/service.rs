@@ -25,6 +25,7 @@ pub fn create(
 ) -> Result<Outcome, ApplyError> {
     validate(spec)?;
     check_mounts_allowed(spec, &state.settings)?;
+    check_ports_free(state, None, spec)?;
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ApplyError::NameInUse(spec.name.clone()));
     }
@@ -70,6 +71,7 @@ pub fn update(
 ) -> Result<Outcome, ApplyError> {
     validate(spec)?;
     check_mounts_allowed(spec, &state.settings)?;
+    check_ports_free(state, Some(id), spec)?;
     let svc = state
         .services
         .get_mut(&id)
@@ -274,6 +276,40 @@ const ENGINE_SOCKETS: [&str; 4] = [
 
 /// Refuses bind mounts of the host's root or of an engine's socket unless the cluster allows
 /// them (`shoal cluster update --allow-sensitive-mounts`).
+/// Refuses a published port that another service publishes too, where either of them does so
+/// in ingress mode (the routing mesh takes such a port on every node). Two services may share a
+/// port published in host mode only: placement keeps them on different nodes.
+fn check_ports_free(
+    state: &ClusterState,
+    this: Option<ServiceId>,
+    spec: &ServiceSpec,
+) -> Result<(), ApplyError> {
+    for port in spec.ports.iter().filter(|p| p.published != 0) {
+        let holder = state
+            .services
+            .values()
+            .filter(|other| Some(other.id) != this)
+            .find(|other| {
+                other.spec.ports.iter().any(|o| {
+                    o.published == port.published
+                        && o.protocol == port.protocol
+                        && !(o.host_mode && port.host_mode)
+                })
+            });
+        if let Some(holder) = holder {
+            return Err(ApplyError::Refused(format!(
+                "port {}/{} is published by service {}: publish another port, or remove it \
+                 from {} first",
+                port.published,
+                port.protocol.name(),
+                holder.spec.name,
+                holder.spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn check_mounts_allowed(spec: &ServiceSpec, settings: &ClusterSettings) -> Result<(), ApplyError> {
     if settings.allow_sensitive_mounts {
         return Ok(());

@@ -42,6 +42,63 @@ fn create_service_validates_and_assigns_ids() {
     assert_eq!(state, before, "refused commands change nothing");
 }
 
+#[test]
+fn a_port_published_for_the_routing_mesh_belongs_to_one_service() {
+    let publish = |published: u16, host_mode: bool| PortSpec {
+        target: 80,
+        published,
+        protocol: PortProtocol::Tcp,
+        host_mode,
+    };
+    let mut state = cluster(2);
+    let mut web = synthetic::spec("web", 1);
+    web.ports.push(publish(8080, false));
+    let web_id = create(&mut state, web.clone());
+    let before = state.clone();
+    let mut api = synthetic::spec("api", 1);
+    api.ports.push(publish(8080, false));
+    let refused = state.apply(&Command::CreateService {
+        spec: api.clone(),
+        at: Timestamp(1),
+    });
+    assert!(
+        matches!(&refused, Err(ApplyError::Refused(why)) if why.contains("8080/tcp is published by service web")),
+        "{refused:?}"
+    );
+    api.ports = vec![publish(8080, true)];
+    assert!(
+        state
+            .apply(&Command::CreateService {
+                spec: api.clone(),
+                at: Timestamp(1),
+            })
+            .is_err(),
+        "a host-mode port cannot take an ingress port either"
+    );
+    assert_eq!(state, before, "refused commands change nothing");
+    // The service's own port does not conflict with itself on an update; UDP is another port.
+    web.env.push("V=2".into());
+    web.ports.push(PortSpec {
+        protocol: PortProtocol::Udp,
+        ..publish(8080, false)
+    });
+    state
+        .apply(&Command::UpdateService {
+            id: web_id,
+            expected_revision: 1,
+            spec: web,
+            at: Timestamp(2),
+        })
+        .expect("its own port");
+    // Host mode on both sides: placement keeps them apart.
+    let mut a = synthetic::spec("a", 1);
+    a.ports.push(publish(9090, true));
+    let mut b = synthetic::spec("b", 1);
+    b.ports.push(publish(9090, true));
+    create(&mut state, a);
+    create(&mut state, b);
+}
+
 /// A scale keeps the version (its tasks stay current) but not the revision: an update based on
 /// what a writer read before the scale is refused, instead of putting the old count back.
 #[test]

@@ -1,8 +1,9 @@
 //! The service network across machines, on five nodes with their own engines that joined a seed
 //! (see `shoal_tests::nodes`): a task on a worker (whose endpoint table comes from a manager)
 //! reaches, by the service's name, a service whose only task runs on another node (the proxy
-//! carries the connection over a mesh stream to that node's agent); when that task is killed,
-//! the connections go to its replacement.
+//! carries the connection over a mesh stream to that node's agent); the port the service
+//! publishes answers on a node that runs none of its tasks (the routing mesh); when that task
+//! is killed, the connections go to its replacement.
 
 use std::time::Duration;
 
@@ -13,6 +14,34 @@ use shoal_tests::*;
 /// A plain HTTP request to `web` from a task, through `nc` (the static busybox's `wget` crashes
 /// in containers).
 const FETCH: &str = r#"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"#;
+/// The port `web` publishes (the routing mesh answers it on every node).
+const PUBLISHED: u16 = 8080;
+
+/// The page `node`'s published port answers, asked from this process over the test's network.
+fn fetch_published(cluster: &NodeCluster, node: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let address = format!("{}:{PUBLISHED}", cluster.ip(node));
+    let address: std::net::SocketAddr = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3))
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    response
+        .lines()
+        .last()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| format!("an empty answer from {address}"))
+}
+
 /// A web server that answers its container's hostname.
 const SERVE: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
@@ -51,24 +80,29 @@ fn fetch(cluster: &NodeCluster, node: &str) -> Result<String, String> {
 
 fn create(cluster: &NodeCluster, through: &str, name: &str, on: &str, script: &str) {
     let constraint = format!("node.hostname=={on}");
+    let publish = format!("{PUBLISHED}:80");
+    let mut args = vec!["service", "create", "--name", name];
+    if name == "web" {
+        args.extend(["--publish", publish.as_str()]);
+    }
     let created = cluster.shoal(
         through,
         &[
-            "service",
-            "create",
-            "--name",
-            name,
-            "--constraint",
-            &constraint,
-            "--stop-grace-period",
-            "1s",
-            "--timeout",
-            "60s",
-            TEST_IMAGE,
-            "sh",
-            "-c",
-            script,
-        ],
+            args.as_slice(),
+            &[
+                "--constraint",
+                &constraint,
+                "--stop-grace-period",
+                "1s",
+                "--timeout",
+                "60s",
+                TEST_IMAGE,
+                "sh",
+                "-c",
+                script,
+            ],
+        ]
+        .concat(),
     );
     assert!(
         created.status.success(),
@@ -107,6 +141,16 @@ async fn a_worker_task_reaches_a_service_whose_only_task_runs_on_another_node() 
         .await;
     assert_eq!(page, first[..12], "the page of web's only task");
     eprintln!("network: a task on worker {worker} reached web on {server} by name");
+
+    // The published port answers on a node that runs no task of web (the routing mesh).
+    let page = cluster
+        .until(
+            "web's published port answers on the worker",
+            Duration::from_secs(30),
+            |c| fetch_published(c, &worker),
+        )
+        .await;
+    assert_eq!(page, first[..12]);
 
     // The task is killed: the connections go to its replacement once it runs.
     let killed = cluster.exec(&server, &["docker", "kill", &first]);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
 use shoal_agent::daemon::ServiceNetworkConfig;
 use shoal_agent::executor::NetworkConfig;
-use shoal_scheduler::{ServiceId, ServiceSpec};
+use shoal_scheduler::{PortProtocol, PortSpec, ServiceId, ServiceSpec};
 use shoal_tests::*;
 
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -17,6 +17,34 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const NETWORK: &str = "shoal-test";
 const BRIDGE: &str = "shoaltest0";
 const PROXY_PORT: u16 = 17948;
+/// The port `web` publishes.
+const PUBLISHED: u16 = 18080;
+
+fn web_ports() -> Vec<PortSpec> {
+    vec![PortSpec {
+        target: 80,
+        published: PUBLISHED,
+        protocol: PortProtocol::Tcp,
+        host_mode: false,
+    }]
+}
+
+/// The page the node's published port answers (from this process, over loopback).
+async fn fetch_published() -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", PUBLISHED))
+            .await
+            .ok()?;
+        stream.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        Some(response.lines().last()?.trim().to_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()?
+}
 
 fn spec(name: &str, replicas: u64, script: &str) -> ServiceSpec {
     let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
@@ -119,11 +147,12 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         });
     })
     .await;
-    let web = spec(
+    let mut web = spec(
         "web",
         2,
         "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
     );
+    web.ports = web_ports();
     let created: CreateServiceResponse = client
         .post(api::SERVICES, &CreateServiceRequest { spec: web })
         .await
@@ -182,6 +211,27 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         answered_by.len(),
         2,
         "answers from both tasks: {answered_by:?}"
+    );
+
+    // The published port answers on the node (the routing mesh), from both tasks too.
+    let mut published = BTreeSet::new();
+    for _ in 0..12 {
+        published.insert(fetch_published().await.expect("the published port answers"));
+    }
+    assert_eq!(
+        published, answered_by,
+        "the routing mesh reaches both tasks"
+    );
+    // Another service cannot take the port.
+    let mut other = spec("other", 1, "exec sleep 3600");
+    other.ports = web_ports();
+    let refused = client
+        .post::<_, CreateServiceResponse>(api::SERVICES, &CreateServiceRequest { spec: other })
+        .await
+        .expect_err("the port is web's");
+    assert!(
+        refused.to_string().contains("is published by service web"),
+        "{refused}"
     );
 
     // Scaled to one: the stopped task gets no more connections.

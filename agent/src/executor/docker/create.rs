@@ -180,7 +180,7 @@ pub(super) fn container_body(
             "the service names no image".into(),
         ));
     }
-    let (exposed_ports, port_bindings) = ports(run)?;
+    let (exposed_ports, port_bindings) = ports(run, network.is_some())?;
     let host_config = HostConfig {
         nano_cpus: positive(spec.resources.limits.nano_cpus),
         memory: positive(spec.resources.limits.memory_bytes),
@@ -237,9 +237,10 @@ fn labels(run: &RunSpec) -> HashMap<String, String> {
 
 type PortBindings = HashMap<String, Option<Vec<PortBinding>>>;
 
-/// Exposed ports and host-port bindings. Every published port binds the node's own port (host
-/// mode); there is no routing mesh.
-fn ports(run: &RunSpec) -> Result<(Vec<String>, PortBindings)> {
+/// Exposed ports and host-port bindings. A port published in host mode binds the node's own
+/// port; one published in ingress mode is the routing mesh's (the agent listens on every node)
+/// when the task is on the service network, and binds the node's port otherwise.
+fn ports(run: &RunSpec, routing_mesh: bool) -> Result<(Vec<String>, PortBindings)> {
     let mut exposed = Vec::new();
     let mut bindings = PortBindings::new();
     let mut published = HashSet::new();
@@ -253,7 +254,8 @@ fn ports(run: &RunSpec) -> Result<(Vec<String>, PortBindings)> {
         };
         let key = format!("{}/{proto}", port.target);
         exposed.push(key.clone());
-        if port.published == 0 {
+        let meshed = routing_mesh && !port.host_mode && port.protocol == PortProtocol::Tcp;
+        if port.published == 0 || meshed {
             continue;
         }
         if !published.insert((port.published, proto)) {
