@@ -10,6 +10,7 @@
 //! - [`proxy`]: carries connections made to a service's address to one of its tasks, on this
 //!   node or, over a mesh stream, on another.
 //! - [`ingress`]: the routing mesh: a port published in ingress mode answers on every node.
+//! - [`metrics`]: the proxy's figures (`shoal_proxy_*`).
 //! - [`redirect`]: the packet filter rule that turns connections to service addresses towards
 //!   the proxy.
 
@@ -17,6 +18,7 @@ pub mod addresses;
 pub mod dns;
 pub mod endpoints;
 pub mod ingress;
+pub mod metrics;
 pub mod proxy;
 pub mod redirect;
 
@@ -24,5 +26,6 @@ pub use addresses::{AddressRange, AddressRangeError};
 pub use dns::{Resolver, ResolverConfig};
 pub use endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
 pub use ingress::IngressConfig;
+pub use metrics::ProxyMetrics;
 pub use proxy::{LocalAddresses, Proxy, ProxyConfig};
 pub use redirect::{Redirect, RedirectError};

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use shoal_discovery::{IncomingStreams, Mesh, PeerId, ShoalStream, Stream};
@@ -31,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
+use crate::metrics::{Path, ProxyMetrics};
 
 /// Tasks tried for one connection at most.
 pub const CONNECT_ATTEMPTS: usize = 3;
@@ -113,6 +114,7 @@ pub struct Proxy {
     open_per_task: Mutex<BTreeMap<TaskId, usize>>,
     open_per_service: Mutex<BTreeMap<ServiceId, usize>>,
     turn: AtomicUsize,
+    metrics: ProxyMetrics,
 }
 
 impl Proxy {
@@ -123,6 +125,7 @@ impl Proxy {
         local: watch::Receiver<Arc<LocalAddresses>>,
         mesh: Mesh,
         config: ProxyConfig,
+        metrics: ProxyMetrics,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
             here,
@@ -130,6 +133,7 @@ impl Proxy {
             local,
             mesh,
             config,
+            metrics,
             open_per_task: Mutex::new(BTreeMap::new()),
             open_per_service: Mutex::new(BTreeMap::new()),
             turn: AtomicUsize::new(0),
@@ -175,6 +179,7 @@ impl Proxy {
     pub async fn forward(&self, client: TcpStream, service: &ServiceEndpoints, port: u16) {
         let Some(_admitted) = self.admit(service.id) else {
             tracing::warn!(service = %service.name, "too many connections to the service: refused one");
+            self.metrics.dropped(&service.name, "limit");
             return;
         };
         let mut tried: Vec<TaskId> = Vec::new();
@@ -189,9 +194,19 @@ impl Proxy {
             };
             tried.push(endpoint.task);
             let _counted = OpenGuard::new(&self.open_per_task, endpoint.task);
+            let started = Instant::now();
             match self.connect(endpoint, port).await {
                 Ok(upstream) => {
-                    self.pipe(client, upstream).await;
+                    let path = match upstream {
+                        Upstream::Local(_) => Path::Local,
+                        Upstream::Remote(_) => Path::Remote,
+                    };
+                    self.metrics
+                        .connected(&service.name, path, started.elapsed());
+                    self.metrics.open(&service.name, 1);
+                    let (to_task, to_client) = self.pipe(client, upstream).await;
+                    self.metrics.open(&service.name, -1);
+                    self.metrics.carried(&service.name, to_task, to_client);
                     return;
                 }
                 Err(error) => {
@@ -200,6 +215,7 @@ impl Proxy {
             }
         }
         tracing::debug!(service = %service.name, "no task took the connection");
+        self.metrics.dropped(&service.name, "no_task");
     }
 
     /// Least connections among `candidates`, equal ones in turn.
@@ -310,21 +326,24 @@ impl Proxy {
             return;
         }
         let _counted = OpenGuard::new(&self.open_per_task, task);
-        pipe_stream(task_stream, stream, self.config.buffer_bytes).await;
+        let _ = pipe_stream(task_stream, stream, self.config.buffer_bytes).await;
     }
 
-    async fn pipe(&self, client: TcpStream, upstream: Upstream) {
+    /// Carries `client` to `upstream` until both are done: the bytes sent to the task and to the
+    /// client.
+    async fn pipe(&self, client: TcpStream, upstream: Upstream) -> (u64, u64) {
         let _ = client.set_nodelay(true);
         match upstream {
             Upstream::Local(task) => {
                 let (mut client, mut task) = (client, task);
-                let _ = tokio::io::copy_bidirectional_with_sizes(
+                tokio::io::copy_bidirectional_with_sizes(
                     &mut client,
                     &mut task,
                     self.config.buffer_bytes,
                     self.config.buffer_bytes,
                 )
-                .await;
+                .await
+                .unwrap_or((0, 0))
             }
             Upstream::Remote(stream) => pipe_stream(client, stream, self.config.buffer_bytes).await,
         }
@@ -348,12 +367,13 @@ pub fn least_connections<'a>(
 }
 
 /// Copies both ways between a TCP connection and a mesh stream until both ends are done, each
-/// end's close passed on as a half-close.
-async fn pipe_stream(tcp: TcpStream, stream: Stream, buffer_bytes: usize) {
+/// end's close passed on as a half-close: the bytes sent each way (TCP to stream, stream to
+/// TCP).
+async fn pipe_stream(tcp: TcpStream, stream: Stream, buffer_bytes: usize) -> (u64, u64) {
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let (mut stream_read, mut stream_write) = stream.split();
     let up = async {
-        let mut buffer = vec![0u8; buffer_bytes];
+        let (mut buffer, mut sent) = (vec![0u8; buffer_bytes], 0u64);
         loop {
             match tcp_read.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
@@ -361,13 +381,15 @@ async fn pipe_stream(tcp: TcpStream, stream: Stream, buffer_bytes: usize) {
                     if stream_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
+                    sent += n as u64;
                 }
             }
         }
         let _ = stream_write.close().await;
+        sent
     };
     let down = async {
-        let mut buffer = vec![0u8; buffer_bytes];
+        let (mut buffer, mut sent) = (vec![0u8; buffer_bytes], 0u64);
         loop {
             match stream_read.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
@@ -375,12 +397,14 @@ async fn pipe_stream(tcp: TcpStream, stream: Stream, buffer_bytes: usize) {
                     if tcp_write.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
+                    sent += n as u64;
                 }
             }
         }
         let _ = tcp_write.shutdown().await;
+        sent
     };
-    tokio::join!(up, down);
+    tokio::join!(up, down)
 }
 
 /// Where a connection turned towards the proxy was going (`SO_ORIGINAL_DST`).

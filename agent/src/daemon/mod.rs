@@ -132,12 +132,12 @@ impl Agent {
         };
         tasks.spawn(leader_link::run(link, worker.clone(), reports_rx));
         tasks.spawn(role::follow(quorum.clone(), agent_info));
+        let proxy_metrics = shoal_net::ProxyMetrics::register(&mut registry);
         let redirect = start_service_network(
             &config,
             executor.as_ref(),
-            &quorum,
-            &mesh,
-            &node_id,
+            (&quorum, &mesh, &node_id),
+            proxy_metrics,
             &mut tasks,
         )
         .await;
@@ -389,9 +389,8 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 async fn start_service_network(
     config: &AgentConfig,
     executor: Option<&Arc<dyn Executor>>,
-    quorum: &Quorum,
-    mesh: &Mesh,
-    node: &NodeId,
+    (quorum, mesh, node): (&Quorum, &Mesh, &NodeId),
+    metrics: shoal_net::ProxyMetrics,
     tasks: &mut JoinSet<()>,
 ) -> Option<shoal_net::Redirect> {
     let settings = config.service_network.clone()?;
@@ -405,6 +404,7 @@ async fn start_service_network(
         mesh: mesh.clone(),
         node: node.clone(),
         socket: crate::paths::control_socket(&config.data_dir),
+        metrics,
     };
     match service_network::start(parts, tasks).await {
         Ok(redirect) => Some(redirect),

@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use shoal_consensus::Quorum;
 use shoal_discovery::{Mesh, ShoalStream};
 use shoal_net::{
-    AddressRange, EndpointTable, IngressConfig, LocalAddresses, Proxy, ProxyConfig, Redirect,
-    Resolver, ResolverConfig,
+    AddressRange, EndpointTable, IngressConfig, LocalAddresses, Proxy, ProxyConfig, ProxyMetrics,
+    Redirect, Resolver, ResolverConfig,
 };
 use shoal_scheduler::{ClusterState, NodeId};
 use tokio::net::{TcpListener, UdpSocket};
@@ -74,6 +74,8 @@ pub(super) struct Parts {
     pub(super) node: NodeId,
     /// The agent's control socket (an agent without a replica asks a manager through it).
     pub(super) socket: PathBuf,
+    /// The proxy's figures, registered in the agent's registry.
+    pub(super) metrics: ProxyMetrics,
 }
 
 /// Starts the table, resolver and proxy as tasks of `tasks`, and installs the packet filter
@@ -87,6 +89,7 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         mesh,
         node,
         socket,
+        metrics,
     } = parts;
     let gateway = network.gateway;
     let (local_tx, local_rx) = watch::channel(Arc::new(LocalAddresses::new()));
@@ -135,6 +138,7 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         local_rx,
         mesh,
         ProxyConfig::default(),
+        metrics,
     );
     tasks.spawn(proxy.clone().serve(listener));
     tasks.spawn(shoal_net::ingress::run(

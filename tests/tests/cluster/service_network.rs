@@ -141,6 +141,7 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         dir: _dir,
         guard,
     } = DockerAgent::start_with(|config| {
+        config.metrics_addr = Some(([127, 0, 0, 1], 0).into());
         config.service_network = Some(ServiceNetworkConfig {
             proxy_port: PROXY_PORT,
             ..ServiceNetworkConfig::on(NetworkConfig::new(NETWORK, BRIDGE, &config.data_dir))
@@ -232,6 +233,30 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
     assert!(
         refused.to_string().contains("is published by service web"),
         "{refused}"
+    );
+
+    // The proxy counts what it carried.
+    let metrics = scrape(agent.metrics_addr().expect("metrics served")).await;
+    let carried = |line: &str| {
+        line.rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let connections: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("shoal_proxy_connections_total{") && l.contains("service=\"web\"")
+        })
+        .map(carried)
+        .sum();
+    assert!(
+        connections >= 24.0,
+        "{connections} connections counted:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("shoal_proxy_bytes_total{service=\"web\",direction=\"to_client\"}"),
+        "bytes counted"
     );
 
     // Scaled to one: the stopped task gets no more connections.
