@@ -214,6 +214,16 @@ impl Resolver {
     }
 }
 
+/// Whether `name` can be asked for as one DNS label: 1 to 63 letters, digits and `-`, neither
+/// first nor last a `-`. Other service names work, but not through the resolver.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// The records of `name` if it is a name of the cluster: a service's virtual address, or its
 /// tasks' addresses for `tasks.SERVICE`.
 fn cluster_records(table: &EndpointTable, name: &Name, ttl: u32) -> Option<Vec<Record>> {

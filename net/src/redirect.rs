@@ -1,7 +1,8 @@
-//! The packet filter rule that turns the tasks' TCP connections to the range of service
-//! addresses towards the proxy: one `nat PREROUTING` rule on the service network's bridge,
-//! installed once (checked first, so a restarted agent does not add a second) and removed when
-//! the agent stops.
+//! The packet filter rules that turn TCP connections to the range of service addresses towards
+//! the proxy: the tasks' (`nat PREROUTING` on the service network's bridge, to the proxy on the
+//! bridge's address) and the node's own programs' (`nat OUTPUT`, to the proxy on loopback).
+//! Installed once (each checked first, so a restarted agent does not add a second) and removed
+//! when the agent stops.
 
 use std::time::Duration;
 
@@ -43,51 +44,53 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// The rule's match and target, after the chain operation.
-    pub fn rule(&self) -> Vec<String> {
+    /// The rules' chains, matches and targets (after the chain operation): the tasks' and the
+    /// node's own.
+    pub fn rules(&self) -> [Vec<String>; 2] {
+        let (range, port) = (self.range.to_string(), self.port.to_string());
+        let target = ["-p", "tcp", "-j", "REDIRECT", "--to-ports", port.as_str()];
+        let owned = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
         [
-            "PREROUTING",
-            "-i",
-            &self.bridge,
-            "-d",
-            &self.range.to_string(),
-            "-p",
-            "tcp",
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &self.port.to_string(),
+            owned(
+                &[
+                    &["PREROUTING", "-i", &self.bridge, "-d", &range],
+                    &target[..],
+                ]
+                .concat(),
+            ),
+            owned(&[&["OUTPUT", "-d", &range], &target[..]].concat()),
         ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
     }
 
-    /// Installs the rule unless it is there already.
+    /// Installs the rules that are not there already.
     pub async fn install(&self) -> Result<(), RedirectError> {
-        if self.present().await? {
-            return Ok(());
-        }
-        iptables("-I", &self.rule()).await.map(|_| ())
-    }
-
-    /// Removes the rule (every copy of it, at most a few).
-    pub async fn remove(&self) -> Result<(), RedirectError> {
-        for _ in 0..4 {
-            if !self.present().await? {
-                return Ok(());
+        for rule in self.rules() {
+            if !present(&rule).await? {
+                iptables("-I", &rule).await?;
             }
-            iptables("-D", &self.rule()).await?;
         }
         Ok(())
     }
 
-    async fn present(&self) -> Result<bool, RedirectError> {
-        match iptables("-C", &self.rule()).await {
-            Ok(()) => Ok(true),
-            Err(RedirectError::Refused { .. }) => Ok(false),
-            Err(other) => Err(other),
+    /// Removes the rules (every copy of them, at most a few).
+    pub async fn remove(&self) -> Result<(), RedirectError> {
+        for rule in self.rules() {
+            for _ in 0..4 {
+                if !present(&rule).await? {
+                    break;
+                }
+                iptables("-D", &rule).await?;
+            }
         }
+        Ok(())
+    }
+}
+
+async fn present(rule: &[String]) -> Result<bool, RedirectError> {
+    match iptables("-C", rule).await {
+        Ok(()) => Ok(true),
+        Err(RedirectError::Refused { .. }) => Ok(false),
+        Err(other) => Err(other),
     }
 }
 
@@ -115,15 +118,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rule_turns_the_bridges_connections_to_the_range_towards_the_port() {
+    fn the_rules_turn_the_tasks_and_the_nodes_connections_to_the_range_towards_the_port() {
         let redirect = Redirect {
             bridge: "shoal0".into(),
             range: AddressRange::default(),
             port: 7948,
         };
+        let [tasks, node] = redirect.rules();
         assert_eq!(
-            redirect.rule().join(" "),
+            tasks.join(" "),
             "PREROUTING -i shoal0 -d 10.254.0.0/16 -p tcp -j REDIRECT --to-ports 7948"
+        );
+        assert_eq!(
+            node.join(" "),
+            "OUTPUT -d 10.254.0.0/16 -p tcp -j REDIRECT --to-ports 7948"
         );
     }
 }

@@ -531,7 +531,7 @@ async fn start_straight(
     Ok(elapsed)
 }
 
-async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
+pub(super) async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
     let filters = std::collections::HashMap::from([("label", vec![format!("{label}={value}")])]);
     let options = bollard::query_parameters::ListContainersOptionsBuilder::new()
         .all(true)
@@ -546,7 +546,7 @@ async fn remove_labelled(docker: &Docker, label: &str, value: &str) {
     }
 }
 
-fn tempfile_dir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
+pub(super) fn tempfile_dir(tag: &str) -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "shoal-bench-{tag}-{}-{}",
         std::process::id(),

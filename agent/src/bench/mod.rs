@@ -6,6 +6,7 @@ pub mod e2e;
 pub mod failover;
 pub mod idle;
 pub mod mesh;
+pub mod net;
 pub mod raft;
 pub mod scheduler;
 

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// N whole agents with the sim executor: formation, the raft group's size, placing and
     /// scaling a service.
     Cluster(bench::cluster::ClusterBenchArgs),
+    /// The service network's paths on the local engine: straight to a task (the floor), through
+    /// the service's virtual address, and through its published port.
+    Net(bench::net::NetBenchArgs),
     /// What an idle manager and an idle worker cost: resident memory and CPU, measured from
     /// outside the two agent processes.
     Idle(bench::idle::IdleBenchArgs),
@@ -41,5 +44,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::E2e(args) => runtime()?.block_on(bench::e2e::run(&args)),
         BenchCommand::Cluster(args) => runtime()?.block_on(bench::cluster::run(&args)),
         BenchCommand::Idle(args) => runtime()?.block_on(bench::idle::run(&args)),
+        BenchCommand::Net(args) => runtime()?.block_on(bench::net::run(&args)),
     }
 }

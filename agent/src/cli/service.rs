@@ -170,6 +170,13 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     } else {
         println!("{} created as {}", name, created.id);
     }
+    if !shoal_net::dns::is_dns_label(&name) {
+        eprintln!(
+            "warning: {name:?} is not a DNS name (letters, digits and -): tasks cannot reach the \
+             service by name, only by its virtual address; use a name like {:?}",
+            name.replace(['_', '.'], "-")
+        );
+    }
     if args.detach {
         return Ok(());
     }

@@ -131,6 +131,11 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
     let listener = TcpListener::bind(proxy_at)
         .await
         .with_context(|| format!("the service proxy cannot listen on {proxy_at}"))?;
+    // The node's own programs' connections to service addresses come in on loopback.
+    let loopback_at = SocketAddr::from(([127, 0, 0, 1], config.proxy_port));
+    let loopback = TcpListener::bind(loopback_at)
+        .await
+        .with_context(|| format!("the service proxy cannot listen on {loopback_at}"))?;
     let incoming = mesh.accept_streams(ShoalStream::Proxy)?;
     let proxy = Proxy::new(
         node,
@@ -141,6 +146,7 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         metrics,
     );
     tasks.spawn(proxy.clone().serve(listener));
+    tasks.spawn(proxy.clone().serve(loopback));
     tasks.spawn(shoal_net::ingress::run(
         proxy.clone(),
         table_rx,

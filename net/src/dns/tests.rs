@@ -236,3 +236,14 @@ fn upstream_resolvers_come_from_resolv_conf() {
         ]
     );
 }
+
+#[test]
+fn dns_labels_are_letters_digits_and_inner_dashes() {
+    for good in ["web", "web-2", "API", "a"] {
+        assert!(is_dns_label(good), "{good}");
+    }
+    let long = "a".repeat(64);
+    for bad in ["", "web_2", "web.eu", "-web", "web-", long.as_str()] {
+        assert!(!is_dns_label(bad), "{bad}");
+    }
+}
