@@ -91,7 +91,32 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         socket,
         metrics,
     } = parts;
-    let gateway = network.gateway;
+    // Everything that can fail first: nothing runs, and no task joins the network, unless the
+    // whole of it can.
+    let dns_at = SocketAddr::from((network.gateway, config.dns_port));
+    let udp = UdpSocket::bind(dns_at)
+        .await
+        .with_context(|| format!("the service resolver cannot listen on {dns_at} (UDP)"))?;
+    let tcp = TcpListener::bind(dns_at)
+        .await
+        .with_context(|| format!("the service resolver cannot listen on {dns_at} (TCP)"))?;
+    let proxy_at = SocketAddr::from((network.gateway, config.proxy_port));
+    let listener = TcpListener::bind(proxy_at)
+        .await
+        .with_context(|| format!("the service proxy cannot listen on {proxy_at}"))?;
+    // The node's own programs' connections to service addresses come in on loopback.
+    let loopback_at = SocketAddr::from(([127, 0, 0, 1], config.proxy_port));
+    let loopback = TcpListener::bind(loopback_at)
+        .await
+        .with_context(|| format!("the service proxy cannot listen on {loopback_at}"))?;
+    let redirect = Redirect {
+        bridge: network.bridge.clone(),
+        range: config.range,
+        port: config.proxy_port,
+    };
+    redirect.install().await?;
+    let incoming = mesh.accept_streams(ShoalStream::Proxy)?;
+
     let (local_tx, local_rx) = watch::channel(Arc::new(LocalAddresses::new()));
     let (table_tx, table_rx) = watch::channel(Arc::new(EndpointTable::default()));
     tasks.spawn(keep_addresses(executor, local_tx));
@@ -106,7 +131,6 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         node.clone(),
         table_tx,
     ));
-
     let upstream = std::fs::read_to_string(RESOLV_CONF)
         .map(|text| ResolverConfig::upstream_from_resolv_conf(&text))
         .unwrap_or_default();
@@ -117,26 +141,8 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
             ..ResolverConfig::default()
         },
     );
-    let dns_at = SocketAddr::from((gateway, config.dns_port));
-    let udp = UdpSocket::bind(dns_at)
-        .await
-        .with_context(|| format!("the service resolver cannot listen on {dns_at} (UDP)"))?;
-    let tcp = TcpListener::bind(dns_at)
-        .await
-        .with_context(|| format!("the service resolver cannot listen on {dns_at} (TCP)"))?;
     tasks.spawn(resolver.clone().serve_udp(udp));
     tasks.spawn(resolver.serve_tcp(tcp));
-
-    let proxy_at = SocketAddr::from((gateway, config.proxy_port));
-    let listener = TcpListener::bind(proxy_at)
-        .await
-        .with_context(|| format!("the service proxy cannot listen on {proxy_at}"))?;
-    // The node's own programs' connections to service addresses come in on loopback.
-    let loopback_at = SocketAddr::from(([127, 0, 0, 1], config.proxy_port));
-    let loopback = TcpListener::bind(loopback_at)
-        .await
-        .with_context(|| format!("the service proxy cannot listen on {loopback_at}"))?;
-    let incoming = mesh.accept_streams(ShoalStream::Proxy)?;
     let proxy = Proxy::new(
         node,
         table_rx.clone(),
@@ -153,13 +159,7 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
         IngressConfig::default(),
     ));
     tasks.spawn(proxy.serve_streams(incoming));
-
-    let redirect = Redirect {
-        bridge: network.bridge.clone(),
-        range: config.range,
-        port: config.proxy_port,
-    };
-    redirect.install().await?;
+    network.set_serving();
     tracing::info!(
         network = %network.name,
         resolver = %dns_at,

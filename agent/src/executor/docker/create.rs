@@ -27,7 +27,8 @@ pub(super) async fn start(inner: &Inner, run: &RunSpec) -> Result<()> {
             run.task_id, run.node_id, inner.config.node_id
         )));
     }
-    let body = container_body(run, inner.network.as_ref())?;
+    let network = inner.network.as_ref().filter(|n| n.serving());
+    let body = container_body(run, network)?;
     let name = container_name(&run.service_name, run.slot, run.task_id);
     // The semaphore is never closed, so `acquire` cannot fail; without a permit we would still
     // be correct, only less polite to the engine.

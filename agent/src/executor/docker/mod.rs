@@ -519,8 +519,10 @@ impl Executor for DockerExecutor {
     fn task_addresses(&self) -> BoxFuture<'_, Result<BTreeMap<TaskId, Ipv4Addr>>> {
         Box::pin(async move {
             match &self.inner.network {
-                Some(network) => network::task_addresses(&self.inner, &network.name).await,
-                None => Ok(BTreeMap::new()),
+                Some(network) if network.serving() => {
+                    network::task_addresses(&self.inner, &network.name).await
+                }
+                _ => Ok(BTreeMap::new()),
             }
         })
     }

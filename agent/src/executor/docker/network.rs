@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bollard::Docker;
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
@@ -44,7 +46,7 @@ impl NetworkConfig {
 }
 
 /// The network the tasks are attached to, as the engine made it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AttachedNetwork {
     /// Its name.
     pub name: String,
@@ -54,6 +56,22 @@ pub struct AttachedNetwork {
     pub gateway: Ipv4Addr,
     /// The tasks' `resolv.conf` (see [`NetworkConfig::resolv_conf`]).
     pub resolv_conf: PathBuf,
+    /// Whether the agent serves the network (its resolver and proxy listen on the gateway):
+    /// until then, and for good if they cannot, tasks start on the engine's default bridge, so
+    /// that none is given a resolver that does not answer.
+    serving: Arc<AtomicBool>,
+}
+
+impl AttachedNetwork {
+    /// Whether the agent serves the network: tasks join it from now on.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Says that the agent serves the network.
+    pub fn set_serving(&self) {
+        self.serving.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The network of `config`, made first if the engine has none of that name.
@@ -82,6 +100,14 @@ pub(super) async fn ensure(docker: &Docker, config: &NetworkConfig) -> Result<At
         .filter_map(|c| c.gateway)
         .find_map(|g| g.split('/').next()?.parse::<Ipv4Addr>().ok());
     match (bridge, gateway) {
+        (Some(bridge), Some(_)) if !Path::new("/sys/class/net").join(&bridge).exists() => {
+            Err(ExecutorError::InvalidSpec(format!(
+                "the engine's network {:?} has its bridge {bridge} on another host or in \
+                 another network namespace than this agent (an engine shared through its \
+                 socket): the agent cannot serve it",
+                config.name
+            )))
+        }
         (Some(bridge), Some(gateway)) => {
             let text = format!(
                 "# written by shoal: the agent's resolver\nnameserver {gateway}\noptions ndots:0\n"
@@ -97,6 +123,7 @@ pub(super) async fn ensure(docker: &Docker, config: &NetworkConfig) -> Result<At
                 bridge,
                 gateway,
                 resolv_conf: config.resolv_conf.clone(),
+                serving: Arc::new(AtomicBool::new(false)),
             })
         }
         _ => Err(ExecutorError::InvalidSpec(format!(
