@@ -109,8 +109,14 @@ impl EndpointTable {
     }
 }
 
+/// Whether `task` takes new connections: it runs (healthy, where it has a health check) and
+/// is still wanted running.
+pub fn takes_connections(task: &Task) -> bool {
+    task.desired == DesiredState::Running && task.status.state == TaskState::Running
+}
+
 fn endpoint(task: &Task, here: &NodeId, local: &BTreeMap<TaskId, Ipv4Addr>) -> Option<Endpoint> {
-    if task.desired != DesiredState::Running || task.status.state != TaskState::Running {
+    if !takes_connections(task) {
         return None;
     }
     let node = task.node.clone()?;
@@ -138,37 +144,11 @@ fn entry(service: &Service, range: &AddressRange, endpoints: Vec<Endpoint>) -> S
 
 #[cfg(test)]
 mod tests {
-    use shoal_scheduler::synthetic::{self, ClusterShape};
+    use shoal_scheduler::synthetic;
     use shoal_scheduler::{Command, Timestamp};
 
     use super::*;
-
-    /// A cluster of `nodes` nodes running `services` (name, replicas), every task running.
-    fn running(nodes: usize, services: &[(&str, u64)]) -> (ClusterState, Vec<ServiceId>) {
-        let mut state = synthetic::cluster(&ClusterShape::new(nodes, 7));
-        let ids = services
-            .iter()
-            .map(|(name, replicas)| {
-                synthetic::create_service(
-                    &mut state,
-                    synthetic::spec(name, *replicas),
-                    Timestamp(0),
-                )
-                .expect("valid spec")
-            })
-            .collect();
-        let plan = shoal_scheduler::reconcile(&state, Timestamp(1));
-        state
-            .apply(&Command::ApplyPlan {
-                plan,
-                at: Timestamp(1),
-            })
-            .expect("plan");
-        for task in state.tasks.values_mut() {
-            task.status.state = TaskState::Running;
-        }
-        (state, ids)
-    }
+    use crate::testkit::running;
 
     fn tasks_of(state: &ClusterState, service: ServiceId) -> Vec<&Task> {
         state

@@ -21,6 +21,8 @@ pub mod ingress;
 pub mod metrics;
 pub mod proxy;
 pub mod redirect;
+#[cfg(test)]
+mod testkit;
 
 pub use addresses::{AddressRange, AddressRangeError};
 pub use dns::{Resolver, ResolverConfig};

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use shoal_discovery::{IncomingStreams, Mesh, PeerId, ShoalStream, Stream};
 use shoal_scheduler::{NodeId, ServiceId, TaskId};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::compat::FuturesAsyncReadCompatExt as _;
 
 use crate::endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
 use crate::metrics::{Path, ProxyMetrics};
@@ -369,42 +369,11 @@ pub fn least_connections<'a>(
 /// Copies both ways between a TCP connection and a mesh stream until both ends are done, each
 /// end's close passed on as a half-close: the bytes sent each way (TCP to stream, stream to
 /// TCP).
-async fn pipe_stream(tcp: TcpStream, stream: Stream, buffer_bytes: usize) -> (u64, u64) {
-    let (mut tcp_read, mut tcp_write) = tcp.into_split();
-    let (mut stream_read, mut stream_write) = stream.split();
-    let up = async {
-        let (mut buffer, mut sent) = (vec![0u8; buffer_bytes], 0u64);
-        loop {
-            match tcp_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if stream_write.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                    sent += n as u64;
-                }
-            }
-        }
-        let _ = stream_write.close().await;
-        sent
-    };
-    let down = async {
-        let (mut buffer, mut sent) = (vec![0u8; buffer_bytes], 0u64);
-        loop {
-            match stream_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tcp_write.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                    sent += n as u64;
-                }
-            }
-        }
-        let _ = tcp_write.shutdown().await;
-        sent
-    };
-    tokio::join!(up, down)
+async fn pipe_stream(mut tcp: TcpStream, stream: Stream, buffer_bytes: usize) -> (u64, u64) {
+    let mut stream = stream.compat();
+    tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, buffer_bytes, buffer_bytes)
+        .await
+        .unwrap_or((0, 0))
 }
 
 /// Where a connection turned towards the proxy was going (`SO_ORIGINAL_DST`).

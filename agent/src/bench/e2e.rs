@@ -35,14 +35,7 @@ const LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs the benchmark.
 pub async fn run(args: &E2eBenchArgs) -> anyhow::Result<()> {
-    let docker =
-        Docker::connect_with_local_defaults().context("connect to the local Docker engine")?;
-    docker.inspect_image(&args.image).await.with_context(|| {
-        format!(
-            "image {} is not on this engine; build it with tests/images/build-busybox-image.sh",
-            args.image
-        )
-    })?;
+    let docker = crate::bench::engine_with_image(&args.image).await?;
     let floor = floor(&docker, &args.image, args.replicas as usize).await?;
     println!(
         "floor: {n} containers straight through the Docker API in {:.2}s, each replaced {} at a \

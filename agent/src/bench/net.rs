@@ -11,7 +11,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bollard::Docker;
 use shoal_scheduler::{NodeState, PortProtocol, PortSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,14 +54,7 @@ struct PathFigures {
 
 /// Runs the benchmark.
 pub async fn run(args: &NetBenchArgs) -> anyhow::Result<()> {
-    let docker =
-        Docker::connect_with_local_defaults().context("connect to the local Docker engine")?;
-    docker.inspect_image(&args.image).await.with_context(|| {
-        format!(
-            "image {} is not on this engine; build it with tests/images/build-busybox-image.sh",
-            args.image
-        )
-    })?;
+    let docker = crate::bench::engine_with_image(&args.image).await?;
     let dir = crate::bench::e2e::tempfile_dir("net")?;
     let mut config = AgentConfig::for_tests(&dir, ExecutorKind::Docker);
     config.service_network = Some(ServiceNetworkConfig {

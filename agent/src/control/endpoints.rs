@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
-use shoal_scheduler::{ClusterState, DesiredState, Service, Task, TaskState};
+use shoal_scheduler::{ClusterState, Service, Task};
 
 use super::api::{self, ErrorBody};
 use super::server::{ApiResult, ControlState, ReadOptions, cluster};
@@ -29,9 +29,7 @@ impl EndpointsView {
             tasks: state
                 .tasks
                 .values()
-                .filter(|t| {
-                    t.desired == DesiredState::Running && t.status.state == TaskState::Running
-                })
+                .filter(|t| shoal_net::endpoints::takes_connections(t))
                 .cloned()
                 .collect(),
         }

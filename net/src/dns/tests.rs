@@ -1,32 +1,21 @@
-use std::collections::BTreeMap;
-
 use hickory_proto::op::Query;
-use shoal_scheduler::synthetic::{self, ClusterShape};
-use shoal_scheduler::{ClusterState, Command, TaskState, Timestamp};
+use shoal_scheduler::ClusterState;
 
 use super::*;
 use crate::addresses::AddressRange;
 
 /// A table of one node that runs every task of `web` (`replicas` of them) at 172.30.0.10 and up.
 fn table(replicas: u64) -> EndpointTable {
-    let mut state = synthetic::cluster(&ClusterShape::new(1, 7));
-    synthetic::create_service(&mut state, synthetic::spec("web", replicas), Timestamp(0))
-        .expect("valid spec");
-    let plan = shoal_scheduler::reconcile(&state, Timestamp(1));
-    state
-        .apply(&Command::ApplyPlan {
-            plan,
-            at: Timestamp(1),
+    let (state, _) = crate::testkit::running(1, &[("web", replicas)]);
+    let local = state
+        .tasks
+        .keys()
+        .enumerate()
+        .map(|(i, task)| {
+            let address = u32::from(Ipv4Addr::new(172, 30, 0, 10)) + i as u32;
+            (*task, Ipv4Addr::from(address))
         })
-        .expect("plan");
-    let mut local = BTreeMap::new();
-    for (i, task) in state.tasks.values_mut().enumerate() {
-        task.status.state = TaskState::Running;
-        local.insert(
-            task.id,
-            Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 30, 0, 10)) + i as u32),
-        );
-    }
+        .collect();
     let here = only_node(&state);
     EndpointTable::build(&state, &AddressRange::default(), &here, &local)
 }

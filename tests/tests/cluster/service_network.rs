@@ -96,33 +96,20 @@ struct NetworkGuard;
 
 impl Drop for NetworkGuard {
     fn drop(&mut self) {
-        let port = PROXY_PORT.to_string();
-        let rule = [
-            "-w",
-            "5",
-            "-t",
-            "nat",
-            "-D",
-            "PREROUTING",
-            "-i",
-            BRIDGE,
-            "-d",
-            "10.254.0.0/16",
-            "-p",
-            "tcp",
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &port,
-        ];
-        for _ in 0..4 {
-            let removed = Command::new("timeout")
-                .arg("10")
-                .arg("iptables")
-                .args(rule)
-                .output();
-            if !removed.is_ok_and(|o| o.status.success()) {
-                break;
+        let redirect = shoal_net::Redirect {
+            bridge: BRIDGE.into(),
+            range: shoal_net::AddressRange::default(),
+            port: PROXY_PORT,
+        };
+        for rule in redirect.rules() {
+            for _ in 0..4 {
+                let removed = Command::new("timeout")
+                    .args(["10", "iptables", "-w", "5", "-t", "nat", "-D"])
+                    .args(&rule)
+                    .output();
+                if !removed.is_ok_and(|o| o.status.success()) {
+                    break;
+                }
             }
         }
         let _ = Command::new("timeout")

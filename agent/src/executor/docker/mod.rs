@@ -290,24 +290,33 @@ impl Inner {
         format!("{LABEL_NODE_ID}={}", self.config.node_id)
     }
 
+    /// This node's containers that also carry `labels` (running ones only, unless `all`).
+    async fn node_containers(
+        &self,
+        labels: &[String],
+        all: bool,
+    ) -> Result<Vec<bollard::models::ContainerSummary>> {
+        let mut wanted = vec![self.node_filter()];
+        wanted.extend_from_slice(labels);
+        let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", wanted)]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(all)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(ExecutorError::docker("list"))
+    }
+
     /// The id of the task's container, from the ledger or by label; `None` if there is none.
     async fn container_of(&self, task: TaskId) -> Result<Option<String>> {
         if let Some(known) = self.ledger().containers.get(&task) {
             return Ok(Some(known.container_id.clone()));
         }
-        let filters: HashMap<&str, Vec<String>> = HashMap::from([(
-            "label",
-            vec![self.node_filter(), format!("{LABEL_TASK_ID}={task}")],
-        )]);
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
         let found = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(ExecutorError::docker("list"))?;
+            .node_containers(&[format!("{LABEL_TASK_ID}={task}")], true)
+            .await?;
         let id = found.into_iter().find_map(|summary| summary.id);
         if let Some(id) = &id {
             self.remember(task, id);

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bollard::Docker;
 use bollard::models::{Ipam, IpamConfig, NetworkCreateRequest};
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use shoal_scheduler::TaskId;
 
 use super::{Inner, status_of};
@@ -256,15 +255,7 @@ pub(super) async fn task_addresses(
     inner: &Inner,
     network: &str,
 ) -> Result<BTreeMap<TaskId, Ipv4Addr>> {
-    let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", vec![inner.node_filter()])]);
-    let options = ListContainersOptionsBuilder::new()
-        .filters(&filters)
-        .build();
-    let listed = inner
-        .docker
-        .list_containers(Some(options))
-        .await
-        .map_err(ExecutorError::docker("list"))?;
+    let listed = inner.node_containers(&[], false).await?;
     Ok(listed
         .into_iter()
         .filter_map(|container| {

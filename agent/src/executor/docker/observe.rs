@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use bollard::models::{
     ContainerInspectResponse, ContainerState, ContainerStateStatusEnum, HealthStatusEnum,
 };
-use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::StreamExt;
 use shoal_scheduler::TaskState;
 
@@ -21,16 +20,7 @@ const CONCURRENT_INSPECTS: usize = 8;
 
 /// Every container of this node, inspected.
 pub(super) async fn observe_all(inner: &Inner) -> Result<Vec<Observation>> {
-    let filters: HashMap<&str, Vec<String>> = HashMap::from([("label", vec![inner.node_filter()])]);
-    let options = ListContainersOptionsBuilder::new()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let listed = inner
-        .docker
-        .list_containers(Some(options))
-        .await
-        .map_err(ExecutorError::docker("list"))?;
+    let listed = inner.node_containers(&[], true).await?;
     let ids: Vec<String> = listed.into_iter().filter_map(|c| c.id).collect();
     let inspected: Vec<Result<Option<Observation>>> = futures::stream::iter(ids)
         .map(|id| async move { inspect(inner, &id).await })
