@@ -51,7 +51,7 @@ impl From<ShoalStream> for TrafficKind {
     fn from(s: ShoalStream) -> Self {
         match s {
             ShoalStream::RaftAppend => Self::Raft,
-            ShoalStream::Proxy => Self::Proxy,
+            ShoalStream::Proxy | ShoalStream::ProxyDatagrams => Self::Proxy,
         }
     }
 }

@@ -13,6 +13,9 @@ pub const RAFT_APPEND_PROTOCOL: &str = "/shoal/raft-append/1";
 /// Protocol name of the service proxy's streams: one stream per proxied connection, to the
 /// agent of the node that runs the task it goes to.
 pub const PROXY_PROTOCOL: &str = "/shoal/proxy/1";
+/// Protocol name of the service proxy's datagram streams: one stream per UDP session (a client
+/// address and a service port), each datagram a length-prefixed frame.
+pub const PROXY_DATAGRAMS_PROTOCOL: &str = "/shoal/proxy-udp/1";
 /// Protocol name of dispatcher traffic (assignments, status reports).
 pub const DISPATCH_PROTOCOL: &str = "/shoal/dispatch/1";
 /// Protocol name of forwarded control-API calls.
@@ -99,6 +102,8 @@ pub enum ShoalStream {
     RaftAppend,
     /// A service connection to a task on the other node ([`PROXY_PROTOCOL`]).
     Proxy,
+    /// A service's UDP session with a task on the other node ([`PROXY_DATAGRAMS_PROTOCOL`]).
+    ProxyDatagrams,
 }
 
 impl ShoalStream {
@@ -107,6 +112,7 @@ impl ShoalStream {
         match self {
             Self::RaftAppend => RAFT_APPEND_PROTOCOL,
             Self::Proxy => PROXY_PROTOCOL,
+            Self::ProxyDatagrams => PROXY_DATAGRAMS_PROTOCOL,
         }
     }
 

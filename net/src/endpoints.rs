@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use shoal_scheduler::{
-    ClusterState, DesiredState, NodeId, PortSpec, Service, ServiceId, Task, TaskId, TaskState,
-};
+use shoal_scheduler::{ClusterState, NodeId, PortSpec, Service, ServiceId, Task, TaskId};
 
 use crate::addresses::AddressRange;
 
@@ -109,14 +107,8 @@ impl EndpointTable {
     }
 }
 
-/// Whether `task` takes new connections: it runs (healthy, where it has a health check) and
-/// is still wanted running.
-pub fn takes_connections(task: &Task) -> bool {
-    task.desired == DesiredState::Running && task.status.state == TaskState::Running
-}
-
 fn endpoint(task: &Task, here: &NodeId, local: &BTreeMap<TaskId, Ipv4Addr>) -> Option<Endpoint> {
-    if !takes_connections(task) {
+    if !task.takes_connections() {
         return None;
     }
     let node = task.node.clone()?;
@@ -145,7 +137,7 @@ fn entry(service: &Service, range: &AddressRange, endpoints: Vec<Endpoint>) -> S
 #[cfg(test)]
 mod tests {
     use shoal_scheduler::synthetic;
-    use shoal_scheduler::{Command, Timestamp};
+    use shoal_scheduler::{Command, DesiredState, Timestamp};
 
     use super::*;
     use crate::testkit::running;

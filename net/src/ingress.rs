@@ -1,9 +1,10 @@
-//! The routing mesh: every TCP port a service publishes in ingress mode (the default, as in
-//! Swarm) answers on every node. The node listens on the port on all its addresses and carries
-//! each connection, as the proxy does, to the service's target port on one of its running
-//! tasks, wherever it runs. The listeners follow the endpoint table: a port published anew is
-//! listened on, a port no longer published is let go, and a port this node cannot take (another
-//! program holds it) is said once and tried again.
+//! The routing mesh: every port a service publishes in ingress mode (the default, as in Swarm)
+//! answers on every node, TCP and UDP. The node listens on the port on all its addresses and
+//! carries each connection (or UDP session, [`crate::datagrams`]), as the proxy does, to the
+//! service's target port on one of its running tasks, wherever it runs. The listeners follow
+//! the endpoint table: a port published anew is listened on, a port no longer published is let
+//! go, and a port this node cannot take (another program holds it) is said once and tried
+//! again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_scheduler::PortProtocol;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::datagrams::{DatagramRoute, Owned};
 use crate::endpoints::EndpointTable;
 use crate::proxy::Proxy;
 
@@ -45,18 +46,21 @@ pub struct IngressRoute {
     pub target: u16,
 }
 
-/// The TCP ports the services of `table` publish in ingress mode, each with where it leads (of
+/// A published port: its number and protocol.
+pub type PublishedPort = (u16, PortProtocol);
+
+/// The ports the services of `table` publish in ingress mode, each with where it leads (of
 /// two services publishing one port, the first by name keeps it; the state machine refuses the
 /// second).
-pub fn routes(table: &EndpointTable) -> BTreeMap<u16, IngressRoute> {
+pub fn routes(table: &EndpointTable) -> BTreeMap<PublishedPort, IngressRoute> {
     let mut routes = BTreeMap::new();
     for service in table.services() {
         for port in &service.ports {
-            if port.published == 0 || port.host_mode || port.protocol != PortProtocol::Tcp {
+            if port.published == 0 || port.host_mode {
                 continue;
             }
             routes
-                .entry(port.published)
+                .entry((port.published, port.protocol))
                 .or_insert_with(|| IngressRoute {
                     service: service.name.clone(),
                     target: port.target,
@@ -66,23 +70,14 @@ pub fn routes(table: &EndpointTable) -> BTreeMap<u16, IngressRoute> {
     routes
 }
 
-/// A task that is stopped when dropped.
-struct Owned(JoinHandle<()>);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Keeps the node's listeners on the published ports as the table says, for the agent's life.
 pub async fn run(
     proxy: Arc<Proxy>,
     mut table: watch::Receiver<Arc<EndpointTable>>,
     config: IngressConfig,
 ) {
-    let mut listening: BTreeMap<u16, (IngressRoute, Owned)> = BTreeMap::new();
-    let mut failing: BTreeSet<u16> = BTreeSet::new();
+    let mut listening: BTreeMap<PublishedPort, (IngressRoute, Owned)> = BTreeMap::new();
+    let mut failing: BTreeSet<PublishedPort> = BTreeSet::new();
     loop {
         let wanted = routes(&table.borrow_and_update());
         listening.retain(|port, (route, _)| wanted.get(port) == Some(route));
@@ -91,18 +86,16 @@ pub async fn run(
             if listening.contains_key(&port) {
                 continue;
             }
-            let at = SocketAddr::new(config.bind, port);
-            match TcpListener::bind(at).await {
-                Ok(listener) => {
+            let at = SocketAddr::new(config.bind, port.0);
+            match listen(at, port.1, &route, &proxy, &table).await {
+                Ok(serving) => {
                     failing.remove(&port);
-                    tracing::info!(%at, service = %route.service, target = route.target, "routing mesh listening");
-                    let serving =
-                        tokio::spawn(serve(listener, route.clone(), proxy.clone(), table.clone()));
-                    listening.insert(port, (route, Owned(serving)));
+                    tracing::info!(%at, protocol = port.1.name(), service = %route.service, target = route.target, "routing mesh listening");
+                    listening.insert(port, (route, serving));
                 }
                 Err(error) => {
                     if failing.insert(port) {
-                        tracing::warn!(%at, service = %route.service, %error, "the routing mesh cannot take a published port on this node; trying again");
+                        tracing::warn!(%at, protocol = port.1.name(), service = %route.service, %error, "the routing mesh cannot take a published port on this node; trying again");
                     }
                 }
             }
@@ -112,6 +105,31 @@ pub async fn run(
             () = tokio::time::sleep(config.retry), if !failing.is_empty() => {}
         }
     }
+}
+
+/// Listens on `at` for `protocol` and carries what comes to `route`.
+async fn listen(
+    at: SocketAddr,
+    protocol: PortProtocol,
+    route: &IngressRoute,
+    proxy: &Arc<Proxy>,
+    table: &watch::Receiver<Arc<EndpointTable>>,
+) -> std::io::Result<Owned> {
+    let serving = match protocol {
+        PortProtocol::Tcp => {
+            let listener = TcpListener::bind(at).await?;
+            tokio::spawn(serve(listener, route.clone(), proxy.clone(), table.clone()))
+        }
+        PortProtocol::Udp => {
+            let socket = UdpSocket::bind(at).await?;
+            let route = DatagramRoute {
+                service: route.service.clone(),
+                target: route.target,
+            };
+            tokio::spawn(crate::datagrams::relay(proxy.clone(), socket, route))
+        }
+    };
+    Ok(Owned(serving))
 }
 
 /// Carries the connections `listener` accepts to `route`.
@@ -157,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn only_tcp_ports_published_in_ingress_mode_are_routed() {
+    fn only_ports_published_in_ingress_mode_are_routed() {
         let mut state = synthetic::cluster(&ClusterShape::new(1, 7));
         let mut web = synthetic::spec("web", 1);
         web.ports = vec![
@@ -173,15 +191,16 @@ mod tests {
             &NodeId::new("n"),
             &BTreeMap::new(),
         );
+        let route = |target| IngressRoute {
+            service: "web".into(),
+            target,
+        };
         assert_eq!(
             routes(&table),
-            BTreeMap::from([(
-                8080,
-                IngressRoute {
-                    service: "web".into(),
-                    target: 80
-                }
-            )])
+            BTreeMap::from([
+                ((5353, PortProtocol::Udp), route(53)),
+                ((8080, PortProtocol::Tcp), route(80)),
+            ])
         );
     }
 }

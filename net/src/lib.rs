@@ -9,12 +9,15 @@
 //!   own resolvers.
 //! - [`proxy`]: carries connections made to a service's address to one of its tasks, on this
 //!   node or, over a mesh stream, on another.
+//! - [`datagrams`]: the proxy's UDP side: sessions, the relays of service addresses' UDP
+//!   ports.
 //! - [`ingress`]: the routing mesh: a port published in ingress mode answers on every node.
 //! - [`metrics`]: the proxy's figures (`shoal_proxy_*`).
-//! - [`redirect`]: the packet filter rule that turns connections to service addresses towards
-//!   the proxy.
+//! - [`redirect`]: the packet filter rules that turn connections and datagrams to service
+//!   addresses towards the proxy.
 
 pub mod addresses;
+pub mod datagrams;
 pub mod dns;
 pub mod endpoints;
 pub mod ingress;

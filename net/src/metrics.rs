@@ -55,7 +55,8 @@ struct PathLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceReason {
     service: String,
-    /// `no_task` (no running task took it) or `limit` (too many open to the service).
+    /// `no_task` (no running task took it), `limit` (too many open to the service) or `queue`
+    /// (a datagram for a UDP session whose task was not keeping up).
     reason: &'static str,
 }
 
@@ -97,12 +98,12 @@ impl ProxyMetrics {
         let m = ProxyMetrics::default();
         registry.register(
             "shoal_proxy_connections",
-            "Connections the service proxy carried, by service and path (local, remote)",
+            "Connections (and UDP sessions) the service proxy carried, by service and path (local, remote)",
             Declared(m.connections.clone()),
         );
         registry.register(
             "shoal_proxy_open_connections",
-            "Connections the service proxy carries now, by service",
+            "Connections (and UDP sessions) the service proxy carries now, by service",
             Declared(m.open.clone()),
         );
         registry.register(
@@ -117,7 +118,7 @@ impl ProxyMetrics {
         );
         registry.register(
             "shoal_proxy_dropped",
-            "Connections the service proxy closed unserved, by service and reason (no_task, limit)",
+            "Connections and UDP sessions the service proxy closed unserved, and datagrams it dropped, by service and reason (no_task, limit, queue)",
             Declared(m.dropped.clone()),
         );
         m
@@ -157,7 +158,8 @@ impl ProxyMetrics {
         }
     }
 
-    /// A connection to `service` was closed unserved, for `reason` (`no_task`, `limit`).
+    /// A connection to `service` was closed unserved, or a datagram dropped, for `reason`
+    /// (`no_task`, `limit`, `queue`).
     pub fn dropped(&self, service: &str, reason: &'static str) {
         self.dropped
             .get_or_create(&ServiceReason {

@@ -35,8 +35,11 @@ use crate::metrics::{Path, ProxyMetrics};
 
 /// Tasks tried for one connection at most.
 pub const CONNECT_ATTEMPTS: usize = 3;
+/// Streams opened to one task's node for one connection at most, when the node drops them
+/// unanswered.
+pub const OPEN_ATTEMPTS: usize = 5;
 /// The bytes of a stream's opening: the task (8) and its port (2).
-const OPENING_BYTES: usize = 10;
+pub(crate) const OPENING_BYTES: usize = 10;
 
 /// The addresses of this node's tasks on its service network.
 pub type LocalAddresses = BTreeMap<TaskId, Ipv4Addr>;
@@ -50,6 +53,9 @@ pub struct ProxyConfig {
     pub buffer_bytes: usize,
     /// How long connecting to a task (or opening a stream to its node) may take.
     pub connect_timeout: Duration,
+    /// How long a UDP session (a client address and a service port) lives without a datagram
+    /// either way.
+    pub session_idle: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -58,6 +64,7 @@ impl Default for ProxyConfig {
             max_connections_per_service: 10_000,
             buffer_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(3),
+            session_idle: Duration::from_secs(60),
         }
     }
 }
@@ -65,7 +72,7 @@ impl Default for ProxyConfig {
 /// How a stream's opening is answered: one byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Opened {
+pub(crate) enum Opened {
     /// Connected to the task: the stream carries the connection from here on.
     Connected = 0,
     /// No such task runs on this node.
@@ -75,7 +82,7 @@ enum Opened {
 }
 
 impl Opened {
-    fn from_byte(byte: u8) -> Option<Opened> {
+    pub(crate) fn from_byte(byte: u8) -> Option<Opened> {
         [Opened::Connected, Opened::NoSuchTask, Opened::Refused]
             .into_iter()
             .find(|o| *o as u8 == byte)
@@ -96,6 +103,14 @@ pub enum ConnectError {
     NoAddress(TaskId),
 }
 
+/// How a stream's opening failed.
+enum OpenFailure {
+    /// The stream ended before it was answered: the other agent dropped it unread.
+    Dropped(std::io::Error),
+    /// The other agent (or the mesh) said no.
+    Answered(ConnectError),
+}
+
 /// The other end of a proxied connection.
 enum Upstream {
     /// A task of this node.
@@ -106,15 +121,15 @@ enum Upstream {
 
 /// One node's service proxy.
 pub struct Proxy {
-    here: NodeId,
-    table: watch::Receiver<Arc<EndpointTable>>,
-    local: watch::Receiver<Arc<LocalAddresses>>,
-    mesh: Mesh,
-    config: ProxyConfig,
-    open_per_task: Mutex<BTreeMap<TaskId, usize>>,
+    pub(crate) here: NodeId,
+    pub(crate) table: watch::Receiver<Arc<EndpointTable>>,
+    pub(crate) local: watch::Receiver<Arc<LocalAddresses>>,
+    pub(crate) mesh: Mesh,
+    pub(crate) config: ProxyConfig,
+    pub(crate) open_per_task: Mutex<BTreeMap<TaskId, usize>>,
     open_per_service: Mutex<BTreeMap<ServiceId, usize>>,
     turn: AtomicUsize,
-    metrics: ProxyMetrics,
+    pub(crate) metrics: ProxyMetrics,
 }
 
 impl Proxy {
@@ -219,7 +234,7 @@ impl Proxy {
     }
 
     /// Least connections among `candidates`, equal ones in turn.
-    fn pick<'a>(&self, candidates: &[&'a Endpoint]) -> Option<&'a Endpoint> {
+    pub(crate) fn pick<'a>(&self, candidates: &[&'a Endpoint]) -> Option<&'a Endpoint> {
         let open = lock(&self.open_per_task);
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         least_connections(
@@ -229,7 +244,9 @@ impl Proxy {
         )
     }
 
-    fn admit(&self, service: ServiceId) -> Option<OpenGuard<'_, ServiceId>> {
+    /// Counts one more connection (or UDP session) to `service` while the guard lives, unless
+    /// the service has as many as it may.
+    pub(crate) fn admit(&self, service: ServiceId) -> Option<OpenGuard<'_, ServiceId>> {
         let open = lock(&self.open_per_service)
             .get(&service)
             .copied()
@@ -255,7 +272,7 @@ impl Proxy {
             let peer: PeerId = endpoint.node.as_str().parse().map_err(|_| {
                 ConnectError::Refused(format!("node {} has no peer id", endpoint.node))
             })?;
-            self.open_remote(peer, endpoint.task, port)
+            self.open_remote(peer, endpoint.task, port, ShoalStream::Proxy)
                 .await
                 .map(Upstream::Remote)
         };
@@ -264,57 +281,81 @@ impl Proxy {
             .map_err(|_| ConnectError::Timeout(limit))?
     }
 
-    async fn open_remote(
+    /// Opens a `kind` stream to `peer` for port `port` of its task `task`, and waits for its
+    /// agent to say that it reached the task. A stream the other agent dropped before it
+    /// answered (its queue of new streams was full for a moment: a burst of connections) is
+    /// opened again, at most [`OPEN_ATTEMPTS`] times, a little later each time.
+    pub(crate) async fn open_remote(
         &self,
         peer: PeerId,
         task: TaskId,
         port: u16,
+        kind: ShoalStream,
     ) -> Result<Stream, ConnectError> {
+        let mut pause = Duration::from_millis(1);
+        let mut attempt = 1;
+        loop {
+            match self.open_remote_once(peer, task, port, kind).await {
+                Err(OpenFailure::Dropped(error)) if attempt < OPEN_ATTEMPTS => {
+                    tracing::trace!(%peer, %task, %error, attempt, "a proxy stream was dropped before it was answered; opening another");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(OpenFailure::Dropped(error)) => {
+                    return Err(ConnectError::Refused(format!(
+                        "node {peer} dropped {OPEN_ATTEMPTS} streams for task {task}: {error}"
+                    )));
+                }
+                Err(OpenFailure::Answered(error)) => return Err(error),
+                Ok(stream) => return Ok(stream),
+            }
+        }
+    }
+
+    async fn open_remote_once(
+        &self,
+        peer: PeerId,
+        task: TaskId,
+        port: u16,
+        kind: ShoalStream,
+    ) -> Result<Stream, OpenFailure> {
         let mut stream = self
             .mesh
-            .open_stream(peer, ShoalStream::Proxy)
+            .open_stream(peer, kind)
             .await
-            .map_err(|e| ConnectError::Refused(e.to_string()))?;
+            .map_err(|e| OpenFailure::Answered(ConnectError::Refused(e.to_string())))?;
         let mut opening = [0u8; OPENING_BYTES];
         opening[..8].copy_from_slice(&task.0.to_be_bytes());
         opening[8..].copy_from_slice(&port.to_be_bytes());
-        let refused = |e: std::io::Error| ConnectError::Refused(e.to_string());
-        stream.write_all(&opening).await.map_err(refused)?;
-        stream.flush().await.map_err(refused)?;
+        stream
+            .write_all(&opening)
+            .await
+            .map_err(OpenFailure::Dropped)?;
+        stream.flush().await.map_err(OpenFailure::Dropped)?;
         let mut answer = [0u8; 1];
-        stream.read_exact(&mut answer).await.map_err(refused)?;
+        stream
+            .read_exact(&mut answer)
+            .await
+            .map_err(OpenFailure::Dropped)?;
         match Opened::from_byte(answer[0]) {
             Some(Opened::Connected) => Ok(stream),
-            Some(Opened::NoSuchTask) => Err(ConnectError::Refused(format!(
+            Some(Opened::NoSuchTask) => Err(OpenFailure::Answered(ConnectError::Refused(format!(
                 "task {task} does not run on node {peer}"
-            ))),
-            _ => Err(ConnectError::Refused(format!(
+            )))),
+            _ => Err(OpenFailure::Answered(ConnectError::Refused(format!(
                 "task {task} on node {peer} refused port {port}"
-            ))),
+            )))),
         }
     }
 
     /// Answers a stream another node's proxy opened: connects to the task it names and carries
     /// the connection.
     async fn answer_stream(self: Arc<Self>, peer: PeerId, mut stream: Stream) {
-        let mut opening = [0u8; OPENING_BYTES];
-        let limit = self.config.connect_timeout;
-        if !matches!(
-            tokio::time::timeout(limit, stream.read_exact(&mut opening)).await,
-            Ok(Ok(()))
-        ) {
-            return;
-        }
-        let task = TaskId(u64::from_be_bytes(
-            opening[..8].try_into().unwrap_or_default(),
-        ));
-        let port = u16::from_be_bytes([opening[8], opening[9]]);
-        let address = self.local.borrow().get(&task).copied();
-        let Some(address) = address else {
-            tracing::debug!(%peer, %task, "a proxy stream for a task that does not run here");
-            let _ = stream.write_all(&[Opened::NoSuchTask as u8]).await;
+        let Some((task, address, port)) = self.read_opening(peer, &mut stream).await else {
             return;
         };
+        let limit = self.config.connect_timeout;
         let connected =
             tokio::time::timeout(limit, TcpStream::connect(SocketAddrV4::new(address, port))).await;
         let Ok(Ok(task_stream)) = connected else {
@@ -327,6 +368,35 @@ impl Proxy {
         }
         let _counted = OpenGuard::new(&self.open_per_task, task);
         let _ = pipe_stream(task_stream, stream, self.config.buffer_bytes).await;
+    }
+
+    /// Reads a stream's opening: the task it is for, that task's address on this node, and
+    /// the port. Answers [`Opened::NoSuchTask`] itself (and gives nothing) when the task does
+    /// not run here.
+    pub(crate) async fn read_opening(
+        &self,
+        peer: PeerId,
+        stream: &mut Stream,
+    ) -> Option<(TaskId, Ipv4Addr, u16)> {
+        let mut opening = [0u8; OPENING_BYTES];
+        let limit = self.config.connect_timeout;
+        if !matches!(
+            tokio::time::timeout(limit, stream.read_exact(&mut opening)).await,
+            Ok(Ok(()))
+        ) {
+            return None;
+        }
+        let task = TaskId(u64::from_be_bytes(
+            opening[..8].try_into().unwrap_or_default(),
+        ));
+        let port = u16::from_be_bytes([opening[8], opening[9]]);
+        let address = self.local.borrow().get(&task).copied();
+        let Some(address) = address else {
+            tracing::debug!(%peer, %task, "a proxy stream for a task that does not run here");
+            let _ = stream.write_all(&[Opened::NoSuchTask as u8]).await;
+            return None;
+        };
+        Some((task, address, port))
     }
 
     /// Carries `client` to `upstream` until both are done: the bytes sent to the task and to the
@@ -391,13 +461,13 @@ fn original_destination(stream: &TcpStream) -> Option<SocketAddrV4> {
 }
 
 /// Counts one open connection under `key` while it lives.
-struct OpenGuard<'a, K: Ord + Copy> {
+pub(crate) struct OpenGuard<'a, K: Ord + Copy> {
     counts: &'a Mutex<BTreeMap<K, usize>>,
     key: K,
 }
 
 impl<'a, K: Ord + Copy> OpenGuard<'a, K> {
-    fn new(counts: &'a Mutex<BTreeMap<K, usize>>, key: K) -> Self {
+    pub(crate) fn new(counts: &'a Mutex<BTreeMap<K, usize>>, key: K) -> Self {
         *lock(counts).entry(key).or_default() += 1;
         OpenGuard { counts, key }
     }
@@ -415,7 +485,7 @@ impl<K: Ord + Copy> Drop for OpenGuard<'_, K> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

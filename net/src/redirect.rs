@@ -1,9 +1,13 @@
-//! The packet filter rules that turn TCP connections to the range of service addresses towards
-//! the proxy: the tasks' (`nat PREROUTING` on the service network's bridge, to the proxy on the
-//! bridge's address) and the node's own programs' (`nat OUTPUT`, to the proxy on loopback).
-//! Installed once (each checked first, so a restarted agent does not add a second) and removed
+//! The packet filter rules that turn connections to the range of service addresses towards
+//! the proxy. TCP: every connection to the range, from the tasks (`nat PREROUTING` on the
+//! service network's bridge, to the proxy on the bridge's address) and from the node's own
+//! programs (`nat OUTPUT`, to the proxy on loopback). UDP: only the ports services declare,
+//! each to a relay socket of its own, through a chain of the agent's own
+//! ([`Redirect::udp_chain`]) that the agent fills as services come and go. Installed once (each
+//! checked first, so a restarted agent does not add a second; the chain is emptied) and removed
 //! when the agent stops.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -12,8 +16,10 @@ use crate::addresses::AddressRange;
 
 /// How long one `iptables` call may take (it waits for the table's lock meanwhile).
 const IPTABLES_LIMIT: Duration = Duration::from_secs(10);
+/// Copies of one rule removed at most.
+const MAX_COPIES: usize = 4;
 
-/// Why the rule could not be installed or removed.
+/// Why a rule could not be installed or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum RedirectError {
     /// `iptables` could not be run.
@@ -32,73 +38,152 @@ pub enum RedirectError {
     },
 }
 
-/// Connections from `bridge` to `range` go to local port `port`.
+/// Connections from `bridge` (and from the node itself) to `range` go to the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
     /// The service network's bridge interface.
     pub bridge: String,
     /// The range of service addresses.
     pub range: AddressRange,
-    /// The proxy's port on the bridge's address.
+    /// The proxy's TCP port on the bridge's address and on loopback.
     pub port: u16,
 }
 
 impl Redirect {
-    /// The rules' chains, matches and targets (after the chain operation): the tasks' and the
-    /// node's own.
-    pub fn rules(&self) -> [Vec<String>; 2] {
-        let (range, port) = (self.range.to_string(), self.port.to_string());
-        let target = ["-p", "tcp", "-j", "REDIRECT", "--to-ports", port.as_str()];
-        let owned = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    /// The chain of the UDP rules, one per service port (`SHOAL-UDP-<bridge>`: at most 25
+    /// characters, as bridge names have at most 15).
+    pub fn udp_chain(&self) -> String {
+        format!("SHOAL-UDP-{}", self.bridge)
+    }
+
+    /// The fixed rules' chains, matches and targets (after the chain operation): the tasks' and
+    /// the node's own TCP connections, then the jumps of their UDP datagrams to
+    /// [`Redirect::udp_chain`].
+    pub fn rules(&self) -> [Vec<String>; 4] {
+        let (range, port, chain) = (
+            self.range.to_string(),
+            self.port.to_string(),
+            self.udp_chain(),
+        );
+        let tcp = ["-p", "tcp", "-j", "REDIRECT", "--to-ports", port.as_str()];
+        let udp = ["-p", "udp", "-j", chain.as_str()];
+        let tasks = ["PREROUTING", "-i", &self.bridge, "-d", &range];
+        let node = ["OUTPUT", "-d", &range];
         [
-            owned(
-                &[
-                    &["PREROUTING", "-i", &self.bridge, "-d", &range],
-                    &target[..],
-                ]
-                .concat(),
-            ),
-            owned(&[&["OUTPUT", "-d", &range], &target[..]].concat()),
+            words(&[&tasks[..], &tcp[..]].concat()),
+            words(&[&node[..], &tcp[..]].concat()),
+            words(&[&tasks[..], &udp[..]].concat()),
+            words(&[&node[..], &udp[..]].concat()),
         ]
     }
 
-    /// Installs the rules that are not there already.
+    /// The rule that turns UDP datagrams to `address`:`port` towards local port `relay`.
+    pub fn udp_rule(&self, address: Ipv4Addr, port: u16, relay: u16) -> Vec<String> {
+        let (address, port, relay) = (format!("{address}/32"), port.to_string(), relay.to_string());
+        let chain = self.udp_chain();
+        words(&[
+            chain.as_str(),
+            "-d",
+            &address,
+            "-p",
+            "udp",
+            "--dport",
+            &port,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &relay,
+        ])
+    }
+
+    /// Every `iptables -t nat` call that takes the rules away, in order (each removal of a
+    /// rule is repeated while it succeeds, at most a few times): for a clean-up that cannot
+    /// wait on the agent.
+    pub fn teardown(&self) -> Vec<Vec<String>> {
+        let chain = self.udp_chain();
+        let mut calls: Vec<Vec<String>> = self
+            .rules()
+            .into_iter()
+            .map(|rule| [vec!["-D".to_owned()], rule].concat())
+            .collect();
+        calls.push(words(&["-F", &chain]));
+        calls.push(words(&["-X", &chain]));
+        calls
+    }
+
+    /// Makes the UDP chain (emptied, when a previous agent left it), then installs the fixed
+    /// rules that are not there already.
     pub async fn install(&self) -> Result<(), RedirectError> {
+        let chain = self.udp_chain();
+        if iptables(&["-N", &chain]).await.is_err() {
+            iptables(&["-F", &chain]).await?;
+        }
         for rule in self.rules() {
             if !present(&rule).await? {
-                iptables("-I", &rule).await?;
+                iptables(&[&["-I".to_owned()][..], &rule[..]].concat()).await?;
             }
         }
         Ok(())
     }
 
-    /// Removes the rules (every copy of them, at most a few).
+    /// Removes the fixed rules (every copy of them, at most a few), then the UDP chain with
+    /// what it holds.
     pub async fn remove(&self) -> Result<(), RedirectError> {
         for rule in self.rules() {
-            for _ in 0..4 {
+            for _ in 0..MAX_COPIES {
                 if !present(&rule).await? {
                     break;
                 }
-                iptables("-D", &rule).await?;
+                iptables(&[&["-D".to_owned()][..], &rule[..]].concat()).await?;
             }
         }
-        Ok(())
+        let chain = self.udp_chain();
+        iptables(&["-F", &chain]).await?;
+        iptables(&["-X", &chain]).await
+    }
+
+    /// Adds the UDP rule of `address`:`port` (see [`Redirect::udp_rule`]).
+    pub async fn add_udp(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        relay: u16,
+    ) -> Result<(), RedirectError> {
+        let rule = self.udp_rule(address, port, relay);
+        iptables(&[&["-A".to_owned()][..], &rule[..]].concat()).await
+    }
+
+    /// Removes the UDP rule of `address`:`port`.
+    pub async fn remove_udp(
+        &self,
+        address: Ipv4Addr,
+        port: u16,
+        relay: u16,
+    ) -> Result<(), RedirectError> {
+        let rule = self.udp_rule(address, port, relay);
+        iptables(&[&["-D".to_owned()][..], &rule[..]].concat()).await
     }
 }
 
+fn words<S: AsRef<str>>(words: &[S]) -> Vec<String> {
+    words.iter().map(|w| w.as_ref().to_owned()).collect()
+}
+
 async fn present(rule: &[String]) -> Result<bool, RedirectError> {
-    match iptables("-C", rule).await {
+    match iptables(&[&["-C".to_owned()][..], rule].concat()).await {
         Ok(()) => Ok(true),
         Err(RedirectError::Refused { .. }) => Ok(false),
         Err(other) => Err(other),
     }
 }
 
-async fn iptables(operation: &str, rule: &[String]) -> Result<(), RedirectError> {
+/// Runs `iptables -t nat` with `args` (the operation first).
+async fn iptables<S: AsRef<str>>(args: &[S]) -> Result<(), RedirectError> {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let mut command = Command::new("iptables");
     command
-        .args(["-w", "5", "-t", "nat", operation])
-        .args(rule)
+        .args(["-w", "5", "-t", "nat"])
+        .args(&args)
         .kill_on_drop(true);
     let output = tokio::time::timeout(IPTABLES_LIMIT, command.output())
         .await
@@ -108,7 +193,7 @@ async fn iptables(operation: &str, rule: &[String]) -> Result<(), RedirectError>
         return Ok(());
     }
     Err(RedirectError::Refused {
-        args: format!("-t nat {operation} {}", rule.join(" ")),
+        args: format!("-t nat {}", args.join(" ")),
         stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
     })
 }
@@ -124,7 +209,7 @@ mod tests {
             range: AddressRange::default(),
             port: 7948,
         };
-        let [tasks, node] = redirect.rules();
+        let [tasks, node, tasks_udp, node_udp] = redirect.rules();
         assert_eq!(
             tasks.join(" "),
             "PREROUTING -i shoal0 -d 10.254.0.0/16 -p tcp -j REDIRECT --to-ports 7948"
@@ -133,5 +218,23 @@ mod tests {
             node.join(" "),
             "OUTPUT -d 10.254.0.0/16 -p tcp -j REDIRECT --to-ports 7948"
         );
+        assert_eq!(
+            tasks_udp.join(" "),
+            "PREROUTING -i shoal0 -d 10.254.0.0/16 -p udp -j SHOAL-UDP-shoal0"
+        );
+        assert_eq!(
+            node_udp.join(" "),
+            "OUTPUT -d 10.254.0.0/16 -p udp -j SHOAL-UDP-shoal0"
+        );
+        assert_eq!(
+            redirect
+                .udp_rule(Ipv4Addr::new(10, 254, 0, 3), 53, 40001)
+                .join(" "),
+            "SHOAL-UDP-shoal0 -d 10.254.0.3/32 -p udp --dport 53 -j REDIRECT --to-ports 40001"
+        );
+        let teardown = redirect.teardown();
+        assert_eq!(teardown.len(), 6);
+        assert_eq!(teardown[4].join(" "), "-F SHOAL-UDP-shoal0");
+        assert_eq!(teardown[5].join(" "), "-X SHOAL-UDP-shoal0");
     }
 }

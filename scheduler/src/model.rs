@@ -786,10 +786,24 @@ impl Node {
     }
 }
 
+/// Whether a task in observed state `state`, wanted `desired`, takes new connections (see
+/// [`Task::takes_connections`]).
+pub fn takes_connections(state: TaskState, desired: DesiredState) -> bool {
+    state == TaskState::Running && desired == DesiredState::Running
+}
+
 impl Task {
     /// Whether the orchestrator still wants this task (desired Ready or Running).
     pub fn is_live(&self) -> bool {
         self.desired != DesiredState::Shutdown
+    }
+
+    /// Whether the task takes new connections of its service (it is one of the service's
+    /// endpoints): it runs (healthy, where it has a health check: a task only reports running
+    /// once healthy) and is still wanted running. A task told to stop stops taking them before
+    /// its container is stopped.
+    pub fn takes_connections(&self) -> bool {
+        takes_connections(self.status.state, self.desired)
     }
 
     /// Whether the task holds its node's resources: assigned to a node and not yet ended.

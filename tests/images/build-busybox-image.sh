@@ -3,8 +3,10 @@
 #
 # A static busybox (Debian's busybox-static: an installed /bin/busybox if it is static, otherwise
 # the package fetched with `apt-get download`) is laid into a rootfs with one symlink per applet,
-# then imported with `docker import`. Idempotent: nothing happens when the image already exists,
-# unless --force is given. Concurrent runs are serialised by a lock file.
+# beside /bin/udp-echo (udp-echo.rs, built statically with rustc: busybox has no UDP server or
+# client), then imported with `docker import`. Idempotent: nothing happens when the image of
+# this version already exists, unless --force is given. Concurrent runs are serialised by a
+# lock file.
 #
 # Usage: build-busybox-image.sh [--force] [--image NAME:TAG]
 set -euo pipefail
@@ -23,7 +25,12 @@ done
 
 log() { echo "build-busybox-image: $*" >&2; }
 
-image_exists() { docker image inspect "$IMAGE" >/dev/null 2>&1; }
+# Bumped whenever the image's contents change; an image of another version is rebuilt.
+VERSION="shoal test busybox v2 (udp-echo)"
+
+image_exists() {
+    [ "$(docker image inspect --format '{{.Comment}}' "$IMAGE" 2>/dev/null)" = "$VERSION" ]
+}
 
 if ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
     log "no Docker engine answers (is dockerd running?)"
@@ -83,6 +90,9 @@ mkdir -p "$ROOT"/{bin,etc,root,tmp,proc,sys,dev,var/www,var/run}
 chmod 1777 "$ROOT/tmp"
 cp "$BUSYBOX" "$ROOT/bin/busybox"
 chmod 0755 "$ROOT/bin/busybox"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+rustc -O -C target-feature=+crt-static --edition 2021 "$HERE/udp-echo.rs" -o "$ROOT/bin/udp-echo"
+is_static "$ROOT/bin/udp-echo" || { log "udp-echo did not link statically"; exit 1; }
 
 # One relative symlink per applet, all in /bin (PATH=/bin in the image).
 count=0
@@ -107,8 +117,8 @@ tar --numeric-owner --owner=0 --group=0 -C "$ROOT" -c . \
     | docker import \
         --change 'CMD ["/bin/sh"]' \
         --change 'ENV PATH=/bin' \
-        --message "shoal test busybox ($count applets)" \
+        --message "$VERSION" \
         - "$IMAGE" >/dev/null
 
 image_exists || { log "docker import did not create $IMAGE"; exit 1; }
-log "built $IMAGE with $count applets"
+log "built $IMAGE with $count applets and udp-echo"

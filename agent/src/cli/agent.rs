@@ -98,6 +98,15 @@ pub struct AgentArgs {
     /// addresses are turned towards it).
     #[arg(long, env = "SHOAL_PROXY_PORT", default_value_t = crate::daemon::DEFAULT_PROXY_PORT)]
     pub proxy_port: u16,
+    /// The address on which every port a service publishes in ingress mode answers (the
+    /// routing mesh), TCP and UDP: all of this node's by default.
+    #[arg(
+        long,
+        env = "SHOAL_PUBLISH_ADDRESS",
+        default_value = "0.0.0.0",
+        value_name = "IP"
+    )]
+    pub publish_address: std::net::IpAddr,
     /// The effective settings, rendered when `--print-config` is given (not a flag).
     #[arg(skip)]
     pub effective_config: Option<String>,
@@ -220,6 +229,7 @@ impl AgentArgs {
             range,
             proxy_port: self.proxy_port,
             dns_port: 53,
+            publish_address: self.publish_address,
         }))
     }
 }

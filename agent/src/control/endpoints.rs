@@ -29,7 +29,7 @@ impl EndpointsView {
             tasks: state
                 .tasks
                 .values()
-                .filter(|t| shoal_net::endpoints::takes_connections(t))
+                .filter(|t| t.takes_connections())
                 .cloned()
                 .collect(),
         }

@@ -65,9 +65,10 @@ pub fn parse_type(text: &str) -> Result<EventType, String> {
         "service" => Ok(EventType::Service),
         "node" => Ok(EventType::Node),
         "task" => Ok(EventType::Task),
+        "endpoint" => Ok(EventType::Endpoint),
         "cluster" => Ok(EventType::Cluster),
         other => Err(format!(
-            "unknown event type {other:?}: use service, node, task or cluster"
+            "unknown event type {other:?}: use service, node, task, endpoint or cluster"
         )),
     }
 }
@@ -177,6 +178,9 @@ mod tests {
         };
         assert!(!later.matches(&task));
         let err = EventFilter::of(&query("container", "")).expect_err("unknown type");
-        assert!(err.contains("use service, node, task or cluster"), "{err}");
+        assert!(
+            err.contains("use service, node, task, endpoint or cluster"),
+            "{err}"
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! The service network's wiring (the parts live in `shoal-net`): the endpoint table, rebuilt
 //! from the applied state and this node's task addresses whenever either moves; the resolver
 //! and the proxy on the network's gateway; the routing mesh's listeners on the published
-//! ports; the packet filter rule that turns the tasks' connections to service addresses
-//! towards the proxy.
+//! ports (TCP and UDP); the relays of the services' UDP ports; the packet filter rules that
+//! turn the tasks' connections and datagrams to service addresses towards the proxy.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,9 @@ pub struct ServiceNetworkConfig {
     pub proxy_port: u16,
     /// The resolver's port on the network's gateway.
     pub dns_port: u16,
+    /// The address the routing mesh listens on for published ports (all of the node's by
+    /// default).
+    pub publish_address: IpAddr,
 }
 
 impl ServiceNetworkConfig {
@@ -60,6 +63,7 @@ impl ServiceNetworkConfig {
             range: AddressRange::default(),
             proxy_port: DEFAULT_PROXY_PORT,
             dns_port: 53,
+            publish_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 }
@@ -79,7 +83,7 @@ pub(super) struct Parts {
 }
 
 /// Starts the table, resolver and proxy as tasks of `tasks`, and installs the packet filter
-/// rule, which it returns (the agent removes it when it stops).
+/// rules, which it returns (the agent removes them when it stops).
 pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Result<Redirect> {
     let Parts {
         config,
@@ -116,6 +120,7 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
     };
     redirect.install().await?;
     let incoming = mesh.accept_streams(ShoalStream::Proxy)?;
+    let incoming_datagrams = mesh.accept_streams(ShoalStream::ProxyDatagrams)?;
 
     let (local_tx, local_rx) = watch::channel(Arc::new(LocalAddresses::new()));
     let (table_tx, table_rx) = watch::channel(Arc::new(EndpointTable::default()));
@@ -155,10 +160,20 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
     tasks.spawn(proxy.clone().serve(loopback));
     tasks.spawn(shoal_net::ingress::run(
         proxy.clone(),
-        table_rx,
-        IngressConfig::default(),
+        table_rx.clone(),
+        IngressConfig {
+            bind: config.publish_address,
+            ..IngressConfig::default()
+        },
     ));
-    tasks.spawn(proxy.serve_streams(incoming));
+    tasks.spawn(shoal_net::datagrams::run_service_relays(
+        proxy.clone(),
+        table_rx,
+        redirect.clone(),
+        network.gateway,
+    ));
+    tasks.spawn(proxy.clone().serve_streams(incoming));
+    tasks.spawn(proxy.serve_datagram_streams(incoming_datagrams));
     network.set_serving();
     tracing::info!(
         network = %network.name,

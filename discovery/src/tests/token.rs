@@ -48,3 +48,65 @@ async fn only_the_same_token_connects() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The service proxy's streams are as closed as the rest of the mesh: an agent with the same
+/// token opens one and its bytes arrive; an agent with another token, or none, that knows the
+/// address and the peer id cannot open one, for either kind of proxy stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_same_token_opens_a_proxy_stream() -> anyhow::Result<()> {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+
+    use crate::ShoalStream;
+
+    let token = |t: &'static str| move |c: &mut crate::MeshConfig| c.token = Some(t.to_owned());
+    let server = agent(&[], token("alpha")).await?;
+    let server_addr = addr(&server).await?;
+    let server_id = server.mesh.local_peer_id();
+    let mut incoming = server.mesh.accept_streams(ShoalStream::Proxy)?;
+    let _datagrams = server.mesh.accept_streams(ShoalStream::ProxyDatagrams)?;
+    let echo = tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            let mut byte = [0u8; 1];
+            if stream.read_exact(&mut byte).await.is_ok() {
+                let _ = stream.write_all(&byte).await;
+                let _ = stream.flush().await;
+            }
+        }
+    });
+
+    let same = agent(std::slice::from_ref(&server_addr), token("alpha")).await?;
+    let other = agent(std::slice::from_ref(&server_addr), token("beta")).await?;
+    let open = agent(std::slice::from_ref(&server_addr), |_| {}).await?;
+    let mut answered = None;
+    for _ in 0..50 {
+        if let Ok(mut stream) = same.mesh.open_stream(server_id, ShoalStream::Proxy).await {
+            stream.write_all(&[42]).await?;
+            stream.flush().await?;
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await?;
+            answered = Some(byte[0]);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answered, Some(42), "the same token opens a proxy stream");
+
+    for (name, stranger) in [("other token", &other), ("no token", &open)] {
+        for kind in [ShoalStream::Proxy, ShoalStream::ProxyDatagrams] {
+            let opened = tokio::time::timeout(
+                Duration::from_secs(10),
+                stranger.mesh.open_stream(server_id, kind),
+            )
+            .await;
+            assert!(
+                !matches!(opened, Ok(Ok(_))),
+                "{name} opened a {kind} stream"
+            );
+        }
+    }
+    echo.abort();
+    for x in [server, same, other, open] {
+        x.mesh.shutdown().await?;
+    }
+    Ok(())
+}

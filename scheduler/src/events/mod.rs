@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, Outcome};
 use crate::model::{
     Availability, ClusterState, DesiredState, NodeId, NodeRole, NodeState, ServiceId, TaskId,
-    TaskState, Timestamp, UpdateState,
+    TaskState, Timestamp, UpdateState, takes_connections,
 };
 
-/// What an event is about, for filters (`type=service|node|task|cluster`).
+/// What an event is about, for filters (`type=service|node|task|endpoint|cluster`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -24,6 +24,8 @@ pub enum EventType {
     Node,
     /// A task's creation and state changes.
     Task,
+    /// A task that started or stopped taking its service's connections.
+    Endpoint,
     /// The cluster itself: its creation, settings and leader.
     Cluster,
 }
@@ -35,6 +37,7 @@ impl EventType {
             EventType::Service => "service",
             EventType::Node => "node",
             EventType::Task => "task",
+            EventType::Endpoint => "endpoint",
             EventType::Cluster => "cluster",
         }
     }
@@ -172,6 +175,25 @@ pub enum EventKind {
         /// The status message (an error, why it is pending), or empty.
         message: String,
     },
+    /// A task started taking its service's connections: it runs (healthy, where it has a
+    /// health check) and is wanted running. The service network's proxies send it new ones.
+    EndpointAdded {
+        /// The task.
+        id: TaskId,
+        /// Its service's name.
+        service: String,
+        /// Its node.
+        node: Option<NodeId>,
+    },
+    /// A task stopped taking its service's connections: it is being stopped, or it stopped.
+    EndpointRemoved {
+        /// The task.
+        id: TaskId,
+        /// Its service's name.
+        service: String,
+        /// Its node.
+        node: Option<NodeId>,
+    },
 }
 
 impl EventKind {
@@ -192,6 +214,9 @@ impl EventKind {
             | EventKind::NodeLabels { .. }
             | EventKind::NodeRemoved { .. } => EventType::Node,
             EventKind::TaskCreated { .. } | EventKind::TaskState { .. } => EventType::Task,
+            EventKind::EndpointAdded { .. } | EventKind::EndpointRemoved { .. } => {
+                EventType::Endpoint
+            }
         }
     }
 
@@ -212,9 +237,10 @@ impl EventKind {
             | EventKind::NodeRole { hostname, .. }
             | EventKind::NodeLabels { hostname, .. }
             | EventKind::NodeRemoved { hostname, .. } => hostname,
-            EventKind::TaskCreated { service, .. } | EventKind::TaskState { service, .. } => {
-                service
-            }
+            EventKind::TaskCreated { service, .. }
+            | EventKind::TaskState { service, .. }
+            | EventKind::EndpointAdded { service, .. }
+            | EventKind::EndpointRemoved { service, .. } => service,
         }
     }
 
@@ -234,7 +260,10 @@ impl EventKind {
             | EventKind::NodeRole { id, .. }
             | EventKind::NodeLabels { id, .. }
             | EventKind::NodeRemoved { id, .. } => id.to_string(),
-            EventKind::TaskCreated { id, .. } | EventKind::TaskState { id, .. } => id.to_string(),
+            EventKind::TaskCreated { id, .. }
+            | EventKind::TaskState { id, .. }
+            | EventKind::EndpointAdded { id, .. }
+            | EventKind::EndpointRemoved { id, .. } => id.to_string(),
         }
     }
 }
@@ -307,9 +336,16 @@ impl Probe {
             | Command::RotateJoinToken { .. }
             | Command::UpdateClusterSettings { .. }
             | Command::Decline { .. } => {}
-            Command::UpdateService { id, .. }
-            | Command::RollbackService { id, .. }
-            | Command::RemoveService { id, .. } => probe.note_service(state, *id),
+            Command::UpdateService { id, .. } | Command::RollbackService { id, .. } => {
+                probe.note_service(state, *id)
+            }
+            Command::RemoveService { id, .. } => {
+                // Its tasks are all told to stop in the same apply (which reads every task).
+                probe.note_service(state, *id);
+                for task in state.tasks.values().filter(|t| t.service == *id) {
+                    probe.note_task(state, task.id);
+                }
+            }
             Command::UpsertNode { node } => probe.note_node(state, &node.id),
             Command::UpdateNode { id, .. } | Command::RemoveNode { id, .. } => {
                 probe.note_node(state, id)
@@ -402,7 +438,7 @@ impl Probe {
             node_changes(state, id, before.as_ref(), &mut kinds);
         }
         for (id, before) in &self.tasks {
-            task_changes(state, *id, before.as_ref(), &mut kinds);
+            task_changes(state, *id, before.as_ref(), &self.services, &mut kinds);
         }
         let time = command_time(cmd).unwrap_or(applied_at);
         kinds
@@ -584,10 +620,13 @@ fn task_created(state: &ClusterState, id: TaskId) -> Option<EventKind> {
     })
 }
 
+/// The events of task `id`'s changes: its state, then its being an endpoint or not. A task
+/// whose service this command removed is named by the service's name as it was (`noted`).
 fn task_changes(
     state: &ClusterState,
     id: TaskId,
     before: Option<&TaskSeen>,
+    noted: &[(ServiceId, Option<ServiceSeen>)],
     out: &mut Vec<EventKind>,
 ) {
     let (Some(before), Some(task)) = (before, state.tasks.get(&id)) else {
@@ -601,9 +640,20 @@ fn task_changes(
     if now == *before {
         return;
     }
+    let service = state.services.get(&task.service).map_or_else(
+        || {
+            noted
+                .iter()
+                .find(|(s, _)| *s == task.service)
+                .and_then(|(_, seen)| seen.as_ref())
+                .map(|seen| seen.name.clone())
+                .unwrap_or_default()
+        },
+        |s| s.spec.name.clone(),
+    );
     out.push(EventKind::TaskState {
         id,
-        service: service_name(state, task.service),
+        service: service.clone(),
         slot: task.slot,
         node: task.node.clone(),
         from: before.state,
@@ -611,6 +661,15 @@ fn task_changes(
         desired: now.desired,
         message: task.status.message.clone(),
     });
+    let was_endpoint = takes_connections(before.state, before.desired);
+    if was_endpoint != task.takes_connections() {
+        let (node, id) = (task.node.clone(), id);
+        out.push(if was_endpoint {
+            EventKind::EndpointRemoved { id, service, node }
+        } else {
+            EventKind::EndpointAdded { id, service, node }
+        });
+    }
 }
 
 #[cfg(test)]

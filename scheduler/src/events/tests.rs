@@ -98,7 +98,7 @@ fn a_plan_names_its_new_tasks_and_reports_name_state_changes() {
         reports: vec![(task, status_at(TaskState::Running, Timestamp(40)))],
     };
     let events = apply(&mut state, &report, 4);
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0].time, Timestamp(40));
     match &events[0].kind {
         EventKind::TaskState { id, from, to, .. } => {
@@ -109,6 +109,14 @@ fn a_plan_names_its_new_tasks_and_reports_name_state_changes() {
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(
+        events[1].kind,
+        EventKind::EndpointAdded {
+            id: task,
+            service: "api".into(),
+            node: Some(node.clone()),
+        }
+    );
     // The same report again changes nothing: no event.
     assert!(apply(&mut state, &report, 5).is_empty());
     // A report from another node about this task is ignored: no event.
@@ -243,7 +251,7 @@ fn a_batch_that_reports_one_task_twice_names_one_change() {
         ],
     };
     let events = apply(&mut state, &report, 9);
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
     assert!(matches!(
         events[0].kind,
         EventKind::TaskState {
@@ -252,4 +260,68 @@ fn a_batch_that_reports_one_task_twice_names_one_change() {
             ..
         }
     ));
+    assert!(matches!(events[1].kind, EventKind::EndpointAdded { .. }));
+}
+
+#[test]
+fn a_task_leaves_its_services_endpoints_when_told_to_stop_or_when_it_fails() {
+    let mut state = cluster(2);
+    create(&mut state, spec("api", 2));
+    let plan = crate::reconcile(&state, Timestamp(5));
+    apply(
+        &mut state,
+        &Command::ApplyPlan {
+            plan,
+            at: Timestamp(5),
+        },
+        3,
+    );
+    let tasks: Vec<(TaskId, NodeId)> = state
+        .tasks
+        .values()
+        .map(|t| (t.id, t.node.clone().expect("placed")))
+        .collect();
+    for (index, (task, node)) in tasks.iter().enumerate() {
+        let running = Command::ReportTaskStatus {
+            node: node.clone(),
+            reports: vec![(*task, status_at(TaskState::Running, Timestamp(40)))],
+        };
+        apply(&mut state, &running, 4 + index as u64);
+    }
+    let endpoint = |events: &[Event]| -> Vec<(bool, TaskId, String)> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::EndpointAdded { id, service, .. } => Some((true, *id, service.clone())),
+                EventKind::EndpointRemoved { id, service, .. } => {
+                    Some((false, *id, service.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // One fails: it is no longer an endpoint.
+    let (failed, node) = tasks[0].clone();
+    let failure = Command::ReportTaskStatus {
+        node,
+        reports: vec![(failed, status_at(TaskState::Failed, Timestamp(50)))],
+    };
+    let events = apply(&mut state, &failure, 10);
+    assert_eq!(endpoint(&events), [(false, failed, "api".to_owned())]);
+    assert_eq!(events[1].kind.event_type(), EventType::Endpoint);
+    // The service is removed: its running task is told to stop and leaves, named by the
+    // service's name as it was.
+    let remove = Command::RemoveService {
+        id: ServiceId(0),
+        at: Timestamp(60),
+    };
+    let events = apply(&mut state, &remove, 11);
+    assert_eq!(endpoint(&events), [(false, tasks[1].0, "api".to_owned())]);
+    assert!(
+        kinds(&events).contains(&&EventKind::ServiceRemoved {
+            id: ServiceId(0),
+            name: "api".into()
+        }),
+        "{events:?}"
+    );
 }

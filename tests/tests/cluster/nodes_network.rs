@@ -3,7 +3,8 @@
 //! reaches, by the service's name, a service whose only task runs on another node (the proxy
 //! carries the connection over a mesh stream to that node's agent); the port the service
 //! publishes answers on a node that runs none of its tasks (the routing mesh); when that task
-//! is killed, the connections go to its replacement.
+//! is killed, the connections go to its replacement. The same over UDP: a task's datagrams to a
+//! service on another node, and a published UDP port on a node that runs none of its tasks.
 
 use std::time::Duration;
 
@@ -16,6 +17,13 @@ use shoal_tests::*;
 const FETCH: &str = r#"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"#;
 /// The port `web` publishes (the routing mesh answers it on every node).
 const PUBLISHED: u16 = 8080;
+/// The UDP port `echo` serves, and the one it publishes.
+const ECHO_PORT: u16 = 9053;
+const ECHO_PUBLISHED: u16 = 8053;
+/// One datagram to `echo` by name from a task: its address from the node's resolver, then
+/// `udp-echo` (the test image's UDP tool; it cannot resolve names itself).
+const ECHO: &str =
+    "udp-echo send \"$(nslookup echo | awk '/^Address/ {a=$2} END {print a}'):9053\" ping";
 
 /// The page `node`'s published port answers, asked from this process over the test's network.
 fn fetch_published(cluster: &NodeCluster, node: &str) -> Result<String, String> {
@@ -62,11 +70,16 @@ fn container(cluster: &NodeCluster, node: &str, service: &str) -> Result<String,
 
 /// The page `web` answered to the client task on `node`.
 fn fetch(cluster: &NodeCluster, node: &str) -> Result<String, String> {
+    from_client(cluster, node, FETCH)
+}
+
+/// The last line `script` printed in the client task on `node`, when it succeeded.
+fn from_client(cluster: &NodeCluster, node: &str, script: &str) -> Result<String, String> {
     let client = container(cluster, node, "client")?;
     let output = cluster.exec_within(
         node,
         Duration::from_secs(10),
-        &["docker", "exec", &client, "sh", "-c", FETCH],
+        &["docker", "exec", &client, "sh", "-c", script],
     );
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     match text.lines().last().map(str::trim) {
@@ -81,9 +94,12 @@ fn fetch(cluster: &NodeCluster, node: &str) -> Result<String, String> {
 fn create(cluster: &NodeCluster, through: &str, name: &str, on: &str, script: &str) {
     let constraint = format!("node.hostname=={on}");
     let publish = format!("{PUBLISHED}:80");
+    let echo_publish = format!("{ECHO_PUBLISHED}:{ECHO_PORT}/udp");
     let mut args = vec!["service", "create", "--name", name];
-    if name == "web" {
-        args.extend(["--publish", publish.as_str()]);
+    match name {
+        "web" => args.extend(["--publish", publish.as_str()]),
+        "echo" => args.extend(["--publish", echo_publish.as_str()]),
+        _ => {}
     }
     let created = cluster.shoal(
         through,
@@ -165,4 +181,50 @@ async fn a_worker_task_reaches_a_service_whose_only_task_runs_on_another_node() 
         .await;
     let second = container(&cluster, &server, "web").expect("the replacement runs");
     assert_eq!(replaced, second[..12]);
+
+    // UDP: the worker's task reaches `echo` on the other node by name (a datagram session over
+    // a mesh stream), and its published UDP port answers on the worker.
+    create(
+        &cluster,
+        &nodes[0],
+        "echo",
+        &server,
+        &format!("exec udp-echo serve {ECHO_PORT}"),
+    );
+    let answer = cluster
+        .until(
+            "the worker's task reaches echo on another node over UDP",
+            Duration::from_secs(60),
+            |c| from_client(c, &worker, ECHO),
+        )
+        .await;
+    let echo = container(&cluster, &server, "echo").expect("echo runs on its node");
+    assert_eq!(answer, format!("{}:ping", &echo[..12]));
+    let answer = cluster
+        .until(
+            "echo's published UDP port answers on the worker",
+            Duration::from_secs(30),
+            |c| udp_exchange(c, &worker),
+        )
+        .await;
+    assert_eq!(answer, format!("{}:mesh", &echo[..12]));
+    eprintln!(
+        "network: UDP from worker {worker} reached echo on {server}, by name and by its published port"
+    );
+}
+
+/// The answer to one datagram sent from this process to `echo`'s published port on `node`.
+fn udp_exchange(cluster: &NodeCluster, node: &str) -> Result<String, String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    let to = format!("{}:{ECHO_PUBLISHED}", cluster.ip(node));
+    socket.connect(&to).map_err(|e| format!("{to}: {e}"))?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    socket.send(b"mesh").map_err(|e| e.to_string())?;
+    let mut buffer = [0u8; 2048];
+    let length = socket
+        .recv(&mut buffer)
+        .map_err(|e| format!("no answer from {to}: {e}"))?;
+    Ok(String::from_utf8_lossy(&buffer[..length]).into_owned())
 }

@@ -1,6 +1,7 @@
 //! One agent on the real engine with its service network: tasks join the agent's network, find
 //! services by name through the agent's resolver, and reach them through the agent's proxy,
-//! balanced over the running tasks; a task that stopped gets no more connections.
+//! balanced over the running tasks, over TCP and UDP; a task that stopped gets no more
+//! connections.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -19,6 +20,9 @@ const BRIDGE: &str = "shoaltest0";
 const PROXY_PORT: u16 = 17948;
 /// The port `web` publishes.
 const PUBLISHED: u16 = 18080;
+/// The UDP port `echo` publishes, and the one its tasks serve.
+const ECHO_PUBLISHED: u16 = 18053;
+const ECHO_PORT: u16 = 9053;
 
 fn web_ports() -> Vec<PortSpec> {
     vec![PortSpec {
@@ -101,13 +105,13 @@ impl Drop for NetworkGuard {
             range: shoal_net::AddressRange::default(),
             port: PROXY_PORT,
         };
-        for rule in redirect.rules() {
+        for call in redirect.teardown() {
             for _ in 0..4 {
-                let removed = Command::new("timeout")
-                    .args(["10", "iptables", "-w", "5", "-t", "nat", "-D"])
-                    .args(&rule)
+                let done = Command::new("timeout")
+                    .args(["10", "iptables", "-w", "5", "-t", "nat"])
+                    .args(&call)
                     .output();
-                if !removed.is_ok_and(|o| o.status.success()) {
+                if !done.is_ok_and(|o| o.status.success()) || call[0] != "-D" {
                     break;
                 }
             }
@@ -145,6 +149,17 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         .post(api::SERVICES, &CreateServiceRequest { spec: web })
         .await
         .expect("web created");
+    let mut echo = spec("echo", 2, &format!("exec udp-echo serve {ECHO_PORT}"));
+    echo.ports = vec![PortSpec {
+        target: ECHO_PORT,
+        published: ECHO_PUBLISHED,
+        protocol: PortProtocol::Udp,
+        host_mode: false,
+    }];
+    let echo: CreateServiceResponse = client
+        .post(api::SERVICES, &CreateServiceRequest { spec: echo })
+        .await
+        .expect("echo created");
     let caller: CreateServiceResponse = client
         .post(
             api::SERVICES,
@@ -246,6 +261,36 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         "bytes counted"
     );
 
+    // UDP: each client socket is a session with one of `echo`'s tasks, through the service's
+    // name (a task's datagrams), its address (the node's own) and its published port.
+    wait_running(&client, "echo", 2, CONVERGE).await;
+    let echo_vip = looked_up(&exec(&caller, &["nslookup", "echo"]).expect("nslookup echo"))
+        .pop_first()
+        .expect("echo has an address");
+    let echoed_by = udp_answers(&caller, &format!("{echo_vip}:{ECHO_PORT}"), 8);
+    let echo_tasks: BTreeSet<String> = running_containers(&node, &echo.id.to_string())
+        .iter()
+        .map(|id| id.chars().take(12).collect())
+        .collect();
+    assert_eq!(
+        echoed_by, echo_tasks,
+        "sessions through the name reach both tasks"
+    );
+    let from_node = udp_exchange(format!("{echo_vip}:{ECHO_PORT}"), "node").await;
+    assert!(
+        from_node
+            .as_deref()
+            .is_some_and(|a| a.ends_with(":node") && echo_tasks.contains(&a[..12])),
+        "the node reaches the service address over UDP: {from_node:?}"
+    );
+    let published_echo = udp_exchange(format!("127.0.0.1:{ECHO_PUBLISHED}"), "mesh").await;
+    assert!(
+        published_echo
+            .as_deref()
+            .is_some_and(|a| a.ends_with(":mesh") && echo_tasks.contains(&a[..12])),
+        "the published UDP port answers: {published_echo:?}"
+    );
+
     // Scaled to one: the stopped task gets no more connections.
     let _: ServiceId = client
         .post(&api::service_scale("web"), &ScaleRequest { replicas: 1 })
@@ -263,9 +308,59 @@ async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
         pages.iter().all(|page| left.contains(page)),
         "only the running task answers: {pages:?}, running {left:?}"
     );
+    let _: ServiceId = client
+        .post(&api::service_scale("echo"), &ScaleRequest { replicas: 1 })
+        .await
+        .expect("scaled");
+    wait_running(&client, "echo", 1, CONVERGE).await;
+    let echo_left: BTreeSet<String> = running_containers(&node, &echo.id.to_string())
+        .iter()
+        .map(|id| id.chars().take(12).collect())
+        .collect();
+    assert_eq!(
+        udp_answers(&caller, &format!("{echo_vip}:{ECHO_PORT}"), 6),
+        echo_left,
+        "only the running task answers datagrams"
+    );
 
     agent.shutdown().await;
     drop(guard);
+}
+
+/// The tasks (by hostname) that answered `count` UDP sessions from `client` to `to`, each
+/// session a socket of its own sending two datagrams.
+fn udp_answers(client: &str, to: &str, count: usize) -> BTreeSet<String> {
+    let mut tasks = BTreeSet::new();
+    for _ in 0..count {
+        let answers = exec(client, &["udp-echo", "send", to, "ping", "2"]).unwrap_or_default();
+        let in_session: BTreeSet<&str> = answers
+            .lines()
+            .filter_map(|line| line.strip_suffix(":ping"))
+            .collect();
+        assert!(
+            in_session.len() <= 1,
+            "one session, one task: {in_session:?}"
+        );
+        tasks.extend(in_session.into_iter().map(str::to_owned));
+    }
+    tasks
+}
+
+/// One datagram from this process to `to` and its answer, within a few seconds (resent while
+/// the relay may still be starting).
+async fn udp_exchange(to: String, message: &str) -> Option<String> {
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+    socket.connect(&to).await.ok()?;
+    let mut buffer = vec![0u8; 2048];
+    for _ in 0..10 {
+        socket.send(message.as_bytes()).await.ok()?;
+        if let Ok(Ok(length)) =
+            tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buffer)).await
+        {
+            return Some(String::from_utf8_lossy(&buffer[..length]).into_owned());
+        }
+    }
+    None
 }
 
 fn exec_docker(args: &[&str]) -> String {

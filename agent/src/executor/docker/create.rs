@@ -255,7 +255,7 @@ fn ports(run: &RunSpec, routing_mesh: bool) -> Result<(Vec<String>, PortBindings
         };
         let key = format!("{}/{proto}", port.target);
         exposed.push(key.clone());
-        let meshed = routing_mesh && !port.host_mode && port.protocol == PortProtocol::Tcp;
+        let meshed = routing_mesh && !port.host_mode;
         if port.published == 0 || meshed {
             continue;
         }
