@@ -12,6 +12,7 @@ use shoal_agent::control::client::ControlClient;
 use shoal_agent::control::views::{ServiceRow, TaskRow};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 
+pub mod browser;
 mod cluster;
 pub mod containers;
 mod docker_cli;

@@ -227,7 +227,7 @@
     ]) {
       badges.append(el('li', `badge ${cls}`, text));
     }
-    const parts = [col.title, badges];
+    const parts = [col.title, badges, el('p', 'labels', `id ${shortId(node.id)}`)];
     const labels = Object.entries(node.labels || {});
     if (labels.length) {
       parts.push(el('p', 'labels', `Labels: ${labels.map(([k, v]) => `${k}=${v}`).join(', ')}`));
