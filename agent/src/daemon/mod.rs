@@ -169,6 +169,13 @@ impl Agent {
         // `/metrics` and, beside it, the web view (task logs only on a loopback address).
         let metrics_server = match config.metrics_addr {
             Some(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        %addr,
+                        "the web view at /ui shows the cluster to anyone who can reach this \
+                         address (task logs are left out there; --api-addr serves it behind a token)"
+                    );
+                }
                 let ui = crate::ui::router(
                     control.clone(),
                     crate::ui::Access::Open {
@@ -293,6 +300,9 @@ pub async fn run_until_signal(mut config: AgentConfig) -> anyhow::Result<()> {
             agent.node_id(),
             agent.socket().display()
         );
+        if let Some(addr) = agent.metrics_addr() {
+            println!("web view on http://{addr}/ui, metrics on http://{addr}/metrics");
+        }
         if let Some(addr) = agent.api_addr() {
             println!("control API on tcp://{addr} (bearer token: `shoal cluster info`)");
         }

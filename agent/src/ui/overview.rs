@@ -15,7 +15,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::{
-    ClusterState, DesiredState, Node, Service, ServiceMode, Task, TaskState, UpdateState,
+    ClusterState, DesiredState, Node, NodeId, Resources, Service, ServiceMode, Task, TaskState,
+    UpdateState,
 };
 use utoipa::IntoParams;
 
@@ -216,7 +217,12 @@ pub fn describe(
     snapshot: &ClusterState,
     with_tasks: bool,
 ) -> Overview {
-    let mut nodes: Vec<NodeView> = snapshot.nodes.values().map(node_view).collect();
+    let reserved = reservations(snapshot);
+    let mut nodes: Vec<NodeView> = snapshot
+        .nodes
+        .values()
+        .map(|node| node_view(node, reserved.get(&node.id).copied().unwrap_or_default()))
+        .collect();
     nodes.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
     let mut services: Vec<ServiceView> = snapshot
         .services
@@ -253,7 +259,21 @@ pub fn shown(task: &Task) -> bool {
     task.desired != DesiredState::Shutdown || !task.status.state.is_terminal()
 }
 
-fn node_view(node: &Node) -> NodeView {
+/// What the tasks placed on each node reserve (as placement counts it: the tasks that hold
+/// resources, at the reservations of the spec version they run).
+fn reservations(snapshot: &ClusterState) -> BTreeMap<NodeId, Resources> {
+    let mut reserved: BTreeMap<NodeId, Resources> = BTreeMap::new();
+    for task in snapshot.tasks.values().filter(|t| t.holds_resources()) {
+        if let (Some(node), Some(service)) = (&task.node, snapshot.services.get(&task.service)) {
+            let wants = service.spec_for(task.spec_version).resources.reservations;
+            let entry = reserved.entry(node.clone()).or_default();
+            *entry = entry.plus(wants);
+        }
+    }
+    reserved
+}
+
+fn node_view(node: &Node, reserved: Resources) -> NodeView {
     NodeView {
         id: node.id.to_string(),
         hostname: node.hostname.clone(),
@@ -262,11 +282,11 @@ fn node_view(node: &Node) -> NodeView {
         availability: lowercase(&node.availability),
         labels: node.labels.clone(),
         cpu: Usage {
-            reserved: node.reserved.nano_cpus,
+            reserved: reserved.nano_cpus,
             total: node.total.nano_cpus,
         },
         memory: Usage {
-            reserved: node.reserved.memory_bytes,
+            reserved: reserved.memory_bytes,
             total: node.total.memory_bytes,
         },
     }
@@ -361,8 +381,9 @@ mod tests {
     #[test]
     fn shows_wanted_tasks_with_their_images_and_leaves_ended_ones_out() {
         let mut state = synthetic::cluster(&ClusterShape::new(2, 1));
-        synthetic::create_service(&mut state, synthetic::spec("web", 3), Timestamp(0))
-            .expect("created");
+        let mut spec = synthetic::spec("web", 3);
+        spec.resources.reservations.memory_bytes = 64 << 20;
+        synthetic::create_service(&mut state, spec, Timestamp(0)).expect("created");
         let (service, version) = state
             .services
             .values()
@@ -392,6 +413,8 @@ mod tests {
         assert_eq!(overview.nodes.len(), 2);
         assert_eq!(overview.tasks.len(), 2, "{:?}", overview.tasks);
         assert!(overview.tasks.iter().all(|t| t.service == "web"));
+        let reserved: u64 = overview.nodes.iter().map(|n| n.memory.reserved).sum();
+        assert_eq!(reserved, 2 * (64 << 20), "two running tasks of 64 MiB");
         let web = &overview.services[0];
         assert_eq!((web.running, web.desired), (2, 3));
         let light = describe(cluster_view(), "7".into(), &state, false);

@@ -6,8 +6,9 @@
 //!
 //! A second test draws 1,000 tasks (the `sim` executor) and prints how long that took.
 //!
-//! Without Chromium the tests say so and pass, except under `CI=true`, where `.ci/run`
-//! installs it and its absence is a failure.
+//! Without Chromium the tests say so and pass, except under `CI=true` or
+//! `SHOAL_REQUIRE_CHROMIUM=1` (`.ci/run` installs it and sets that), where its absence is a
+//! failure.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -30,8 +31,13 @@ const FOLLOWS_WITHIN: Duration = Duration::from_secs(1);
 fn chromium() -> Option<PathBuf> {
     match browser::chromium_binary() {
         Some(binary) => Some(binary),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("no chromium on the PATH (CI=true: .ci/run installs Debian's `chromium`)")
+        None if std::env::var("CI").is_ok_and(|v| v == "true")
+            || std::env::var_os("SHOAL_REQUIRE_CHROMIUM").is_some() =>
+        {
+            panic!(
+                "no chromium on the PATH (CI=true or SHOAL_REQUIRE_CHROMIUM: .ci/run installs \
+                 Debian's `chromium`)"
+            )
         }
         None => {
             eprintln!(
@@ -50,8 +56,12 @@ fn screenshot_path(name: &str) -> PathBuf {
     target.join(name)
 }
 
-fn spec(name: &str, replicas: u64) -> ServiceSpec {
+fn spec(name: &str, replicas: u64, milli_cpus: u64, mebibytes: u64) -> ServiceSpec {
     let mut spec = shoal_scheduler::synthetic::spec(name, replicas);
+    spec.resources.reservations = shoal_scheduler::Resources {
+        nano_cpus: milli_cpus * 1_000_000,
+        memory_bytes: mebibytes << 20,
+    };
     spec.image = TEST_IMAGE.into();
     spec.args = vec![
         "sh".into(),
@@ -62,9 +72,10 @@ fn spec(name: &str, replicas: u64) -> ServiceSpec {
     spec
 }
 
-async fn start(dir: &std::path::Path, join: Vec<String>, serves_page: bool) -> Agent {
+async fn start(dir: &std::path::Path, join: Vec<String>, zone: &str, serves_page: bool) -> Agent {
     let mut config = AgentConfig::for_tests(dir, ExecutorKind::Docker);
     config.join = join;
+    config.labels.insert("zone".into(), zone.into());
     // One manager: once it is gone the page's agent (a worker) has no leader until it comes back.
     config.managers = 1;
     if serves_page {
@@ -126,10 +137,10 @@ async fn the_web_view_shows_the_cluster_follows_it_live_and_warns_when_the_leade
     init_logging();
     ensure_test_image();
     let dirs = temp_dirs(3);
-    let mut agents = vec![start(dirs[0].path(), Vec::new(), false).await];
+    let mut agents = vec![start(dirs[0].path(), Vec::new(), "a", false).await];
     let seed = vec![join_addr(&agents[0]).await];
-    agents.push(start(dirs[1].path(), seed.clone(), true).await);
-    agents.push(start(dirs[2].path(), seed, false).await);
+    agents.push(start(dirs[1].path(), seed.clone(), "b", true).await);
+    agents.push(start(dirs[2].path(), seed, "c", false).await);
     let _guards: Vec<ContainerGuard> = agents
         .iter()
         .map(|a| ContainerGuard(a.node_id().to_string()))
@@ -149,12 +160,22 @@ async fn the_web_view_shows_the_cluster_follows_it_live_and_warns_when_the_leade
         .post(
             api::SERVICES,
             &CreateServiceRequest {
-                spec: spec("web", REPLICAS),
+                spec: spec("web", REPLICAS, 250, 64),
+            },
+        )
+        .await
+        .expect("create");
+    let _: CreateServiceResponse = client
+        .post(
+            api::SERVICES,
+            &CreateServiceRequest {
+                spec: spec("cache", 2, 500, 256),
             },
         )
         .await
         .expect("create");
     wait_running(&client, "web", REPLICAS, Duration::from_secs(60)).await;
+    wait_running(&client, "cache", 2, Duration::from_secs(60)).await;
 
     let mut page = Browser::launch(&binary).await.expect("chromium starts");
     page.screen(1280, 900, false)

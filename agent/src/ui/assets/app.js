@@ -50,10 +50,14 @@
     return id && id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id || '';
   }
 
+  /** A node's hostname, with the end of its id when another node has the same hostname. */
   function nodeName(id) {
     if (!id) return 'none';
     const node = model.nodes.get(id);
-    return node ? node.hostname : shortId(id);
+    if (!node) return shortId(id);
+    let twins = 0;
+    for (const other of model.nodes.values()) if (other.hostname === node.hostname) twins += 1;
+    return twins > 1 ? `${node.hostname} (…${id.slice(-6)})` : node.hostname;
   }
 
   function age(ms) {
@@ -215,7 +219,7 @@
   }
 
   function renderNodeHeader(col, node) {
-    col.title.textContent = node.hostname;
+    col.title.textContent = nodeName(node.id);
     col.section.classList.toggle('down', node.state === 'down');
     const badges = el('ul', 'badges');
     badges.setAttribute('aria-label', 'Status');
@@ -227,7 +231,7 @@
     ]) {
       badges.append(el('li', `badge ${cls}`, text));
     }
-    const parts = [col.title, badges, el('p', 'labels', `id ${shortId(node.id)}`)];
+    const parts = [col.title, badges];
     const labels = Object.entries(node.labels || {});
     if (labels.length) {
       parts.push(el('p', 'labels', `Labels: ${labels.map(([k, v]) => `${k}=${v}`).join(', ')}`));
@@ -371,6 +375,8 @@
   function takeParts(overview) {
     const index = model.cluster ? Math.max(model.cluster.index, overview.cluster.index) : overview.cluster.index;
     model.cluster = { ...overview.cluster, index };
+    // This agent's own view of the leader is the freshest (the stream's `agent` messages).
+    if (model.agent) model.cluster.leader = model.agent.leader;
     model.nodes = new Map(overview.nodes.map((n) => [n.id, n]));
     model.services = new Map(overview.services.map((s) => [s.name, s]));
   }
@@ -435,6 +441,12 @@
     stream.addEventListener('agent', (message) => {
       model.connected = true;
       model.agent = JSON.parse(message.data);
+      // This agent's own view of the leader is the freshest: a leader it lost is shown gone.
+      if (model.cluster && model.cluster.leader !== model.agent.leader) {
+        model.cluster.leader = model.agent.leader;
+        renderCluster();
+        renderNodes();
+      }
       renderStatus();
     });
     stream.addEventListener('cluster', (message) => {
