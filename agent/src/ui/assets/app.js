@@ -114,6 +114,11 @@
   }
 
   function renderStatus() {
+    showWarnings();
+    renderLive();
+  }
+
+  function showWarnings() {
     const warnings = [];
     if (!model.connected) {
       warnings.push('Lost the connection to this agent: retrying. What you see may be out of date.');
@@ -130,6 +135,10 @@
       }
     }
     const box = $('warning');
+    // The same warnings again are not announced again.
+    const said = warnings.join('\n');
+    if (box.dataset.said === said) return;
+    box.dataset.said = said;
     box.replaceChildren();
     if (warnings.length === 1) {
       box.textContent = warnings[0];
@@ -139,9 +148,12 @@
       box.append(list);
     }
     box.hidden = warnings.length === 0;
+  }
+
+  function renderLive() {
     const live = $('live');
     live.textContent = model.connected ? 'Live' : 'Reconnecting…';
-    live.classList.toggle('on', model.connected && warnings.length === 0);
+    live.classList.toggle('on', model.connected && $('warning').hidden);
     if (model.agent) $('agent-node').textContent = nodeName(model.agent.node);
   }
 
@@ -220,6 +232,7 @@
 
   function renderNodeHeader(col, node) {
     col.title.textContent = nodeName(node.id);
+    col.list.setAttribute('aria-label', `Tasks on ${col.title.textContent}`);
     col.section.classList.toggle('down', node.state === 'down');
     const badges = el('ul', 'badges');
     badges.setAttribute('aria-label', 'Status');
