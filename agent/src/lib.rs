@@ -8,6 +8,7 @@
 //! - [`worker`]: converges this node's tasks through the executor.
 //! - [`executor`]: Docker (bollard) and the in-memory `sim` runtime.
 //! - [`bench`]: benchmark programs.
+//! - [`ui`]: the web view at `/ui` (embedded page, its data routes, the event stream as SSE).
 
 pub mod bench;
 pub mod cli;
@@ -17,4 +18,5 @@ pub mod dispatch;
 pub mod executor;
 pub mod leader;
 pub mod paths;
+pub mod ui;
 pub mod worker;

@@ -40,6 +40,15 @@ pub async fn serve(
     addr: SocketAddr,
     registry: Arc<Registry>,
 ) -> Result<MetricsServer, MetricsError> {
+    serve_with(addr, registry, Router::new()).await
+}
+
+/// [`serve`], with the routes of `beside` served on the same address (the agent's web view).
+pub async fn serve_with(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    beside: Router,
+) -> Result<MetricsServer, MetricsError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsError::Bind { addr, source })?;
@@ -48,7 +57,8 @@ pub async fn serve(
         .map_err(|source| MetricsError::Bind { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(registry);
+        .with_state(registry)
+        .merge(beside);
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::warn!(%error, "the /metrics server stopped");

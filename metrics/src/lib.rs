@@ -8,7 +8,8 @@
 //!   role and cluster id, which change while the agent runs).
 //! - [`process`]: CPU, memory and file descriptors of this process, read on each scrape.
 //! - [`text_format`]: the classic Prometheus text format, for scrapers that do not ask for OpenMetrics.
-//! - [`http`]: the axum server that exposes a registry at `/metrics`.
+//! - [`http`]: the axum server that exposes a registry at `/metrics` (and, beside it, routes
+//!   its caller adds: the agent's web view).
 //!
 //! Subsystems register their own families into the registry handed to them at start-up
 //! (`shoal_mesh_*`, `shoal_raft_*`, ...); libp2p's own metrics go into the same registry.
@@ -22,7 +23,7 @@ pub mod text_format;
 
 pub use agent::AgentMetrics;
 pub use declared::Declared;
-pub use http::{MetricsServer, serve};
+pub use http::{MetricsServer, serve, serve_with};
 pub use prometheus_client;
 pub use registry::{AgentInfo, AgentInfoHandle, new_registry};
 

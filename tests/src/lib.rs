@@ -1,6 +1,6 @@
 //! Helpers for shoal's whole-cluster tests: start agents in-process on loopback, drive them through
 //! the control API like the CLI does, watch Docker independently through its own CLI, and wait
-//! for conditions with a bound on time.
+//! for conditions with a bound on time; [`browser`] drives a headless Chromium for the web view.
 
 use std::future::Future;
 use std::path::Path;
@@ -12,6 +12,7 @@ use shoal_agent::control::client::ControlClient;
 use shoal_agent::control::views::{ServiceRow, TaskRow};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 
+pub mod browser;
 mod cluster;
 pub mod containers;
 mod docker_cli;

@@ -146,10 +146,12 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// returned future is dropped.
 pub async fn serve(listener: TcpListener, state: ControlState) {
     let token = state.remote.token.clone();
-    let app = super::server::router(state.clone()).layer(middleware::from_fn_with_state(
-        (token, state.metrics.clone()),
+    let api = super::server::router(state.clone()).layer(middleware::from_fn_with_state(
+        (token.clone(), state.metrics.clone()),
         require_token,
     ));
+    // The web view under `/ui` (its own token check: the header, or its login form's cookie).
+    let app = crate::ui::router(state, crate::ui::Access::Token(token)).fallback_service(api);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "control API listening on TCP");
     }
@@ -174,7 +176,7 @@ async fn require_token(
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).
-fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

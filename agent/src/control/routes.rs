@@ -92,6 +92,7 @@ pub fn table() -> Vec<Route> {
         Route::get(api::LOCAL_LOGS, logs::local_logs),
         Route::get(api::EVENTS, events::list_events),
         Route::get(cluster_info::CLUSTER_INFO, cluster_info::cluster_info),
+        Route::get(crate::ui::overview::OVERVIEW, crate::ui::overview::overview),
         Route::get(join_tokens::JOIN_TOKENS, join_tokens::join_tokens),
         Route::post(
             join_tokens::ROTATE_JOIN_TOKEN,
@@ -134,6 +135,7 @@ pub fn table() -> Vec<Route> {
         elsewhere::local_logs,
         elsewhere::list_events,
         elsewhere::cluster_info,
+        crate::ui::overview::overview,
         elsewhere::join_tokens,
         elsewhere::rotate_join_token,
         nodes::list_nodes,

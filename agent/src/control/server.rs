@@ -359,7 +359,7 @@ pub(super) async fn decline<T>(
 }
 
 /// The state a read answers from: linearizable by default, this replica's with `stale`.
-pub(super) async fn cluster(
+pub(crate) async fn cluster(
     state: &ControlState,
     options: ReadOptions,
 ) -> Result<Arc<ClusterState>, ApiError> {

@@ -1,5 +1,6 @@
 //! The daemon: wires the mesh, the quorum, the worker and its executor, the leader duties, the
-//! dispatch router, the control socket and `/metrics` into one [`Agent`], and takes it down again.
+//! dispatch router, the control socket, `/metrics` and the web view (`/ui`) into one [`Agent`], and
+//! takes it down again.
 //! Tests start agents in-process with [`Agent::start`].
 
 mod config;
@@ -152,10 +153,6 @@ impl Agent {
             },
         ));
 
-        let metrics_server = match config.metrics_addr {
-            Some(addr) => Some(shoal_metrics::serve(addr, Arc::new(registry)).await?),
-            None => None,
-        };
         let socket = crate::paths::control_socket(&config.data_dir);
         let control = crate::control::server::ControlState {
             quorum: quorum.clone(),
@@ -168,6 +165,26 @@ impl Agent {
                 token: api_token,
                 addr: api_addr,
             },
+        };
+        // `/metrics` and, beside it, the web view (task logs only on a loopback address).
+        let metrics_server = match config.metrics_addr {
+            Some(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        %addr,
+                        "the web view at /ui shows the cluster to anyone who can reach this \
+                         address (task logs are left out there; --api-addr serves it behind a token)"
+                    );
+                }
+                let ui = crate::ui::router(
+                    control.clone(),
+                    crate::ui::Access::Open {
+                        logs: addr.ip().is_loopback(),
+                    },
+                );
+                Some(shoal_metrics::serve_with(addr, Arc::new(registry), ui).await?)
+            }
+            None => None,
         };
         if let Some(listener) = api_listener {
             tasks.spawn(crate::control::remote::serve(listener, control.clone()));
@@ -283,6 +300,9 @@ pub async fn run_until_signal(mut config: AgentConfig) -> anyhow::Result<()> {
             agent.node_id(),
             agent.socket().display()
         );
+        if let Some(addr) = agent.metrics_addr() {
+            println!("web view on http://{addr}/ui, metrics on http://{addr}/metrics");
+        }
         if let Some(addr) = agent.api_addr() {
             println!("control API on tcp://{addr} (bearer token: `shoal cluster info`)");
         }

@@ -24,4 +24,5 @@ mod service_network;
 mod sim_cluster;
 mod tcp_api;
 mod tokens;
+mod web_view;
 mod workers;
