@@ -325,11 +325,15 @@ fn volume(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Volume> {
         labels: BTreeMap::new(),
     };
     let mut own_name = None;
+    let mut external_name = None;
     for (key, value) in read::opt_map(node, &format!("volumes.{name}"))? {
         let what = format!("volumes.{name}.{}", key.name);
         match key.name.as_str() {
             "name" => own_name = Some(read::string(value, &what)?),
-            "external" => out.external = external(value, &what, name)?.is_some(),
+            "external" => {
+                external_name = external(value, &what, name)?;
+                out.external = external_name.is_some();
+            }
             "driver" => out.driver = read::opt_string(value, &what)?,
             "driver_opts" => out.driver_opts = labels(value, &what)?,
             "labels" => out.labels = labels(value, &what)?,
@@ -338,7 +342,9 @@ fn volume(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Volume> {
         }
     }
     if out.external {
-        out.name = own_name.unwrap_or_else(|| name.to_string());
+        out.name = own_name
+            .or(external_name)
+            .unwrap_or_else(|| name.to_string());
     } else if let Some(n) = own_name {
         out.name = n;
     }
@@ -355,11 +361,15 @@ fn network(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Network> {
         labels: BTreeMap::new(),
     };
     let mut own_name = None;
+    let mut external_name = None;
     for (key, value) in read::opt_map(node, &format!("networks.{name}"))? {
         let what = format!("networks.{name}.{}", key.name);
         match key.name.as_str() {
             "name" => own_name = Some(read::string(value, &what)?),
-            "external" => out.external = external(value, &what, name)?.is_some(),
+            "external" => {
+                external_name = external(value, &what, name)?;
+                out.external = external_name.is_some();
+            }
             "driver" => {
                 out.driver = read::opt_string(value, &what)?;
                 if out.driver.as_deref().is_some_and(|d| d != "overlay") {
@@ -381,7 +391,9 @@ fn network(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Network> {
         }
     }
     if out.external {
-        out.name = own_name.unwrap_or_else(|| name.to_string());
+        out.name = own_name
+            .or(external_name)
+            .unwrap_or_else(|| name.to_string());
     } else if let Some(n) = own_name {
         out.name = n;
     }
@@ -391,6 +403,7 @@ fn network(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Network> {
 fn file_object(ctx: &mut Ctx<'_>, kind: &str, name: &str, node: &Node) -> Result<FileObject> {
     let mut source = None;
     let mut own_name = None;
+    let mut external_name = None;
     let mut labels_out = BTreeMap::new();
     let mut set = |s: FileSource, mark: &Mark| -> Result<()> {
         if source.replace(s).is_some() {
@@ -412,8 +425,9 @@ fn file_object(ctx: &mut Ctx<'_>, kind: &str, name: &str, node: &Node) -> Result
                 )?;
             }
             "external" => {
-                if external(value, &what, name)?.is_some() {
+                if let Some(n) = external(value, &what, name)? {
                     set(FileSource::External, &key.mark)?;
+                    external_name = Some(n);
                 }
             }
             "environment" => set(
@@ -438,7 +452,7 @@ fn file_object(ctx: &mut Ctx<'_>, kind: &str, name: &str, node: &Node) -> Result
     };
     let name_out = match (&source, own_name) {
         (_, Some(n)) => n,
-        (FileSource::External, None) => name.to_string(),
+        (FileSource::External, None) => external_name.unwrap_or_else(|| name.to_string()),
         _ => ctx.scoped(name),
     };
     Ok(FileObject {
