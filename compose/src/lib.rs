@@ -20,6 +20,22 @@
 //! - [`depends`]: the start order and its cycles.
 //! - [`error`] and [`warnings`]: what went wrong, and what shoal does not do, each with its place.
 //!
+//! # How `shoal stack deploy -c a.yaml [-c b.yaml] [--strict] NAME` uses it
+//! ```text
+//! let files = paths.iter().map(ComposeFile::read).collect::<Result<Vec<_>>>()?;
+//! let env = Environment::for_project(&project_dir(&files[0].path))?;   // .env, then the process
+//! let stack = load(NAME, &files, &env, &LoadOptions { strict })?;       // nothing deployed on Err
+//! for w in &stack.warnings { eprintln!("warning: {w}") }
+//! // create the stack's secrets, configs (FileSource::File: read the file; Environment: env.get),
+//! // volumes and networks that are not `external`, named as `stack.secrets[..].name` etc.;
+//! for service in start_order(&stack)? {
+//!     // wait until every `service.depends_on` entry has reached its `condition`, then create or
+//!     // update `service.spec` (already named NAME_SERVICE, labelled io.shoal.stack.namespace=NAME)
+//!     // with its `secrets` and `configs` mounted at their `target`s.
+//! }
+//! // remove the services labelled with the stack that `stack.services` no longer has.
+//! ```
+//!
 //! # Order of work
 //! Each file is parsed (YAML errors carry line and column) and interpolated on its own, then
 //! the files are merged in order, then the result is converted. A value's place is the file and
