@@ -80,6 +80,8 @@ fn merge_at(base: &mut Node, mut over: Node, path: &mut Vec<String>) {
             normalize_names(&mut over);
         }
         Rule::Append => {
+            as_list(base);
+            as_list(&mut over);
             if let (Value::Seq(items), Value::Seq(more)) = (&mut base.value, &mut over.value) {
                 for item in more.drain(..) {
                     if !items.iter().any(|i| same(i, &item)) {
@@ -90,6 +92,8 @@ fn merge_at(base: &mut Node, mut over: Node, path: &mut Vec<String>) {
             }
         }
         Rule::ByKey(key_of) => {
+            as_list(base);
+            as_list(&mut over);
             if let (Value::Seq(items), Value::Seq(more)) = (&mut base.value, &mut over.value) {
                 for item in more.drain(..) {
                     let key = key_of(&item);
@@ -124,6 +128,18 @@ fn merge_at(base: &mut Node, mut over: Node, path: &mut Vec<String>) {
             base.value = value;
             base.mark = over.mark;
         }
+    }
+}
+
+/// A single value written where a list may be (`env_file: a.env`) as a list of it.
+fn as_list(node: &mut Node) {
+    if matches!(node.value, Value::Scalar(_) | Value::Map(_)) && !node.is_null() {
+        let item = Node {
+            value: std::mem::replace(&mut node.value, Value::Seq(Vec::new())),
+            mark: node.mark.clone(),
+            tag: None,
+        };
+        node.value = Value::Seq(vec![item]);
     }
 }
 
@@ -317,6 +333,20 @@ mod tests {
         assert!(m.get("services").and_then(|s| s.get("extra")).is_some());
         // Places follow the file each value came from.
         assert_eq!(&*web.get("image").expect("image").mark.file, "b.yaml");
+    }
+
+    #[test]
+    fn a_single_value_appends_to_a_list() {
+        let m = merged(
+            "services:\n  web:\n    env_file: [a.env]\n    tmpfs: /run\n",
+            "services:\n  web:\n    env_file: b.env\n    tmpfs: [/tmp]\n",
+        );
+        let web = m.get("services").and_then(|s| s.get("web")).expect("web");
+        assert_eq!(
+            texts(web.get("env_file").expect("env_file")),
+            ["a.env", "b.env"]
+        );
+        assert_eq!(texts(web.get("tmpfs").expect("tmpfs")), ["/run", "/tmp"]);
     }
 
     #[test]

@@ -157,4 +157,9 @@ impl Stack {
     pub fn service(&self, name: &str) -> Option<&StackService> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// The services in `depends_on` order (see [`crate::start_order`]).
+    pub fn start_order(&self) -> Result<Vec<&StackService>, crate::ComposeError> {
+        crate::depends::start_order(self)
+    }
 }
