@@ -12,7 +12,7 @@
 //! # Layout
 //! - [`yaml`]: text into a tree of nodes with line and column; anchors, aliases, merge keys.
 //! - [`interpolate`]: `${VAR}`, `${VAR:-default}`, `${VAR:?error}`, `$$`, ... on every value.
-//! - [`env`]: the [`Environment`], and the `.env` / `env_file` format.
+//! - [`mod@env`]: the [`Environment`], and the `.env` / `env_file` format.
 //! - [`merge`]: several files into one tree, as `docker compose` merges them.
 //! - `convert` (with `ports`, `mounts`, `health`, `deploy`, `read`): the tree into the [`Stack`];
 //!   every key is mapped, kept, warned about, or refused.
