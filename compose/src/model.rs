@@ -14,7 +14,7 @@ use shoal_scheduler::ServiceSpec;
 use crate::warnings::Warning;
 
 /// The label on every service of a stack: its value is the stack's name.
-pub const STACK_NAMESPACE_LABEL: &str = "io.shoal.stack.namespace";
+pub use shoal_scheduler::STACK_NAMESPACE_LABEL;
 
 /// Everything a set of Compose files describes, ready to be deployed as a stack.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,13 +1,15 @@
 //! The resolver the tasks of this node ask (over UDP and TCP, on the service network's
 //! gateway): `SERVICE` is the service's virtual address, `tasks.SERVICE` the addresses of its
-//! running tasks on this node's service network. Every other name is forwarded, as asked, to
-//! the node's own resolvers, and their answer relayed.
+//! running tasks on this node's service network. A stack's services (`STACK_NAME`) are also
+//! `NAME.STACK`, and a task of a stack finds the others by `NAME` alone, as the services of a
+//! Compose file name each other. Every other name is forwarded, as asked, to the node's own
+//! resolvers, and their answer relayed.
 //!
 //! Answers come from the endpoint table alone ([`crate::endpoints`]), read afresh for each
 //! query, so that a change of the state is seen by the next query. Bounded: queries being
 //! forwarded at once, TCP connections at once and queries per connection, and every wait.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,13 +97,17 @@ impl Resolver {
         })
     }
 
-    /// The answer to `query` from the current table.
-    pub fn answer(&self, query: &Message) -> Answer {
+    /// The answer to `query`, asked from `asker`, from the current table.
+    pub fn answer(&self, query: &Message, asker: Option<IpAddr>) -> Answer {
         let Some(question) = query.queries.first() else {
             return Answer::Local(reply(query, ResponseCode::FormErr));
         };
         let table = self.table.borrow().clone();
-        let Some(records) = cluster_records(&table, question.name(), self.config.ttl) else {
+        let stack = match asker {
+            Some(IpAddr::V4(address)) => table.stack_at(address),
+            _ => None,
+        };
+        let Some(records) = cluster_records(&table, question.name(), stack, self.config.ttl) else {
             return Answer::Forward;
         };
         let mut answer = reply(query, ResponseCode::NoError);
@@ -114,9 +120,14 @@ impl Resolver {
         Answer::Local(answer)
     }
 
-    /// The bytes answering the query `bytes`, if there is anything to answer: a malformed query
-    /// whose header cannot be read is dropped.
-    pub async fn respond(&self, bytes: &[u8], over_udp: bool) -> Option<Vec<u8>> {
+    /// The bytes answering the query `bytes` from `asker`, if there is anything to answer: a
+    /// malformed query whose header cannot be read is dropped.
+    pub async fn respond(
+        &self,
+        bytes: &[u8],
+        over_udp: bool,
+        asker: Option<IpAddr>,
+    ) -> Option<Vec<u8>> {
         let query = match Message::from_vec(bytes) {
             Ok(query) if query.metadata.message_type == MessageType::Query => query,
             Ok(_) => return None,
@@ -125,7 +136,7 @@ impl Resolver {
         if query.metadata.op_code != OpCode::Query {
             return reply(&query, ResponseCode::NotImp).to_vec().ok();
         }
-        match self.answer(&query) {
+        match self.answer(&query, asker) {
             Answer::Local(answer) => encode(answer, &query, over_udp),
             Answer::Forward => match self.forward(bytes).await {
                 Some(relayed) => Some(relayed),
@@ -163,7 +174,7 @@ impl Resolver {
             let query = buffer[..len].to_vec();
             let (resolver, socket) = (self.clone(), socket.clone());
             tokio::spawn(async move {
-                if let Some(answer) = resolver.respond(&query, true).await {
+                if let Some(answer) = resolver.respond(&query, true, Some(from.ip())).await {
                     let _ = socket.send_to(&answer, from).await;
                 }
             });
@@ -177,8 +188,8 @@ impl Resolver {
             let Ok(permit) = connections.clone().acquire_owned().await else {
                 return;
             };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, asker) = match listener.accept().await {
+                Ok((stream, asker)) => (stream, asker.ip()),
                 Err(error) => {
                     tracing::warn!(%error, "the service resolver's TCP listener failed");
                     return;
@@ -186,19 +197,19 @@ impl Resolver {
             };
             let resolver = self.clone();
             tokio::spawn(async move {
-                resolver.serve_connection(stream).await;
+                resolver.serve_connection(stream, asker).await;
                 drop(permit);
             });
         }
     }
 
-    async fn serve_connection(&self, mut stream: TcpStream) {
+    async fn serve_connection(&self, mut stream: TcpStream, asker: IpAddr) {
         for _ in 0..MAX_QUERIES_PER_CONNECTION {
             let Ok(Ok(query)) = tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await
             else {
                 return;
             };
-            let Some(answer) = self.respond(&query, false).await else {
+            let Some(answer) = self.respond(&query, false, Some(asker)).await else {
                 return;
             };
             let Ok(len) = u16::try_from(answer.len()) else {
@@ -224,21 +235,35 @@ pub fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// The records of `name` if it is a name of the cluster: a service's virtual address, or its
-/// tasks' addresses for `tasks.SERVICE`.
-fn cluster_records(table: &EndpointTable, name: &Name, ttl: u32) -> Option<Vec<Record>> {
+/// The records of `name`, asked by a task of `stack`, if it is a name of the cluster: a
+/// service's virtual address (`SERVICE`, `SERVICE.STACK`), or its tasks' addresses
+/// (`tasks.SERVICE`, `tasks.SERVICE.STACK`).
+fn cluster_records(
+    table: &EndpointTable,
+    name: &Name,
+    stack: Option<&str>,
+    ttl: u32,
+) -> Option<Vec<Record>> {
     let labels: Vec<String> = name
         .iter()
         .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
         .collect();
-    let addresses: Vec<Ipv4Addr> = match labels.as_slice() {
-        [service] => vec![table.service(service)?.address?],
-        [tasks, service] if tasks == TASKS_LABEL => table
-            .service(service)?
+    let tasks_of = |service: &crate::ServiceEndpoints| -> Vec<Ipv4Addr> {
+        service
             .endpoints
             .iter()
             .filter_map(|e| e.local_address)
-            .collect(),
+            .collect()
+    };
+    let addresses: Vec<Ipv4Addr> = match labels.as_slice() {
+        [service] => vec![table.service_in_stack(service, stack)?.address?],
+        [tasks, service] if tasks == TASKS_LABEL => {
+            tasks_of(table.service_in_stack(service, stack)?)
+        }
+        [tasks, service, named] if tasks == TASKS_LABEL => {
+            tasks_of(table.service(&format!("{named}_{service}"))?)
+        }
+        [service, named] => vec![table.service(&format!("{named}_{service}"))?.address?],
         _ => return None,
     };
     Some(

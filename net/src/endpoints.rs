@@ -40,11 +40,12 @@ pub struct ServiceEndpoints {
 }
 
 /// Every service's endpoints, by name (case-insensitive, as DNS names are) and by virtual
-/// address.
+/// address, and the stack of each of this node's tasks that belongs to one (by its address).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointTable {
     by_name: BTreeMap<String, ServiceEndpoints>,
     by_address: BTreeMap<Ipv4Addr, String>,
+    stacks: BTreeMap<Ipv4Addr, String>,
 }
 
 impl EndpointTable {
@@ -62,6 +63,16 @@ impl EndpointTable {
             }
         }
         let mut table = EndpointTable::default();
+        for (task, address) in local {
+            let stack = state
+                .tasks
+                .get(task)
+                .and_then(|t| state.services.get(&t.service))
+                .and_then(|s| shoal_scheduler::stack_of(&s.spec));
+            if let Some(stack) = stack {
+                table.stacks.insert(*address, stack.to_ascii_lowercase());
+            }
+        }
         for service in state.services.values() {
             let key = service.spec.name.to_ascii_lowercase();
             if table.by_name.contains_key(&key) {
@@ -84,6 +95,19 @@ impl EndpointTable {
     /// The service named `name` (any case).
     pub fn service(&self, name: &str) -> Option<&ServiceEndpoints> {
         self.by_name.get(&name.to_ascii_lowercase())
+    }
+
+    /// The service `name` means to a task of stack `stack`: the stack's own service of that
+    /// name (`STACK_NAME`, as Compose files name each other) before any other.
+    pub fn service_in_stack(&self, name: &str, stack: Option<&str>) -> Option<&ServiceEndpoints> {
+        stack
+            .and_then(|stack| self.service(&format!("{stack}_{name}")))
+            .or_else(|| self.service(name))
+    }
+
+    /// The stack of this node's task at `address`, if it belongs to one (lower case).
+    pub fn stack_at(&self, address: Ipv4Addr) -> Option<&str> {
+        self.stacks.get(&address).map(String::as_str)
     }
 
     /// The service whose virtual address is `address`.

@@ -703,6 +703,20 @@ pub struct ClusterState {
 /// otherwise: `shoal cluster update --task-history-limit N`.
 pub const DEFAULT_TASK_HISTORY_LIMIT: u64 = 5;
 
+/// The label on every service of a stack (`shoal stack deploy`): its value is the stack's name,
+/// and the service's name is `STACK_SERVICE`.
+pub const STACK_NAMESPACE_LABEL: &str = "io.shoal.stack.namespace";
+
+/// The stack `service` belongs to, if its name and label say so.
+pub fn stack_of(service: &ServiceSpec) -> Option<&str> {
+    let stack = service.labels.get(STACK_NAMESPACE_LABEL)?;
+    service
+        .name
+        .strip_prefix(stack.as_str())?
+        .starts_with('_')
+        .then_some(stack.as_str())
+}
+
 /// Settings that apply to the whole cluster, changed by `shoal cluster update`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSettings {

@@ -13,6 +13,7 @@ mod node;
 mod output;
 mod service;
 mod spec;
+mod stack;
 mod task;
 mod update;
 mod version;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Inspect and manage the cluster's nodes.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Deploy whole applications from Compose files: deploy, ls, services, ps, rm.
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
     /// Inspect tasks, by id or unique id prefix.
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Service(command) => client_runtime()?.block_on(service::run(*command)),
         Command::Node(command) => client_runtime()?.block_on(node::run(command)),
         Command::Task(command) => client_runtime()?.block_on(task::run(command)),
+        Command::Stack(command) => client_runtime()?.block_on(stack::run(command)),
         Command::Cluster(command) => cluster::run(command),
         Command::Events(args) => client_runtime()?.block_on(events::run(args)),
         Command::Version(args) => client_runtime()?.block_on(version::version(args)),

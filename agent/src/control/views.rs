@@ -33,6 +33,9 @@ pub struct ServiceRow {
     pub version: u64,
     /// Update progress, if an update ran.
     pub update: Option<String>,
+    /// The stack it belongs to (its `io.shoal.stack.namespace` label), if any.
+    #[serde(default)]
+    pub stack: Option<String>,
 }
 
 /// One line of `shoal service ps`.
@@ -147,6 +150,11 @@ fn service_row(state: &ClusterState, service: &Service) -> ServiceRow {
             .collect::<Vec<_>>()
             .join(", "),
         version: service.version,
+        stack: service
+            .spec
+            .labels
+            .get(shoal_compose::STACK_NAMESPACE_LABEL)
+            .cloned(),
         update: service
             .update_status
             .as_ref()

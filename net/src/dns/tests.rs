@@ -57,19 +57,19 @@ fn addresses(answer: &Message) -> Vec<Ipv4Addr> {
 #[test]
 fn a_service_name_is_its_virtual_address_and_tasks_name_its_tasks() {
     let resolver = resolver(table(2), Vec::new());
-    let Answer::Local(web) = resolver.answer(&query("web", RecordType::A)) else {
+    let Answer::Local(web) = resolver.answer(&query("web", RecordType::A), None) else {
         panic!("web is a name of the cluster");
     };
     assert_eq!(addresses(&web), vec![Ipv4Addr::new(10, 254, 0, 1)]);
     assert!(web.metadata.authoritative);
-    let Answer::Local(tasks) = resolver.answer(&query("Tasks.WEB.", RecordType::A)) else {
+    let Answer::Local(tasks) = resolver.answer(&query("Tasks.WEB.", RecordType::A), None) else {
         panic!("tasks.web is a name of the cluster");
     };
     assert_eq!(
         addresses(&tasks),
         vec![Ipv4Addr::new(172, 30, 0, 10), Ipv4Addr::new(172, 30, 0, 11)]
     );
-    let Answer::Local(v6) = resolver.answer(&query("web", RecordType::AAAA)) else {
+    let Answer::Local(v6) = resolver.answer(&query("web", RecordType::AAAA), None) else {
         panic!("web is a name of the cluster");
     };
     assert!(
@@ -79,7 +79,7 @@ fn a_service_name_is_its_virtual_address_and_tasks_name_its_tasks() {
     assert_eq!(v6.metadata.response_code, ResponseCode::NoError);
     for other in ["api", "tasks.api", "example.com", "a.b.web"] {
         assert_eq!(
-            resolver.answer(&query(other, RecordType::A)),
+            resolver.answer(&query(other, RecordType::A), None),
             Answer::Forward,
             "{other} is not a name of the cluster"
         );
@@ -173,14 +173,14 @@ async fn a_long_answer_is_truncated_over_udp_and_whole_over_tcp() {
     let resolver = resolver(table(60), Vec::new());
     let long = query("tasks.web", RecordType::A);
     let udp = resolver
-        .respond(&long.to_vec().expect("encode"), true)
+        .respond(&long.to_vec().expect("encode"), true, None)
         .await
         .expect("an answer");
     let udp = Message::from_vec(&udp).expect("decode");
     assert!(udp.metadata.truncation);
     assert!(udp.answers.is_empty());
     let tcp = resolver
-        .respond(&long.to_vec().expect("encode"), false)
+        .respond(&long.to_vec().expect("encode"), false, None)
         .await
         .expect("an answer");
     assert_eq!(
@@ -193,20 +193,20 @@ async fn a_long_answer_is_truncated_over_udp_and_whole_over_tcp() {
 async fn bad_queries_get_an_error_or_nothing_and_no_upstream_means_servfail() {
     let resolver = resolver(table(1), Vec::new());
     let garbage = resolver
-        .respond(&[0x12, 0x34, 0xff], true)
+        .respond(&[0x12, 0x34, 0xff], true, None)
         .await
         .expect("FORMERR");
     let garbage = Message::from_vec(&garbage).expect("decode");
     assert_eq!(garbage.metadata.id, 0x1234);
     assert_eq!(garbage.metadata.response_code, ResponseCode::FormErr);
     assert_eq!(
-        resolver.respond(&[0x12], true).await,
+        resolver.respond(&[0x12], true, None).await,
         None,
         "no header: dropped"
     );
     let other = query("example.com", RecordType::A);
     let failed = resolver
-        .respond(&other.to_vec().expect("encode"), true)
+        .respond(&other.to_vec().expect("encode"), true, None)
         .await
         .expect("an answer");
     let failed = Message::from_vec(&failed).expect("decode");
@@ -235,4 +235,54 @@ fn dns_labels_are_letters_digits_and_inner_dashes() {
     for bad in ["", "web_2", "web.eu", "-web", "web-", long.as_str()] {
         assert!(!is_dns_label(bad), "{bad}");
     }
+}
+
+#[test]
+fn a_stacks_services_are_found_by_their_short_name_from_the_stack_and_by_name_dot_stack() {
+    let (mut state, ids) =
+        crate::testkit::running(1, &[("shop_api", 1), ("api", 1), ("shop_web", 1)]);
+    for id in [ids[0], ids[2]] {
+        if let Some(service) = state.services.get_mut(&id) {
+            service
+                .spec
+                .labels
+                .insert(shoal_scheduler::STACK_NAMESPACE_LABEL.into(), "shop".into());
+        }
+    }
+    let web_task = state
+        .tasks
+        .values()
+        .find(|t| t.service == ids[2])
+        .map(|t| t.id)
+        .expect("web's task");
+    let web_address = Ipv4Addr::new(172, 30, 0, 20);
+    let local = std::collections::BTreeMap::from([(web_task, web_address)]);
+    let here = only_node(&state);
+    let table = EndpointTable::build(&state, &AddressRange::default(), &here, &local);
+    let shop_api = table
+        .service("shop_api")
+        .and_then(|s| s.address)
+        .expect("an address");
+    let api = table
+        .service("api")
+        .and_then(|s| s.address)
+        .expect("an address");
+    let resolver = resolver(table, Vec::new());
+    let ask = |name: &str, asker: Option<Ipv4Addr>| match resolver
+        .answer(&query(name, RecordType::A), asker.map(IpAddr::V4))
+    {
+        Answer::Local(answer) => addresses(&answer),
+        Answer::Forward => Vec::new(),
+    };
+    // From a task of the stack, `api` is the stack's own.
+    assert_eq!(ask("api", Some(web_address)), vec![shop_api]);
+    // From anywhere else, `api` is the service named so; `api.shop` is the stack's.
+    assert_eq!(ask("api", Some(Ipv4Addr::new(172, 30, 0, 99))), vec![api]);
+    assert_eq!(ask("api.shop", None), vec![shop_api]);
+    assert_eq!(ask("API.Shop.", None), vec![shop_api]);
+    // A name that is no stack's goes upstream.
+    assert!(matches!(
+        resolver.answer(&query("api.example", RecordType::A), None),
+        Answer::Forward
+    ));
 }

@@ -22,6 +22,7 @@ mod nodes_roles;
 mod scale;
 mod service_network;
 mod sim_cluster;
+mod stack;
 mod tcp_api;
 mod tokens;
 mod web_view;
