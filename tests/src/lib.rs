@@ -377,3 +377,47 @@ impl FreezableAgent {
         }
     }
 }
+
+/// A test's own service network (its engine network, bridge, proxy port and range of service
+/// addresses): removes the packet filter rules the agent installs for it, and the network,
+/// when dropped, also when the test fails before the agent's shutdown removed them.
+pub struct NetworkGuard {
+    /// The engine network.
+    pub network: &'static str,
+    /// The rules of the agent's service network.
+    pub redirect: shoal_net::Redirect,
+}
+
+impl NetworkGuard {
+    /// The guard of `network` on `bridge`, whose proxy listens on `proxy_port` and whose
+    /// services take their addresses from `range`.
+    pub fn new(network: &'static str, bridge: &str, range: &str, proxy_port: u16) -> Self {
+        NetworkGuard {
+            network,
+            redirect: shoal_net::Redirect {
+                bridge: bridge.into(),
+                range: range.parse().expect("a range of service addresses"),
+                port: proxy_port,
+            },
+        }
+    }
+}
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        for call in self.redirect.teardown() {
+            for _ in 0..4 {
+                let done = Process::new("timeout")
+                    .args(["10", "iptables", "-w", "5", "-t", "nat"])
+                    .args(&call)
+                    .output();
+                if !done.is_ok_and(|o| o.status.success()) || call[0] != "-D" {
+                    break;
+                }
+            }
+        }
+        let _ = Process::new("timeout")
+            .args(["30", "docker", "network", "rm", self.network])
+            .output();
+    }
+}

@@ -318,11 +318,20 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     ServiceFilter::parse(&args.filter)?;
     let path = format!("{}{}", api::SERVICES, filters::query(&args.filter));
     let rows: Vec<ServiceRow> = client(&args.client).get(&path).await?;
+    print_services(&rows, args.format, args.quiet)
+}
+
+/// The `service ls` listing of `rows` (also `stack services`).
+pub(super) fn print_services(
+    rows: &[ServiceRow],
+    format: Format,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let headers = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"];
     print_listing(
-        &rows,
-        args.format,
-        args.quiet,
+        rows,
+        format,
+        quiet,
         |row| row.id.to_string(),
         &headers,
         |row| {

@@ -415,23 +415,7 @@ async fn services(args: ServicesArgs) -> anyhow::Result<()> {
         eprintln!("nothing found in stack: {}", args.name);
         return Ok(());
     }
-    print_listing(
-        &rows,
-        args.format,
-        args.quiet,
-        |row| row.id.to_string(),
-        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-        |row| {
-            vec![
-                row.id.to_string(),
-                row.name.clone(),
-                row.mode.clone(),
-                format!("{}/{}", row.running, row.desired),
-                row.image.clone(),
-                row.ports.clone(),
-            ]
-        },
-    )
+    super::service::print_services(&rows, args.format, args.quiet)
 }
 
 async fn ps(args: PsArgs) -> anyhow::Result<()> {

@@ -94,37 +94,14 @@ fn fetch_pages(client: &str, count: usize) -> Vec<String> {
         .collect()
 }
 
-/// Removes the test's packet filter rule and network even when the test fails (the agent's
-/// own shutdown removes the rule when it gets that far).
-struct NetworkGuard;
-
-impl Drop for NetworkGuard {
-    fn drop(&mut self) {
-        let redirect = shoal_net::Redirect {
-            bridge: BRIDGE.into(),
-            range: shoal_net::AddressRange::default(),
-            port: PROXY_PORT,
-        };
-        for call in redirect.teardown() {
-            for _ in 0..4 {
-                let done = Command::new("timeout")
-                    .args(["10", "iptables", "-w", "5", "-t", "nat"])
-                    .args(&call)
-                    .output();
-                if !done.is_ok_and(|o| o.status.success()) || call[0] != "-D" {
-                    break;
-                }
-            }
-        }
-        let _ = Command::new("timeout")
-            .args(["30", "docker", "network", "rm", NETWORK])
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tasks_reach_services_by_name_balanced_over_their_running_tasks() {
-    let _network = NetworkGuard;
+    let _network = NetworkGuard::new(
+        NETWORK,
+        BRIDGE,
+        shoal_net::addresses::DEFAULT_RANGE,
+        PROXY_PORT,
+    );
     let DockerAgent {
         agent,
         node,

@@ -49,33 +49,6 @@ services:
       tier: backend
 "#;
 
-/// Removes the test's packet filter rules and network even when the test fails.
-struct NetworkGuard;
-
-impl Drop for NetworkGuard {
-    fn drop(&mut self) {
-        let redirect = shoal_net::Redirect {
-            bridge: BRIDGE.into(),
-            range: RANGE.parse().expect("a range"),
-            port: PROXY_PORT,
-        };
-        for call in redirect.teardown() {
-            for _ in 0..4 {
-                let done = Command::new("timeout")
-                    .args(["10", "iptables", "-w", "5", "-t", "nat"])
-                    .args(&call)
-                    .output();
-                if !done.is_ok_and(|o| o.status.success()) || call[0] != "-D" {
-                    break;
-                }
-            }
-        }
-        let _ = Command::new("timeout")
-            .args(["30", "docker", "network", "rm", NETWORK])
-            .output();
-    }
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
@@ -103,7 +76,7 @@ fn fetch_api(container: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_compose_app_is_deployed_in_dependency_order_redeployed_and_removed() {
-    let _network = NetworkGuard;
+    let _network = NetworkGuard::new(NETWORK, BRIDGE, RANGE, PROXY_PORT);
     let DockerAgent {
         agent,
         node,
