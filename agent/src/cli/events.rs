@@ -200,6 +200,12 @@ fn describe(kind: &EventKind) -> (&'static str, String) {
         EventKind::EndpointRemoved { node, .. } => {
             ("remove", on_node(node.as_ref()).trim().to_owned())
         }
+        EventKind::SecretCreated { .. } | EventKind::ConfigCreated { .. } => {
+            ("create", String::new())
+        }
+        EventKind::SecretRemoved { .. } | EventKind::ConfigRemoved { .. } => {
+            ("remove", String::new())
+        }
     }
 }
 

@@ -204,6 +204,8 @@ impl SpecArgs {
             labels: key_values("--label", &self.labels)?,
             stop_grace_ms: millis("--stop-grace-period", &self.stop_grace_period)?,
             force_update: 0,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         })
     }
 

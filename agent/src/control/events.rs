@@ -67,8 +67,11 @@ pub fn parse_type(text: &str) -> Result<EventType, String> {
         "task" => Ok(EventType::Task),
         "endpoint" => Ok(EventType::Endpoint),
         "cluster" => Ok(EventType::Cluster),
+        "secret" => Ok(EventType::Secret),
+        "config" => Ok(EventType::Config),
         other => Err(format!(
-            "unknown event type {other:?}: use service, node, task, endpoint or cluster"
+            "unknown event type {other:?}: use service, node, task, endpoint, cluster, secret \
+             or config"
         )),
     }
 }
