@@ -7,6 +7,7 @@
 //! - [`seal`] / [`open`]: pure functions of the key, the nonce and the associated data (which
 //!   binds a ciphertext to its secret's name: see `shoal_scheduler::secrets`).
 //!   [`seal_fresh`] draws a fresh random nonce.
+//! - [`task_files`]: the files of a task (its secrets opened), the seam for their delivery.
 //! - [`DataKeyStore`]: the key in a manager's data dir (`data-key`, mode 0600), created by the
 //!   leader when first needed, or installed from the leader by another manager.
 
@@ -21,7 +22,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use shoal_scheduler::secrets::{NONCE_BYTES, SealedValue};
-use shoal_scheduler::{Blob, secrets};
+use shoal_scheduler::{Blob, ClusterState, FileRef, ObjectKind, TaskId, secrets};
 use zeroize::{Zeroize, Zeroizing};
 
 /// The data key's file in a manager's data dir.
@@ -325,6 +326,130 @@ fn write_key(path: &Path, key: &DataKey) -> Result<(), SealError> {
     write().map_err(|e| file_error(path, e))
 }
 
+/// One file a task's container gets: a secret's value (opened) or a config's, with where it
+/// goes and its owner and mode. `Debug` never shows the bytes, which are zeroed when dropped.
+pub struct TaskFile {
+    /// A secret or a config.
+    pub kind: ObjectKind,
+    /// The secret's or config's name.
+    pub source: String,
+    /// The file's absolute path in the container.
+    pub target: String,
+    /// The file's owner.
+    pub uid: u32,
+    /// The file's group.
+    pub gid: u32,
+    /// The file's permission bits.
+    pub mode: u32,
+    /// The value.
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for TaskFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskFile")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .field("target", &self.target)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("bytes", &format_args!("<{} bytes redacted>", self.bytes.len()))
+            .finish()
+    }
+}
+
+/// Why a task's files could not be made. Never carries a value.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFilesError {
+    /// No such task, or its service is gone.
+    #[error("no task {0} with a service")]
+    NoSuchTask(TaskId),
+    /// Its spec refers to a secret or config the state does not hold.
+    #[error("task {task} refers to {kind} {name}, which does not exist")]
+    Missing {
+        /// The task.
+        task: TaskId,
+        /// Secret or config.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+    },
+    /// A secret could not be opened.
+    #[error("task {task}: secret {name}: {source}")]
+    Open {
+        /// The task.
+        task: TaskId,
+        /// The secret's name.
+        name: String,
+        /// Why.
+        source: SealError,
+    },
+}
+
+/// The files of `task`: each secret and config its spec (the version it runs) refers to, secrets
+/// opened with `key`. Run on the leader (a manager holding the key).
+///
+/// This is the seam for delivery, which is not built yet: the dispatcher will send these files
+/// with the task's assignment (over the authenticated mesh, to the task's node only), and the
+/// worker will keep them in memory and mount them in the container on a tmpfs (secrets at
+/// `/run/secrets/NAME` by default, configs at their target), never on the node's disk, and
+/// forget them when the task ends.
+pub fn task_files(
+    state: &ClusterState,
+    key: Option<&DataKey>,
+    task: TaskId,
+) -> Result<Vec<TaskFile>, TaskFilesError> {
+    let found = state.tasks.get(&task).and_then(|t| {
+        let service = state.services.get(&t.service)?;
+        Some(service.spec_for(t.spec_version))
+    });
+    let spec = found.ok_or(TaskFilesError::NoSuchTask(task))?;
+    let missing = |kind, name: &str| TaskFilesError::Missing {
+        task,
+        kind,
+        name: name.to_owned(),
+    };
+    let mut files = Vec::with_capacity(spec.secrets.len() + spec.configs.len());
+    for r in &spec.secrets {
+        let secret = state
+            .secrets
+            .values()
+            .find(|s| s.name == r.source)
+            .ok_or_else(|| missing(ObjectKind::Secret, &r.source))?;
+        let open_error = |source| TaskFilesError::Open {
+            task,
+            name: r.source.clone(),
+            source,
+        };
+        let key = key.ok_or_else(|| open_error(SealError::NoKey))?;
+        let bytes = open_secret(key, &secret.name, &secret.sealed).map_err(open_error)?;
+        files.push(file(ObjectKind::Secret, r, bytes));
+    }
+    for r in &spec.configs {
+        let config = state
+            .configs
+            .values()
+            .find(|c| c.name == r.source)
+            .ok_or_else(|| missing(ObjectKind::Config, &r.source))?;
+        let bytes = Zeroizing::new(config.data.as_slice().to_vec());
+        files.push(file(ObjectKind::Config, r, bytes));
+    }
+    Ok(files)
+}
+
+fn file(kind: ObjectKind, r: &FileRef, bytes: Zeroizing<Vec<u8>>) -> TaskFile {
+    TaskFile {
+        kind,
+        source: r.source.clone(),
+        target: r.target.clone(),
+        uid: r.uid,
+        gid: r.gid,
+        mode: r.mode,
+        bytes,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +544,78 @@ mod tests {
             DataKeyStore::open(other.path()).expect("reopens").get(),
             Some(created)
         );
+    }
+
+    #[test]
+    fn a_task_gets_its_secrets_opened_and_its_configs_as_files() {
+        use shoal_scheduler::{
+            Command, DesiredState, ServiceId, Task, TaskState, Timestamp, status_at, synthetic,
+        };
+        let mut state = ClusterState::default();
+        let plain = b"planted-task-value";
+        let sealed = seal_secret(&key(), "db", plain).expect("seals");
+        state
+            .apply(&Command::CreateSecret {
+                name: "db".into(),
+                labels: Default::default(),
+                sealed,
+                at: Timestamp(1),
+            })
+            .expect("created");
+        state
+            .apply(&Command::CreateConfig {
+                name: "site".into(),
+                labels: Default::default(),
+                data: Blob(b"server {}".to_vec()),
+                at: Timestamp(1),
+            })
+            .expect("created");
+        let mut spec = synthetic::spec("web", 1);
+        let mut secret_ref = FileRef::secret("db");
+        secret_ref.uid = 1000;
+        spec.secrets = vec![secret_ref];
+        spec.configs = vec![FileRef::config("site")];
+        state
+            .apply(&Command::CreateService {
+                spec,
+                at: Timestamp(2),
+            })
+            .expect("created");
+        let task = TaskId(7);
+        state.tasks.insert(
+            task,
+            Task {
+                id: task,
+                service: ServiceId(0),
+                slot: Some(1),
+                node: None,
+                spec_version: 1,
+                desired: DesiredState::Running,
+                status: status_at(TaskState::New, Timestamp(2)),
+                created_at: Timestamp(2),
+                not_before: Timestamp(2),
+            },
+        );
+        let files = task_files(&state, Some(&key()), task).expect("files");
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].target, "/run/secrets/db");
+        assert_eq!((files[0].uid, files[0].mode), (1000, 0o400));
+        assert_eq!(files[0].bytes.as_slice(), plain);
+        assert_eq!(files[1].target, "/site");
+        assert_eq!(files[1].mode, 0o444);
+        assert_eq!(files[1].bytes.as_slice(), b"server {}");
+        let shown = format!("{files:?}");
+        assert!(!shown.contains("planted"), "{shown}");
+        assert!(matches!(
+            task_files(&state, None, task),
+            Err(TaskFilesError::Open { .. })
+        ));
+        let other = DataKey::from_bytes([3; 32]);
+        let refused = task_files(&state, Some(&other), task).expect_err("wrong key");
+        assert!(!refused.to_string().contains("planted"));
+        assert!(matches!(
+            task_files(&state, Some(&key()), TaskId(99)),
+            Err(TaskFilesError::NoSuchTask(_))
+        ));
     }
 }

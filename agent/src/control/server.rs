@@ -49,6 +49,9 @@ pub struct ControlState {
     pub executor: Option<Arc<dyn crate::executor::Executor>>,
     /// The TCP API's token and address.
     pub remote: RemoteAccess,
+    /// The cluster's data key as this agent holds it (a manager's; see
+    /// [`super::secrets::data_key`]).
+    pub data_key: Arc<shoal_consensus::sealed::DataKeyStore>,
 }
 
 /// How a read is served.
