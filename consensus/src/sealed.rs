@@ -354,7 +354,10 @@ impl fmt::Debug for TaskFile {
             .field("uid", &self.uid)
             .field("gid", &self.gid)
             .field("mode", &format_args!("{:o}", self.mode))
-            .field("bytes", &format_args!("<{} bytes redacted>", self.bytes.len()))
+            .field(
+                "bytes",
+                &format_args!("<{} bytes redacted>", self.bytes.len()),
+            )
             .finish()
     }
 }
@@ -471,7 +474,9 @@ mod tests {
                 .any(|w| w == plain)
         );
         assert_eq!(
-            open_secret(&key(), "db", &sealed).expect("opens").as_slice(),
+            open_secret(&key(), "db", &sealed)
+                .expect("opens")
+                .as_slice(),
             plain
         );
         // Moved to another secret: the associated data differs.

@@ -281,7 +281,9 @@ pub enum ApplyError {
     #[error("no such {0}: {1}")]
     NoSuchObject(ObjectKind, String),
     /// A secret or config with that name exists.
-    #[error("a {0} named {1:?} already exists (secrets and configs are immutable: create one under a new name and update the services)")]
+    #[error(
+        "a {0} named {1:?} already exists (secrets and configs are immutable: create one under a new name and update the services)"
+    )]
     ObjectNameInUse(ObjectKind, String),
     /// The spec is invalid.
     #[error("invalid service spec: {0}")]

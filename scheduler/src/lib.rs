@@ -40,6 +40,4 @@ pub use model::*;
 pub use plan::Plan;
 pub use reconcile::reconcile;
 pub use requests::{RequestId, RequestLog};
-pub use secrets::{
-    Blob, Config, ConfigId, FileRef, ObjectKind, SealedValue, Secret, SecretId,
-};
+pub use secrets::{Blob, Config, ConfigId, FileRef, ObjectKind, SealedValue, Secret, SecretId};

@@ -290,7 +290,11 @@ pub fn file_ref(
     if !input_trimmed.contains('=') {
         source = Some(input_trimmed.to_owned());
     } else {
-        for field in input_trimmed.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        for field in input_trimmed
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
             let Some((key, value)) = field.split_once('=') else {
                 return Err(err("every option is KEY=VALUE"));
             };
@@ -621,7 +625,8 @@ mod tests {
         .expect("parses");
         assert_eq!(full.target, "/run/secrets/password");
         assert_eq!((full.uid, full.gid, full.mode), (1000, 50, 0o440));
-        let config = file_ref(ObjectKind::Config, "src=site,dst=/etc/nginx/nginx.conf").expect("parses");
+        let config =
+            file_ref(ObjectKind::Config, "src=site,dst=/etc/nginx/nginx.conf").expect("parses");
         assert_eq!(config.target, "/etc/nginx/nginx.conf");
         assert_eq!(config.mode, 0o444);
         assert_eq!(
@@ -630,7 +635,14 @@ mod tests {
                 .target,
             "/site.conf"
         );
-        for bad in ["", "target=/x", "source=db,mode=999", "source=db,uid=me", "source=db,colour=red", "source=db,flag"] {
+        for bad in [
+            "",
+            "target=/x",
+            "source=db,mode=999",
+            "source=db,uid=me",
+            "source=db,colour=red",
+            "source=db,flag",
+        ] {
             let error = file_ref(ObjectKind::Secret, bad).expect_err(bad);
             assert!(error.to_string().contains("source=NAME"), "{bad}: {error}");
         }

@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 use super::ClientOptions;
 use super::client::{client, now_ms};
 use super::output::{Format, age, print_json, print_listing};
-use crate::control::api::{self, ConfigView, CreateObjectRequest, CreateObjectResponse, SecretView};
+use crate::control::api::{
+    self, ConfigView, CreateObjectRequest, CreateObjectResponse, SecretView,
+};
 
 /// `secret` and `config` commands.
 #[derive(Debug, Subcommand)]

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::parse;
 use shoal_scheduler::{
-    FailureAction, FileRef, HealthCheck, ObjectKind, ResourceRequirements, Resources, RestartCondition, RestartPolicy,
-    ServiceMode, ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
+    FailureAction, FileRef, HealthCheck, ObjectKind, ResourceRequirements, Resources,
+    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
 };
 
 /// Parses a duration such as `500ms`, `10s` or `1m30s`.

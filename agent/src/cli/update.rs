@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::{
-    FailureAction, FileRef, ObjectKind, Service, ServiceId, ServiceMode, ServiceSpec,
-    UpdateConfig, UpdateOrder, parse,
+    FailureAction, FileRef, ObjectKind, Service, ServiceId, ServiceMode, ServiceSpec, UpdateConfig,
+    UpdateOrder, parse,
 };
 
 use super::ClientOptions;
@@ -576,9 +576,15 @@ mod tests {
         assert_eq!(spec.secrets[0].source, "db-v2");
         assert_eq!(spec.secrets[0].target, "/run/secrets/db");
         assert_eq!(spec.secrets[0].mode, 0o440);
-        assert_eq!(spec.configs, vec![shoal_scheduler::FileRef::config("site-v2")]);
+        assert_eq!(
+            spec.configs,
+            vec![shoal_scheduler::FileRef::config("site-v2")]
+        );
         let missing = updated_spec(&before, &args(&["--secret-rm", "nope"]))
             .expect_err("no such secret on the service");
-        assert!(missing.to_string().contains("has no secret nope"), "{missing}");
+        assert!(
+            missing.to_string().contains("has no secret nope"),
+            "{missing}"
+        );
     }
 }

@@ -243,7 +243,8 @@ pub const CONFIGS: &str = "/v1/configs";
 pub const LOCAL_DATA_KEY: &str = "/v1/local/data-key";
 /// The largest body of a secret or config creation: the value (at most
 /// `shoal_scheduler::secrets::MAX_VALUE_BYTES`) in base64, its name and labels.
-pub const MAX_OBJECT_BODY_BYTES: usize = shoal_scheduler::secrets::MAX_VALUE_BYTES * 4 / 3 + 128 * 1024;
+pub const MAX_OBJECT_BODY_BYTES: usize =
+    shoal_scheduler::secrets::MAX_VALUE_BYTES * 4 / 3 + 128 * 1024;
 
 /// The path of one secret, by name, id or unique id prefix (`GET` inspect, `DELETE` remove).
 pub fn secret(name: &str) -> String {

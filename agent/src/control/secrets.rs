@@ -59,12 +59,15 @@ fn config_view(state: &ClusterState, config: &Config, with_data: bool) -> Config
 
 /// The value of a creation, decoded and bounded. The decoded bytes are zeroed when dropped.
 fn decode_value(kind: ObjectKind, data: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let value = BASE64.decode(data.trim()).map(Zeroizing::new).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the {kind}'s data is not base64 (standard alphabet, padded)"),
-        )
-    })?;
+    let value = BASE64
+        .decode(data.trim())
+        .map(Zeroizing::new)
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("the {kind}'s data is not base64 (standard alphabet, padded)"),
+            )
+        })?;
     if value.len() > MAX_VALUE_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -419,13 +422,16 @@ pub(super) async fn local_data_key(
         ));
     };
     if !state.quorum.known_managers().contains(&peer) {
-        state.metrics.refused("control", "data_key", "not_a_manager");
+        state
+            .metrics
+            .refused("control", "data_key", "not_a_manager");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("{peer} is not a manager of this cluster"),
         ));
     }
-    let is_leader = state.quorum.leader().borrow().map(|l| l.to_string()) == Some(state.node_id.clone());
+    let is_leader =
+        state.quorum.leader().borrow().map(|l| l.to_string()) == Some(state.node_id.clone());
     let key = match state.data_key.get() {
         Some(key) => key,
         None if is_leader => state.data_key.get_or_create().map_err(|error| {
@@ -442,7 +448,11 @@ pub(super) async fn local_data_key(
         }
     };
     tracing::info!(%peer, key_id = %key.id(), "gave the cluster's data key to a manager");
-    let hex: String = key.expose_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = key
+        .expose_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(Json(DataKeyResponse {
         key_id: key.id(),
         key: hex,

@@ -165,7 +165,9 @@ impl Agent {
                 token: api_token,
                 addr: api_addr,
             },
-            data_key: Arc::new(shoal_consensus::sealed::DataKeyStore::open(&config.data_dir)?),
+            data_key: Arc::new(shoal_consensus::sealed::DataKeyStore::open(
+                &config.data_dir,
+            )?),
         };
         // `/metrics` and, beside it, the web view (task logs only on a loopback address).
         let metrics_server = match config.metrics_addr {

@@ -35,7 +35,9 @@ pub fn create_secret(
         || sealed.key_id.is_empty()
         || sealed.key_id.len() > MAX_KEY_ID_LEN
     {
-        return Err(invalid(format!("secret {name:?}: a malformed sealed value")));
+        return Err(invalid(format!(
+            "secret {name:?}: a malformed sealed value"
+        )));
     }
     if sealed.ciphertext.len() > MAX_VALUE_BYTES + SEAL_OVERHEAD_BYTES {
         return Err(too_large(ObjectKind::Secret, name));

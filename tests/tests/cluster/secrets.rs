@@ -328,9 +328,12 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
             .unwrap_or_else(|e| panic!("shoal {args:?}: {e}"));
     }
     assert!(
-        shoal_cli(socket.clone(), &["secret", "inspect", "--data", "db-password"])
-            .await
-            .is_err(),
+        shoal_cli(
+            socket.clone(),
+            &["secret", "inspect", "--data", "db-password"]
+        )
+        .await
+        .is_err(),
         "a secret's value is never printed"
     );
 
@@ -341,9 +344,15 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
     assert_eq!(secrets[1].services, ["web"]);
     assert_eq!(secrets[1].key_id, leader_key.id());
     let config: ConfigView = client.get(&api::config("site")).await.expect("inspect");
-    assert_eq!(config.data.as_deref(), Some(&*base64_of(b"server { listen 80; }")));
+    assert_eq!(
+        config.data.as_deref(),
+        Some(&*base64_of(b"server { listen 80; }"))
+    );
     let visible: ConfigView = client.get(&api::config("visible")).await.expect("inspect");
-    assert_eq!(visible.data.as_deref(), Some(&*base64_of(VISIBLE.as_bytes())));
+    assert_eq!(
+        visible.data.as_deref(),
+        Some(&*base64_of(VISIBLE.as_bytes()))
+    );
     let configs: Vec<ConfigView> = client.get(api::CONFIGS).await.expect("ls");
     assert!(configs.iter().all(|c| c.data.is_none()), "ls shows no data");
     for agent in &agents {
@@ -367,7 +376,10 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
         assert_clean("/metrics", &metrics);
     }
     let events = get_text(&client, &format!("{}?type=secret", api::EVENTS)).await;
-    assert!(events.contains("secret_created") && events.contains("db-password"), "{events}");
+    assert!(
+        events.contains("secret_created") && events.contains("db-password"),
+        "{events}"
+    );
     for answer in &answers {
         assert_clean("an error", answer);
     }
@@ -386,7 +398,11 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
         assert!(!files.is_empty());
         visible_in_files += files
             .iter()
-            .filter(|(_, bytes)| bytes.windows(VISIBLE.len()).any(|w| w == VISIBLE.as_bytes()))
+            .filter(|(_, bytes)| {
+                bytes
+                    .windows(VISIBLE.len())
+                    .any(|w| w == VISIBLE.as_bytes())
+            })
             .count();
         for (path, bytes) in files {
             assert_clean(

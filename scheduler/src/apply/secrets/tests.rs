@@ -137,7 +137,10 @@ fn services_may_refer_only_to_objects_that_exist() {
         spec: with_refs("web", &["db", "other"], &["site"]),
         at: Timestamp(2),
     });
-    assert!(matches!(refused, Err(ApplyError::Refused(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ApplyError::Refused(_))),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -212,7 +215,10 @@ fn removal_is_refused_while_a_service_refers_and_names_the_services() {
         id: ConfigId(0),
         at: Timestamp(5),
     });
-    assert!(matches!(refused, Err(ApplyError::Refused(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ApplyError::Refused(_))),
+        "{refused:?}"
+    );
     state
         .apply(&Command::RemoveService {
             id: web,
