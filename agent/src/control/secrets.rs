@@ -7,7 +7,8 @@
 //!
 //! The data key: the leader creates it when first needed and keeps it in its data dir; another
 //! manager that needs it asks the leader ([`api::LOCAL_DATA_KEY`], over the mesh, answered only
-//! to managers of the cluster) and keeps it too. See [`data_key`].
+//! to managers of the cluster) and keeps it too, and every manager fetches a copy as soon as the
+//! cluster holds a secret ([`keep_data_key`]). See [`data_key`].
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use super::server::{
 };
 use super::views;
 use crate::worker::now;
+use shoal_discovery::PeerId;
 
 fn secret_view(state: &ClusterState, secret: &Secret) -> SecretView {
     SecretView {
@@ -337,8 +339,19 @@ async fn decline_for_object(
     .await
 }
 
-/// The cluster's data key, for this manager to seal with: the one it holds; else, on the
-/// leader, a new one; else the leader's, fetched over the mesh and kept.
+/// The key id the cluster's secrets are sealed with, if it holds any.
+fn sealed_with(cluster: &ClusterState) -> Option<String> {
+    cluster
+        .secrets
+        .values()
+        .next()
+        .map(|s| s.sealed.key_id.clone())
+}
+
+/// The cluster's data key, for this manager to seal with: the one it holds; else another
+/// manager's (the leader first), fetched over the mesh and kept; else, on the leader of a
+/// cluster that holds no secret yet, a new one. A leader never makes a new key while secrets
+/// sealed with another exist: they would no longer open.
 pub(crate) async fn data_key(state: &ControlState) -> Result<DataKey, ApiError> {
     let internal = |error: sealed::SealError| {
         ApiError::new(
@@ -349,42 +362,69 @@ pub(crate) async fn data_key(state: &ControlState) -> Result<DataKey, ApiError> 
     if let Some(key) = state.data_key.get() {
         return Ok(key);
     }
+    let wanted = sealed_with(&state.quorum.state());
     let leader = *state.quorum.leader().borrow();
-    let Some(leader) = leader else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no leader to get the cluster's data key from; retry once the cluster has one",
-        ));
-    };
-    if leader.to_string() == state.node_id {
+    let me = state.quorum.peer_id();
+    let mut managers = state.quorum.known_managers();
+    managers.sort_by_key(|m| Some(*m) != leader);
+    let mut last = String::from("no other manager known");
+    for manager in managers.into_iter().filter(|m| *m != me) {
+        match fetch_key(state, manager).await {
+            Ok(key) if wanted.as_ref().is_none_or(|id| *id == key.id()) => {
+                state.data_key.install(key.clone()).map_err(internal)?;
+                return Ok(key);
+            }
+            Ok(key) => last = format!("{manager} holds key {}, not {wanted:?}", key.id()),
+            Err(why) => last = format!("{manager}: {why}"),
+        }
+    }
+    if leader == Some(me) && wanted.is_none() {
         return state.data_key.get_or_create().map_err(internal);
     }
-    let unavailable = |why: String| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "this manager holds no data key and could not get the leader's ({why}); retry, \
-                 or run the command on the leader"
-            ),
-        )
-    };
-    let answer = forward::call_node(state, leader, api::LOCAL_DATA_KEY)
-        .await
-        .map_err(unavailable)?;
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "this manager holds no data key and could not get the cluster's ({last}); retry, or \
+             run the command on a manager that holds it"
+        ),
+    ))
+}
+
+/// Asks `manager` for the data key ([`api::LOCAL_DATA_KEY`]).
+async fn fetch_key(state: &ControlState, manager: PeerId) -> Result<DataKey, String> {
+    let answer = forward::call_node(state, manager, api::LOCAL_DATA_KEY).await?;
     if answer.status != 200 {
-        let why = serde_json::from_slice::<ErrorBody>(&answer.body)
+        return Err(serde_json::from_slice::<ErrorBody>(&answer.body)
             .map(|e| e.error)
-            .unwrap_or_else(|_| format!("status {}", answer.status));
-        return Err(unavailable(why));
+            .unwrap_or_else(|_| format!("status {}", answer.status)));
     }
-    let response: DataKeyResponse = serde_json::from_slice(&answer.body)
-        .map_err(|_| unavailable("a malformed answer".into()))?;
-    let key = parse_key(&response.key).ok_or_else(|| unavailable("a malformed key".into()))?;
+    let response: DataKeyResponse =
+        serde_json::from_slice(&answer.body).map_err(|_| "a malformed answer".to_owned())?;
+    let key = parse_key(&response.key).ok_or_else(|| "a malformed key".to_owned())?;
     if key.id() != response.key_id {
-        return Err(unavailable("a key that does not match its id".into()));
+        return Err("a key that does not match its id".into());
     }
-    state.data_key.install(key.clone()).map_err(internal)?;
     Ok(key)
+}
+
+/// Keeps this manager's copy of the data key: once the cluster holds a secret, a manager without
+/// the key fetches it from another, so that the key outlives the manager that made it. Runs
+/// for the agent's life; does nothing on agents that are not managers.
+pub async fn keep_data_key(state: ControlState) {
+    let mut applied = state.quorum.watch();
+    loop {
+        let needed = state.quorum.is_member()
+            && state.data_key.get().is_none()
+            && sealed_with(&state.quorum.state()).is_some();
+        if needed && let Err(error) = data_key(&state).await {
+            tracing::debug!(?error, "no copy of the data key yet; retrying");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn parse_key(hex: &str) -> Option<DataKey> {
@@ -432,9 +472,10 @@ pub(super) async fn local_data_key(
     }
     let is_leader =
         state.quorum.leader().borrow().map(|l| l.to_string()) == Some(state.node_id.clone());
+    let fresh = sealed_with(&state.quorum.state()).is_none();
     let key = match state.data_key.get() {
         Some(key) => key,
-        None if is_leader => state.data_key.get_or_create().map_err(|error| {
+        None if is_leader && fresh => state.data_key.get_or_create().map_err(|error| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the data key: {error}"),
@@ -443,7 +484,7 @@ pub(super) async fn local_data_key(
         None => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "this manager holds no data key and is not the leader: ask the leader",
+                "this manager holds no data key: ask another",
             ));
         }
     };

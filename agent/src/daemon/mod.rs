@@ -169,6 +169,7 @@ impl Agent {
                 &config.data_dir,
             )?),
         };
+        tasks.spawn(crate::control::secrets::keep_data_key(control.clone()));
         // `/metrics` and, beside it, the web view (task logs only on a loopback address).
         let metrics_server = match config.metrics_addr {
             Some(addr) => {
