@@ -197,7 +197,8 @@ pub struct EventsQuery {
     /// At most this many events (at most [`MAX_EVENTS_PAGE`]).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Only these types, comma-separated (`service`, `node`, `task`, `endpoint`, `cluster`).
+    /// Only these types, comma-separated (`service`, `node`, `task`, `endpoint`, `cluster`,
+    /// `secret`, `config`).
     #[serde(default, rename = "type")]
     pub types: Option<String>,
     /// Only events about this name (a service, also for its tasks; a node's hostname) or id.

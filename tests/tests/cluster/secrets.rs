@@ -192,6 +192,15 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
             assert_eq!(mode & 0o777, 0o600);
         }
     }
+    // The key is never given on a socket.
+    let refused = client
+        .get::<serde_json::Value>(api::LOCAL_DATA_KEY)
+        .await
+        .expect_err("not on a socket");
+    assert!(
+        refused.to_string().contains("over the mesh only"),
+        "{refused}"
+    );
     // A config, and a second secret through the third manager.
     let other_client = shoal_tests::client(&agents[other]);
     let _: CreateObjectResponse = other_client
@@ -431,5 +440,62 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
         assert_clean("the logs", &text);
     } else {
         eprintln!("another log subscriber was installed first: the logs were not checked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_forwards_a_secret_to_a_manager_and_never_holds_the_key() {
+    init_logging();
+    let dirs = temp_dirs(2);
+    let agents = start_joined(&dirs, |dir, join| async move {
+        start_agent(&dir, ExecutorKind::Sim, join).await
+    })
+    .await;
+    wait_ready_nodes(&agents[0], 2).await;
+    let worker = worker_index(&agents);
+    let manager = 1 - worker;
+    let worker_client = client(&agents[worker]);
+    let created: CreateObjectResponse = worker_client
+        .post(api::SECRETS, &object("token", PLANTED.as_bytes()))
+        .await
+        .expect("created through the worker");
+    let shown: SecretView = worker_client
+        .get(&api::secret(&created.id))
+        .await
+        .expect("inspect by id");
+    assert_eq!(shown.name, "token");
+    assert!(
+        DataKeyStore::open(dirs[worker].path())
+            .expect("the worker's store")
+            .get()
+            .is_none(),
+        "a worker holds no data key"
+    );
+    assert!(
+        DataKeyStore::open(dirs[manager].path())
+            .expect("the manager's store")
+            .get()
+            .is_some()
+    );
+    let refused = worker_client
+        .get::<serde_json::Value>(api::LOCAL_DATA_KEY)
+        .await
+        .expect_err("not on a socket");
+    assert!(
+        refused.to_string().contains("over the mesh only"),
+        "{refused}"
+    );
+    let removed: String = worker_client
+        .delete(&api::secret("token"))
+        .await
+        .expect("removed through the worker");
+    assert_eq!(removed, created.id);
+    let missing = worker_client
+        .delete::<String>(&api::secret("token"))
+        .await
+        .expect_err("gone");
+    assert!(missing.to_string().contains("no such secret"), "{missing}");
+    for agent in agents {
+        agent.shutdown().await;
     }
 }
