@@ -182,7 +182,7 @@ mod tests {
         assert!(!later.matches(&task));
         let err = EventFilter::of(&query("container", "")).expect_err("unknown type");
         assert!(
-            err.contains("use service, node, task, endpoint or cluster"),
+            err.contains("use service, node, task, endpoint, cluster, secret or config"),
             "{err}"
         );
     }
