@@ -136,10 +136,13 @@ impl IntoResponse for ApiError {
 impl From<ApplyError> for ApiError {
     fn from(error: ApplyError) -> Self {
         let status = match &error {
-            ApplyError::NoSuchService(_) | ApplyError::NoSuchNode(_) => StatusCode::NOT_FOUND,
-            ApplyError::NameInUse(_) | ApplyError::Stale(_) | ApplyError::AlreadyInitialised(_) => {
-                StatusCode::CONFLICT
-            }
+            ApplyError::NoSuchService(_)
+            | ApplyError::NoSuchNode(_)
+            | ApplyError::NoSuchObject(..) => StatusCode::NOT_FOUND,
+            ApplyError::NameInUse(_)
+            | ApplyError::ObjectNameInUse(..)
+            | ApplyError::Stale(_)
+            | ApplyError::AlreadyInitialised(_) => StatusCode::CONFLICT,
             ApplyError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
             ApplyError::Unauthorized(_) => StatusCode::FORBIDDEN,
             ApplyError::Declined { reason, .. } => match reason {

@@ -229,6 +229,17 @@ async fn a_planted_secret_never_shows_and_services_refer_to_secrets_and_configs(
         assert!(error.to_string().contains(expected), "{error}");
         answers.push(error.to_string());
     }
+    let duplicate = client
+        .post::<_, CreateObjectResponse>(api::CONFIGS, &object("site", b"x"))
+        .await
+        .expect_err("a config of that name exists");
+    assert!(
+        matches!(
+            duplicate,
+            shoal_agent::control::client::ClientError::Api { status, .. } if status.as_u16() == 409
+        ),
+        "{duplicate:?}"
+    );
     let mut huge = PLANTED.as_bytes().to_vec();
     huge.resize(500 * 1024 + 1, b'x');
     let error = client
