@@ -486,6 +486,8 @@ fn default_spec(name: String) -> ServiceSpec {
         labels: BTreeMap::new(),
         stop_grace_ms: DEFAULT_STOP_GRACE_MS,
         force_update: 0,
+        secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -15,6 +15,7 @@
 //! - `managers`: the managers and leader as told to this agent (what workers go by).
 //! - [`token`]: manager and worker tokens, and the raft key of closed clusters.
 //! - [`limits`]: message size bounds.
+//! - [`sealed`]: secret values sealed with the cluster's data key, and the key's store.
 //! - [`events`]: the ring of recent cluster events that `shoal events` reads.
 //! - [`error`]: [`ConsensusError`] and [`WriteError`].
 
@@ -25,6 +26,7 @@ pub mod events;
 pub mod limits;
 pub mod quorum;
 pub mod recover;
+pub mod sealed;
 pub mod storage;
 pub mod token;
 pub mod types;

@@ -2,6 +2,8 @@
 //! [`ClusterState`]: deterministic, and all-or-nothing — an invalid or stale command returns an
 //! error and changes nothing.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
@@ -9,6 +11,7 @@ use crate::model::{
     ServiceSpec, TaskId, TaskStatus, Timestamp,
 };
 use crate::plan::Plan;
+use crate::secrets::{Blob, ConfigId, ObjectKind, SealedValue, SecretId};
 
 /// One entry of the replicated log. Every variant that needs a time carries it: the leader stamps
 /// the time when it proposes the command, so every replica applies the same value.
@@ -129,6 +132,45 @@ pub enum Command {
         #[serde(default)]
         task_history_limit: Option<u64>,
     },
+    /// Create a secret from a value a manager sealed before proposing this command (the log
+    /// never holds the plaintext); its id is assigned by the state machine.
+    CreateSecret {
+        /// Its name, unique among secrets.
+        name: String,
+        /// Its labels.
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        /// The sealed value.
+        sealed: SealedValue,
+        /// When.
+        at: Timestamp,
+    },
+    /// Remove a secret no service refers to.
+    RemoveSecret {
+        /// Which secret.
+        id: SecretId,
+        /// When.
+        at: Timestamp,
+    },
+    /// Create a config; its id is assigned by the state machine.
+    CreateConfig {
+        /// Its name, unique among configs.
+        name: String,
+        /// Its labels.
+        #[serde(default)]
+        labels: BTreeMap<String, String>,
+        /// The value.
+        data: Blob,
+        /// When.
+        at: Timestamp,
+    },
+    /// Remove a config no service refers to.
+    RemoveConfig {
+        /// Which config.
+        id: ConfigId,
+        /// When.
+        at: Timestamp,
+    },
     /// Record that a client's request was refused before it became any other command (what it
     /// names does not exist, names several records, or may not change now). Changes nothing but
     /// the request log: written under the request's id, it decides that request once, so that
@@ -174,6 +216,10 @@ impl Command {
             Command::PruneTasks { .. } => "PruneTasks",
             Command::UpdateClusterSettings { .. } => "UpdateClusterSettings",
             Command::RotateJoinToken { .. } => "RotateJoinToken",
+            Command::CreateSecret { .. } => "CreateSecret",
+            Command::RemoveSecret { .. } => "RemoveSecret",
+            Command::CreateConfig { .. } => "CreateConfig",
+            Command::RemoveConfig { .. } => "RemoveConfig",
             Command::Decline { .. } => "Decline",
         }
     }
@@ -199,6 +245,14 @@ pub enum Outcome {
         /// Ids of the created tasks, in plan order.
         created: Vec<TaskId>,
     },
+    /// A secret was created with this id.
+    SecretCreated(SecretId),
+    /// The secret with this id was removed.
+    SecretRemoved(SecretId),
+    /// A config was created with this id.
+    ConfigCreated(ConfigId),
+    /// The config with this id was removed.
+    ConfigRemoved(ConfigId),
     /// Status reports were applied: how many changed something.
     StatusApplied {
         /// Reports that moved a task forward.
@@ -223,6 +277,14 @@ pub enum ApplyError {
     /// A service with that name exists.
     #[error("a service named {0:?} already exists")]
     NameInUse(String),
+    /// No secret or config of that kind with that id.
+    #[error("no such {0}: {1}")]
+    NoSuchObject(ObjectKind, String),
+    /// A secret or config with that name exists.
+    #[error(
+        "a {0} named {1:?} already exists (secrets and configs are immutable: create one under a new name and update the services)"
+    )]
+    ObjectNameInUse(ObjectKind, String),
     /// The spec is invalid.
     #[error("invalid service spec: {0}")]
     InvalidSpec(String),

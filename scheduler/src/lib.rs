@@ -10,6 +10,7 @@
 //! - [`reconcile()`]: desired versus actual state, as a [`Plan`] (what should run).
 //! - [`placement`]: filters and scorers (where it runs), O(log nodes) per task.
 //! - [`plan`]: what a pass decided, with the preconditions that make a stale plan fail whole.
+//! - [`secrets`]: secrets (sealed values) and configs, and services' references to them.
 //! - [`parse`]: constraints, sizes, CPUs, durations, preferences, ports as users type them.
 //! - [`synthetic`]: deterministic big clusters for tests and benchmarks.
 
@@ -24,6 +25,7 @@ pub mod placement;
 pub mod plan;
 pub mod reconcile;
 pub mod requests;
+pub mod secrets;
 pub mod synthetic;
 
 #[cfg(test)]
@@ -38,3 +40,4 @@ pub use model::*;
 pub use plan::Plan;
 pub use reconcile::reconcile;
 pub use requests::{RequestId, RequestLog};
+pub use secrets::{Blob, Config, ConfigId, FileRef, ObjectKind, SealedValue, Secret, SecretId};

@@ -514,6 +514,12 @@ pub struct ServiceSpec {
     /// else changed.
     #[serde(default)]
     pub force_update: u64,
+    /// Secrets mounted into each task as files (an in-memory mount, never the node's disk).
+    #[serde(default)]
+    pub secrets: Vec<crate::secrets::FileRef>,
+    /// Configs mounted into each task as files.
+    #[serde(default)]
+    pub configs: Vec<crate::secrets::FileRef>,
 }
 
 /// The progress of a rolling update or rollback.
@@ -697,6 +703,18 @@ pub struct ClusterState {
     /// Which join tokens new nodes may present (their rotations). Never shown by a view.
     #[serde(default)]
     pub join_keys: crate::join_keys::JoinKeys,
+    /// Secrets by id (their values sealed: see [`crate::secrets`]).
+    #[serde(default)]
+    pub secrets: BTreeMap<crate::secrets::SecretId, crate::secrets::Secret>,
+    /// Configs by id.
+    #[serde(default)]
+    pub configs: BTreeMap<crate::secrets::ConfigId, crate::secrets::Config>,
+    /// Next secret id to hand out.
+    #[serde(default)]
+    pub next_secret_id: u64,
+    /// Next config id to hand out.
+    #[serde(default)]
+    pub next_config_id: u64,
 }
 
 /// Ended tasks kept per slot (or per node for a global service) unless the cluster says

@@ -59,6 +59,18 @@ pub enum ParseError {
     /// A restart condition is unknown.
     #[error("invalid restart condition {0:?} (expected none, on-failure or any)")]
     RestartCondition(String),
+    /// A secret or config reference is malformed.
+    #[error(
+        "invalid {kind} {input:?}: {reason} (expected NAME or source=NAME[,target=PATH][,uid=N][,gid=N][,mode=0400])"
+    )]
+    FileRef {
+        /// Secret or config.
+        kind: crate::secrets::ObjectKind,
+        /// What was given.
+        input: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 /// Parses `node.labels.zone==eu`, `node.role!=manager`, `node.id==...`, `node.hostname==...`,
@@ -257,6 +269,72 @@ pub fn mount(input: &str) -> Result<MountSpec, ParseError> {
         return Err(err("a bind mount's source must be an absolute path"));
     }
     Ok(spec)
+}
+
+/// Parses a service's reference to a secret or config, as `--secret` and `--config` take it:
+/// `NAME`, or `source=NAME,target=PATH,uid=N,gid=N,mode=0440` (every field but the source
+/// optional; `src`, `dst` accepted). A secret's relative target is under `/run/secrets/`, a
+/// config's under `/`; the mode is octal (0400 for secrets, 0444 for configs by default).
+pub fn file_ref(
+    kind: crate::secrets::ObjectKind,
+    input: &str,
+) -> Result<crate::secrets::FileRef, ParseError> {
+    use crate::secrets::{FileRef, ObjectKind, SECRETS_DIR};
+    let err = |reason| ParseError::FileRef {
+        kind,
+        input: input.to_string(),
+        reason,
+    };
+    let input_trimmed = input.trim();
+    let (mut source, mut target, mut uid, mut gid, mut mode) = (None, None, None, None, None);
+    if !input_trimmed.contains('=') {
+        source = Some(input_trimmed.to_owned());
+    } else {
+        for field in input_trimmed
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        {
+            let Some((key, value)) = field.split_once('=') else {
+                return Err(err("every option is KEY=VALUE"));
+            };
+            match key {
+                "source" | "src" => source = Some(value.to_owned()),
+                "target" | "dst" | "destination" => target = Some(value.to_owned()),
+                "uid" => uid = Some(value.parse::<u32>().map_err(|_| err("uid is a number"))?),
+                "gid" => gid = Some(value.parse::<u32>().map_err(|_| err("gid is a number"))?),
+                "mode" => {
+                    mode = Some(
+                        u32::from_str_radix(value.trim_start_matches("0o"), 8)
+                            .ok()
+                            .filter(|m| *m <= 0o777)
+                            .ok_or_else(|| err("mode is octal permission bits, e.g. 0440"))?,
+                    )
+                }
+                _ => return Err(err("options are source, target, uid, gid and mode")),
+            }
+        }
+    }
+    let source = source
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| err("a source name is needed"))?;
+    let mut reference = match kind {
+        ObjectKind::Secret => FileRef::secret(&source),
+        ObjectKind::Config => FileRef::config(&source),
+    };
+    if let Some(target) = target.filter(|t| !t.is_empty()) {
+        reference.target = match (kind, target.starts_with('/')) {
+            (_, true) => target,
+            (ObjectKind::Secret, false) => format!("{SECRETS_DIR}/{target}"),
+            (ObjectKind::Config, false) => format!("/{target}"),
+        };
+    }
+    reference.uid = uid.unwrap_or(0);
+    reference.gid = gid.unwrap_or(0);
+    if let Some(mode) = mode {
+        reference.mode = mode;
+    }
+    Ok(reference)
 }
 
 /// Parses `spread=node.labels.zone`.
@@ -531,5 +609,42 @@ mod tests {
             restart_condition("always"),
             Err(ParseError::RestartCondition("always".into()))
         );
+    }
+
+    #[test]
+    fn secret_and_config_references() {
+        use crate::secrets::{FileRef, ObjectKind};
+        assert_eq!(
+            file_ref(ObjectKind::Secret, "db").expect("parses"),
+            FileRef::secret("db")
+        );
+        let full = file_ref(
+            ObjectKind::Secret,
+            "source=db,target=password,uid=1000,gid=50,mode=0440",
+        )
+        .expect("parses");
+        assert_eq!(full.target, "/run/secrets/password");
+        assert_eq!((full.uid, full.gid, full.mode), (1000, 50, 0o440));
+        let config =
+            file_ref(ObjectKind::Config, "src=site,dst=/etc/nginx/nginx.conf").expect("parses");
+        assert_eq!(config.target, "/etc/nginx/nginx.conf");
+        assert_eq!(config.mode, 0o444);
+        assert_eq!(
+            file_ref(ObjectKind::Config, "source=site,target=site.conf")
+                .expect("parses")
+                .target,
+            "/site.conf"
+        );
+        for bad in [
+            "",
+            "target=/x",
+            "source=db,mode=999",
+            "source=db,uid=me",
+            "source=db,colour=red",
+            "source=db,flag",
+        ] {
+            let error = file_ref(ObjectKind::Secret, bad).expect_err(bad);
+            assert!(error.to_string().contains("source=NAME"), "{bad}: {error}");
+        }
     }
 }

@@ -135,6 +135,8 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
         labels: BTreeMap::new(),
         stop_grace_ms: 10_000,
         force_update: 0,
+        secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

@@ -27,7 +27,7 @@ pub struct EventsArgs {
     /// Resume after this cursor: the `index` (or `index.seq`) of the last event seen.
     #[arg(long, value_name = "CURSOR", conflicts_with = "since")]
     pub after: Option<String>,
-    /// Only matching events: `type=service|node|task|endpoint|cluster`, `name=NAME` (a service, also
+    /// Only matching events: `type=service|node|task|endpoint|cluster|secret|config`, `name=NAME` (a service, also
     /// for its tasks; a node's hostname; or an id). Repeat for several types.
     #[arg(long, short = 'f', value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
@@ -54,7 +54,7 @@ fn filters(args: &EventsArgs) -> anyhow::Result<(Option<String>, Option<String>)
                 }
             }
             _ => anyhow::bail!(
-                "bad filter {filter:?}: use type=service|node|task|endpoint|cluster or name=NAME"
+                "bad filter {filter:?}: use type=service|node|task|endpoint|cluster|secret|config or name=NAME"
             ),
         }
     }
@@ -199,6 +199,12 @@ fn describe(kind: &EventKind) -> (&'static str, String) {
         EventKind::EndpointAdded { node, .. } => ("add", on_node(node.as_ref()).trim().to_owned()),
         EventKind::EndpointRemoved { node, .. } => {
             ("remove", on_node(node.as_ref()).trim().to_owned())
+        }
+        EventKind::SecretCreated { .. } | EventKind::ConfigCreated { .. } => {
+            ("create", String::new())
+        }
+        EventKind::SecretRemoved { .. } | EventKind::ConfigRemoved { .. } => {
+            ("remove", String::new())
         }
     }
 }

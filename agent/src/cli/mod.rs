@@ -11,6 +11,7 @@ mod logs;
 mod man;
 mod node;
 mod output;
+mod secret;
 mod service;
 mod spec;
 mod stack;
@@ -57,6 +58,13 @@ pub enum Command {
     /// Cluster-wide operations.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Manage secrets: values that services' tasks see as files (in `/run/secrets` by
+    /// default), encrypted at rest, never shown again once created.
+    #[command(subcommand)]
+    Secret(secret::ObjectCommand),
+    /// Manage configs: values that services' tasks see as files (at `/NAME` by default).
+    #[command(subcommand)]
+    Config(secret::ObjectCommand),
     /// Follow the cluster's events: services, tasks, nodes and leaders, as they happen.
     ///
     /// `shoal events --since 10m --until 0s` prints what happened in the last ten minutes and
@@ -116,6 +124,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Task(command) => client_runtime()?.block_on(task::run(command)),
         Command::Stack(command) => client_runtime()?.block_on(stack::run(command)),
         Command::Cluster(command) => cluster::run(command),
+        Command::Secret(command) => {
+            client_runtime()?.block_on(secret::run(shoal_scheduler::ObjectKind::Secret, command))
+        }
+        Command::Config(command) => {
+            client_runtime()?.block_on(secret::run(shoal_scheduler::ObjectKind::Config, command))
+        }
         Command::Events(args) => client_runtime()?.block_on(events::run(args)),
         Command::Version(args) => client_runtime()?.block_on(version::version(args)),
         Command::Completion(args) => {
@@ -192,6 +206,32 @@ mod tests {
             &["shoal", "node", "update", "--availability", "drain", "n1"][..],
             &["shoal", "node", "rm", "--force", "n1", "n2"][..],
             &["shoal", "node", "ps"][..],
+            &["shoal", "secret", "create", "--label", "a=b", "db", "-"][..],
+            &["shoal", "secret", "ls", "--format", "json"][..],
+            &["shoal", "config", "inspect", "--data", "site"][..],
+            &["shoal", "config", "rm", "a", "b"][..],
+            &[
+                "shoal",
+                "service",
+                "create",
+                "--name",
+                "w",
+                "--secret",
+                "db",
+                "--config",
+                "source=site,target=/etc/site",
+                "img",
+            ][..],
+            &[
+                "shoal",
+                "service",
+                "update",
+                "--secret-rm",
+                "a",
+                "--secret-add",
+                "b",
+                "w",
+            ][..],
             &[
                 "shoal",
                 "events",

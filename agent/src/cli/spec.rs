@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::parse;
 use shoal_scheduler::{
-    FailureAction, HealthCheck, ResourceRequirements, Resources, RestartCondition, RestartPolicy,
-    ServiceMode, ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
+    FailureAction, FileRef, HealthCheck, ObjectKind, ResourceRequirements, Resources,
+    RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, Strategy, UpdateConfig, UpdateOrder,
 };
 
 /// Parses a duration such as `500ms`, `10s` or `1m30s`.
@@ -64,6 +64,16 @@ pub struct SpecArgs {
     /// Mount: `type=bind,source=/data,target=/data[,readonly]` (also volume, tmpfs).
     #[arg(long = "mount")]
     pub mounts: Vec<String>,
+    /// Give each task a secret as a file: `NAME`, or
+    /// `source=NAME,target=PATH,uid=N,gid=N,mode=0400` (repeatable). By default at
+    /// `/run/secrets/NAME`, mode 0400; create it first with `shoal secret create`.
+    #[arg(long = "secret", value_name = "SECRET")]
+    pub secrets: Vec<String>,
+    /// Give each task a config as a file: `NAME`, or
+    /// `source=NAME,target=PATH,uid=N,gid=N,mode=0444` (repeatable). By default at `/NAME`,
+    /// mode 0444; create it first with `shoal config create`.
+    #[arg(long = "config", value_name = "CONFIG")]
+    pub configs: Vec<String>,
     /// CPUs reserved for each task, e.g. `0.5`.
     #[arg(long)]
     pub reserve_cpu: Option<String>,
@@ -204,6 +214,8 @@ impl SpecArgs {
             labels: key_values("--label", &self.labels)?,
             stop_grace_ms: millis("--stop-grace-period", &self.stop_grace_period)?,
             force_update: 0,
+            secrets: file_refs(ObjectKind::Secret, "--secret", &self.secrets)?,
+            configs: file_refs(ObjectKind::Config, "--config", &self.configs)?,
         })
     }
 
@@ -242,6 +254,18 @@ impl SpecArgs {
             start_period_ms: millis("--health-start-period", &self.health_start_period)?,
         }))
     }
+}
+
+/// Parses `--secret` or `--config` values (one reference per source name: a second one for the
+/// same name replaces the first).
+pub fn file_refs(kind: ObjectKind, flag: &str, given: &[String]) -> anyhow::Result<Vec<FileRef>> {
+    let mut refs: Vec<FileRef> = Vec::with_capacity(given.len());
+    for text in given {
+        let added = parse::file_ref(kind, text).with_context(|| format!("{flag} {text:?}"))?;
+        refs.retain(|r| r.source != added.source);
+        refs.push(added);
+    }
+    Ok(refs)
 }
 
 fn millis(flag: &str, text: &str) -> anyhow::Result<u64> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use shoal_scheduler::{
-    FailureAction, Service, ServiceId, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder, parse,
+    FailureAction, FileRef, ObjectKind, Service, ServiceId, ServiceMode, ServiceSpec, UpdateConfig,
+    UpdateOrder, parse,
 };
 
 use super::ClientOptions;
@@ -58,6 +59,20 @@ pub struct UpdateArgs {
     /// Remove a mount by its target path (repeatable).
     #[arg(long = "mount-rm")]
     pub mount_rm: Vec<String>,
+    /// Give each task a secret, as `--secret` of `create` (repeatable). Rotation: remove the old
+    /// one and add the new one at the same target:
+    /// `--secret-rm db-v1 --secret-add source=db-v2,target=db`.
+    #[arg(long = "secret-add", value_name = "SECRET")]
+    pub secret_add: Vec<String>,
+    /// Stop giving a secret to the tasks, by its name (repeatable).
+    #[arg(long = "secret-rm", value_name = "NAME")]
+    pub secret_rm: Vec<String>,
+    /// Give each task a config, as `--config` of `create` (repeatable).
+    #[arg(long = "config-add", value_name = "CONFIG")]
+    pub config_add: Vec<String>,
+    /// Stop giving a config to the tasks, by its name (repeatable).
+    #[arg(long = "config-rm", value_name = "NAME")]
+    pub config_rm: Vec<String>,
     /// CPUs reserved for each task, e.g. `0.5`.
     #[arg(long)]
     pub reserve_cpu: Option<String>,
@@ -274,6 +289,20 @@ pub fn updated_spec(current: &ServiceSpec, args: &UpdateArgs) -> anyhow::Result<
         spec.mounts.retain(|m| m.target != added.target);
         spec.mounts.push(added);
     }
+    edit_file_refs(
+        &mut spec.secrets,
+        ObjectKind::Secret,
+        "--secret-add",
+        &args.secret_add,
+        &args.secret_rm,
+    )?;
+    edit_file_refs(
+        &mut spec.configs,
+        ObjectKind::Config,
+        "--config-add",
+        &args.config_add,
+        &args.config_rm,
+    )?;
     edit_resources(&mut spec, args)?;
     if let Some(grace) = &args.stop_grace_period {
         spec.stop_grace_ms =
@@ -289,6 +318,30 @@ pub fn updated_spec(current: &ServiceSpec, args: &UpdateArgs) -> anyhow::Result<
         "nothing to change: give a flag that changes the service, or --force to replace its tasks"
     );
     Ok(spec)
+}
+
+/// Removes the references to the names in `remove`, then adds (or replaces, by source name or
+/// target) the ones in `add`.
+fn edit_file_refs(
+    refs: &mut Vec<FileRef>,
+    kind: ObjectKind,
+    flag: &str,
+    add: &[String],
+    remove: &[String],
+) -> anyhow::Result<()> {
+    for name in remove {
+        let before = refs.len();
+        refs.retain(|r| r.source != *name);
+        anyhow::ensure!(
+            refs.len() < before,
+            "--{kind}-rm {name}: the service has no {kind} {name} (see `shoal service inspect`)"
+        );
+    }
+    for added in super::spec::file_refs(kind, flag, add)? {
+        refs.retain(|r| r.source != added.source && r.target != added.target);
+        refs.push(added);
+    }
+    Ok(())
 }
 
 fn key_value(flag: &str, pair: &str) -> anyhow::Result<(String, String)> {
@@ -495,5 +548,43 @@ mod tests {
             );
             assert!(why.contains(flag), "{flags:?}: {why}");
         }
+    }
+
+    #[test]
+    fn secrets_rotate_by_removing_the_old_and_adding_the_new_at_its_target() {
+        let mut before = current();
+        before.secrets = vec![shoal_scheduler::FileRef {
+            target: "/run/secrets/db".into(),
+            ..shoal_scheduler::FileRef::secret("db-v1")
+        }];
+        before.configs = vec![shoal_scheduler::FileRef::config("site")];
+        let spec = updated_spec(
+            &before,
+            &args(&[
+                "--secret-rm",
+                "db-v1",
+                "--secret-add",
+                "source=db-v2,target=db,mode=0440",
+                "--config-rm",
+                "site",
+                "--config-add",
+                "site-v2",
+            ]),
+        )
+        .expect("a change");
+        assert_eq!(spec.secrets.len(), 1);
+        assert_eq!(spec.secrets[0].source, "db-v2");
+        assert_eq!(spec.secrets[0].target, "/run/secrets/db");
+        assert_eq!(spec.secrets[0].mode, 0o440);
+        assert_eq!(
+            spec.configs,
+            vec![shoal_scheduler::FileRef::config("site-v2")]
+        );
+        let missing = updated_spec(&before, &args(&["--secret-rm", "nope"]))
+            .expect_err("no such secret on the service");
+        assert!(
+            missing.to_string().contains("has no secret nope"),
+            "{missing}"
+        );
     }
 }

@@ -197,7 +197,8 @@ pub struct EventsQuery {
     /// At most this many events (at most [`MAX_EVENTS_PAGE`]).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Only these types, comma-separated (`service`, `node`, `task`, `endpoint`, `cluster`).
+    /// Only these types, comma-separated (`service`, `node`, `task`, `endpoint`, `cluster`,
+    /// `secret`, `config`).
     #[serde(default, rename = "type")]
     pub types: Option<String>,
     /// Only events about this name (a service, also for its tasks; a node's hostname) or id.
@@ -231,4 +232,108 @@ pub struct ApiTokenResponse {
     pub token: String,
     /// The address the TCP API listens on (`HOST:PORT`), if this agent serves it.
     pub addr: Option<String>,
+}
+
+/// `GET` list of secrets (metadata only), `POST` [`CreateObjectRequest`] to create one.
+pub const SECRETS: &str = "/v1/secrets";
+/// `GET` list of configs, `POST` [`CreateObjectRequest`] to create one.
+pub const CONFIGS: &str = "/v1/configs";
+/// `GET` the cluster's data key ([`DataKeyResponse`]): answered only to another manager of the
+/// cluster over the authenticated mesh (a manager fetches it from the leader before it seals
+/// its first secret), never on a socket.
+pub const LOCAL_DATA_KEY: &str = "/v1/local/data-key";
+/// The largest body of a secret or config creation: the value (at most
+/// `shoal_scheduler::secrets::MAX_VALUE_BYTES`) in base64, its name and labels.
+pub const MAX_OBJECT_BODY_BYTES: usize =
+    shoal_scheduler::secrets::MAX_VALUE_BYTES * 4 / 3 + 128 * 1024;
+
+/// The path of one secret, by name, id or unique id prefix (`GET` inspect, `DELETE` remove).
+pub fn secret(name: &str) -> String {
+    format!("{SECRETS}/{name}")
+}
+
+/// The path of one config, by name, id or unique id prefix (`GET` inspect, `DELETE` remove).
+pub fn config(name: &str) -> String {
+    format!("{CONFIGS}/{name}")
+}
+
+/// Body of `POST /v1/secrets` and `POST /v1/configs`. `Debug` never shows the value.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateObjectRequest {
+    /// Its name: 1 to 63 letters, digits, `-`, `_` or `.`, unique among its kind.
+    pub name: String,
+    /// Its labels.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The value, base64 (standard alphabet, padded), at most 500 KiB once decoded.
+    pub data: String,
+}
+
+impl std::fmt::Debug for CreateObjectRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateObjectRequest")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("data", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Answer to a created secret or config.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreateObjectResponse {
+    /// The new object's id (`x…` for a secret, `c…` for a config).
+    pub id: String,
+}
+
+/// A secret as the API shows it: metadata only, never the value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+    /// The fingerprint of the data key that sealed it.
+    pub key_id: String,
+    /// The services whose spec (or rollback spec) refers to it.
+    pub services: Vec<String>,
+}
+
+/// A config as the API shows it; `data` only on inspect.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When it was created (milliseconds since the Unix epoch).
+    pub created_at_ms: u64,
+    /// Its size in bytes.
+    pub size: usize,
+    /// The services whose spec (or rollback spec) refers to it.
+    pub services: Vec<String>,
+    /// The value, base64 (inspect only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
+/// Answer of [`LOCAL_DATA_KEY`]. `Debug` never shows the key.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct DataKeyResponse {
+    /// The key's fingerprint.
+    pub key_id: String,
+    /// The key, 64 hex digits.
+    pub key: String,
+}
+
+impl std::fmt::Debug for DataKeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataKeyResponse({} <redacted>)", self.key_id)
+    }
 }

@@ -67,8 +67,11 @@ pub fn parse_type(text: &str) -> Result<EventType, String> {
         "task" => Ok(EventType::Task),
         "endpoint" => Ok(EventType::Endpoint),
         "cluster" => Ok(EventType::Cluster),
+        "secret" => Ok(EventType::Secret),
+        "config" => Ok(EventType::Config),
         other => Err(format!(
-            "unknown event type {other:?}: use service, node, task, endpoint or cluster"
+            "unknown event type {other:?}: use service, node, task, endpoint, cluster, secret \
+             or config"
         )),
     }
 }
@@ -179,7 +182,7 @@ mod tests {
         assert!(!later.matches(&task));
         let err = EventFilter::of(&query("container", "")).expect_err("unknown type");
         assert!(
-            err.contains("use service, node, task, endpoint or cluster"),
+            err.contains("use service, node, task, endpoint, cluster, secret or config"),
             "{err}"
         );
     }

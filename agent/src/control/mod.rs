@@ -5,6 +5,7 @@
 //! - [`server`]: the router served by the daemon and what every handler shares (reads at the
 //!   right consistency, authorized writes, errors).
 //! - [`services`] and [`nodes`]: the services' and the nodes' routes.
+//! - [`secrets`]: the secrets' and configs' routes, and the cluster's data key between managers.
 //! - [`routes`]: the one list of routes, and the OpenAPI document (`GET /v1/openapi.json`).
 //! - [`errors`]: every error answered as JSON, axum's own rejections and unknown routes too.
 //! - [`remote`]: the API on TCP (`--api-addr`), behind a bearer token.
@@ -30,6 +31,7 @@ pub mod logs;
 pub mod nodes;
 pub mod remote;
 pub mod routes;
+pub mod secrets;
 pub mod server;
 pub mod services;
 pub mod tasks;

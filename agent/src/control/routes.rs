@@ -19,7 +19,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::api::{self, ErrorBody};
 use super::server::{self, ControlState};
-use super::{cluster_info, endpoints, events, join_tokens, logs, nodes, remote, services, tasks};
+use super::{
+    cluster_info, endpoints, events, join_tokens, logs, nodes, remote, secrets, services, tasks,
+};
 
 /// One route: a method on a path (`{param}` segments as in the OpenAPI document) and its handler.
 pub struct Route {
@@ -53,6 +55,14 @@ impl Route {
             path,
             endpoint,
         }
+    }
+
+    /// The same route, its request bodies bounded to `bytes`.
+    fn body_limit(mut self, bytes: usize) -> Self {
+        self.endpoint = self
+            .endpoint
+            .layer(axum::extract::DefaultBodyLimit::max(bytes));
+        self
     }
 
     /// The method.
@@ -103,6 +113,15 @@ pub fn table() -> Vec<Route> {
         Route::delete("/v1/nodes/{node}", nodes::remove_node),
         Route::get("/v1/nodes/{node}/tasks", nodes::node_tasks),
         Route::post("/v1/nodes/{node}/update", nodes::update_node),
+        Route::get(api::SECRETS, secrets::list_secrets),
+        Route::post(api::SECRETS, secrets::create_secret).body_limit(api::MAX_OBJECT_BODY_BYTES),
+        Route::get("/v1/secrets/{name}", secrets::inspect_secret),
+        Route::delete("/v1/secrets/{name}", secrets::remove_secret),
+        Route::get(api::CONFIGS, secrets::list_configs),
+        Route::post(api::CONFIGS, secrets::create_config).body_limit(api::MAX_OBJECT_BODY_BYTES),
+        Route::get("/v1/configs/{name}", secrets::inspect_config),
+        Route::delete("/v1/configs/{name}", secrets::remove_config),
+        Route::get(api::LOCAL_DATA_KEY, secrets::local_data_key),
         Route::get(api::CLUSTER_SETTINGS, s::cluster_settings),
         Route::post(api::CLUSTER_SETTINGS, s::update_cluster_settings),
     ]
@@ -146,6 +165,15 @@ pub fn table() -> Vec<Route> {
         server::cluster_settings,
         server::update_cluster_settings,
         endpoints::endpoints,
+        secrets::list_secrets,
+        secrets::create_secret,
+        secrets::inspect_secret,
+        secrets::remove_secret,
+        secrets::list_configs,
+        secrets::create_config,
+        secrets::inspect_config,
+        secrets::remove_config,
+        secrets::local_data_key,
     ),
     components(schemas(ErrorBody)),
     modifiers(&ApiTokenScheme),
@@ -155,6 +183,7 @@ pub fn table() -> Vec<Route> {
         (name = "services", description = "Services and their tasks"),
         (name = "nodes", description = "The cluster's nodes"),
         (name = "cluster", description = "The cluster as a whole"),
+        (name = "secrets", description = "Secrets (values sealed, never shown) and configs"),
     )
 )]
 pub struct ApiDoc;

@@ -49,6 +49,9 @@ pub struct ControlState {
     pub executor: Option<Arc<dyn crate::executor::Executor>>,
     /// The TCP API's token and address.
     pub remote: RemoteAccess,
+    /// The cluster's data key as this agent holds it (a manager's; see
+    /// [`super::secrets::data_key`]).
+    pub data_key: Arc<shoal_consensus::sealed::DataKeyStore>,
 }
 
 /// How a read is served.
@@ -133,10 +136,13 @@ impl IntoResponse for ApiError {
 impl From<ApplyError> for ApiError {
     fn from(error: ApplyError) -> Self {
         let status = match &error {
-            ApplyError::NoSuchService(_) | ApplyError::NoSuchNode(_) => StatusCode::NOT_FOUND,
-            ApplyError::NameInUse(_) | ApplyError::Stale(_) | ApplyError::AlreadyInitialised(_) => {
-                StatusCode::CONFLICT
-            }
+            ApplyError::NoSuchService(_)
+            | ApplyError::NoSuchNode(_)
+            | ApplyError::NoSuchObject(..) => StatusCode::NOT_FOUND,
+            ApplyError::NameInUse(_)
+            | ApplyError::ObjectNameInUse(..)
+            | ApplyError::Stale(_)
+            | ApplyError::AlreadyInitialised(_) => StatusCode::CONFLICT,
             ApplyError::InvalidSpec(_) => StatusCode::BAD_REQUEST,
             ApplyError::Unauthorized(_) => StatusCode::FORBIDDEN,
             ApplyError::Declined { reason, .. } => match reason {

@@ -317,6 +317,10 @@ pub enum Kind {
     Service,
     /// Tasks: by id or unique id prefix.
     Task,
+    /// Secrets: by name, id or unique id prefix.
+    Secret,
+    /// Configs: by name, id or unique id prefix.
+    Config,
 }
 
 impl Kind {
@@ -326,6 +330,8 @@ impl Kind {
             Kind::Node => "see `shoal node ls`",
             Kind::Service => "see `shoal service ls`",
             Kind::Task => "see `shoal service ps SERVICE` or `shoal node ps NODE`",
+            Kind::Secret => "see `shoal secret ls`",
+            Kind::Config => "see `shoal config ls`",
         }
     }
 }
@@ -336,6 +342,8 @@ impl fmt::Display for Kind {
             Kind::Node => "node",
             Kind::Service => "service",
             Kind::Task => "task",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         })
     }
 }
@@ -435,6 +443,48 @@ impl Named for Task {
     fn short_id(&self) -> Option<String> {
         unpadded(&self.id_text())
     }
+}
+
+impl Named for shoal_scheduler::Secret {
+    const KIND: Kind = Kind::Secret;
+    fn id_text(&self) -> String {
+        self.id.to_string()
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+    fn short_id(&self) -> Option<String> {
+        unpadded(&self.id_text())
+    }
+}
+
+impl Named for shoal_scheduler::Config {
+    const KIND: Kind = Kind::Config;
+    fn id_text(&self) -> String {
+        self.id.to_string()
+    }
+    fn name(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+    fn short_id(&self) -> Option<String> {
+        unpadded(&self.id_text())
+    }
+}
+
+/// The secret `given` names: its name, its id, or a unique prefix of its id.
+pub fn find_secret<'a>(
+    state: &'a ClusterState,
+    given: &str,
+) -> Result<&'a shoal_scheduler::Secret, LookupError> {
+    lookup(given, state.secrets.values())
+}
+
+/// The config `given` names: its name, its id, or a unique prefix of its id.
+pub fn find_config<'a>(
+    state: &'a ClusterState,
+    given: &str,
+) -> Result<&'a shoal_scheduler::Config, LookupError> {
+    lookup(given, state.configs.values())
 }
 
 /// The one record `given` names, trying in turn: its full id, its name, a prefix of its id, its

@@ -165,7 +165,11 @@ impl Agent {
                 token: api_token,
                 addr: api_addr,
             },
+            data_key: Arc::new(shoal_consensus::sealed::DataKeyStore::open(
+                &config.data_dir,
+            )?),
         };
+        tasks.spawn(crate::control::secrets::keep_data_key(control.clone()));
         // `/metrics` and, beside it, the web view (task logs only on a loopback address).
         let metrics_server = match config.metrics_addr {
             Some(addr) => {

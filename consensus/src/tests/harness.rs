@@ -188,6 +188,8 @@ pub(crate) fn spec(name: &str) -> ServiceSpec {
         labels: Default::default(),
         stop_grace_ms: 1000,
         force_update: 0,
+        secrets: Vec::new(),
+        configs: Vec::new(),
     }
 }
 

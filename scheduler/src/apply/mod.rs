@@ -7,10 +7,12 @@
 //! - [`status`]: task status reports from nodes.
 //! - [`plan`]: the orchestrator's plans, with their preconditions.
 //! - [`prune`]: bounded task history.
+//! - [`secrets`]: secrets and configs, and services' references to them.
 
 pub mod node;
 pub mod plan;
 pub mod prune;
+pub mod secrets;
 pub mod service;
 pub mod status;
 
@@ -70,6 +72,20 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
             }
             Ok(Outcome::Done)
         }
+        Command::CreateSecret {
+            name,
+            labels,
+            sealed,
+            at,
+        } => secrets::create_secret(state, name, labels, sealed, *at),
+        Command::RemoveSecret { id, at: _ } => secrets::remove_secret(state, *id),
+        Command::CreateConfig {
+            name,
+            labels,
+            data,
+            at,
+        } => secrets::create_config(state, name, labels, data, *at),
+        Command::RemoveConfig { id, at: _ } => secrets::remove_config(state, *id),
         Command::Decline { reason, message } => Err(ApplyError::Declined {
             reason: *reason,
             message: message.clone(),

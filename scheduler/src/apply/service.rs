@@ -26,6 +26,7 @@ pub fn create(
     validate(spec)?;
     check_mounts_allowed(spec, &state.settings)?;
     check_ports_free(state, None, spec)?;
+    super::secrets::check_references_exist(state, spec)?;
     if state.services.values().any(|s| s.spec.name == spec.name) {
         return Err(ApplyError::NameInUse(spec.name.clone()));
     }
@@ -72,6 +73,7 @@ pub fn update(
     validate(spec)?;
     check_mounts_allowed(spec, &state.settings)?;
     check_ports_free(state, Some(id), spec)?;
+    super::secrets::check_references_exist(state, spec)?;
     let svc = state
         .services
         .get_mut(&id)
@@ -204,6 +206,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), ApplyError> {
             m.target
         )));
     }
+    super::secrets::validate_references(spec)?;
     for cfg in [&spec.update, &spec.rollback] {
         if cfg.max_failure_permille > 1000 {
             return Err(invalid("max failure ratio must be between 0 and 1"));

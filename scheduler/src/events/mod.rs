@@ -13,6 +13,7 @@ use crate::model::{
     Availability, ClusterState, DesiredState, NodeId, NodeRole, NodeState, ServiceId, TaskId,
     TaskState, Timestamp, UpdateState, takes_connections,
 };
+use crate::secrets::{ConfigId, SecretId};
 
 /// What an event is about, for filters (`type=service|node|task|endpoint|cluster`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,6 +29,10 @@ pub enum EventType {
     Endpoint,
     /// The cluster itself: its creation, settings and leader.
     Cluster,
+    /// A secret created or removed (its name only, never its value).
+    Secret,
+    /// A config created or removed.
+    Config,
 }
 
 impl EventType {
@@ -39,6 +44,8 @@ impl EventType {
             EventType::Task => "task",
             EventType::Endpoint => "endpoint",
             EventType::Cluster => "cluster",
+            EventType::Secret => "secret",
+            EventType::Config => "config",
         }
     }
 }
@@ -92,6 +99,34 @@ pub enum EventKind {
     ServiceRemoved {
         /// Its id.
         id: ServiceId,
+        /// Its name.
+        name: String,
+    },
+    /// A secret was created (the event names it; its value is never in an event).
+    SecretCreated {
+        /// Its id.
+        id: SecretId,
+        /// Its name.
+        name: String,
+    },
+    /// A secret was removed.
+    SecretRemoved {
+        /// Its id.
+        id: SecretId,
+        /// Its name.
+        name: String,
+    },
+    /// A config was created.
+    ConfigCreated {
+        /// Its id.
+        id: ConfigId,
+        /// Its name.
+        name: String,
+    },
+    /// A config was removed.
+    ConfigRemoved {
+        /// Its id.
+        id: ConfigId,
         /// Its name.
         name: String,
     },
@@ -217,6 +252,8 @@ impl EventKind {
             EventKind::EndpointAdded { .. } | EventKind::EndpointRemoved { .. } => {
                 EventType::Endpoint
             }
+            EventKind::SecretCreated { .. } | EventKind::SecretRemoved { .. } => EventType::Secret,
+            EventKind::ConfigCreated { .. } | EventKind::ConfigRemoved { .. } => EventType::Config,
         }
     }
 
@@ -241,6 +278,10 @@ impl EventKind {
             | EventKind::TaskState { service, .. }
             | EventKind::EndpointAdded { service, .. }
             | EventKind::EndpointRemoved { service, .. } => service,
+            EventKind::SecretCreated { name, .. }
+            | EventKind::SecretRemoved { name, .. }
+            | EventKind::ConfigCreated { name, .. }
+            | EventKind::ConfigRemoved { name, .. } => name,
         }
     }
 
@@ -264,6 +305,12 @@ impl EventKind {
             | EventKind::TaskState { id, .. }
             | EventKind::EndpointAdded { id, .. }
             | EventKind::EndpointRemoved { id, .. } => id.to_string(),
+            EventKind::SecretCreated { id, .. } | EventKind::SecretRemoved { id, .. } => {
+                id.to_string()
+            }
+            EventKind::ConfigCreated { id, .. } | EventKind::ConfigRemoved { id, .. } => {
+                id.to_string()
+            }
         }
     }
 }
@@ -295,6 +342,10 @@ pub struct Probe {
     // creates nothing and names nothing).
     next_service_id: u64,
     next_task_id: u64,
+    next_secret_id: u64,
+    next_config_id: u64,
+    // The name of the secret or config a removal names, as it was.
+    removed_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -327,6 +378,8 @@ impl Probe {
             cluster_id_before: state.cluster_id.is_some(),
             next_service_id: state.next_service_id,
             next_task_id: state.next_task_id,
+            next_secret_id: state.next_secret_id,
+            next_config_id: state.next_config_id,
             ..Probe::default()
         };
         match cmd {
@@ -335,7 +388,15 @@ impl Probe {
             | Command::PruneTasks { .. }
             | Command::RotateJoinToken { .. }
             | Command::UpdateClusterSettings { .. }
+            | Command::CreateSecret { .. }
+            | Command::CreateConfig { .. }
             | Command::Decline { .. } => {}
+            Command::RemoveSecret { id, .. } => {
+                probe.removed_name = state.secrets.get(id).map(|s| s.name.clone());
+            }
+            Command::RemoveConfig { id, .. } => {
+                probe.removed_name = state.configs.get(id).map(|c| c.name.clone());
+            }
             Command::UpdateService { id, .. } | Command::RollbackService { id, .. } => {
                 probe.note_service(state, *id)
             }
@@ -417,6 +478,32 @@ impl Probe {
                     });
                 }
             }
+            (Command::CreateSecret { name, .. }, Outcome::SecretCreated(id))
+                if id.0 >= self.next_secret_id =>
+            {
+                kinds.push(EventKind::SecretCreated {
+                    id: *id,
+                    name: name.clone(),
+                });
+            }
+            (Command::CreateConfig { name, .. }, Outcome::ConfigCreated(id))
+                if id.0 >= self.next_config_id =>
+            {
+                kinds.push(EventKind::ConfigCreated {
+                    id: *id,
+                    name: name.clone(),
+                });
+            }
+            (Command::RemoveSecret { .. }, Outcome::SecretRemoved(id)) => {
+                if let Some(name) = self.removed_name.take() {
+                    kinds.push(EventKind::SecretRemoved { id: *id, name });
+                }
+            }
+            (Command::RemoveConfig { .. }, Outcome::ConfigRemoved(id)) => {
+                if let Some(name) = self.removed_name.take() {
+                    kinds.push(EventKind::ConfigRemoved { id: *id, name });
+                }
+            }
             (Command::ApplyPlan { .. }, Outcome::PlanApplied { created }) => {
                 let new = created.iter().filter(|id| id.0 >= self.next_task_id);
                 kinds.extend(new.filter_map(|id| task_created(state, *id)));
@@ -463,7 +550,11 @@ fn command_time(cmd: &Command) -> Option<Timestamp> {
         | Command::RemoveService { at, .. }
         | Command::SetNodeStates { at, .. }
         | Command::RemoveNode { at, .. }
-        | Command::ApplyPlan { at, .. } => Some(*at),
+        | Command::ApplyPlan { at, .. }
+        | Command::CreateSecret { at, .. }
+        | Command::RemoveSecret { at, .. }
+        | Command::CreateConfig { at, .. }
+        | Command::RemoveConfig { at, .. } => Some(*at),
         Command::ReportTaskStatus { reports, .. } => reports.iter().map(|(_, s)| s.timestamp).max(),
         Command::InitCluster { .. }
         | Command::UpsertNode { .. }

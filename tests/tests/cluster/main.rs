@@ -20,6 +20,7 @@ mod nodes_partition;
 mod nodes_recover;
 mod nodes_roles;
 mod scale;
+mod secrets;
 mod service_network;
 mod sim_cluster;
 mod stack;
