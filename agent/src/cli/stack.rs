@@ -66,8 +66,8 @@ pub struct DeployArgs {
     /// Print what would change, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Return once every service is created or updated, without waiting for them to run (the
-    /// services that others depend on are still waited for).
+    /// Return once every service is created or updated, without waiting for them to run (a
+    /// service that others depend on is still waited for before they are created).
     #[arg(short, long)]
     pub detach: bool,
     /// How long to wait for each service to run.
@@ -225,23 +225,27 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let waited_for = depended_on(&stack);
+    let mut changed = Vec::new();
     for (service, change) in &plan.steps {
         wait_for_dependencies(&args, &stack, service).await?;
         apply_change(&client, service, *change).await?;
-        if !args.detach && *change != Change::Unchanged
-            || waited_for.contains(service.name.as_str())
-        {
-            // Dependents wait for it anyway; without --detach every changed service is
-            // followed until it runs.
-            super::service::wait_converged(&args.client, &service.spec.name, args.timeout, true)
-                .await?;
+        if *change != Change::Unchanged {
+            changed.push(service.spec.name.as_str());
         }
     }
     if args.prune {
         for name in &plan.gone {
             let _: ServiceId = client.delete(&api::service(name)).await?;
             println!("removed {name}");
+        }
+    }
+    if !args.detach && !changed.is_empty() {
+        println!("waiting for {} to run", changed.join(", "));
+        let waits = changed
+            .iter()
+            .map(|name| super::service::wait_converged(&args.client, name, args.timeout, false));
+        for (name, outcome) in changed.iter().zip(futures::future::join_all(waits).await) {
+            outcome.with_context(|| format!("{name} did not run"))?;
         }
     }
     println!(
@@ -290,15 +294,6 @@ fn refuse_file_mounts(stack: &Stack) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The services of the file that others depend on (by their name in the file).
-fn depended_on(stack: &Stack) -> BTreeSet<&str> {
-    stack
-        .services
-        .iter()
-        .flat_map(|s| s.depends_on.iter().map(|d| d.service.as_str()))
-        .collect()
-}
-
 /// Waits until every service `service` depends on runs.
 async fn wait_for_dependencies(
     args: &DeployArgs,
@@ -318,6 +313,7 @@ async fn wait_for_dependencies(
                 on.name
             );
         }
+        println!("{} waits for {} to run", service.spec.name, on.spec.name);
         super::service::wait_converged(&args.client, &on.spec.name, args.timeout, false)
             .await
             .with_context(|| format!("{} waits for {}", service.name, on.name))?;

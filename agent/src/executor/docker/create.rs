@@ -181,6 +181,14 @@ pub(super) fn container_body(
             "the service names no image".into(),
         ));
     }
+    if !spec.secrets.is_empty() || !spec.configs.is_empty() {
+        // Rejected rather than run without the files it expects.
+        return Err(ExecutorError::InvalidSpec(
+            "this agent cannot give secrets and configs to tasks yet: remove them from the \
+             service (service update --secret-rm/--config-rm) to run it"
+                .into(),
+        ));
+    }
     let (exposed_ports, port_bindings) = ports(run, network.is_some())?;
     let host_config = HostConfig {
         nano_cpus: positive(spec.resources.limits.nano_cpus),
@@ -447,6 +455,19 @@ mod body_tests {
         let error = container_body(&run_of(spec), None).expect_err("relative bind source");
         assert!(error.rejects_task(), "{error}");
         assert!(container_body(&run_of(base_spec(" ")), None).is_err());
+        let mut with_secret = base_spec("x");
+        with_secret.secrets = vec![shoal_scheduler::secrets::FileRef {
+            source: "key".into(),
+            target: "/run/secrets/key".into(),
+            uid: 0,
+            gid: 0,
+            mode: 0o400,
+        }];
+        let error = container_body(&run_of(with_secret), None).expect_err("no delivery yet");
+        assert!(
+            error.rejects_task() && error.to_string().contains("secrets"),
+            "{error}"
+        );
     }
 
     #[test]
