@@ -222,6 +222,11 @@ impl DataKeyStore {
         self.lock().clone()
     }
 
+    /// Whether this manager holds the key (without copying it).
+    pub fn holds_key(&self) -> bool {
+        self.lock().is_some()
+    }
+
     /// The key, created (and written) now if this manager holds none. Only the leader creates
     /// the key: another manager fetches the leader's ([`Self::install`]).
     pub fn get_or_create(&self) -> Result<DataKey, SealError> {

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _};
@@ -35,7 +35,7 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt as _};
 
 use crate::endpoints::{Endpoint, EndpointTable, ServiceEndpoints};
 use crate::metrics::Path;
-use crate::proxy::{CONNECT_ATTEMPTS, ConnectError, OpenGuard, Opened, Proxy};
+use crate::proxy::{ConnectError, OpenGuard, Opened, Proxy};
 use crate::redirect::Redirect;
 
 /// The largest datagram carried (the most an IPv4 UDP datagram holds).
@@ -131,11 +131,24 @@ async fn session(
         proxy.metrics.dropped(&service.name, "limit");
         return;
     };
-    let Some((task, upstream, path)) = connect_session(&proxy, &service, route.target).await else {
+    let reached = proxy
+        .reach(
+            &service,
+            |endpoint| {
+                let proxy = &proxy;
+                async move { connect_datagrams(proxy, &endpoint, route.target).await }
+            },
+            |upstream| match upstream {
+                DatagramUpstream::Local(_) => Path::Local,
+                DatagramUpstream::Remote(_) => Path::Remote,
+            },
+        )
+        .await;
+    let Some((counted, upstream)) = reached else {
         proxy.metrics.dropped(&service.name, "no_task");
         return;
     };
-    let _counted = OpenGuard::new(&proxy.open_per_task, task);
+    let task = counted.key();
     proxy.metrics.open(&service.name, 1);
     let carried = carry_session(Session {
         proxy: &proxy,
@@ -150,42 +163,7 @@ async fn session(
     .await;
     proxy.metrics.open(&service.name, -1);
     proxy.metrics.carried(&service.name, carried.0, carried.1);
-    tracing::trace!(service = %service.name, %task, ?path, %client, "a UDP session ended");
-}
-
-/// Picks a task for a new session and reaches it (at most [`CONNECT_ATTEMPTS`] tasks).
-async fn connect_session(
-    proxy: &Proxy,
-    service: &ServiceEndpoints,
-    port: u16,
-) -> Option<(TaskId, DatagramUpstream, Path)> {
-    let mut tried: Vec<TaskId> = Vec::new();
-    for _ in 0..CONNECT_ATTEMPTS {
-        let candidates: Vec<&Endpoint> = service
-            .endpoints
-            .iter()
-            .filter(|e| !tried.contains(&e.task))
-            .collect();
-        let endpoint = proxy.pick(&candidates)?;
-        tried.push(endpoint.task);
-        let started = Instant::now();
-        match connect_datagrams(proxy, endpoint, port).await {
-            Ok(upstream) => {
-                let path = match upstream {
-                    DatagramUpstream::Local(_) => Path::Local,
-                    DatagramUpstream::Remote(_) => Path::Remote,
-                };
-                proxy
-                    .metrics
-                    .connected(&service.name, path, started.elapsed());
-                return Some((endpoint.task, upstream, path));
-            }
-            Err(error) => {
-                tracing::debug!(service = %service.name, task = %endpoint.task, %error, "a task did not take a UDP session; trying another");
-            }
-        }
-    }
-    None
+    tracing::trace!(service = %service.name, %task, %client, "a UDP session ended");
 }
 
 /// Reaches port `port` of `endpoint`'s task for datagrams.

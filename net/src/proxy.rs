@@ -197,6 +197,40 @@ impl Proxy {
             self.metrics.dropped(&service.name, "limit");
             return;
         };
+        let reached = self
+            .reach(
+                service,
+                |endpoint| async move { self.connect(&endpoint, port).await },
+                |upstream| match upstream {
+                    Upstream::Local(_) => Path::Local,
+                    Upstream::Remote(_) => Path::Remote,
+                },
+            )
+            .await;
+        let Some((_counted, upstream)) = reached else {
+            tracing::debug!(service = %service.name, "no task took the connection");
+            self.metrics.dropped(&service.name, "no_task");
+            return;
+        };
+        self.metrics.open(&service.name, 1);
+        let (to_task, to_client) = self.pipe(client, upstream).await;
+        self.metrics.open(&service.name, -1);
+        self.metrics.carried(&service.name, to_task, to_client);
+    }
+
+    /// Reaches one of `service`'s tasks with `connect`, trying the least loaded first and the
+    /// next when one does not take it (at most [`CONNECT_ATTEMPTS`]): the upstream, with the
+    /// count of its task's open connections (taken before connecting, held while the caller
+    /// carries), its connect time counted by the path `path_of` says.
+    pub(crate) async fn reach<U, Reaching>(
+        &self,
+        service: &ServiceEndpoints,
+        connect: impl Fn(Endpoint) -> Reaching,
+        path_of: impl Fn(&U) -> Path,
+    ) -> Option<(OpenGuard<'_, TaskId>, U)>
+    where
+        Reaching: std::future::Future<Output = Result<U, ConnectError>>,
+    {
         let mut tried: Vec<TaskId> = Vec::new();
         for _ in 0..CONNECT_ATTEMPTS {
             let candidates: Vec<&Endpoint> = service
@@ -204,33 +238,22 @@ impl Proxy {
                 .iter()
                 .filter(|e| !tried.contains(&e.task))
                 .collect();
-            let Some(endpoint) = self.pick(&candidates) else {
-                break;
-            };
+            let endpoint = self.pick(&candidates)?;
             tried.push(endpoint.task);
-            let _counted = OpenGuard::new(&self.open_per_task, endpoint.task);
+            let counted = OpenGuard::new(&self.open_per_task, endpoint.task);
             let started = Instant::now();
-            match self.connect(endpoint, port).await {
+            match connect(endpoint.clone()).await {
                 Ok(upstream) => {
-                    let path = match upstream {
-                        Upstream::Local(_) => Path::Local,
-                        Upstream::Remote(_) => Path::Remote,
-                    };
                     self.metrics
-                        .connected(&service.name, path, started.elapsed());
-                    self.metrics.open(&service.name, 1);
-                    let (to_task, to_client) = self.pipe(client, upstream).await;
-                    self.metrics.open(&service.name, -1);
-                    self.metrics.carried(&service.name, to_task, to_client);
-                    return;
+                        .connected(&service.name, path_of(&upstream), started.elapsed());
+                    return Some((counted, upstream));
                 }
                 Err(error) => {
                     tracing::debug!(service = %service.name, task = %endpoint.task, %error, "a task did not take a connection; trying another");
                 }
             }
         }
-        tracing::debug!(service = %service.name, "no task took the connection");
-        self.metrics.dropped(&service.name, "no_task");
+        None
     }
 
     /// Least connections among `candidates`, equal ones in turn.
@@ -470,6 +493,11 @@ impl<'a, K: Ord + Copy> OpenGuard<'a, K> {
     pub(crate) fn new(counts: &'a Mutex<BTreeMap<K, usize>>, key: K) -> Self {
         *lock(counts).entry(key).or_default() += 1;
         OpenGuard { counts, key }
+    }
+
+    /// What it counts under.
+    pub(crate) fn key(&self) -> K {
+        self.key
     }
 }
 

@@ -120,7 +120,7 @@ impl Redirect {
         }
         for rule in self.rules() {
             if !present(&rule).await? {
-                iptables(&[&["-I".to_owned()][..], &rule[..]].concat()).await?;
+                on_rule("-I", &rule).await?;
             }
         }
         Ok(())
@@ -134,7 +134,7 @@ impl Redirect {
                 if !present(&rule).await? {
                     break;
                 }
-                iptables(&[&["-D".to_owned()][..], &rule[..]].concat()).await?;
+                on_rule("-D", &rule).await?;
             }
         }
         let chain = self.udp_chain();
@@ -149,8 +149,7 @@ impl Redirect {
         port: u16,
         relay: u16,
     ) -> Result<(), RedirectError> {
-        let rule = self.udp_rule(address, port, relay);
-        iptables(&[&["-A".to_owned()][..], &rule[..]].concat()).await
+        self.change_udp("-A", address, port, relay).await
     }
 
     /// Removes the UDP rule of `address`:`port`.
@@ -160,8 +159,18 @@ impl Redirect {
         port: u16,
         relay: u16,
     ) -> Result<(), RedirectError> {
+        self.change_udp("-D", address, port, relay).await
+    }
+
+    async fn change_udp(
+        &self,
+        operation: &str,
+        address: Ipv4Addr,
+        port: u16,
+        relay: u16,
+    ) -> Result<(), RedirectError> {
         let rule = self.udp_rule(address, port, relay);
-        iptables(&[&["-D".to_owned()][..], &rule[..]].concat()).await
+        on_rule(operation, &rule).await
     }
 }
 
@@ -170,11 +179,19 @@ fn words<S: AsRef<str>>(words: &[S]) -> Vec<String> {
 }
 
 async fn present(rule: &[String]) -> Result<bool, RedirectError> {
-    match iptables(&[&["-C".to_owned()][..], rule].concat()).await {
+    match on_rule("-C", rule).await {
         Ok(()) => Ok(true),
         Err(RedirectError::Refused { .. }) => Ok(false),
         Err(other) => Err(other),
     }
+}
+
+/// Runs `iptables -t nat OPERATION RULE...`.
+async fn on_rule(operation: &str, rule: &[String]) -> Result<(), RedirectError> {
+    let mut args = Vec::with_capacity(rule.len() + 1);
+    args.push(operation);
+    args.extend(rule.iter().map(String::as_str));
+    iptables(&args).await
 }
 
 /// Runs `iptables -t nat` with `args` (the operation first).

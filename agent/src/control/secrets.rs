@@ -409,13 +409,16 @@ async fn fetch_key(state: &ControlState, manager: PeerId) -> Result<DataKey, Str
 
 /// Keeps this manager's copy of the data key: once the cluster holds a secret, a manager without
 /// the key fetches it from another, so that the key outlives the manager that made it. Runs
-/// for the agent's life; does nothing on agents that are not managers.
+/// until this agent holds the key (a key is never dropped); does nothing on agents that are not
+/// managers.
 pub async fn keep_data_key(state: ControlState) {
     let mut applied = state.quorum.watch();
     loop {
-        let needed = state.quorum.is_member()
-            && state.data_key.get().is_none()
-            && sealed_with(&state.quorum.state()).is_some();
+        if state.data_key.holds_key() {
+            // A key once held is never dropped: nothing more to do on this agent.
+            return;
+        }
+        let needed = state.quorum.is_member() && sealed_with(&state.quorum.state()).is_some();
         if needed && let Err(error) = data_key(&state).await {
             tracing::debug!(?error, "no copy of the data key yet; retrying");
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;

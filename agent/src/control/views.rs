@@ -391,9 +391,9 @@ trait Named {
     /// Its name, if it has one besides its id.
     fn name(&self) -> Option<&str>;
     /// Its id without the zeros that pad the number (`t2a` for `t0000000002a`), for the records
-    /// whose ids are numbered.
+    /// whose ids are numbered (all but nodes).
     fn short_id(&self) -> Option<String> {
-        None
+        unpadded(&self.id_text())
     }
 }
 
@@ -417,6 +417,9 @@ impl Named for Node {
     fn name(&self) -> Option<&str> {
         Some(&self.hostname)
     }
+    fn short_id(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Named for Service {
@@ -426,9 +429,6 @@ impl Named for Service {
     }
     fn name(&self) -> Option<&str> {
         Some(&self.spec.name)
-    }
-    fn short_id(&self) -> Option<String> {
-        unpadded(&self.id_text())
     }
 }
 
@@ -440,9 +440,6 @@ impl Named for Task {
     fn name(&self) -> Option<&str> {
         None
     }
-    fn short_id(&self) -> Option<String> {
-        unpadded(&self.id_text())
-    }
 }
 
 impl Named for shoal_scheduler::Secret {
@@ -453,9 +450,6 @@ impl Named for shoal_scheduler::Secret {
     fn name(&self) -> Option<&str> {
         Some(&self.name)
     }
-    fn short_id(&self) -> Option<String> {
-        unpadded(&self.id_text())
-    }
 }
 
 impl Named for shoal_scheduler::Config {
@@ -465,9 +459,6 @@ impl Named for shoal_scheduler::Config {
     }
     fn name(&self) -> Option<&str> {
         Some(&self.name)
-    }
-    fn short_id(&self) -> Option<String> {
-        unpadded(&self.id_text())
     }
 }
 
