@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use shoal_scheduler::secrets::FileRef;
 use shoal_scheduler::{
     ResourceRequirements, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, Strategy,
     UpdateConfig,
@@ -488,6 +489,9 @@ fn default_spec(name: String) -> ServiceSpec {
         force_update: 0,
         secrets: Vec::new(),
         configs: Vec::new(),
+        hostname: None,
+        user: None,
+        working_dir: None,
     }
 }
 
@@ -509,9 +513,6 @@ fn service(ctx: &mut Ctx<'_>, stack: &Stack, name: &str, node: &Node) -> Result<
         secrets: Vec::new(),
         configs: Vec::new(),
         networks: Vec::new(),
-        hostname: None,
-        user: None,
-        working_dir: None,
     };
     let mut env_files: Vec<(String, bool, Mark)> = Vec::new();
     let mut environment: Vec<(String, Option<String>)> = Vec::new();
@@ -552,24 +553,16 @@ fn service(ctx: &mut Ctx<'_>, stack: &Stack, name: &str, node: &Node) -> Result<
                     spec.mounts.push(mounts::tmpfs(ctx, item)?);
                 }
             }
-            "secrets" => out.secrets = file_mounts(ctx, value, "secrets", &stack.secrets)?,
-            "configs" => out.configs = file_mounts(ctx, value, "configs", &stack.configs)?,
-            "healthcheck" => spec.health = health::healthcheck(ctx, value)?,
-            "hostname" | "user" | "working_dir" => {
-                let text = read::opt_string(value, k)?;
-                if text.is_some() {
-                    ctx.warn(
-                        &key.mark,
-                        k,
-                        "is kept in the stack but shoal's service spec cannot apply it yet: the image's default is used",
-                    );
-                }
-                match k {
-                    "hostname" => out.hostname = text,
-                    "user" => out.user = text,
-                    _ => out.working_dir = text,
-                }
+            "secrets" => {
+                (out.secrets, spec.secrets) = file_mounts(ctx, value, "secrets", &stack.secrets)?;
             }
+            "configs" => {
+                (out.configs, spec.configs) = file_mounts(ctx, value, "configs", &stack.configs)?;
+            }
+            "healthcheck" => spec.health = health::healthcheck(ctx, value)?,
+            "hostname" => spec.hostname = read::opt_string(value, k)?,
+            "user" => spec.user = read::opt_string(value, k)?,
+            "working_dir" => spec.working_dir = read::opt_string(value, k)?,
             "deploy" => deployed = deploy::deploy(ctx, value, &mut spec)?,
             "depends_on" => out.depends_on = depends_on(ctx, value)?,
             "networks" => out.networks = service_networks(ctx, value, &stack.networks)?,
@@ -742,14 +735,16 @@ fn service_env(
 }
 
 /// A service's `secrets` or `configs`: short (`- name`) or long (`source`, `target`, `uid`,
-/// `gid`, `mode`).
+/// `gid`, `mode`); as the file says them, and as the spec's references to the cluster's
+/// objects (named as the stack names them, with numeric owners).
 fn file_mounts(
     ctx: &mut Ctx<'_>,
     node: &Node,
     kind: &str,
     declared: &BTreeMap<String, FileObject>,
-) -> Result<Vec<FileMount>> {
+) -> Result<(Vec<FileMount>, Vec<FileRef>)> {
     let mut out = Vec::new();
+    let mut refs = Vec::new();
     for item in read::seq(node, kind)? {
         let (source, mut m) = if item.as_map().is_some() {
             let source = item.get("source").ok_or_else(|| {
@@ -788,13 +783,13 @@ fn file_mounts(
             };
             (source, m)
         };
-        if !declared.contains_key(&source) {
+        let Some(object) = declared.get(&source) else {
             return Err(item.mark.invalid(format!(
                 "service {:?} uses {} {source:?}, which is not declared under the top-level `{kind}`",
                 ctx.service.as_deref().unwrap_or(""),
                 &kind[..kind.len() - 1]
             )));
-        }
+        };
         m.target = match (kind, m.target.as_str()) {
             ("secrets", "") => format!("/run/secrets/{source}"),
             ("secrets", t) if !t.starts_with('/') => format!("/run/secrets/{t}"),
@@ -802,9 +797,23 @@ fn file_mounts(
             (_, t) if !t.starts_with('/') => format!("/{t}"),
             (_, t) => t.to_string(),
         };
+        let id = |text: &str, what: &str| {
+            text.parse::<u32>().map_err(|_| {
+                item.mark.invalid(format!(
+                    "{kind}[].{what} {text:?} must be a numeric id (shoal does not look names up in the image)"
+                ))
+            })
+        };
+        refs.push(FileRef {
+            source: object.name.clone(),
+            target: m.target.clone(),
+            uid: id(&m.uid, "uid")?,
+            gid: id(&m.gid, "gid")?,
+            mode: m.mode,
+        });
         out.push(m);
     }
-    Ok(out)
+    Ok((out, refs))
 }
 
 /// `depends_on`: a list of names (condition `service_started`) or a mapping of names to

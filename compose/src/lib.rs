@@ -3,8 +3,8 @@
 //! [`load`] takes one or more Compose files (already read: a name and the text), the variables to
 //! interpolate with ([`Environment`]) and [`LoadOptions`], and returns a [`Stack`]: every service
 //! as a [`shoal_scheduler::ServiceSpec`] named `STACK_SERVICE` and labelled
-//! [`STACK_NAMESPACE_LABEL`]`=STACK`, with what shoal's spec cannot hold yet beside it (start
-//! dependencies, secrets, configs, networks, hostname, user, working directory), the top-level
+//! [`STACK_NAMESPACE_LABEL`]`=STACK`, with what the cluster does not keep in a spec beside it
+//! (start dependencies, the file's names of secrets and configs, networks), the top-level
 //! secrets, configs, volumes and networks, and the warnings. [`start_order`] gives the services in
 //! `depends_on` order. Nothing here talks to a cluster; the only I/O is reading the `env_file`s a
 //! service names (and `.env`, in [`Environment::for_project`]).

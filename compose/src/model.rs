@@ -1,6 +1,6 @@
 //! What a Compose file becomes: a [`Stack`] of services, each a shoal [`ServiceSpec`] plus what
-//! shoal's spec cannot hold yet (start dependencies, secrets and configs, networks, hostname,
-//! user, working directory), and the stack's top-level secrets, configs, volumes and networks.
+//! the cluster does not keep in a spec (start dependencies, the secrets and configs as the file
+//! names them, networks), and the stack's top-level secrets, configs, volumes and networks.
 //!
 //! Names: a service `web` of stack `shop` is `shop_web` in the cluster and carries the label
 //! [`STACK_NAMESPACE_LABEL`]`=shop`. Volumes, networks, secrets and configs that the stack
@@ -44,18 +44,12 @@ pub struct StackService {
     pub spec: ServiceSpec,
     /// The services that must be up before this one starts (`depends_on`).
     pub depends_on: Vec<Dependency>,
-    /// The secrets it mounts.
+    /// The secrets it mounts, as the file names them (`spec.secrets` refers to the cluster's).
     pub secrets: Vec<FileMount>,
-    /// The configs it mounts.
+    /// The configs it mounts, as the file names them (`spec.configs` refers to the cluster's).
     pub configs: Vec<FileMount>,
     /// The stack networks it is attached to (by their name in the file; empty = `default`).
     pub networks: Vec<String>,
-    /// `hostname`, which shoal's spec cannot carry yet.
-    pub hostname: Option<String>,
-    /// `user`, which shoal's spec cannot carry yet.
-    pub user: Option<String>,
-    /// `working_dir`, which shoal's spec cannot carry yet.
-    pub working_dir: Option<String>,
 }
 
 /// One `depends_on` entry.

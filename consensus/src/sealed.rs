@@ -333,6 +333,9 @@ fn write_key(path: &Path, key: &DataKey) -> Result<(), SealError> {
 
 /// One file a task's container gets: a secret's value (opened) or a config's, with where it
 /// goes and its owner and mode. `Debug` never shows the bytes, which are zeroed when dropped.
+/// Serialized (the leader to the task's node, over the authenticated mesh) with its bytes as one
+/// byte string.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskFile {
     /// A secret or a config.
     pub kind: ObjectKind,
@@ -347,7 +350,23 @@ pub struct TaskFile {
     /// The file's permission bits.
     pub mode: u32,
     /// The value.
+    #[serde(with = "zeroizing_bytes")]
     pub bytes: Zeroizing<Vec<u8>>,
+}
+
+/// Serde for a [`Zeroizing`] byte vector as one byte string (compact in CBOR), decoded straight
+/// into the buffer that is zeroed on drop.
+mod zeroizing_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(bytes: &Zeroizing<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(bytes.as_slice(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Zeroizing::new(b.into_vec()))
+    }
 }
 
 impl fmt::Debug for TaskFile {

@@ -520,6 +520,15 @@ pub struct ServiceSpec {
     /// Configs mounted into each task as files.
     #[serde(default)]
     pub configs: Vec<crate::secrets::FileRef>,
+    /// The containers' hostname (`None`: the engine's default, the container's short id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Who the command runs as: `user`, `uid`, `user:group` or `uid:gid` (`None`: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The command's working directory, an absolute path (`None`: the image's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
 }
 
 /// The progress of a rolling update or rollback.

@@ -137,6 +137,9 @@ pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
         force_update: 0,
         secrets: Vec::new(),
         configs: Vec::new(),
+        hostname: None,
+        user: None,
+        working_dir: None,
     }
 }
 

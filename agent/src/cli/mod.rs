@@ -15,6 +15,7 @@ mod secret;
 mod service;
 mod spec;
 mod stack;
+mod stack_files;
 mod task;
 mod update;
 mod version;

@@ -97,14 +97,16 @@ pub async fn run(kind: ObjectKind, command: ObjectCommand) -> anyhow::Result<()>
     }
 }
 
-fn collection(kind: ObjectKind) -> &'static str {
+/// The API path of every secret or every config.
+pub(super) fn collection(kind: ObjectKind) -> &'static str {
     match kind {
         ObjectKind::Secret => api::SECRETS,
         ObjectKind::Config => api::CONFIGS,
     }
 }
 
-fn one(kind: ObjectKind, name: &str) -> String {
+/// The API path of one secret or config.
+pub(super) fn one(kind: ObjectKind, name: &str) -> String {
     match kind {
         ObjectKind::Secret => api::secret(name),
         ObjectKind::Config => api::config(name),
@@ -113,7 +115,7 @@ fn one(kind: ObjectKind, name: &str) -> String {
 
 /// Reads at most one byte more than a value may hold, so that a larger one is refused without
 /// reading it all.
-fn read_value(kind: ObjectKind, file: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(super) fn read_value(kind: ObjectKind, file: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let mut value = Zeroizing::new(Vec::new());
     let limit = MAX_VALUE_BYTES as u64 + 1;
     if file == "-" {

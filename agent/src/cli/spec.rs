@@ -43,6 +43,15 @@ pub struct SpecArgs {
     /// Environment variables `KEY=VALUE` (repeatable).
     #[arg(short, long = "env")]
     pub env: Vec<String>,
+    /// The containers' hostname (default: the container's short id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Run the command as `USER`, `UID`, `USER:GROUP` or `UID:GID` (default: the image's).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The command's working directory, an absolute path (default: the image's).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
     /// Service labels `KEY=VALUE` (repeatable).
     #[arg(short, long = "label")]
     pub labels: Vec<String>,
@@ -216,6 +225,9 @@ impl SpecArgs {
             force_update: 0,
             secrets: file_refs(ObjectKind::Secret, "--secret", &self.secrets)?,
             configs: file_refs(ObjectKind::Config, "--config", &self.configs)?,
+            hostname: self.hostname.clone(),
+            user: self.user.clone(),
+            working_dir: self.workdir.clone(),
         })
     }
 

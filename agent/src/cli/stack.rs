@@ -19,6 +19,7 @@ use shoal_scheduler::{Service, ServiceId};
 use super::ClientOptions;
 use super::client::client;
 use super::output::{Format, TaskListArgs, print_listing, table};
+use super::stack_files::{self, ObjectChange};
 use crate::control::api::{
     self, CreateServiceRequest, CreateServiceResponse, UpdateServiceRequest,
 };
@@ -42,7 +43,7 @@ pub enum StackCommand {
     Services(ServicesArgs),
     /// List a stack's tasks.
     Ps(PsArgs),
-    /// Remove a stack's services.
+    /// Remove a stack's services, and the secrets and configs it made.
     Rm(RmArgs),
 }
 
@@ -198,14 +199,22 @@ pub fn plan<'s>(stack: &'s Stack, deployed: &[Service]) -> anyhow::Result<Deploy
 }
 
 async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
-    let stack = read_stack(&args)?;
+    let (stack, env) = read_stack(&args)?;
     for warning in &stack.warnings {
         eprintln!("warning: {warning}");
     }
-    refuse_file_mounts(&stack)?;
     let client = client(&args.client);
     let deployed = stack_services(&client, &stack.name).await?;
     let plan = plan(&stack, &deployed)?;
+    let mut objects = stack_files::plan(&client, &stack, &env).await?;
+    for step in &objects {
+        let verb = match step.change {
+            ObjectChange::Create => "create",
+            ObjectChange::Keep => "keep",
+            ObjectChange::External => "use",
+        };
+        println!("{verb:<9} {} {}", step.kind, step.object.name);
+    }
     for (service, change) in &plan.steps {
         println!("{:<9} {}", change.verb(), service.spec.name);
     }
@@ -225,6 +234,7 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
+    stack_files::create(&client, &stack, &mut objects).await?;
     let mut changed = Vec::new();
     for (service, change) in &plan.steps {
         wait_for_dependencies(&args, &stack, service).await?;
@@ -256,8 +266,9 @@ async fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads and checks the files: nothing is deployed from files with an error.
-fn read_stack(args: &DeployArgs) -> anyhow::Result<Stack> {
+/// Reads and checks the files: nothing is deployed from files with an error. The variables
+/// they were read with come along (secrets and configs may take their value from one).
+fn read_stack(args: &DeployArgs) -> anyhow::Result<(Stack, Environment)> {
     let files = args
         .files
         .iter()
@@ -265,33 +276,15 @@ fn read_stack(args: &DeployArgs) -> anyhow::Result<Stack> {
         .collect::<Result<Vec<_>, _>>()?;
     let first = files.first().context("give at least one -c FILE")?;
     let env = Environment::for_project(&shoal_compose::project_dir(&first.path))?;
-    Ok(shoal_compose::load(
+    let stack = shoal_compose::load(
         &args.name,
         &files,
         &env,
         &LoadOptions {
             strict: args.strict,
         },
-    )?)
-}
-
-/// Secrets and configs cannot reach tasks yet: a stack that mounts them is refused whole
-/// rather than deployed without them.
-fn refuse_file_mounts(stack: &Stack) -> anyhow::Result<()> {
-    let mounting: Vec<String> = stack
-        .services
-        .iter()
-        .filter(|s| !s.secrets.is_empty() || !s.configs.is_empty())
-        .map(|s| s.name.clone())
-        .collect();
-    anyhow::ensure!(
-        mounting.is_empty(),
-        "services {} mount secrets or configs, which this version of shoal cannot give to \
-         tasks yet: nothing was deployed; remove their `secrets:` and `configs:` to deploy \
-         the rest",
-        mounting.join(", ")
-    );
-    Ok(())
+    )?;
+    Ok((stack, env))
 }
 
 /// Waits until every service `service` depends on runs.
@@ -430,11 +423,7 @@ async fn remove(args: RmArgs) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for stack in &args.names {
         let rows = stack_rows(&client, stack).await?;
-        if rows.is_empty() {
-            eprintln!("nothing found in stack: {stack}");
-            continue;
-        }
-        for row in rows {
+        for row in &rows {
             match client
                 .delete::<ServiceId>(&api::service(&row.id.to_string()))
                 .await
@@ -443,12 +432,17 @@ async fn remove(args: RmArgs) -> anyhow::Result<()> {
                 Err(error) => failed.push(format!("{}: {error}", row.name)),
             }
         }
+        let objects_failed = stack_files::remove(&client, stack).await?;
+        if rows.is_empty() && objects_failed.is_empty() {
+            eprintln!("no services left in stack: {stack}");
+        }
+        failed.extend(objects_failed);
     }
     anyhow::ensure!(
         failed.is_empty(),
-        "some services could not be removed:\n{}",
+        "some parts of the stack could not be removed:\n{}",
         table(
-            &["SERVICE: ERROR"],
+            &["PART: ERROR"],
             &failed.into_iter().map(|f| vec![f]).collect::<Vec<_>>()
         )
     );
@@ -538,15 +532,5 @@ services:
         assert_eq!(changes["api"], Change::Update(api_revision));
         assert_eq!(changes["web"], Change::Unchanged);
         assert_eq!(again.gone, vec!["shop_old-name".to_owned()]);
-    }
-
-    #[test]
-    fn a_stack_that_mounts_secrets_is_refused_whole() {
-        let with_secret = stack(
-            "services:\n  api:\n    image: busybox\n    secrets: [key]\nsecrets:\n  key:\n    external: true\n",
-        );
-        let refused = refuse_file_mounts(&with_secret).expect_err("refused");
-        assert!(refused.to_string().contains("api"), "{refused}");
-        assert!(refuse_file_mounts(&stack(FILE)).is_ok());
     }
 }

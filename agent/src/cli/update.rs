@@ -88,6 +88,15 @@ pub struct UpdateArgs {
     /// Time between the stop signal and a kill.
     #[arg(long)]
     pub stop_grace_period: Option<String>,
+    /// The containers' hostname (`""`: back to the default, the container's short id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Run the command as `USER`, `UID`, `USER:GROUP` or `UID:GID` (`""`: the image's).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// The command's working directory, an absolute path (`""`: the image's).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
     /// How this and later updates roll out.
     #[command(flatten)]
     pub update: UpdatePolicyArgs,
@@ -304,6 +313,16 @@ pub fn updated_spec(current: &ServiceSpec, args: &UpdateArgs) -> anyhow::Result<
         &args.config_rm,
     )?;
     edit_resources(&mut spec, args)?;
+    let unless_empty = |v: &String| Some(v.clone()).filter(|v| !v.is_empty());
+    if let Some(hostname) = &args.hostname {
+        spec.hostname = unless_empty(hostname);
+    }
+    if let Some(user) = &args.user {
+        spec.user = unless_empty(user);
+    }
+    if let Some(dir) = &args.workdir {
+        spec.working_dir = unless_empty(dir);
+    }
     if let Some(grace) = &args.stop_grace_period {
         spec.stop_grace_ms =
             parse::duration_ms(grace).with_context(|| format!("--stop-grace-period {grace:?}"))?;

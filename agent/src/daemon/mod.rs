@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 pub use config::{AgentConfig, ExecutorKind};
 pub use service_network::{DEFAULT_PROXY_PORT, ServiceNetworkConfig};
 
+use crate::dispatch::files::FileFetcher;
 use crate::dispatch::leader_link::{self, LeaderView, LinkContext};
 use crate::dispatch::router::{self, RouterContext};
 use crate::executor::{
@@ -94,19 +95,34 @@ impl Agent {
 
         let mut tasks = JoinSet::new();
         let (reports_tx, reports_rx) = mpsc::channel(REPORTS_CAPACITY);
-        let worker = executor.clone().map(|executor| {
-            let (handle, task) =
-                worker::spawn(node_id.clone(), executor, reports_tx, agent_metrics.clone());
-            tasks.spawn(async move {
-                let _ = task.await;
-            });
-            handle
-        });
         let (local_tx, local_rx) = watch::channel(None);
         let view = LeaderView {
             leader: quorum.leader(),
             local: local_rx,
         };
+        let data_key = Arc::new(shoal_consensus::sealed::DataKeyStore::open(
+            &config.data_dir,
+        )?);
+        let files: Arc<dyn worker::TaskFileSource> = Arc::new(FileFetcher {
+            node: node_id.clone(),
+            mesh: mesh.clone(),
+            view: view.clone(),
+            quorum: quorum.clone(),
+            data_key: data_key.clone(),
+        });
+        let worker = executor.clone().map(|executor| {
+            let (handle, task) = worker::spawn(
+                node_id.clone(),
+                executor,
+                reports_tx,
+                Some(files),
+                agent_metrics.clone(),
+            );
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+            handle
+        });
         let context = LeaderContext {
             local: node_id.clone(),
             quorum: quorum.clone(),
@@ -123,6 +139,7 @@ impl Agent {
                 worker: worker.clone(),
                 quorum: quorum.clone(),
                 metrics: agent_metrics.clone(),
+                data_key: data_key.clone(),
             },
         ));
         let link = LinkContext {
@@ -165,9 +182,7 @@ impl Agent {
                 token: api_token,
                 addr: api_addr,
             },
-            data_key: Arc::new(shoal_consensus::sealed::DataKeyStore::open(
-                &config.data_dir,
-            )?),
+            data_key,
         };
         tasks.spawn(crate::control::secrets::keep_data_key(control.clone()));
         // `/metrics` and, beside it, the web view (task logs only on a loopback address).

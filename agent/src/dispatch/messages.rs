@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use shoal_consensus::ManagerList;
+use shoal_consensus::sealed::TaskFile;
 use shoal_discovery::ShoalProtocol;
 use shoal_scheduler::{ServiceSpec, Task, TaskId, TaskStatus};
 
@@ -102,6 +103,14 @@ pub enum DispatchRequest {
         /// New statuses, oldest first.
         reports: Vec<(TaskId, TaskStatus)>,
     },
+    /// Worker to leader: the files (secrets opened, configs) of one of my tasks, from the
+    /// `skip`th on (a task whose files do not fit one answer asks again for the rest).
+    TaskFiles {
+        /// The task, which must be the asking node's.
+        task: TaskId,
+        /// How many of its files the worker already holds.
+        skip: u32,
+    },
 }
 
 /// The answer to a [`DispatchRequest`].
@@ -128,6 +137,23 @@ pub enum DispatchResponse {
         /// Why.
         reason: String,
     },
+    /// Some of a task's files, from the `skip`th asked for.
+    Files(FilesPage),
+    /// The task's files are not given to this worker, and asking again will not change that
+    /// (not its task, a secret that does not exist or does not open).
+    FilesRefused {
+        /// Why (never a value).
+        reason: String,
+    },
+}
+
+/// Some of a task's files: as many as fit one message, in the spec's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesPage {
+    /// How many files the task has in all.
+    pub total: u32,
+    /// The files from the one asked for on.
+    pub files: Vec<TaskFile>,
 }
 
 /// Why a dispatch message could not be decoded.

@@ -1,10 +1,14 @@
 //! Inbound `/shoal/dispatch/1` requests, routed by kind: assignments to this agent's worker (only
 //! from the leader: the one it knows, or a manager that names its newer raft term, which is how
 //! a worker outside the raft group follows a new leader at once), heartbeats and reports to the
-//! leader duties (only while this agent leads; a report only about the sender's own tasks).
+//! leader duties (only while this agent leads; a report only about the sender's own tasks), and
+//! requests for a task's files to the leader duties too (only the task's own node gets them).
 //! Every request is answered; malformed and forged ones are refused, logged and counted.
 
+use std::sync::Arc;
+
 use shoal_consensus::Quorum;
+use shoal_consensus::sealed::DataKeyStore;
 use shoal_discovery::{InboundRequest, PeerId};
 use shoal_metrics::AgentMetrics;
 use shoal_scheduler::{NodeId, TaskId, TaskStatus};
@@ -27,6 +31,8 @@ pub struct RouterContext {
     pub quorum: Quorum,
     /// The agent's metric families.
     pub metrics: AgentMetrics,
+    /// This agent's copy of the data key (to open the secrets of a task's files on the leader).
+    pub data_key: Arc<DataKeyStore>,
 }
 
 /// Serves dispatch requests until the mesh stops delivering them.
@@ -188,6 +194,21 @@ async fn handle(
                 Ok(Err(reason)) => DispatchResponse::Retry { reason },
                 Err(_) => DispatchResponse::NotLeader,
             }
+        }
+        DispatchRequest::TaskFiles { task, skip } => {
+            if view.local.borrow().is_none() {
+                return DispatchResponse::NotLeader;
+            }
+            let key = context.data_key.get();
+            let answer =
+                super::files::serve(&context.quorum.state(), key.as_ref(), &node, task, skip);
+            if let DispatchResponse::FilesRefused { reason } = &answer {
+                tracing::warn!(%peer, %task, %reason, "task files refused");
+                context
+                    .metrics
+                    .refused("dispatch", "task_files", "not_given");
+            }
+            answer
         }
     }
 }

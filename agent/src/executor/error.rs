@@ -47,6 +47,10 @@ pub enum ExecutorError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// The task's secrets and configs could not be had from a leader in time: the start fails
+    /// (the task is placed again), it is not rejected.
+    #[error("the task's files are unavailable: {0}")]
+    FilesUnavailable(String),
     /// A call did not finish in time.
     #[error("{op} timed out after {seconds} s")]
     Timeout {

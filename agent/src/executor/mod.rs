@@ -26,10 +26,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use shoal_consensus::sealed::TaskFile;
 use shoal_scheduler::{NodeId, Resources, Runtime, ServiceId, ServiceSpec, TaskId, TaskState};
 use tokio::sync::mpsc;
 
-pub use docker::{AttachedNetwork, DockerConfig, DockerExecutor, NetworkConfig, PullPolicy};
+pub use docker::{
+    AttachedNetwork, DEFAULT_FILES_BASE, DockerConfig, DockerExecutor, NetworkConfig, PullPolicy,
+    TaskFilesRoot,
+};
 pub use error::{ExecutorError, Result};
 pub use sim::{SimConfig, SimExecutor};
 
@@ -73,6 +77,16 @@ pub struct RunSpec {
     pub spec_version: u64,
     /// The spec to run.
     pub spec: Arc<ServiceSpec>,
+    /// The files its spec mounts (secrets opened, configs), fetched from the leader just
+    /// before the start; empty for a spec that mounts none.
+    pub files: Arc<[TaskFile]>,
+}
+
+impl RunSpec {
+    /// Whether the spec mounts secrets or configs, which the task needs as [`RunSpec::files`].
+    pub fn needs_files(&self) -> bool {
+        !self.spec.secrets.is_empty() || !self.spec.configs.is_empty()
+    }
 }
 
 /// Health of a task whose container has a health check.

@@ -24,7 +24,9 @@ use shoal_metrics::AgentMetrics;
 use shoal_metrics::agent::{ExecutorOpLabels, OpResult};
 
 use crate::dispatch::messages::{Assignment, AssignmentDelta, AssignmentSet};
-use crate::executor::{Executor, Observation};
+use crate::executor::{Executor, ExecutorError, Observation, RunSpec};
+use futures::future::BoxFuture;
+use shoal_consensus::sealed::TaskFile;
 
 pub use converge::Action;
 
@@ -92,16 +94,28 @@ impl WorkerHandle {
     }
 }
 
+/// Where the worker gets the files (secrets opened, configs) of a task whose spec mounts them,
+/// just before starting it: the leader, over the mesh ([`crate::dispatch::files::FileFetcher`]).
+pub trait TaskFileSource: Send + Sync + 'static {
+    /// Every file of `task`: [`ExecutorError::InvalidSpec`] when they are refused to this node
+    /// (the task is rejected), [`ExecutorError::FilesUnavailable`] when no leader could give them
+    /// in time.
+    fn fetch(&self, task: TaskId) -> BoxFuture<'_, Result<Vec<TaskFile>, ExecutorError>>;
+}
+
 /// The worker actor has stopped.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the worker has stopped")]
 pub struct WorkerStopped;
 
-/// Starts the worker of `node` on `executor`. Status reports are sent on `reports`.
+/// Starts the worker of `node` on `executor`. Status reports are sent on `reports`; the files
+/// of tasks that mount secrets or configs come from `files` (without one, such tasks are
+/// rejected).
 pub fn spawn(
     node: NodeId,
     executor: Arc<dyn Executor>,
     reports: mpsc::Sender<Vec<(TaskId, TaskStatus)>>,
+    files: Option<Arc<dyn TaskFileSource>>,
     metrics: AgentMetrics,
 ) -> (WorkerHandle, tokio::task::JoinHandle<()>) {
     let (inputs, input_rx) = mpsc::channel(INPUT_CAPACITY);
@@ -111,6 +125,7 @@ pub fn spawn(
         events: executor.events(),
         executor,
         reports,
+        files,
         holds: holds_tx,
         assignments: BTreeMap::new(),
         pages: Pages::default(),
@@ -137,7 +152,7 @@ pub fn spawn(
 struct Done {
     task: TaskId,
     action: Action,
-    result: Result<(), crate::executor::ExecutorError>,
+    result: Result<(), ExecutorError>,
     took: Duration,
 }
 
@@ -146,6 +161,8 @@ struct Worker {
     executor: Arc<dyn Executor>,
     events: mpsc::Receiver<Observation>,
     reports: mpsc::Sender<Vec<(TaskId, TaskStatus)>>,
+    /// Where the files of tasks that mount secrets or configs come from.
+    files: Option<Arc<dyn TaskFileSource>>,
     holds: watch::Sender<Option<(u64, u64)>>,
     /// What the leader wants, by task.
     assignments: BTreeMap<TaskId, Assignment>,
@@ -462,9 +479,13 @@ impl Worker {
             };
             self.busy.insert(task);
             self.report(task, TaskState::Starting, String::new(), None, None);
+            let files = self.files.clone();
             self.operations.spawn(async move {
                 let started = Instant::now();
-                let result = executor.start(&spec).await;
+                let result = match with_files(spec, files.as_deref()).await {
+                    Ok(spec) => executor.start(&spec).await,
+                    Err(error) => Err(error),
+                };
                 let took = started.elapsed();
                 Done {
                     task,
@@ -535,9 +556,9 @@ impl Worker {
         }
     }
 
-    fn run_spec(&self, task: TaskId) -> Option<crate::executor::RunSpec> {
+    fn run_spec(&self, task: TaskId) -> Option<RunSpec> {
         let assignment = self.assignments.get(&task)?;
-        Some(crate::executor::RunSpec {
+        Some(RunSpec {
             task_id: task,
             service_id: assignment.task.service,
             service_name: assignment.service_name.clone(),
@@ -545,6 +566,7 @@ impl Worker {
             node_id: self.node.clone(),
             spec_version: assignment.task.spec_version,
             spec: assignment.spec.clone()?,
+            files: Arc::from([]),
         })
     }
 
@@ -607,6 +629,22 @@ impl Worker {
             permit.send(batch.into_iter().collect());
         }
     }
+}
+
+/// `spec` with its files, fetched from `source` when its spec mounts any. The files live only
+/// as long as the start: the executor keeps them in memory.
+async fn with_files(
+    mut spec: RunSpec,
+    source: Option<&dyn TaskFileSource>,
+) -> Result<RunSpec, ExecutorError> {
+    if !spec.needs_files() {
+        return Ok(spec);
+    }
+    let source = source.ok_or_else(|| {
+        ExecutorError::InvalidSpec("this node cannot receive secrets and configs".into())
+    })?;
+    spec.files = source.fetch(spec.task_id).await?.into();
+    Ok(spec)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -93,7 +93,7 @@ async fn a_failing_stop_is_retried_with_a_doubling_wait() {
     });
     let (reports_tx, mut reports) = mpsc::channel(256);
     let metrics = shoal_metrics::AgentMetrics::register(&mut Default::default());
-    let (worker, _task) = super::spawn(node.clone(), executor.clone(), reports_tx, metrics);
+    let (worker, _task) = super::spawn(node.clone(), executor.clone(), reports_tx, None, metrics);
     let set = |version, desired| AssignmentSet {
         term: 1,
         version,
@@ -151,7 +151,7 @@ fn sim_worker(name: &str) -> (NodeId, super::WorkerHandle, Reports) {
     let executor = Arc::new(SimExecutor::new(SimConfig::new(node.clone())));
     let (reports_tx, reports) = mpsc::channel(256);
     let metrics = shoal_metrics::AgentMetrics::register(&mut Default::default());
-    let (worker, _task) = super::spawn(node.clone(), executor, reports_tx, metrics);
+    let (worker, _task) = super::spawn(node.clone(), executor, reports_tx, None, metrics);
     (node, worker, reports)
 }
 

@@ -296,8 +296,29 @@ fn secrets_and_configs_short_and_long() {
             fm("app", "/etc/app.conf", "0", "0", 0o640)
         ]
     );
+    // The spec refers to the cluster's objects: named as the stack names them, numeric owners.
+    let refs: Vec<_> = s
+        .spec
+        .secrets
+        .iter()
+        .map(|r| (r.source.as_str(), r.target.as_str(), r.uid, r.gid, r.mode))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("st_token", "/run/secrets/token", 0, 0, 0o444),
+            ("cert", "/run/secrets/tls.pem", 101, 102, 0o400),
+            ("st_token", "/etc/token", 0, 0, 0o444),
+        ]
+    );
+    assert_eq!(s.spec.configs[1].source, "st_app");
+    assert_eq!(s.spec.configs[1].target, "/etc/app.conf");
     let e = err("services:\n  s:\n    image: busybox\n    secrets: [nope]\n");
     assert!(e.contains("secret \"nope\""), "{e}");
+    let e = err(
+        "services:\n  s:\n    image: busybox\n    secrets: [{source: t, uid: www}]\nsecrets:\n  t: {external: true}\n",
+    );
+    assert!(e.contains("numeric"), "{e}");
 }
 
 #[test]
@@ -366,16 +387,15 @@ fn labels_as_map_or_list_and_with_deploy_labels() {
 }
 
 #[test]
-fn hostname_user_working_dir_are_kept_and_warned() {
+fn hostname_user_working_dir_go_into_the_spec() {
     let stack = ok(
         "services:\n  s:\n    image: busybox\n    hostname: box\n    user: \"1000:1000\"\n    working_dir: /srv\n",
     );
     let s = &stack.services[0];
-    assert_eq!(s.hostname.as_deref(), Some("box"));
-    assert_eq!(s.user.as_deref(), Some("1000:1000"));
-    assert_eq!(s.working_dir.as_deref(), Some("/srv"));
-    let keys: Vec<_> = stack.warnings.iter().map(|w| w.key.as_str()).collect();
-    assert_eq!(keys, ["hostname", "user", "working_dir"]);
+    assert_eq!(s.spec.hostname.as_deref(), Some("box"));
+    assert_eq!(s.spec.user.as_deref(), Some("1000:1000"));
+    assert_eq!(s.spec.working_dir.as_deref(), Some("/srv"));
+    assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
 }
 
 #[test]

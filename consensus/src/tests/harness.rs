@@ -190,6 +190,9 @@ pub(crate) fn spec(name: &str) -> ServiceSpec {
         force_update: 0,
         secrets: Vec::new(),
         configs: Vec::new(),
+        hostname: None,
+        user: None,
+        working_dir: None,
     }
 }
 

@@ -207,6 +207,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), ApplyError> {
         )));
     }
     super::secrets::validate_references(spec)?;
+    validate_process(spec)?;
     for cfg in [&spec.update, &spec.rollback] {
         if cfg.max_failure_permille > 1000 {
             return Err(invalid("max failure ratio must be between 0 and 1"));
@@ -225,6 +226,51 @@ pub fn validate_name(name: &str) -> Result<(), ApplyError> {
     if name.len() > MAX_NAME_LEN || !starts_well || !name.chars().all(ok_char) {
         return Err(invalid(format!(
             "name {name:?} must be 1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+/// Longest hostname (one DNS label, as the kernel's UTS name allows 64 bytes).
+const MAX_HOSTNAME_LEN: usize = 63;
+/// Longest `user` and working directory.
+const MAX_PROCESS_FIELD_LEN: usize = 4096;
+
+/// The hostname is one DNS label; the user is `name|id[:group|gid]` without spaces; the
+/// working directory is absolute.
+fn validate_process(spec: &ServiceSpec) -> Result<(), ApplyError> {
+    if let Some(host) = &spec.hostname {
+        let label_char = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        let valid = !host.is_empty()
+            && host.len() <= MAX_HOSTNAME_LEN
+            && host.chars().all(label_char)
+            && !host.starts_with('-')
+            && !host.ends_with('-');
+        if !valid {
+            return Err(invalid(format!(
+                "hostname {host:?} must be 1 to {MAX_HOSTNAME_LEN} letters, digits or '-', not \
+                 starting or ending with '-'"
+            )));
+        }
+    }
+    if let Some(user) = &spec.user {
+        let parts: Vec<&str> = user.split(':').collect();
+        let part_ok = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if user.len() > MAX_PROCESS_FIELD_LEN || parts.len() > 2 || !parts.iter().all(part_ok) {
+            return Err(invalid(format!(
+                "user {user:?} must be NAME, UID, NAME:GROUP or UID:GID"
+            )));
+        }
+    }
+    if let Some(dir) = &spec.working_dir
+        && (!dir.starts_with('/') || dir.len() > MAX_PROCESS_FIELD_LEN || dir.contains('\0'))
+    {
+        return Err(invalid(format!(
+            "working directory {dir:?} must be an absolute path"
         )));
     }
     Ok(())

@@ -24,6 +24,7 @@ mod secrets;
 mod service_network;
 mod sim_cluster;
 mod stack;
+mod task_files;
 mod tcp_api;
 mod tokens;
 mod web_view;

@@ -27,8 +27,18 @@ pub(super) async fn start(inner: &Inner, run: &RunSpec) -> Result<()> {
             run.task_id, run.node_id, inner.config.node_id
         )));
     }
+    let started = start_with_files(inner, run).await;
+    if started.is_err() && run.needs_files() {
+        inner.files.forget(run.task_id);
+    }
+    started
+}
+
+/// Writes the task's files (if it has any), then creates and starts its container.
+async fn start_with_files(inner: &Inner, run: &RunSpec) -> Result<()> {
     let network = inner.network.as_ref().filter(|n| n.serving());
-    let body = container_body(run, network)?;
+    let file_mounts = task_file_mounts(inner, run)?;
+    let body = container_body(run, network, file_mounts)?;
     let name = container_name(&run.service_name, run.slot, run.task_id);
     // The semaphore is never closed, so `acquire` cannot fail; without a permit we would still
     // be correct, only less polite to the engine.
@@ -63,6 +73,28 @@ pub(super) async fn start(inner: &Inner, run: &RunSpec) -> Result<()> {
         .start_container(&id, None)
         .await
         .map_err(ExecutorError::docker("start"))
+}
+
+/// The read-only bind mounts of the task's secrets and configs, written on the tmpfs first; none
+/// for a task that mounts none. Every file the spec names must have arrived with the task.
+fn task_file_mounts(inner: &Inner, run: &RunSpec) -> Result<Vec<Mount>> {
+    if !run.needs_files() {
+        return Ok(Vec::new());
+    }
+    let wanted = run.spec.secrets.len() + run.spec.configs.len();
+    if run.files.len() != wanted {
+        return Err(ExecutorError::InvalidSpec(format!(
+            "the task mounts {wanted} secrets and configs, and {} arrived",
+            run.files.len()
+        )));
+    }
+    if !inner.engine_is_local() {
+        return Err(ExecutorError::InvalidSpec(format!(
+            "secrets and configs need the Docker engine on this machine (it is at {})",
+            inner.endpoint
+        )));
+    }
+    inner.files.write(run.task_id, &run.files)
 }
 
 async fn create(
@@ -170,10 +202,12 @@ fn with_tag(image: &str) -> String {
 }
 
 /// The Docker create body for a task, attached to the service `network` if there is one (its
-/// gateway is then the task's resolver).
+/// gateway is then the task's resolver), with `file_mounts` (its secrets and configs) beside
+/// the spec's own mounts.
 pub(super) fn container_body(
     run: &RunSpec,
     network: Option<&AttachedNetwork>,
+    file_mounts: Vec<Mount>,
 ) -> Result<ContainerCreateBody> {
     let spec = &run.spec;
     if spec.image.trim().is_empty() {
@@ -181,20 +215,16 @@ pub(super) fn container_body(
             "the service names no image".into(),
         ));
     }
-    if !spec.secrets.is_empty() || !spec.configs.is_empty() {
-        // Rejected rather than run without the files it expects.
-        return Err(ExecutorError::InvalidSpec(
-            "this agent cannot give secrets and configs to tasks yet: remove them from the \
-             service (service update --secret-rm/--config-rm) to run it"
-                .into(),
-        ));
-    }
     let (exposed_ports, port_bindings) = ports(run, network.is_some())?;
     let host_config = HostConfig {
         nano_cpus: positive(spec.resources.limits.nano_cpus),
         memory: positive(spec.resources.limits.memory_bytes),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        mounts: Some(with_resolver(mounts(run)?, network)).filter(|m| !m.is_empty()),
+        mounts: Some(with_resolver(
+            mounts(run)?.into_iter().chain(file_mounts).collect(),
+            network,
+        ))
+        .filter(|m| !m.is_empty()),
         network_mode: network.map(|n| n.name.clone()),
         dns: network.map(|n| vec![n.gateway.to_string()]),
         ..Default::default()
@@ -204,6 +234,9 @@ pub(super) fn container_body(
         entrypoint: (!spec.command.is_empty()).then(|| spec.command.clone()),
         cmd: (!spec.args.is_empty()).then(|| spec.args.clone()),
         env: (!spec.env.is_empty()).then(|| spec.env.clone()),
+        hostname: spec.hostname.clone(),
+        user: spec.user.clone(),
+        working_dir: spec.working_dir.clone(),
         labels: Some(labels(run)),
         healthcheck: spec.health.as_ref().map(|h| HealthConfig {
             test: Some(vec!["CMD-SHELL".to_string(), h.command.clone()]),
@@ -385,6 +418,7 @@ mod body_tests {
             node_id: NodeId::new("n1"),
             spec_version: 7,
             spec: Arc::new(spec),
+            files: Arc::from([]),
         }
     }
 
@@ -422,7 +456,7 @@ mod body_tests {
             start_period_ms: 0,
         });
         spec.stop_grace_ms = 1500;
-        let body = container_body(&run_of(spec), None).expect("valid spec");
+        let body = container_body(&run_of(spec), None, Vec::new()).expect("valid spec");
         let labels = body.labels.expect("labels");
         assert_eq!(labels[LABEL_TASK_ID], "t0000000002a");
         assert_eq!(labels[LABEL_SERVICE_ID], "s00000000003");
@@ -452,22 +486,10 @@ mod body_tests {
             target: "/data".into(),
             read_only: true,
         }];
-        let error = container_body(&run_of(spec), None).expect_err("relative bind source");
+        let error =
+            container_body(&run_of(spec), None, Vec::new()).expect_err("relative bind source");
         assert!(error.rejects_task(), "{error}");
-        assert!(container_body(&run_of(base_spec(" ")), None).is_err());
-        let mut with_secret = base_spec("x");
-        with_secret.secrets = vec![shoal_scheduler::secrets::FileRef {
-            source: "key".into(),
-            target: "/run/secrets/key".into(),
-            uid: 0,
-            gid: 0,
-            mode: 0o400,
-        }];
-        let error = container_body(&run_of(with_secret), None).expect_err("no delivery yet");
-        assert!(
-            error.rejects_task() && error.to_string().contains("secrets"),
-            "{error}"
-        );
+        assert!(container_body(&run_of(base_spec(" ")), None, Vec::new()).is_err());
     }
 
     #[test]

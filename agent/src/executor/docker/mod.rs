@@ -10,11 +10,15 @@
 //! - `observe`: a container's inspect result turned into an [`Observation`]; listing by label.
 //! - `events`: Docker's event stream turned into observations, reconnecting with backoff.
 //! - `network`: the service network the tasks join, and their addresses on it.
+//! - `files`: the secrets and configs of tasks, on a tmpfs, bind-mounted into their containers.
 
 mod create;
 mod events;
+mod files;
 mod network;
 mod observe;
+
+pub use files::{DEFAULT_FILES_BASE, TaskFilesRoot};
 
 pub use network::{AttachedNetwork, LABEL_NETWORK, NetworkConfig};
 
@@ -83,6 +87,9 @@ pub struct DockerConfig {
     /// The service network every task joins (made when missing); `None` leaves tasks on the
     /// engine's default bridge.
     pub network: Option<NetworkConfig>,
+    /// Where the secrets and configs of tasks are written (a tmpfs); `None`:
+    /// [`TaskFilesRoot::default_for`] the node.
+    pub files_root: Option<std::path::PathBuf>,
 }
 
 impl DockerConfig {
@@ -97,6 +104,7 @@ impl DockerConfig {
             request_timeout: Duration::from_secs(60),
             pull_timeout: Duration::from_secs(600),
             network: None,
+            files_root: None,
         }
     }
 }
@@ -126,6 +134,7 @@ struct Inner {
     start_permits: Semaphore,
     ledger: Mutex<Ledger>,
     pull_attempts: AtomicU64,
+    files: TaskFilesRoot,
 }
 
 /// The containers this executor knows. Guarded by a `std` mutex: it is never held across an
@@ -184,7 +193,11 @@ impl DockerExecutor {
             },
             None => None,
         };
-        Ok(DockerExecutor {
+        let files = match &config.files_root {
+            Some(root) => TaskFilesRoot::at(root),
+            None => TaskFilesRoot::default_for(&config.node_id),
+        };
+        let executor = DockerExecutor {
             inner: Arc::new(Inner {
                 docker,
                 endpoint,
@@ -193,8 +206,11 @@ impl DockerExecutor {
                 config,
                 ledger: Mutex::new(Ledger::default()),
                 pull_attempts: AtomicU64::new(0),
+                files,
             }),
-        })
+        };
+        executor.inner.prune_task_files().await;
+        Ok(executor)
     }
 
     /// The engine address in use.
@@ -283,6 +299,30 @@ impl Inner {
     /// Drops what the ledger knows of the task's container.
     fn forget(&self, task: TaskId) {
         self.ledger().containers.remove(&task);
+    }
+
+    /// Forgets the files of tasks that have no container here any more (left by an agent that
+    /// stopped before it could remove them).
+    async fn prune_task_files(&self) {
+        if !self.files.path().exists() {
+            return;
+        }
+        match self.node_containers(&[], true).await {
+            Ok(containers) => {
+                let keep = containers
+                    .iter()
+                    .filter_map(|c| c.labels.as_ref()?.get(LABEL_TASK_ID))
+                    .filter_map(|t| super::parse_task_id(t))
+                    .collect();
+                self.files.prune(&keep);
+            }
+            Err(error) => tracing::warn!(%error, "task files not pruned"),
+        }
+    }
+
+    /// Whether the engine runs on this machine (so that a path here is a path for it).
+    fn engine_is_local(&self) -> bool {
+        self.endpoint.starts_with("unix://") || self.endpoint.starts_with('/')
     }
 
     /// The label filter that selects this node's containers.
@@ -545,11 +585,21 @@ impl Executor for DockerExecutor {
     }
 
     fn stop(&self, task: TaskId, grace: Option<Duration>) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.inner.stop(task, grace))
+        Box::pin(async move {
+            let stopped = self.inner.stop(task, grace).await;
+            // A stopped task's secrets and configs are forgotten at once (a container that
+            // still runs after a failed stop keeps the files it has open).
+            self.inner.files.forget(task);
+            stopped
+        })
     }
 
     fn remove(&self, task: TaskId) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.inner.remove(task))
+        Box::pin(async move {
+            let removed = self.inner.remove(task).await;
+            self.inner.files.forget(task);
+            removed
+        })
     }
 
     fn observe(&self) -> BoxFuture<'_, Result<Vec<Observation>>> {

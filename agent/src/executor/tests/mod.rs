@@ -67,6 +67,7 @@ pub(crate) fn run_spec(node: &NodeId, service: &str, slot: u64, spec: ServiceSpe
             name: service.into(),
             ..spec
         }),
+        files: Arc::from([]),
     }
 }
 
