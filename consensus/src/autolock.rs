@@ -116,16 +116,14 @@ impl UnlockKey {
 
     /// The cipher that wraps the data key: its key derived from this one.
     fn wrapping_cipher(&self) -> XChaCha20Poly1305 {
-        let mut derived: Zeroizing<[u8; 32]> = Zeroizing::new(
+        let derived: Zeroizing<[u8; 32]> = Zeroizing::new(
             Sha256::new()
                 .chain_update(b"shoal/unlock-key/wrap")
                 .chain_update(self.0)
                 .finalize()
                 .into(),
         );
-        let cipher = XChaCha20Poly1305::new((&*derived).into());
-        derived.zeroize();
-        cipher
+        XChaCha20Poly1305::new((&*derived).into())
     }
 }
 

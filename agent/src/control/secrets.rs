@@ -433,32 +433,41 @@ async fn fetch_key(state: &ControlState, manager: PeerId) -> Result<DataKey, Str
 pub async fn keep_data_key(state: ControlState) {
     let mut applied = state.quorum.watch();
     let mut said_locked = false;
+    // The unlock key id (or none: autolock off) the key file was last kept for, so that an
+    // applied entry that changes nothing about autolock costs a comparison.
+    let mut synced: Option<Option<String>> = None;
     loop {
-        match state.data_key.status() {
-            KeyStatus::Locked { unlock_key_id, .. } => {
-                if !said_locked {
-                    tracing::warn!(
-                        %unlock_key_id,
-                        "this manager is LOCKED (autolock): it holds no data key, so secrets \
-                         cannot be created or given to tasks here, and it will not fetch the \
-                         key from other managers. Run `shoal cluster unlock` with the unlock key"
-                    );
-                    said_locked = true;
+        if let KeyStatus::Locked { unlock_key_id, .. } = state.data_key.status() {
+            if !said_locked {
+                tracing::warn!(
+                    %unlock_key_id,
+                    "this manager is LOCKED (autolock): it holds no data key, so secrets cannot \
+                     be created or given to tasks here, and it will not fetch the key from \
+                     other managers. Run `shoal cluster unlock` with the unlock key"
+                );
+                said_locked = true;
+            }
+        } else if state.data_key.holds_key() {
+            let wanted = state
+                .quorum
+                .state()
+                .autolock
+                .unlock_key_id()
+                .map(str::to_owned);
+            if synced.as_ref() != Some(&wanted) {
+                match super::autolock::sync_protection(&state) {
+                    Ok(_) => synced = Some(wanted),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not keep the data key file as autolock says")
+                    }
                 }
             }
-            KeyStatus::Plain { .. } | KeyStatus::Wrapped { .. } => {
-                if let Err(error) = super::autolock::sync_protection(&state) {
-                    tracing::warn!(%error, "could not keep the data key file as autolock says");
-                }
-            }
-            KeyStatus::None => {
-                let needed =
-                    state.quorum.is_member() && sealed_with(&state.quorum.state()).is_some();
-                if needed && let Err(error) = data_key(&state).await {
-                    tracing::debug!(?error, "no copy of the data key yet; retrying");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
+        } else {
+            let needed = state.quorum.is_member() && sealed_with(&state.quorum.state()).is_some();
+            if needed && let Err(error) = data_key(&state).await {
+                tracing::debug!(?error, "no copy of the data key yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
             }
         }
         // A locked manager is unlocked by a call, not by an applied entry: look again now and
