@@ -571,6 +571,27 @@ mod tests {
     }
 
     #[test]
+    fn cluster_info_says_when_the_answering_manager_is_locked() {
+        let mut info: ClusterInfo = serde_json::from_value(serde_json::json!({
+            "cluster_id": "c", "served_by": "me", "leader": null, "term": 1,
+            "applied_index": 1, "last_log_index": 1, "managers": [], "learners": [],
+            "manager_target": 1, "nodes": {"total": 1, "ready": 1, "down": 0, "unknown": 0},
+            "services": 0, "tasks_running": 0, "tasks_total": 0,
+            "settings": {"allow_sensitive_mounts": false}, "mode": "open",
+            "token_fingerprint": null
+        }))
+        .expect("an answer from before autolock");
+        assert_eq!(describe_lock(&info), "off");
+        info.unlock_key_id = Some("u1".into());
+        info.data_key = DataKeyState::Locked;
+        let text = render_info(&info);
+        assert!(
+            text.contains("Autolock:     on (unlock key u1); the answering manager is LOCKED"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_rotation_says_how_long_the_old_token_lasts() {
         let shown = RoleToken {
             token: "SHOAL1-x-Wy".into(),

@@ -19,6 +19,7 @@ use shoal_agent::daemon::{Agent, ExecutorKind};
 use shoal_consensus::autolock::{LOCKED_FILE_HEADER, LockedFile, UnlockKey};
 use shoal_consensus::sealed::{DATA_KEY_FILE, DataKey, DataKeyStore, PLAIN_FILE_HEADER};
 use shoal_discovery::ShoalProtocol;
+use shoal_tests::capture::{CapturedLogs, files_under};
 use shoal_tests::*;
 
 fn key_file(dir: &Path) -> String {
@@ -45,9 +46,14 @@ async fn info(client: &ControlClient) -> InfoResponse {
 
 /// Asks `target` for the data key over the mesh, as a manager (`from`) would.
 async fn data_key_answer(from: &Agent, target: &Agent) -> forward::ForwardedAnswer {
+    forwarded_get(from, target, api::LOCAL_DATA_KEY).await
+}
+
+/// `GET uri` of `target`, over the mesh from `from`.
+async fn forwarded_get(from: &Agent, target: &Agent, uri: &str) -> forward::ForwardedAnswer {
     let call = ForwardedCall {
         method: "GET".into(),
-        uri: api::LOCAL_DATA_KEY.into(),
+        uri: uri.into(),
         request_id: None,
         body: Vec::new(),
     };
@@ -79,7 +85,8 @@ fn key_file_with(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_manager_stays_locked_until_unlocked_with_the_key() {
-    init_logging();
+    let logs = CapturedLogs::default();
+    let capturing = logs.install();
     let dirs = temp_dirs(3);
     let mut agents = start_joined(&dirs, |dir, join| async move {
         start_agent(&dir, ExecutorKind::Sim, join).await
@@ -314,6 +321,10 @@ async fn a_restarted_manager_stays_locked_until_unlocked_with_the_key() {
         .await
         .expect("the key");
     assert_eq!(shown.unlock_key.as_deref(), Some(new_text.as_str()));
+    // The unlock key is for a manager's own socket: another manager asking gets nothing.
+    let asked = forwarded_get(&agents[leader], &agents[victim], api::LOCAL_UNLOCK_KEY).await;
+    assert_eq!(asked.status, 403);
+    assert!(!String::from_utf8_lossy(&asked.body).contains(&new_text));
 
     // Neither key shows in a view, nor in any file of any data dir (the log holds them sealed).
     for path in [CLUSTER_INFO, api::CLUSTER_SETTINGS, "/v1/events?limit=2000"] {
@@ -360,24 +371,16 @@ async fn a_restarted_manager_stays_locked_until_unlocked_with_the_key() {
         assert!(!store.is_locked());
         assert_eq!(store.get().expect("the key"), data_key);
     }
-}
-
-/// Every file under `dir`, read whole.
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files.push((path, bytes));
-            }
+    if capturing {
+        let text = logs.text();
+        assert!(
+            text.contains("LOCKED"),
+            "the locked manager said so in its log"
+        );
+        for key in [&unlock_text, &new_text, &hex(&data_key)] {
+            assert!(!text.contains(key.as_str()), "a key shows in the logs");
         }
+    } else {
+        eprintln!("another log subscriber was installed first: the logs were not checked");
     }
-    files
 }
