@@ -437,8 +437,9 @@ pub async fn keep_data_key(state: ControlState) {
     // applied entry that changes nothing about autolock costs a comparison.
     let mut synced: Option<Option<String>> = None;
     loop {
-        if let KeyStatus::Locked { unlock_key_id, .. } = state.data_key.status() {
-            if !said_locked {
+        if state.data_key.is_locked() {
+            if !said_locked && let KeyStatus::Locked { unlock_key_id, .. } = state.data_key.status()
+            {
                 tracing::warn!(
                     %unlock_key_id,
                     "this manager is LOCKED (autolock): it holds no data key, so secrets cannot \
