@@ -6,12 +6,12 @@
 //! The unlock key is made on the manager that takes the call, sealed with the cluster's data key
 //! and proposed ([`Command::EnableAutolock`], [`Command::RotateUnlockKey`]): the log holds only
 //! the sealed key. Every manager that holds the data key keeps its key file as the state says,
-//! wrapped with the current unlock key or plain ([`sync_protection`], run by
+//! wrapped with the current unlock key or plain (`sync_protection`, run by
 //! [`super::secrets::keep_data_key`] after every applied change).
 //!
 //! A manager that restarts with a wrapped key file is locked ([`DataKeyStore::get`] is `None`):
 //! it neither fetches the key from another manager nor gives its own, and whatever needs the key
-//! answers 423 saying to run `shoal cluster unlock` ([`locked_error`]).
+//! answers 423 saying to run `shoal cluster unlock`.
 //!
 //! Rotation while a manager is locked (or down): that manager's file stays wrapped with the key
 //! it had, so it is unlocked with the *previous* unlock key (the error says so, naming both

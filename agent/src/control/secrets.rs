@@ -428,7 +428,7 @@ async fn fetch_key(state: &ControlState, manager: PeerId) -> Result<DataKey, Str
 /// Keeps this manager's copy of the data key: once the cluster holds a secret (or autolock is
 /// on), a manager without the key fetches it from another, so that the key outlives the manager
 /// that made it; and a manager holding it keeps its key file wrapped or plain as the cluster's
-/// autolock says ([`super::autolock::sync_protection`]). A locked manager fetches nothing: it
+/// autolock says (`autolock::sync_protection`). A locked manager fetches nothing: it
 /// says so once, and waits for `shoal cluster unlock`. Runs as long as the agent.
 pub async fn keep_data_key(state: ControlState) {
     let mut applied = state.quorum.watch();
