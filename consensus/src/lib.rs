@@ -16,9 +16,11 @@
 //! - [`token`]: manager and worker tokens, and the raft key of closed clusters.
 //! - [`limits`]: message size bounds.
 //! - [`sealed`]: secret values sealed with the cluster's data key, and the key's store.
+//! - [`autolock`]: the unlock key, and the data key file wrapped with it.
 //! - [`events`]: the ring of recent cluster events that `shoal events` reads.
 //! - [`error`]: [`ConsensusError`] and [`WriteError`].
 
+pub mod autolock;
 pub mod codec;
 pub mod config;
 pub mod error;

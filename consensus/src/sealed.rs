@@ -9,7 +9,10 @@
 //!   [`seal_fresh`] draws a fresh random nonce.
 //! - [`task_files`]: the files of a task (its secrets opened), the seam for their delivery.
 //! - [`DataKeyStore`]: the key in a manager's data dir (`data-key`, mode 0600), created by the
-//!   leader when first needed, or installed from the leader by another manager.
+//!   leader when first needed, or installed from the leader by another manager. While the
+//!   cluster's autolock is on the file holds the key wrapped with the unlock key
+//!   ([`crate::autolock`]); a manager that starts with such a file is *locked*: it holds no key
+//!   ([`DataKeyStore::get`] is `None`) until [`DataKeyStore::unlock`] is given the unlock key.
 
 use std::fmt;
 use std::fs;
@@ -25,10 +28,13 @@ use shoal_scheduler::secrets::{NONCE_BYTES, SealedValue};
 use shoal_scheduler::{Blob, ClusterState, FileRef, ObjectKind, TaskId, secrets};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::autolock::{LockedFile, UnlockKey};
+
 /// The data key's file in a manager's data dir.
 pub const DATA_KEY_FILE: &str = "data-key";
-/// The first word of the key file (its format's version).
-const FILE_HEADER: &str = "shoal-data-key-v1";
+/// The first word of the plain key file (its format's version; the locked format is
+/// [`crate::autolock::LOCKED_FILE_HEADER`]).
+pub const PLAIN_FILE_HEADER: &str = "shoal-data-key-v1";
 
 /// Why a value could not be sealed or opened, or the key not kept. Never carries a value.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,33 @@ pub enum SealError {
         /// The key offered.
         offered: String,
     },
+    /// This manager is locked (autolock): its key file is wrapped with the unlock key, and it
+    /// holds no key until it is unlocked.
+    #[error(
+        "this manager is locked (autolock is on and it restarted): run `shoal cluster unlock` \
+         on it with the unlock key (unlock key {unlock_key_id})"
+    )]
+    Locked {
+        /// The id of the unlock key the file is wrapped with.
+        unlock_key_id: String,
+    },
+    /// The unlock key given is not the one the key file is wrapped with.
+    #[error(
+        "wrong unlock key: it is {given}, and this manager's data key file is wrapped with \
+         {wanted}"
+    )]
+    WrongUnlockKey {
+        /// The id of the key given.
+        given: String,
+        /// The id of the key the file needs.
+        wanted: String,
+    },
+    /// The text given is not an unlock key. Never repeats the text.
+    #[error("not an unlock key: it reads `SHOALKEY-1-` and 52 base32 digits")]
+    BadUnlockKey,
+    /// An unlock was asked of a manager that is not locked.
+    #[error("this manager is not locked")]
+    NotLocked,
     /// The key file could not be read or written.
     #[error("data key file {path}: {reason}")]
     File {
@@ -197,73 +230,217 @@ pub fn open_secret(
     open(key, sealed, &secrets::secret_associated_data(name))
 }
 
+/// How a manager holds the data key ([`DataKeyStore::status`]). Never carries a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// It holds no key (a worker, or a manager of a cluster without secrets yet).
+    None,
+    /// It holds the key, kept on disk in plain (autolock off).
+    Plain {
+        /// The data key's id.
+        data_key_id: String,
+    },
+    /// It holds the key, kept on disk wrapped with the unlock key (autolock on).
+    Wrapped {
+        /// The data key's id.
+        data_key_id: String,
+        /// The unlock key's id.
+        unlock_key_id: String,
+    },
+    /// It holds no key until it is unlocked: its file is wrapped with the unlock key.
+    Locked {
+        /// The data key's id, as the file says.
+        data_key_id: String,
+        /// The id of the unlock key that opens the file.
+        unlock_key_id: String,
+    },
+}
+
+impl KeyStatus {
+    /// Whether the manager is locked.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, KeyStatus::Locked { .. })
+    }
+}
+
+/// What the store holds, under its lock.
+#[derive(Debug, Default)]
+struct Held {
+    /// The key, unless there is none or the store is locked.
+    key: Option<DataKey>,
+    /// The locked file, while locked.
+    locked: Option<LockedFile>,
+    /// What the file is (to be) wrapped with: `Some` while autolock is on.
+    wrap: Option<UnlockKey>,
+}
+
 /// A manager's data key, kept in its data dir ([`DATA_KEY_FILE`], mode 0600) and in memory.
 /// Cloning the store is not possible; share it behind an `Arc`. Its lock is a
 /// `std::sync::Mutex`: held for a file read or write, never across an `.await`.
+///
+/// The file is in plain (`shoal-data-key-v1`) or, while the cluster's autolock is on, wrapped
+/// with the unlock key (`shoal-data-key-v2-locked`, see [`crate::autolock`];
+/// [`Self::protect`] switches). A store opened on a wrapped file is locked: [`Self::get`] is
+/// `None`, it creates and installs nothing, and [`Self::unlock`] opens it.
 #[derive(Debug)]
 pub struct DataKeyStore {
     path: PathBuf,
-    key: Mutex<Option<DataKey>>,
+    held: Mutex<Held>,
 }
 
 impl DataKeyStore {
-    /// The store of the data dir `data_dir`, with the key it holds if any.
+    /// The store of the data dir `data_dir`, with the key it holds if any (locked if the file
+    /// is wrapped).
     pub fn open(data_dir: &Path) -> Result<DataKeyStore, SealError> {
         let path = data_dir.join(DATA_KEY_FILE);
-        let key = read_key(&path)?;
+        let held = match read_key(&path)? {
+            None => Held::default(),
+            Some(KeyFile::Plain(key)) => Held {
+                key: Some(key),
+                ..Held::default()
+            },
+            Some(KeyFile::Locked(file)) => Held {
+                locked: Some(file),
+                ..Held::default()
+            },
+        };
         Ok(DataKeyStore {
             path,
-            key: Mutex::new(key),
+            held: Mutex::new(held),
         })
     }
 
-    /// The key, if this manager holds one.
+    /// The key, if this manager holds one (`None` while locked).
     pub fn get(&self) -> Option<DataKey> {
-        self.lock().clone()
+        self.lock().key.clone()
     }
 
     /// Whether this manager holds the key (without copying it).
     pub fn holds_key(&self) -> bool {
-        self.lock().is_some()
+        self.lock().key.is_some()
+    }
+
+    /// Whether this manager is locked (see [`Self::unlock`]).
+    pub fn is_locked(&self) -> bool {
+        self.lock().locked.is_some()
+    }
+
+    /// How this manager holds the key.
+    pub fn status(&self) -> KeyStatus {
+        let held = self.lock();
+        match (&held.key, &held.locked, &held.wrap) {
+            (_, Some(file), _) => KeyStatus::Locked {
+                data_key_id: file.data_key_id.clone(),
+                unlock_key_id: file.unlock_key_id.clone(),
+            },
+            (Some(key), None, Some(wrap)) => KeyStatus::Wrapped {
+                data_key_id: key.id(),
+                unlock_key_id: wrap.id(),
+            },
+            (Some(key), None, None) => KeyStatus::Plain {
+                data_key_id: key.id(),
+            },
+            (None, None, _) => KeyStatus::None,
+        }
     }
 
     /// The key, created (and written) now if this manager holds none. Only the leader creates
-    /// the key: another manager fetches the leader's ([`Self::install`]).
+    /// the key: another manager fetches the leader's ([`Self::install`]). Refused while locked.
     pub fn get_or_create(&self) -> Result<DataKey, SealError> {
         let mut held = self.lock();
-        if let Some(key) = held.as_ref() {
+        refuse_if_locked(&held)?;
+        if let Some(key) = held.key.as_ref() {
             return Ok(key.clone());
         }
         let key = DataKey::generate()?;
-        write_key(&self.path, &key)?;
+        write_key(&self.path, &key, held.wrap.as_ref())?;
         tracing::info!(key_id = %key.id(), "created the cluster's data key");
-        *held = Some(key.clone());
+        held.key = Some(key.clone());
         Ok(key)
     }
 
-    /// Keeps `key` (fetched from the leader). The same key again is fine; a different one is
-    /// refused (the values sealed with the one held would no longer open).
+    /// Keeps `key` (fetched from the leader), written as [`Self::protect`] last said. The same
+    /// key again is fine; a different one is refused (the values sealed with the one held would
+    /// no longer open), and so is any key while locked.
     pub fn install(&self, key: DataKey) -> Result<(), SealError> {
         let mut held = self.lock();
-        match held.as_ref() {
+        refuse_if_locked(&held)?;
+        match held.key.as_ref() {
             Some(existing) if *existing == key => Ok(()),
             Some(existing) => Err(SealError::Conflict {
                 held: existing.id(),
                 offered: key.id(),
             }),
             None => {
-                write_key(&self.path, &key)?;
+                write_key(&self.path, &key, held.wrap.as_ref())?;
                 tracing::info!(key_id = %key.id(), "installed the cluster's data key");
-                *held = Some(key);
+                held.key = Some(key);
                 Ok(())
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DataKey>> {
-        self.key
+    /// Keeps the file in plain (`None`) or wrapped with `unlock` (autolock on), rewriting it
+    /// now if the store holds the key and the file is not so already; a key installed later is
+    /// written the same way. Answers whether the file was rewritten. Refused while locked.
+    pub fn protect(&self, unlock: Option<&UnlockKey>) -> Result<bool, SealError> {
+        let mut held = self.lock();
+        refuse_if_locked(&held)?;
+        if held.wrap.as_ref() == unlock {
+            return Ok(false);
+        }
+        let rewritten = match held.key.as_ref() {
+            Some(key) => {
+                write_key(&self.path, key, unlock)?;
+                true
+            }
+            None => false,
+        };
+        held.wrap = unlock.cloned();
+        if rewritten {
+            match unlock {
+                Some(unlock) => tracing::info!(
+                    unlock_key_id = %unlock.id(),
+                    "autolock: the data key file is now wrapped with the unlock key"
+                ),
+                None => tracing::info!("autolock off: the data key file is plain again"),
+            }
+        }
+        Ok(rewritten)
+    }
+
+    /// Unlocks a locked store with `unlock`: opens its file and holds the key (the file stays as
+    /// it is). A wrong key, or a file that does not open, changes nothing. Giving the key that
+    /// unlocked an already unlocked store again is fine (the call may have been repeated).
+    pub fn unlock(&self, unlock: &UnlockKey) -> Result<DataKey, SealError> {
+        let mut held = self.lock();
+        let Some(file) = held.locked.as_ref() else {
+            return match (&held.key, &held.wrap) {
+                (Some(key), Some(wrap)) if wrap == unlock => Ok(key.clone()),
+                _ => Err(SealError::NotLocked),
+            };
+        };
+        let key = file.open(unlock)?;
+        tracing::info!(key_id = %key.id(), "unlocked: this manager holds the data key again");
+        held.locked = None;
+        held.key = Some(key.clone());
+        held.wrap = Some(unlock.clone());
+        Ok(key)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn refuse_if_locked(held: &Held) -> Result<(), SealError> {
+    match &held.locked {
+        Some(file) => Err(SealError::Locked {
+            unlock_key_id: file.unlock_key_id.clone(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -274,7 +451,15 @@ fn file_error(path: &Path, reason: impl fmt::Display) -> SealError {
     }
 }
 
-fn read_key(path: &Path) -> Result<Option<DataKey>, SealError> {
+/// What a key file holds.
+enum KeyFile {
+    /// The key in plain.
+    Plain(DataKey),
+    /// The key wrapped with an unlock key.
+    Locked(LockedFile),
+}
+
+fn read_key(path: &Path) -> Result<Option<KeyFile>, SealError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => Zeroizing::new(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -287,8 +472,14 @@ fn read_key(path: &Path) -> Result<Option<DataKey>, SealError> {
     if mode & 0o077 != 0 {
         tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the data key file is readable by others: chmod 600 it");
     }
+    if let Some(locked) = LockedFile::parse(&text) {
+        return locked
+            .map(|file| Some(KeyFile::Locked(file)))
+            .map_err(|reason| file_error(path, reason));
+    }
     let mut words = text.split_whitespace();
-    let (Some(FILE_HEADER), Some(hex), None) = (words.next(), words.next(), words.next()) else {
+    let (Some(PLAIN_FILE_HEADER), Some(hex), None) = (words.next(), words.next(), words.next())
+    else {
         return Err(file_error(path, "not a shoal data key file"));
     };
     let mut bytes = [0u8; 32];
@@ -299,16 +490,23 @@ fn read_key(path: &Path) -> Result<Option<DataKey>, SealError> {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
             .map_err(|_| file_error(path, "the key is not 64 hex digits"))?;
     }
-    Ok(Some(DataKey(bytes)))
+    Ok(Some(KeyFile::Plain(DataKey(bytes))))
 }
 
-/// Writes the key with mode 0600 via a temporary file, fsync and rename.
-fn write_key(path: &Path, key: &DataKey) -> Result<(), SealError> {
-    let mut text = Zeroizing::new(format!("{FILE_HEADER} "));
-    for b in key.0 {
-        text.push_str(&format!("{b:02x}"));
-    }
-    text.push('\n');
+/// Writes the key, in plain or wrapped with `wrap`, with mode 0600 via a temporary file, fsync
+/// and rename (then an fsync of the directory).
+fn write_key(path: &Path, key: &DataKey, wrap: Option<&UnlockKey>) -> Result<(), SealError> {
+    let text = match wrap {
+        Some(unlock) => Zeroizing::new(crate::autolock::wrap(key, unlock)?),
+        None => {
+            let mut text = Zeroizing::new(format!("{PLAIN_FILE_HEADER} "));
+            for b in key.0 {
+                text.push_str(&format!("{b:02x}"));
+            }
+            text.push('\n');
+            text
+        }
+    };
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
     let write = || -> std::io::Result<()> {
@@ -573,6 +771,160 @@ mod tests {
             DataKeyStore::open(other.path()).expect("reopens").get(),
             Some(created)
         );
+    }
+
+    fn file_text(dir: &Path) -> String {
+        fs::read_to_string(dir.join(DATA_KEY_FILE)).expect("the key file")
+    }
+
+    fn key_hex(key: &DataKey) -> String {
+        key.expose_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn autolock_wraps_the_file_and_a_reopened_store_stays_locked_until_unlocked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DataKeyStore::open(dir.path()).expect("opens");
+        let data_key = store.get_or_create().expect("creates");
+        assert_eq!(
+            store.status(),
+            KeyStatus::Plain {
+                data_key_id: data_key.id()
+            }
+        );
+        assert!(file_text(dir.path()).starts_with("shoal-data-key-v1 "));
+        let unlock = UnlockKey::generate().expect("random");
+        assert!(store.protect(Some(&unlock)).expect("wraps"), "rewritten");
+        assert!(
+            !store.protect(Some(&unlock)).expect("as it is"),
+            "already so"
+        );
+        let text = file_text(dir.path());
+        assert!(text.starts_with("shoal-data-key-v2-locked "), "{text}");
+        assert!(
+            !text.contains(&key_hex(&data_key)),
+            "the key is not in plain"
+        );
+        let mode = fs::metadata(dir.path().join(DATA_KEY_FILE))
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // This process still holds the key.
+        assert_eq!(store.get(), Some(data_key.clone()));
+
+        // A restart: locked.
+        let restarted = DataKeyStore::open(dir.path()).expect("reopens");
+        assert!(restarted.is_locked());
+        assert_eq!(restarted.get(), None);
+        assert!(!restarted.holds_key());
+        assert_eq!(
+            restarted.status(),
+            KeyStatus::Locked {
+                data_key_id: data_key.id(),
+                unlock_key_id: unlock.id()
+            }
+        );
+        for refused in [
+            restarted.get_or_create().map(|_| ()),
+            restarted.install(data_key.clone()),
+            restarted.protect(None).map(|_| ()),
+        ] {
+            let error = refused.expect_err("locked");
+            assert!(matches!(error, SealError::Locked { .. }), "{error}");
+            assert!(
+                error.to_string().contains("shoal cluster unlock"),
+                "{error}"
+            );
+        }
+        // A wrong key changes nothing.
+        let wrong = UnlockKey::generate().expect("random");
+        let error = restarted.unlock(&wrong).expect_err("wrong key");
+        assert!(matches!(error, SealError::WrongUnlockKey { .. }), "{error}");
+        assert!(restarted.is_locked() && restarted.get().is_none());
+        assert_eq!(file_text(dir.path()), text);
+        // The right one unlocks; the file stays as it is, and a repeat is fine.
+        assert_eq!(restarted.unlock(&unlock).expect("unlocks"), data_key);
+        assert_eq!(restarted.get(), Some(data_key.clone()));
+        assert_eq!(restarted.unlock(&unlock).expect("again"), data_key);
+        assert!(matches!(
+            restarted.unlock(&wrong),
+            Err(SealError::NotLocked)
+        ));
+        assert_eq!(file_text(dir.path()), text);
+        assert!(matches!(
+            restarted.status(),
+            KeyStatus::Wrapped { unlock_key_id, .. } if unlock_key_id == unlock.id()
+        ));
+        // Rotation rewraps; turning autolock off writes the plain format again.
+        let rotated = UnlockKey::generate().expect("random");
+        assert!(restarted.protect(Some(&rotated)).expect("rewraps"));
+        let after_rotation = DataKeyStore::open(dir.path()).expect("reopens");
+        assert!(matches!(
+            after_rotation.unlock(&unlock),
+            Err(SealError::WrongUnlockKey { .. })
+        ));
+        after_rotation.unlock(&rotated).expect("the new key");
+        assert!(after_rotation.protect(None).expect("plain again"));
+        let plain = DataKeyStore::open(dir.path()).expect("reopens");
+        assert!(!plain.is_locked());
+        assert_eq!(plain.get(), Some(data_key));
+        assert!(matches!(plain.unlock(&rotated), Err(SealError::NotLocked)));
+    }
+
+    #[test]
+    fn a_key_installed_while_autolock_is_on_is_written_wrapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DataKeyStore::open(dir.path()).expect("opens");
+        let unlock = UnlockKey::generate().expect("random");
+        assert!(
+            !store.protect(Some(&unlock)).expect("no key yet"),
+            "nothing written"
+        );
+        assert!(!dir.path().join(DATA_KEY_FILE).exists());
+        store.install(key()).expect("installs");
+        assert!(file_text(dir.path()).starts_with("shoal-data-key-v2-locked "));
+        let reopened = DataKeyStore::open(dir.path()).expect("reopens");
+        assert_eq!(reopened.unlock(&unlock).expect("unlocks"), key());
+    }
+
+    #[test]
+    fn a_tampered_or_unknown_key_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = DataKeyStore::open(dir.path()).expect("opens");
+        store.install(key()).expect("installs");
+        let unlock = UnlockKey::generate().expect("random");
+        store.protect(Some(&unlock)).expect("wraps");
+        let text = file_text(dir.path());
+        let path = dir.path().join(DATA_KEY_FILE);
+        // One ciphertext digit changed: the store opens locked, and the right key cannot open it.
+        let last = text.trim_end().chars().last().expect("a digit");
+        let swapped = if last == '0' { '1' } else { '0' };
+        let tampered = format!(
+            "{}{swapped}\n",
+            &text.trim_end()[..text.trim_end().len() - 1]
+        );
+        fs::write(&path, &tampered).expect("tamper");
+        let opened = DataKeyStore::open(dir.path()).expect("opens locked");
+        assert!(matches!(opened.unlock(&unlock), Err(SealError::Corrupt)));
+        assert!(opened.is_locked());
+        // A future version, a truncated locked file, garbage: refused at open.
+        for bad in [
+            "shoal-data-key-v3 00\n".to_owned(),
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            "garbage".to_owned(),
+        ] {
+            fs::write(&path, &bad).expect("write");
+            let error = DataKeyStore::open(dir.path()).expect_err(&bad);
+            assert!(matches!(error, SealError::File { .. }), "{error}");
+            assert!(!error.to_string().contains(&key_hex(&key())));
+        }
     }
 
     #[test]

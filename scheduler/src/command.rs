@@ -171,6 +171,27 @@ pub enum Command {
         /// When.
         at: Timestamp,
     },
+    /// Turn autolock on (`shoal cluster update --autolock true`) with an unlock key a manager
+    /// made and sealed with the data key. Refused while autolock is on.
+    EnableAutolock {
+        /// The unlock key, sealed.
+        unlock_key: crate::autolock::SealedUnlockKey,
+        /// When.
+        at: Timestamp,
+    },
+    /// Turn autolock off: managers keep the data key in plain again.
+    DisableAutolock {
+        /// When.
+        at: Timestamp,
+    },
+    /// Replace the unlock key (`shoal cluster unlock-key --rotate`). Refused while autolock is
+    /// off.
+    RotateUnlockKey {
+        /// The new unlock key, sealed.
+        unlock_key: crate::autolock::SealedUnlockKey,
+        /// When.
+        at: Timestamp,
+    },
     /// Record that a client's request was refused before it became any other command (what it
     /// names does not exist, names several records, or may not change now). Changes nothing but
     /// the request log: written under the request's id, it decides that request once, so that
@@ -220,6 +241,9 @@ impl Command {
             Command::RemoveSecret { .. } => "RemoveSecret",
             Command::CreateConfig { .. } => "CreateConfig",
             Command::RemoveConfig { .. } => "RemoveConfig",
+            Command::EnableAutolock { .. } => "EnableAutolock",
+            Command::DisableAutolock { .. } => "DisableAutolock",
+            Command::RotateUnlockKey { .. } => "RotateUnlockKey",
             Command::Decline { .. } => "Decline",
         }
     }

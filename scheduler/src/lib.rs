@@ -11,11 +11,13 @@
 //! - [`placement`]: filters and scorers (where it runs), O(log nodes) per task.
 //! - [`plan`]: what a pass decided, with the preconditions that make a stale plan fail whole.
 //! - [`secrets`]: secrets (sealed values) and configs, and services' references to them.
+//! - [`autolock`]: whether managers keep the data key locked, and the sealed unlock key.
 //! - [`parse`]: constraints, sizes, CPUs, durations, preferences, ports as users type them.
 //! - [`synthetic`]: deterministic big clusters for tests and benchmarks.
 
 pub mod apply;
 pub mod authz;
+pub mod autolock;
 pub mod command;
 pub mod events;
 pub mod join_keys;

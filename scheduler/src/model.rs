@@ -724,6 +724,10 @@ pub struct ClusterState {
     /// Next config id to hand out.
     #[serde(default)]
     pub next_config_id: u64,
+    /// Autolock: whether managers keep the data key wrapped with an unlock key, and that key
+    /// sealed with the data key. Never shown by a view (see [`crate::autolock`]).
+    #[serde(default)]
+    pub autolock: crate::autolock::Autolock,
 }
 
 /// Ended tasks kept per slot (or per node for a global service) unless the cluster says
@@ -755,6 +759,11 @@ pub struct ClusterSettings {
     /// `shoal service ps`; older ones are pruned. The task a slot still wants is never pruned.
     #[serde(default = "default_task_history_limit")]
     pub task_history_limit: u64,
+    /// Whether managers keep the cluster's data key on disk only wrapped with an unlock key, so
+    /// that a restarted manager stays locked until `shoal cluster unlock` (see
+    /// [`crate::autolock`]). Changed by its own commands, never by `UpdateClusterSettings`.
+    #[serde(default)]
+    pub autolock: bool,
 }
 
 impl Default for ClusterSettings {
@@ -762,6 +771,7 @@ impl Default for ClusterSettings {
         ClusterSettings {
             allow_sensitive_mounts: false,
             task_history_limit: DEFAULT_TASK_HISTORY_LIMIT,
+            autolock: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use shoal_agent::control::views::{ServiceRow, TaskRow};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 
 pub mod browser;
+pub mod capture;
 mod cluster;
 pub mod containers;
 mod docker_cli;

@@ -6,7 +6,10 @@ use clap::{Args, Subcommand};
 
 use shoal_scheduler::join_keys::JoinRole;
 
-use crate::control::api::ApiTokenResponse;
+use crate::control::api::{
+    ApiTokenResponse, AutolockRequest, DataKeyState, LOCAL_AUTOLOCK, LOCAL_UNLOCK,
+    LOCAL_UNLOCK_KEY, UnlockKeyResponse, UnlockRequest, UnlockResponse,
+};
 use crate::control::cluster_info::{CLUSTER_INFO, ClusterInfo};
 use crate::control::join_tokens::{
     JOIN_TOKENS, JoinTokens, ROTATE_JOIN_TOKEN, RoleToken, RotateRequest,
@@ -34,8 +37,24 @@ pub enum ClusterCommand {
     /// the worker token. Peers without a token cannot even connect, and a worker token can
     /// never make a manager.
     Token(TokenArgs),
-    /// Change cluster-wide settings.
+    /// Change cluster-wide settings, autolock among them.
+    ///
+    /// `--autolock true` keeps the cluster's data key (which seals secrets) on every manager's
+    /// disk only wrapped with an unlock key, printed once: a manager that restarts then stays
+    /// locked, serving nothing that needs the key, until `shoal cluster unlock` is given the
+    /// key. Store the key safely: with every manager locked, the cluster's secrets cannot be
+    /// read or written until one of them is unlocked.
     Update(UpdateArgs),
+    /// Unlock this manager (autolock) with the unlock key, read from the terminal, from standard
+    /// input, or with --key-file from a file (never from the command line).
+    Unlock(UnlockArgs),
+    /// Print the cluster's current unlock key (autolock), or with --rotate replace it.
+    ///
+    /// On a manager's machine only. After a rotation every manager rewraps its key file with
+    /// the new key; a manager that was locked or down during the rotation is unlocked with the
+    /// previous key (so keep it until every manager has been unlocked or is running), and then
+    /// rewraps its file with the new one.
+    UnlockKey(UnlockKeyArgs),
     /// Show the cluster: its id, leader and managers, raft term and indexes, the autopilot's
     /// target, node, service and task counts, settings, and the token's fingerprint.
     Info(InfoArgs),
@@ -85,6 +104,33 @@ pub struct UpdateArgs {
     /// `shoal service ps` shows; the leader prunes older ones (default 5).
     #[arg(long, value_name = "N")]
     pub task_history_limit: Option<u64>,
+    /// Keep the data key on managers' disks wrapped with an unlock key (printed once), so that
+    /// a restarted manager stays locked until `shoal cluster unlock`. On a manager only.
+    #[arg(long, value_name = "true|false")]
+    pub autolock: Option<bool>,
+    #[command(flatten)]
+    client: super::ClientOptions,
+}
+
+/// `cluster unlock`.
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Read the unlock key from this file instead of the terminal or standard input.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    client: super::ClientOptions,
+}
+
+/// `cluster unlock-key`.
+#[derive(Debug, Args)]
+pub struct UnlockKeyArgs {
+    /// Replace the unlock key with a new one (printed once).
+    #[arg(long)]
+    pub rotate: bool,
+    /// Print only the key.
+    #[arg(short, long)]
+    pub quiet: bool,
     #[command(flatten)]
     client: super::ClientOptions,
 }
@@ -120,17 +166,32 @@ pub fn run(command: ClusterCommand) -> anyhow::Result<()> {
             runtime.block_on(update(args))
         }
         ClusterCommand::Info(args) => super::client_runtime()?.block_on(info(args)),
+        ClusterCommand::Unlock(args) => {
+            let key = read_unlock_key(args.key_file.as_deref())?;
+            super::client_runtime()?.block_on(unlock(&args.client, key))
+        }
+        ClusterCommand::UnlockKey(args) => super::client_runtime()?.block_on(unlock_key(args)),
         ClusterCommand::Token(args) if args.new => new_secret(args.quiet),
         ClusterCommand::Token(args) => super::client_runtime()?.block_on(token(args)),
     }
 }
 
 async fn update(args: UpdateArgs) -> anyhow::Result<()> {
+    let settings_given = args.allow_sensitive_mounts.is_some() || args.task_history_limit.is_some();
     anyhow::ensure!(
-        args.allow_sensitive_mounts.is_some() || args.task_history_limit.is_some(),
-        "nothing to change: give a setting, such as --allow-sensitive-mounts true or \
-         --task-history-limit 5"
+        settings_given || args.autolock.is_some(),
+        "nothing to change: give a setting, such as --allow-sensitive-mounts true, \
+         --task-history-limit 5 or --autolock true"
     );
+    if let Some(enabled) = args.autolock {
+        let answer: UnlockKeyResponse = super::client::client(&args.client)
+            .post(LOCAL_AUTOLOCK, &AutolockRequest { enabled })
+            .await?;
+        print!("{}", describe_autolock(&answer, false));
+        if !settings_given {
+            return Ok(());
+        }
+    }
     let request = crate::control::api::ClusterSettingsRequest {
         allow_sensitive_mounts: args.allow_sensitive_mounts,
         task_history_limit: args.task_history_limit,
@@ -179,6 +240,122 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What `cluster update --autolock` and `cluster unlock-key` tell people. `rotated`: the key
+/// shown was just made by a rotation.
+fn describe_autolock(answer: &UnlockKeyResponse, rotated: bool) -> String {
+    let Some(key) = answer.unlock_key.as_deref().filter(|_| answer.autolock) else {
+        return "Autolock is off: managers keep the data key in plain in their data dirs, and a \
+                restarted manager needs no unlock key.\n"
+            .into();
+    };
+    let id = answer.unlock_key_id.as_deref().unwrap_or("?");
+    let mut out = if rotated {
+        format!("The unlock key was rotated. The new unlock key ({id}):\n\n    {key}\n\n")
+    } else {
+        format!(
+            "Autolock is on. To unlock a manager after it restarts, run `shoal cluster unlock` on \
+             it and give it this key ({id}):\n\n    {key}\n\n"
+        )
+    };
+    out.push_str(
+        "Store it in a password manager or a vault: it is shown once here (a running manager \
+         can show it again with `shoal cluster unlock-key`). Without it, a restarted manager \
+         cannot read or write the cluster's secrets.\n",
+    );
+    if let Some(previous) = answer.previous_unlock_key_id.as_deref().filter(|_| rotated) {
+        out.push_str(&format!(
+            "\nKeep the previous key ({previous}) until every manager runs unlocked: a manager \
+             that was locked or down during the rotation is unlocked with it.\n"
+        ));
+    }
+    out
+}
+
+/// The unlock key from `file`, else from the terminal (a prompt, echo off) or standard input.
+fn read_unlock_key(file: Option<&std::path::Path>) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    use std::io::{BufRead as _, IsTerminal as _, Read as _};
+    let mut text = zeroize::Zeroizing::new(String::new());
+    if let Some(file) = file {
+        std::fs::File::open(file)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read the unlock key from {}: {e}", file.display())
+            })?;
+    } else if std::io::stdin().is_terminal() {
+        eprint!("Unlock key: ");
+        let echo_off = set_echo(false);
+        let read = std::io::stdin().lock().read_line(&mut text);
+        if echo_off {
+            set_echo(true);
+            eprintln!();
+        }
+        read?;
+    } else {
+        std::io::stdin().read_to_string(&mut text)?;
+    }
+    anyhow::ensure!(
+        !text.trim().is_empty(),
+        "no unlock key given: type it at the prompt, pipe it in, or use --key-file"
+    );
+    Ok(text)
+}
+
+/// Turns the terminal's echo on or off with `stty` (best effort: where it fails the key is
+/// echoed). Answers whether it worked.
+fn set_echo(on: bool) -> bool {
+    std::process::Command::new("stty")
+        .arg(if on { "echo" } else { "-echo" })
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// `cluster unlock`: gives this machine's manager the unlock key.
+async fn unlock(
+    client: &super::ClientOptions,
+    key: zeroize::Zeroizing<String>,
+) -> anyhow::Result<()> {
+    let request = UnlockRequest {
+        unlock_key: key.trim().to_owned(),
+    };
+    let answer: UnlockResponse = super::client::client(client)
+        .post(LOCAL_UNLOCK, &request)
+        .await?;
+    println!(
+        "unlocked: this manager holds the cluster's data key ({}) again{}",
+        answer.data_key_id,
+        if answer.rewrapped {
+            ", and rewrapped its key file with the cluster's current unlock key"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `cluster unlock-key [--rotate]`: asks this machine's manager.
+async fn unlock_key(args: UnlockKeyArgs) -> anyhow::Result<()> {
+    let client = super::client::client(&args.client);
+    let answer: UnlockKeyResponse = if args.rotate {
+        client
+            .post(LOCAL_UNLOCK_KEY, &serde_json::json!({}))
+            .await?
+    } else {
+        client.get(LOCAL_UNLOCK_KEY).await?
+    };
+    match (&answer.unlock_key, args.quiet) {
+        (Some(key), true) => println!("{key}"),
+        (_, _) if !args.rotate => {
+            let id = answer.unlock_key_id.as_deref().unwrap_or("?");
+            let key = answer.unlock_key.as_deref().unwrap_or("?");
+            println!("The cluster's unlock key ({id}):\n\n    {key}\n");
+        }
+        _ => print!("{}", describe_autolock(&answer, true)),
+    }
+    Ok(())
 }
 
 /// `cluster info` for people.
@@ -235,7 +412,8 @@ fn render_info(info: &ClusterInfo) -> String {
     out.push_str(&format!(
         "Nodes:        {} ({} ready, {} down, {} unknown)\n\
          Services:     {}\nTasks:        {} running, {} kept in the state\n\
-         Settings:     sensitive bind mounts {}, task history {} per slot\nAnswered by:  {}\n",
+         Settings:     sensitive bind mounts {}, task history {} per slot\n\
+         Autolock:     {}\nAnswered by:  {}\n",
         n.total,
         n.ready,
         n.down,
@@ -249,8 +427,24 @@ fn render_info(info: &ClusterInfo) -> String {
             "refused"
         },
         info.settings.task_history_limit,
+        describe_lock(info),
         info.served_by,
     ));
+    out
+}
+
+/// The autolock line of `cluster info`.
+fn describe_lock(info: &ClusterInfo) -> String {
+    let mut out = match &info.unlock_key_id {
+        Some(id) => format!("on (unlock key {id})"),
+        None => "off".to_owned(),
+    };
+    if info.data_key == DataKeyState::Locked {
+        out.push_str(
+            "; the answering manager is LOCKED: it cannot read or write secrets until \
+             `shoal cluster unlock` is run on it",
+        );
+    }
     out
 }
 
@@ -345,6 +539,57 @@ fn span(duration: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn autolock_shows_its_key_once_with_what_to_do() {
+        let on = UnlockKeyResponse {
+            autolock: true,
+            unlock_key: Some("SHOALKEY-1-ABC".into()),
+            unlock_key_id: Some("u1".into()),
+            previous_unlock_key_id: None,
+        };
+        let text = describe_autolock(&on, false);
+        assert!(text.contains("    SHOALKEY-1-ABC\n"), "{text}");
+        assert!(text.contains("shoal cluster unlock"), "{text}");
+        assert!(text.contains("Store it"), "{text}");
+        let rotated = UnlockKeyResponse {
+            previous_unlock_key_id: Some("u0".into()),
+            ..on.clone()
+        };
+        let text = describe_autolock(&rotated, true);
+        assert!(
+            text.contains("rotated") && text.contains("previous key (u0)"),
+            "{text}"
+        );
+        let off = UnlockKeyResponse {
+            autolock: false,
+            unlock_key: None,
+            unlock_key_id: None,
+            previous_unlock_key_id: None,
+        };
+        assert!(describe_autolock(&off, false).starts_with("Autolock is off"));
+    }
+
+    #[test]
+    fn cluster_info_says_when_the_answering_manager_is_locked() {
+        let mut info: ClusterInfo = serde_json::from_value(serde_json::json!({
+            "cluster_id": "c", "served_by": "me", "leader": null, "term": 1,
+            "applied_index": 1, "last_log_index": 1, "managers": [], "learners": [],
+            "manager_target": 1, "nodes": {"total": 1, "ready": 1, "down": 0, "unknown": 0},
+            "services": 0, "tasks_running": 0, "tasks_total": 0,
+            "settings": {"allow_sensitive_mounts": false}, "mode": "open",
+            "token_fingerprint": null
+        }))
+        .expect("an answer from before autolock");
+        assert_eq!(describe_lock(&info), "off");
+        info.unlock_key_id = Some("u1".into());
+        info.data_key = DataKeyState::Locked;
+        let text = render_info(&info);
+        assert!(
+            text.contains("Autolock:     on (unlock key u1); the answering manager is LOCKED"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_rotation_says_how_long_the_old_token_lasts() {

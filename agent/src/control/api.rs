@@ -164,6 +164,10 @@ pub struct InfoResponse {
     pub runtime: String,
     /// The shoal version.
     pub version: String,
+    /// How this agent holds the cluster's data key: `locked` when autolock is on and it waits
+    /// for `shoal cluster unlock`.
+    #[serde(default)]
+    pub data_key: DataKeyState,
 }
 
 /// Body of `POST /v1/cluster/settings`: the settings to change (absent ones stay).
@@ -242,6 +246,15 @@ pub const CONFIGS: &str = "/v1/configs";
 /// cluster over the authenticated mesh (a manager fetches it from the leader before it seals
 /// its first secret), never on a socket.
 pub const LOCAL_DATA_KEY: &str = "/v1/local/data-key";
+/// `POST` [`AutolockRequest`]: turn autolock on (answers the new unlock key, once) or off. On
+/// a manager's Unix socket only.
+pub const LOCAL_AUTOLOCK: &str = "/v1/local/autolock";
+/// `GET` the current unlock key ([`UnlockKeyResponse`]); `POST` rotates it (answers the new
+/// one). On a manager's Unix socket only.
+pub const LOCAL_UNLOCK_KEY: &str = "/v1/local/unlock-key";
+/// `POST` [`UnlockRequest`]: unlock this manager (autolock) with the unlock key. On its Unix
+/// socket only.
+pub const LOCAL_UNLOCK: &str = "/v1/local/unlock";
 /// The largest body of a secret or config creation: the value (at most
 /// `shoal_scheduler::secrets::MAX_VALUE_BYTES`) in base64, its name and labels.
 pub const MAX_OBJECT_BODY_BYTES: usize =
@@ -321,6 +334,98 @@ pub struct ConfigView {
     /// The value, base64 (inspect only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+}
+
+/// Body of [`LOCAL_AUTOLOCK`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AutolockRequest {
+    /// On or off.
+    pub enabled: bool,
+}
+
+/// Answer of [`LOCAL_AUTOLOCK`] and of [`LOCAL_UNLOCK_KEY`]. `Debug` never shows the key.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnlockKeyResponse {
+    /// Whether autolock is on.
+    pub autolock: bool,
+    /// The unlock key (`SHOALKEY-1-...`) while autolock is on: shown when it is made, and to
+    /// a manager's owner who asks for it.
+    pub unlock_key: Option<String>,
+    /// The unlock key's fingerprint (safe to show).
+    pub unlock_key_id: Option<String>,
+    /// The fingerprint of the unlock key the last rotation replaced.
+    pub previous_unlock_key_id: Option<String>,
+}
+
+impl std::fmt::Debug for UnlockKeyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnlockKeyResponse")
+            .field("autolock", &self.autolock)
+            .field("unlock_key_id", &self.unlock_key_id)
+            .field("previous_unlock_key_id", &self.previous_unlock_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Body of [`LOCAL_UNLOCK`]. `Debug` never shows the key.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnlockRequest {
+    /// The unlock key, `SHOALKEY-1-...`.
+    pub unlock_key: String,
+}
+
+impl std::fmt::Debug for UnlockRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UnlockRequest(<redacted>)")
+    }
+}
+
+/// Answer of [`LOCAL_UNLOCK`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnlockResponse {
+    /// The fingerprint of the data key this manager now holds.
+    pub data_key_id: String,
+    /// Whether this manager rewrapped its key file with the cluster's current unlock key (the
+    /// key was rotated while it was locked).
+    pub rewrapped: bool,
+}
+
+/// How an agent holds the cluster's data key (in [`InfoResponse`] and `shoal cluster info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKeyState {
+    /// It holds no key (a worker, or a cluster without secrets yet).
+    #[default]
+    None,
+    /// It holds the key, in plain on its disk (autolock off).
+    Plain,
+    /// It holds the key, wrapped with the unlock key on its disk (autolock on).
+    Wrapped,
+    /// It is locked: it holds no key until `shoal cluster unlock` is given the unlock key.
+    Locked,
+}
+
+impl DataKeyState {
+    /// The state of `status`.
+    pub fn of(status: &shoal_consensus::sealed::KeyStatus) -> DataKeyState {
+        use shoal_consensus::sealed::KeyStatus;
+        match status {
+            KeyStatus::None => DataKeyState::None,
+            KeyStatus::Plain { .. } => DataKeyState::Plain,
+            KeyStatus::Wrapped { .. } => DataKeyState::Wrapped,
+            KeyStatus::Locked { .. } => DataKeyState::Locked,
+        }
+    }
+
+    /// Its name, as the JSON says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKeyState::None => "none",
+            DataKeyState::Plain => "plain",
+            DataKeyState::Wrapped => "wrapped",
+            DataKeyState::Locked => "locked",
+        }
+    }
 }
 
 /// Answer of [`LOCAL_DATA_KEY`]. `Debug` never shows the key.

@@ -1,7 +1,8 @@
 //! `GET /v1/cluster`: the cluster at a glance, as `shoal cluster info` prints it — its id, the
 //! leader and the managers, raft's term and indexes, the autopilot's target, how many nodes,
-//! services and tasks there are, the settings, and the token's public fingerprint (never the
-//! token). Served by a manager (a worker forwards the call), from a linearizable read unless
+//! services and tasks there are, the settings, the token's public fingerprint (never the
+//! token), and autolock (the unlock key's fingerprint, and whether the answering manager is
+//! locked). Served by a manager (a worker forwards the call), from a linearizable read unless
 //! `?stale=true`.
 
 use std::sync::Arc;
@@ -52,6 +53,13 @@ pub struct ClusterInfo {
     /// The cluster secret's public fingerprint (closed mode): an agent whose token has another
     /// fingerprint belongs to another cluster.
     pub token_fingerprint: Option<String>,
+    /// The current unlock key's fingerprint while autolock is on (never the key).
+    #[serde(default)]
+    pub unlock_key_id: Option<String>,
+    /// How the answering manager holds the data key: `locked` while it waits for
+    /// `shoal cluster unlock`.
+    #[serde(default)]
+    pub data_key: super::api::DataKeyState,
 }
 
 /// One manager.
@@ -120,6 +128,8 @@ fn describe(control: &ControlState, snapshot: &ClusterState) -> ClusterInfo {
         settings: snapshot.settings.clone(),
         mode: if token.is_some() { "closed" } else { "open" }.into(),
         token_fingerprint: token.map(|(_, fingerprint)| fingerprint),
+        unlock_key_id: snapshot.autolock.unlock_key_id().map(str::to_owned),
+        data_key: super::api::DataKeyState::of(&control.data_key.status()),
     }
 }
 

@@ -71,6 +71,16 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
     cbor4ii::serde::from_slice(bytes).map_err(|e| e.to_string())
 }
 
+/// A call as another agent sends it on `/shoal/control/1` (CBOR).
+pub fn encode_call(call: &ForwardedCall) -> Result<Vec<u8>, String> {
+    encode(call)
+}
+
+/// An answer as it comes back on `/shoal/control/1`.
+pub fn decode_answer(bytes: &[u8]) -> Result<ForwardedAnswer, String> {
+    decode(bytes)
+}
+
 /// Forwards `request` (from this agent's socket) to a manager and returns its answer.
 pub async fn forward(state: &ControlState, request: Request<Body>) -> Response<Body> {
     let call = match into_call(request).await {

@@ -6,6 +6,7 @@
 //!   right consistency, authorized writes, errors).
 //! - [`services`] and [`nodes`]: the services' and the nodes' routes.
 //! - [`secrets`]: the secrets' and configs' routes, and the cluster's data key between managers.
+//! - [`autolock`]: autolock on and off, the unlock key (shown, rotated), unlocking a manager.
 //! - [`routes`]: the one list of routes, and the OpenAPI document (`GET /v1/openapi.json`).
 //! - [`errors`]: every error answered as JSON, axum's own rejections and unknown routes too.
 //! - [`remote`]: the API on TCP (`--api-addr`), behind a bearer token.
@@ -19,6 +20,7 @@
 //! - [`forward`]: calls forwarded between agents (`/shoal/control/1`): a worker's to a manager.
 
 pub mod api;
+pub mod autolock;
 pub mod client;
 pub mod cluster_info;
 pub mod endpoints;

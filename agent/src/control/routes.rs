@@ -20,7 +20,8 @@ use utoipa::{Modify, OpenApi};
 use super::api::{self, ErrorBody};
 use super::server::{self, ControlState};
 use super::{
-    cluster_info, endpoints, events, join_tokens, logs, nodes, remote, secrets, services, tasks,
+    autolock, cluster_info, endpoints, events, join_tokens, logs, nodes, remote, secrets, services,
+    tasks,
 };
 
 /// One route: a method on a path (`{param}` segments as in the OpenAPI document) and its handler.
@@ -122,6 +123,10 @@ pub fn table() -> Vec<Route> {
         Route::get("/v1/configs/{name}", secrets::inspect_config),
         Route::delete("/v1/configs/{name}", secrets::remove_config),
         Route::get(api::LOCAL_DATA_KEY, secrets::local_data_key),
+        Route::post(api::LOCAL_AUTOLOCK, autolock::set_autolock),
+        Route::get(api::LOCAL_UNLOCK_KEY, autolock::unlock_key),
+        Route::post(api::LOCAL_UNLOCK_KEY, autolock::rotate_unlock_key),
+        Route::post(api::LOCAL_UNLOCK, autolock::unlock),
         Route::get(api::CLUSTER_SETTINGS, s::cluster_settings),
         Route::post(api::CLUSTER_SETTINGS, s::update_cluster_settings),
     ]
@@ -174,6 +179,10 @@ pub fn table() -> Vec<Route> {
         secrets::inspect_config,
         secrets::remove_config,
         secrets::local_data_key,
+        autolock::set_autolock,
+        autolock::unlock_key,
+        autolock::rotate_unlock_key,
+        autolock::unlock,
     ),
     components(schemas(ErrorBody)),
     modifiers(&ApiTokenScheme),

@@ -9,6 +9,11 @@
 //! manager that needs it asks the leader ([`api::LOCAL_DATA_KEY`], over the mesh, answered only
 //! to managers of the cluster) and keeps it too, and every manager fetches a copy as soon as the
 //! cluster holds a secret ([`keep_data_key`]). See [`data_key`].
+//!
+//! Autolock ([`super::autolock`]): a manager that restarted with its key file wrapped is locked.
+//! It neither fetches the key from another manager (a stolen disk with the node's identity must
+//! not get it that way) nor gives its own, and everything here that needs the key answers 423
+//! until `shoal cluster unlock`.
 
 use std::sync::Arc;
 
@@ -17,7 +22,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use shoal_consensus::sealed::{self, DataKey};
+use shoal_consensus::sealed::{self, DataKey, KeyStatus};
 use shoal_scheduler::apply::secrets::services_using;
 use shoal_scheduler::secrets::MAX_VALUE_BYTES;
 use shoal_scheduler::{Blob, ClusterState, Command, Config, ObjectKind, Outcome, Secret};
@@ -339,28 +344,31 @@ async fn decline_for_object(
     .await
 }
 
-/// The key id the cluster's secrets are sealed with, if it holds any.
+/// The key id the cluster's secrets (or its unlock key) are sealed with, if it holds any.
 fn sealed_with(cluster: &ClusterState) -> Option<String> {
     cluster
         .secrets
         .values()
         .next()
         .map(|s| s.sealed.key_id.clone())
+        .or_else(|| {
+            let unlock = cluster.autolock.unlock_key.as_ref()?;
+            Some(unlock.sealed.key_id.clone())
+        })
 }
 
 /// The cluster's data key, for this manager to seal with: the one it holds; else another
 /// manager's (the leader first), fetched over the mesh and kept; else, on the leader of a
 /// cluster that holds no secret yet, a new one. A leader never makes a new key while secrets
-/// sealed with another exist: they would no longer open.
+/// sealed with another exist: they would no longer open. A locked manager (autolock) answers
+/// 423 and fetches nothing.
 pub(crate) async fn data_key(state: &ControlState) -> Result<DataKey, ApiError> {
-    let internal = |error: sealed::SealError| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the data key: {error}"),
-        )
-    };
+    let internal = super::autolock::seal_error;
     if let Some(key) = state.data_key.get() {
         return Ok(key);
+    }
+    if let KeyStatus::Locked { unlock_key_id, .. } = state.data_key.status() {
+        return Err(super::autolock::locked_error(&unlock_key_id));
     }
     let wanted = sealed_with(&state.quorum.state());
     let leader = *state.quorum.leader().borrow();
@@ -371,7 +379,7 @@ pub(crate) async fn data_key(state: &ControlState) -> Result<DataKey, ApiError> 
     for manager in managers.into_iter().filter(|m| *m != me) {
         match fetch_key(state, manager).await {
             Ok(key) if wanted.as_ref().is_none_or(|id| *id == key.id()) => {
-                state.data_key.install(key.clone()).map_err(internal)?;
+                install(state, &key).map_err(internal)?;
                 return Ok(key);
             }
             Ok(key) => last = format!("{manager} holds key {}, not {wanted:?}", key.id()),
@@ -388,6 +396,16 @@ pub(crate) async fn data_key(state: &ControlState) -> Result<DataKey, ApiError> 
              run the command on a manager that holds it"
         ),
     ))
+}
+
+/// Keeps `key`, fetched from another manager, as the state says: wrapped with the unlock key
+/// while autolock is on (so that it never rests on disk in plain then).
+fn install(state: &ControlState, key: &DataKey) -> Result<(), sealed::SealError> {
+    if let Some(sealed_unlock) = state.quorum.state().autolock.unlock_key.as_ref() {
+        let unlock = shoal_consensus::autolock::open_unlock_key(key, sealed_unlock)?;
+        state.data_key.protect(Some(&unlock))?;
+    }
+    state.data_key.install(key.clone())
 }
 
 /// Asks `manager` for the data key ([`api::LOCAL_DATA_KEY`]).
@@ -407,25 +425,58 @@ async fn fetch_key(state: &ControlState, manager: PeerId) -> Result<DataKey, Str
     Ok(key)
 }
 
-/// Keeps this manager's copy of the data key: once the cluster holds a secret, a manager without
-/// the key fetches it from another, so that the key outlives the manager that made it. Runs
-/// until this agent holds the key (a key is never dropped); does nothing on agents that are not
-/// managers.
+/// Keeps this manager's copy of the data key: once the cluster holds a secret (or autolock is
+/// on), a manager without the key fetches it from another, so that the key outlives the manager
+/// that made it; and a manager holding it keeps its key file wrapped or plain as the cluster's
+/// autolock says (`autolock::sync_protection`). A locked manager fetches nothing: it
+/// says so once, and waits for `shoal cluster unlock`. Runs as long as the agent.
 pub async fn keep_data_key(state: ControlState) {
     let mut applied = state.quorum.watch();
+    let mut said_locked = false;
+    // The unlock key id (or none: autolock off) the key file was last kept for, so that an
+    // applied entry that changes nothing about autolock costs a comparison.
+    let mut synced: Option<Option<String>> = None;
     loop {
-        if state.data_key.holds_key() {
-            // A key once held is never dropped: nothing more to do on this agent.
-            return;
+        if state.data_key.is_locked() {
+            if !said_locked && let KeyStatus::Locked { unlock_key_id, .. } = state.data_key.status()
+            {
+                tracing::warn!(
+                    %unlock_key_id,
+                    "this manager is LOCKED (autolock): it holds no data key, so secrets cannot \
+                     be created or given to tasks here, and it will not fetch the key from \
+                     other managers. Run `shoal cluster unlock` with the unlock key"
+                );
+                said_locked = true;
+            }
+        } else if state.data_key.holds_key() {
+            let wanted = state
+                .quorum
+                .state()
+                .autolock
+                .unlock_key_id()
+                .map(str::to_owned);
+            if synced.as_ref() != Some(&wanted) {
+                match super::autolock::sync_protection(&state) {
+                    Ok(_) => synced = Some(wanted),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not keep the data key file as autolock says")
+                    }
+                }
+            }
+        } else {
+            let needed = state.quorum.is_member() && sealed_with(&state.quorum.state()).is_some();
+            if needed && let Err(error) = data_key(&state).await {
+                tracing::debug!(?error, "no copy of the data key yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
         }
-        let needed = state.quorum.is_member() && sealed_with(&state.quorum.state()).is_some();
-        if needed && let Err(error) = data_key(&state).await {
-            tracing::debug!(?error, "no copy of the data key yet; retrying");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        }
-        if applied.changed().await.is_err() {
-            return;
+        // A locked manager is unlocked by a call, not by an applied entry: look again now and
+        // then as well.
+        let wait = tokio::time::sleep(std::time::Duration::from_secs(5));
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            () = wait => {}
         }
     }
 }
@@ -452,6 +503,7 @@ fn parse_key(hex: &str) -> Option<DataKey> {
         (status = 200, description = "The key (`DataKeyResponse`)", body = Object),
         (status = 403, description = "Asked on a socket, or by an agent that is not a manager", body = ErrorBody),
         (status = 409, description = "This manager holds no key and is not the leader", body = ErrorBody),
+        (status = 423, description = "This manager is locked (autolock)", body = ErrorBody),
     )
 )]
 pub(super) async fn local_data_key(
@@ -472,6 +524,10 @@ pub(super) async fn local_data_key(
             StatusCode::FORBIDDEN,
             format!("{peer} is not a manager of this cluster"),
         ));
+    }
+    if let KeyStatus::Locked { unlock_key_id, .. } = state.data_key.status() {
+        state.metrics.refused("control", "data_key", "locked");
+        return Err(super::autolock::locked_error(&unlock_key_id));
     }
     let is_leader =
         state.quorum.leader().borrow().map(|l| l.to_string()) == Some(state.node_id.clone());

@@ -403,6 +403,7 @@ pub(super) async fn info(State(state): State<Arc<ControlState>>) -> ApiResult<In
         is_leader: leader.map(|peer| peer.to_string()) == Some(state.node_id.clone()),
         runtime: state.runtime.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        data_key: api::DataKeyState::of(&state.data_key.status()),
     }))
 }
 

@@ -86,6 +86,13 @@ pub(crate) fn apply(state: &mut ClusterState, cmd: &Command) -> Result<Outcome, 
             at,
         } => secrets::create_config(state, name, labels, data, *at),
         Command::RemoveConfig { id, at: _ } => secrets::remove_config(state, *id),
+        Command::EnableAutolock { unlock_key, at } => {
+            crate::autolock::enable(state, unlock_key, *at)
+        }
+        Command::DisableAutolock { at } => crate::autolock::disable(state, *at),
+        Command::RotateUnlockKey { unlock_key, at } => {
+            crate::autolock::rotate(state, unlock_key, *at)
+        }
         Command::Decline { reason, message } => Err(ApplyError::Declined {
             reason: *reason,
             message: message.clone(),

@@ -388,6 +388,9 @@ impl Probe {
             | Command::PruneTasks { .. }
             | Command::RotateJoinToken { .. }
             | Command::UpdateClusterSettings { .. }
+            | Command::EnableAutolock { .. }
+            | Command::DisableAutolock { .. }
+            | Command::RotateUnlockKey { .. }
             | Command::CreateSecret { .. }
             | Command::CreateConfig { .. }
             | Command::Decline { .. } => {}
@@ -465,9 +468,14 @@ impl Probe {
                     cluster_id: cluster_id.0.clone(),
                 });
             }
-            (Command::UpdateClusterSettings { .. } | Command::RotateJoinToken { .. }, _) => {
-                kinds.push(EventKind::ClusterSettingsUpdated)
-            }
+            (
+                Command::UpdateClusterSettings { .. }
+                | Command::RotateJoinToken { .. }
+                | Command::EnableAutolock { .. }
+                | Command::DisableAutolock { .. }
+                | Command::RotateUnlockKey { .. },
+                _,
+            ) => kinds.push(EventKind::ClusterSettingsUpdated),
             (Command::CreateService { .. }, Outcome::ServiceCreated(id))
                 if id.0 >= self.next_service_id =>
             {
@@ -554,7 +562,10 @@ fn command_time(cmd: &Command) -> Option<Timestamp> {
         | Command::CreateSecret { at, .. }
         | Command::RemoveSecret { at, .. }
         | Command::CreateConfig { at, .. }
-        | Command::RemoveConfig { at, .. } => Some(*at),
+        | Command::RemoveConfig { at, .. }
+        | Command::EnableAutolock { at, .. }
+        | Command::DisableAutolock { at }
+        | Command::RotateUnlockKey { at, .. } => Some(*at),
         Command::ReportTaskStatus { reports, .. } => reports.iter().map(|(_, s)| s.timestamp).max(),
         Command::InitCluster { .. }
         | Command::UpsertNode { .. }

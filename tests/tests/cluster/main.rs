@@ -2,6 +2,7 @@
 //! One test binary, one module per scenario.
 
 mod api;
+mod autolock;
 mod chaos;
 mod cli_update;
 mod cluster_info;

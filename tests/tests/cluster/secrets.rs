@@ -4,8 +4,6 @@
 //! value that never shows: not in an answer, an error, an event, a metric, a log line, nor in
 //! any file of any agent's data dir (raft log, state, snapshots).
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_agent::control::api::{
@@ -16,6 +14,7 @@ use shoal_agent::control::client::ControlClient;
 use shoal_agent::daemon::ExecutorKind;
 use shoal_consensus::sealed::{self, DATA_KEY_FILE, DataKeyStore};
 use shoal_scheduler::FileRef;
+use shoal_tests::capture::{CapturedLogs, files_under};
 use shoal_tests::*;
 
 /// The value planted in the secret: it must never show anywhere but in the task's files.
@@ -24,46 +23,6 @@ const PLANTED: &str = "planted-7c1e9a4b-never-show-this";
 /// A config's value: configs are not secret, so this one must show where the planted secret
 /// must not (in inspect, and in the data dirs): proof that the checks below can see a value.
 const VISIBLE: &str = "visible-config-9d2f-in-plain-sight";
-
-/// Every log line of the process, at debug level and above.
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLogs {
-    /// Captures the process's logs (each nextest test is a process of its own); `false` when
-    /// another subscriber was installed first (then the logs are not checked).
-    fn install(&self) -> bool {
-        let logs = self.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_writer(move || logs.clone())
-            .with_ansi(false)
-            .try_init()
-            .is_ok()
-    }
-
-    fn text(&self) -> String {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
 
 /// The planted value in every form it could leak as: plain, base64 (the API's body), and the
 /// bytes as a JSON array (a `Vec<u8>` shown by serde or `Debug`).
@@ -105,26 +64,6 @@ fn assert_clean(what: &str, text: &str) {
         found.is_empty(),
         "the planted secret shows in {what} (as {found:?})"
     );
-}
-
-/// Every file under `dir`, read whole (the raft log, the state, snapshots, keys).
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                files.push((path, bytes));
-            }
-        }
-    }
-    files
 }
 
 async fn get_text(client: &ControlClient, path: &str) -> String {
