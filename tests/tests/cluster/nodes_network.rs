@@ -4,7 +4,8 @@
 //! carries the connection over a mesh stream to that node's agent); the port the service
 //! publishes answers on a node that runs none of its tasks (the routing mesh); when that task
 //! is killed, the connections go to its replacement. The same over UDP: a task's datagrams to a
-//! service on another node, and a published UDP port on a node that runs none of its tasks.
+//! service on another node, and a published UDP port on a node that runs none of its tasks. The
+//! worker's task also reads a secret, which its node had from the leader.
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use shoal_tests::*;
 /// A plain HTTP request to `web` from a task, through `nc` (the static busybox's `wget` crashes
 /// in containers).
 const FETCH: &str = r#"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 web 80"#;
+/// The secret the client task gets.
+const TOKEN: &str = "node-secret-3f9a";
 /// The port `web` publishes (the routing mesh answers it on every node).
 const PUBLISHED: u16 = 8080;
 /// The UDP port `echo` serves, and the one it publishes.
@@ -99,6 +102,7 @@ fn create(cluster: &NodeCluster, through: &str, name: &str, on: &str, script: &s
     match name {
         "web" => args.extend(["--publish", publish.as_str()]),
         "echo" => args.extend(["--publish", echo_publish.as_str()]),
+        "client" => args.extend(["--secret", "token"]),
         _ => {}
     }
     let created = cluster.shoal(
@@ -145,7 +149,21 @@ async fn a_worker_task_reaches_a_service_whose_only_task_runs_on_another_node() 
         .cloned()
         .expect("another node");
     create(&cluster, &nodes[0], "web", &server, SERVE);
+    // The client gets a secret: the worker, in its own engine, has it from the leader.
+    let written = cluster.exec(
+        &nodes[0],
+        &["sh", "-c", &format!("printf {TOKEN} > /tmp/token")],
+    );
+    assert!(written.status.success(), "write the secret's file");
+    let made = cluster.shoal(&nodes[0], &["secret", "create", "token", "/tmp/token"]);
+    assert!(
+        made.status.success(),
+        "secret create: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     create(&cluster, &nodes[0], "client", &worker, "exec sleep 3600");
+    let token = from_client(&cluster, &worker, "cat /run/secrets/token").expect("the secret");
+    assert_eq!(token, TOKEN, "the worker's task reads its secret");
 
     let first = container(&cluster, &server, "web").expect("web runs on its node");
     let page = cluster
