@@ -53,9 +53,8 @@ impl TaskFilesRoot {
     /// targets. Rewrites files already there (a container adopted after a restart of the
     /// machine finds them again). Refuses a root that is not on a tmpfs.
     pub fn write(&self, task: TaskId, files: &[TaskFile]) -> Result<Vec<Mount>> {
-        self.ensure_root()?;
         let dir = self.task_dir(task);
-        make_private_dir(&dir).map_err(|e| io_error(&dir, e))?;
+        self.make_task_dir(&dir)?;
         let mut mounts = Vec::with_capacity(files.len());
         for (index, file) in files.iter().enumerate() {
             if !file.target.starts_with('/') {
@@ -77,7 +76,29 @@ impl TaskFilesRoot {
         Ok(mounts)
     }
 
-    /// Forgets `task`'s files (nothing to do when it has none).
+    /// Makes `task`'s directory (owner-only) in the root, made and checked first. The root of a
+    /// node that holds no task's files is removed ([`TaskFilesRoot::forget`]): made again when
+    /// it went between the check and the directory.
+    fn make_task_dir(&self, dir: &Path) -> Result<()> {
+        for _ in 0..3 {
+            self.ensure_root()?;
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(dir, e)),
+            }
+            return fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_error(dir, e));
+        }
+        Err(io_error(
+            dir,
+            std::io::Error::other("its root keeps disappearing"),
+        ))
+    }
+
+    /// Forgets `task`'s files (nothing to do when it has none), and the root once no task has
+    /// files in it.
     pub fn forget(&self, task: TaskId) {
         let dir = self.task_dir(task);
         match fs::remove_dir_all(&dir) {
@@ -87,6 +108,8 @@ impl TaskFilesRoot {
                 tracing::warn!(%task, dir = %dir.display(), %error, "task files not removed")
             }
         }
+        // Fails, as it should, while another task's files are there.
+        let _ = fs::remove_dir(&self.root);
     }
 
     /// Forgets the files of every task not in `keep` (tasks whose container is gone).
@@ -218,10 +241,16 @@ mod tests {
             !source.exists(),
             "the files of a task without a container are pruned"
         );
+        assert!(
+            root.path().exists(),
+            "the root stays while a task has files"
+        );
         root.forget(TaskId(0x2b));
         root.forget(TaskId(0x2b));
-        assert_eq!(fs::read_dir(root.path()).expect("dir").count(), 0);
-        fs::remove_dir(root.path()).expect("cleaned");
+        assert!(
+            !root.path().exists(),
+            "the root goes with the last task's files"
+        );
     }
 
     #[test]
@@ -251,6 +280,6 @@ mod tests {
         let error = root.write(TaskId(3), &files).expect_err("refused");
         assert!(error.to_string().contains("absolute"), "{error}");
         root.forget(TaskId(3));
-        let _ = fs::remove_dir(root.path());
+        assert!(!root.path().exists());
     }
 }
