@@ -195,12 +195,16 @@ pub fn remove_node_containers(node: &str) {
     }
 }
 
-/// Removes a node's containers when dropped, so a failing test leaves nothing behind.
+/// Removes a node's containers and its tasks' files when dropped, so a failing test leaves
+/// nothing behind.
 pub struct ContainerGuard(pub String);
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         remove_node_containers(&self.0);
+        // The files of its tasks, which an agent that did not stop cleanly left on the tmpfs.
+        let files = std::path::Path::new(shoal_agent::executor::DEFAULT_FILES_BASE).join(&self.0);
+        let _ = std::fs::remove_dir_all(files);
     }
 }
 
