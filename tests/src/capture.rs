@@ -45,7 +45,8 @@ impl CapturedLogs {
     }
 }
 
-/// Every file under `dir`, read whole (the raft log, the state, snapshots, keys).
+/// Every regular file under `dir`, read whole (the raft log, the state, snapshots, keys); links
+/// are not followed.
 pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -54,10 +55,15 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             continue;
         };
         for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             let path = entry.path();
-            if path.is_dir() {
+            if kind.is_dir() {
                 pending.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
+            } else if kind.is_file()
+                && let Ok(bytes) = std::fs::read(&path)
+            {
                 files.push((path, bytes));
             }
         }

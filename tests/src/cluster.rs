@@ -2,13 +2,13 @@
 //! ready nodes and voters, and a service of the in-memory executor created and running.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse};
 use shoal_agent::control::client::ControlClient;
 use shoal_agent::daemon::Agent;
-use shoal_scheduler::{NodeState, ServiceSpec};
+use shoal_scheduler::{ClusterState, NodeState, Service, ServiceSpec};
 
 use crate::{eventually, join_addr, wait_running};
 
@@ -144,4 +144,20 @@ pub async fn shoal_cli(socket: PathBuf, args: &[&str]) -> anyhow::Result<()> {
         shoal_agent::cli::run(shoal_agent::cli::Cli::try_parse_from(argv)?)
     })
     .await?
+}
+
+/// Writes `text` to `dir/name` and returns the path as text (a Compose file, an `.env`).
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.display().to_string()
+}
+
+/// The service named `name` in `state`.
+pub fn service_named<'s>(state: &'s ClusterState, name: &str) -> &'s Service {
+    state
+        .services
+        .values()
+        .find(|s| s.spec.name == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
 }

@@ -3,7 +3,6 @@
 //! the API by its name in the file, a redeploy with one change updates that service alone, a
 //! file with an error deploys nothing, and `stack rm` removes the stack.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use shoal_agent::control::api;
 use shoal_agent::control::views::ServiceRow;
 use shoal_agent::daemon::ServiceNetworkConfig;
 use shoal_agent::executor::NetworkConfig;
-use shoal_scheduler::{ClusterState, Service, TaskState};
+use shoal_scheduler::TaskState;
 use shoal_tests::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -49,20 +48,6 @@ services:
       tier: backend
 "#;
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path.display().to_string()
-}
-
-fn service<'s>(state: &'s ClusterState, name: &str) -> &'s Service {
-    state
-        .services
-        .values()
-        .find(|s| s.spec.name == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
 /// The page `http://api/` gives a task of `front` (by the name the file gives the service).
 fn fetch_api(container: &str) -> Option<String> {
     let output = Command::new("timeout")
@@ -93,14 +78,17 @@ async fn a_compose_app_is_deployed_in_dependency_order_redeployed_and_removed() 
     .await;
     let socket = agent.socket().to_path_buf();
     let project = tempfile::tempdir().expect("a project dir");
-    let file = write(project.path(), "compose.yaml", COMPOSE);
-    write(project.path(), ".env", "API_PAGE=api-v1\n");
+    let file = write_file(project.path(), "compose.yaml", COMPOSE);
+    write_file(project.path(), ".env", "API_PAGE=api-v1\n");
 
     shoal_cli(socket.clone(), &["stack", "deploy", "-c", &file, "shop"])
         .await
         .expect("the stack deploys");
     let state = agent.quorum().state();
-    let (front, api_service) = (service(&state, "shop_front"), service(&state, "shop_api"));
+    let (front, api_service) = (
+        service_named(&state, "shop_front"),
+        service_named(&state, "shop_api"),
+    );
     assert_eq!(
         front
             .spec
@@ -141,13 +129,13 @@ async fn a_compose_app_is_deployed_in_dependency_order_redeployed_and_removed() 
 
     // Redeployed with one change (.env): only the API is updated.
     let (front_version, api_version) = (front.version, api_service.version);
-    write(project.path(), ".env", "API_PAGE=api-v2\n");
+    write_file(project.path(), ".env", "API_PAGE=api-v2\n");
     shoal_cli(socket.clone(), &["stack", "deploy", "-c", &file, "shop"])
         .await
         .expect("the stack redeploys");
     let state = agent.quorum().state();
-    assert_eq!(service(&state, "shop_front").version, front_version);
-    assert_eq!(service(&state, "shop_api").version, api_version + 1);
+    assert_eq!(service_named(&state, "shop_front").version, front_version);
+    assert_eq!(service_named(&state, "shop_api").version, api_version + 1);
     let page = eventually("the updated api answers", CONVERGE, || {
         let container = front_task.clone();
         async move { fetch_api(&container).filter(|p| p == "api-v2") }
@@ -172,7 +160,7 @@ async fn a_compose_app_is_deployed_in_dependency_order_redeployed_and_removed() 
     // Files with an error deploy nothing: bad YAML, an unsupported key under --strict, a
     // dependency cycle.
     let before = agent.quorum().state().services.len();
-    let broken = write(
+    let broken = write_file(
         project.path(),
         "broken.yaml",
         "services:\n  x:\n    image: [a\n",
@@ -181,7 +169,7 @@ async fn a_compose_app_is_deployed_in_dependency_order_redeployed_and_removed() 
         .await
         .expect_err("bad YAML");
     assert!(error.to_string().contains("broken.yaml:"), "{error}");
-    let privileged = write(
+    let privileged = write_file(
         project.path(),
         "privileged.yaml",
         "services:\n  x:\n    image: busybox\n    privileged: true\n",
@@ -193,7 +181,7 @@ async fn a_compose_app_is_deployed_in_dependency_order_redeployed_and_removed() 
     .await
     .expect_err("strict");
     assert!(error.to_string().contains("privileged"), "{error}");
-    let cycle = write(
+    let cycle = write_file(
         project.path(),
         "cycle.yaml",
         "services:\n  a:\n    image: busybox\n    depends_on: [b]\n  b:\n    image: busybox\n    depends_on: [a]\n",

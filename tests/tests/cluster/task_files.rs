@@ -15,7 +15,7 @@ use shoal_agent::control::api::{
 };
 use shoal_agent::daemon::ExecutorKind;
 use shoal_agent::executor::DEFAULT_FILES_BASE;
-use shoal_scheduler::{ClusterState, FileRef, Service};
+use shoal_scheduler::FileRef;
 use shoal_tests::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -67,20 +67,6 @@ configs:
     )
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path.display().to_string()
-}
-
-fn service<'s>(state: &'s ClusterState, name: &str) -> &'s Service {
-    state
-        .services
-        .values()
-        .find(|s| s.spec.name == name)
-        .unwrap_or_else(|| panic!("no service {name}"))
-}
-
 /// What `sh -c script` prints in `container` (trimmed), or its error.
 fn exec(container: &str, script: &str) -> String {
     let output = Command::new("timeout")
@@ -102,28 +88,11 @@ fn docker_output(args: &[&str]) -> String {
 
 /// Every regular file under `dir` that holds `needle`.
 fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() {
-                pending.push(path);
-            } else if kind.is_file()
-                && let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|w| w == needle)
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
+    shoal_tests::capture::files_under(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(path, _)| path)
+        .collect()
 }
 
 /// The secret's value is in the container, and nowhere on the node's disk or in `inspect`.
@@ -176,8 +145,8 @@ async fn a_stacks_secrets_and_configs_reach_its_tasks_in_memory_only() {
     } = DockerAgent::start().await;
     let socket = agent.socket().to_path_buf();
     let project = tempfile::tempdir().expect("a project dir");
-    write(project.path(), "db_password.txt", PLANTED);
-    let file = write(
+    write_file(project.path(), "db_password.txt", PLANTED);
+    let file = write_file(
         project.path(),
         "compose.yaml",
         &compose("    content: page-v1"),
@@ -187,8 +156,8 @@ async fn a_stacks_secrets_and_configs_reach_its_tasks_in_memory_only() {
         .await
         .expect("the stack deploys");
     let state = agent.quorum().state();
-    let api_id = service(&state, "shop_api").id.to_string();
-    let front_id = service(&state, "shop_front").id.to_string();
+    let api_id = service_named(&state, "shop_api").id.to_string();
+    let front_id = service_named(&state, "shop_front").id.to_string();
     wait_running(&client, "shop_api", 1, CONVERGE).await;
     wait_running(&client, "shop_front", 1, CONVERGE).await;
 
@@ -231,7 +200,7 @@ async fn a_stacks_secrets_and_configs_reach_its_tasks_in_memory_only() {
     );
 
     // Configs cannot change: new content under the same name deploys nothing.
-    let changed = write(
+    let changed = write_file(
         project.path(),
         "compose.yaml",
         &compose("    content: page-v2"),
@@ -246,11 +215,11 @@ async fn a_stacks_secrets_and_configs_reach_its_tasks_in_memory_only() {
     let (api_version, front_version) = {
         let state = agent.quorum().state();
         (
-            service(&state, "shop_api").version,
-            service(&state, "shop_front").version,
+            service_named(&state, "shop_api").version,
+            service_named(&state, "shop_front").version,
         )
     };
-    let renamed = write(
+    let renamed = write_file(
         project.path(),
         "compose.yaml",
         &compose("    name: shop_page_v2\n    content: page-v2"),
@@ -259,8 +228,11 @@ async fn a_stacks_secrets_and_configs_reach_its_tasks_in_memory_only() {
         .await
         .expect("the stack redeploys");
     let state = agent.quorum().state();
-    assert_eq!(service(&state, "shop_api").version, api_version);
-    assert_eq!(service(&state, "shop_front").version, front_version + 1);
+    assert_eq!(service_named(&state, "shop_api").version, api_version);
+    assert_eq!(
+        service_named(&state, "shop_front").version,
+        front_version + 1
+    );
     let front = eventually("a new front task", CONVERGE, || async {
         running_containers(&node, &front_id)
             .into_iter()
@@ -348,7 +320,7 @@ async fn a_worker_gets_its_tasks_secret_from_the_leader_over_the_mesh() {
         .expect("the service is created");
     wait_running(&worker_client, "reader", 1, CONVERGE).await;
     let leader = leader_index(&agents);
-    let service = service(&agents[leader].quorum().state(), "reader")
+    let service = service_named(&agents[leader].quorum().state(), "reader")
         .id
         .to_string();
     let task = running_containers(&worker_node, &service)
