@@ -35,6 +35,7 @@ mod autopilot;
 mod bootstrap;
 mod core;
 mod join;
+mod lazy;
 mod lone;
 mod managers;
 mod metrics;
