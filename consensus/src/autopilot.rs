@@ -303,7 +303,9 @@ pub(crate) async fn run(core: Arc<Core>) {
                     "autopilot: this leader may not stay a manager, handing over"
                 );
                 transferred_at = Some(Instant::now());
-                if let Err(e) = core.raft.trigger().transfer_leader(to).await {
+                if let Some(raft) = core.raft.get()
+                    && let Err(e) = raft.trigger().transfer_leader(to).await
+                {
                     tracing::warn!(error = %e, "autopilot: leader transfer");
                 }
             }
@@ -454,11 +456,15 @@ fn candidates_from(
 }
 
 async fn apply(core: &Core, view: &View, decision: Decision) {
+    // Only a leader decides, and a leader's raft has started.
+    let Some(raft) = core.raft.get() else {
+        return;
+    };
     match decision {
         Decision::Nothing | Decision::TransferLeader(_) => {}
         Decision::AddLearners(nodes) => {
             for (id, node) in nodes {
-                if let Err(e) = core.raft.add_learner(id, node, false).await {
+                if let Err(e) = raft.add_learner(id, node, false).await {
                     tracing::warn!(error = %e, "autopilot: add learner");
                 }
             }
@@ -481,7 +487,10 @@ async fn apply(core: &Core, view: &View, decision: Decision) {
 }
 
 async fn change(core: &Core, change: ChangeMembers<RaftId, RaftNode>) -> bool {
-    let call = core.raft.change_membership(change, true);
+    let Some(raft) = core.raft.get() else {
+        return false;
+    };
+    let call = raft.change_membership(change, true);
     match tokio::time::timeout(Duration::from_secs(10), call).await {
         Ok(Ok(_)) => true,
         Ok(Err(e)) => {

@@ -27,12 +27,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Forms or joins a cluster unless this agent already has raft state.
 pub(crate) async fn run(core: &Arc<Core>) -> Result<(), ConsensusError> {
-    if core
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| ConsensusError::Raft(e.to_string()))?
-    {
+    if core.raft.is_initialized().await? {
         tracing::info!("raft state found on disk: rejoining as before");
         return Ok(());
     }
@@ -289,6 +284,8 @@ async fn initialise(core: &Core, voters: BTreeMap<RaftId, RaftNode>) -> Result<(
     let cluster_id = new_cluster_id()?;
     core.access.expect_cluster(cluster_id.clone());
     core.raft
+        .start()
+        .await?
         .initialize(voters)
         .await
         .map_err(|e| ConsensusError::Raft(e.to_string()))?;

@@ -22,7 +22,7 @@ use crate::network::chunks::Assembler;
 use crate::network::messages::ForwardFailure;
 use crate::storage::state_machine::Shared;
 use crate::token::Token;
-use crate::types::{ApplyResult, Committed, LogCommand, Raft, RaftId, RaftNode, raft_id_of};
+use crate::types::{ApplyResult, Committed, LogCommand, RaftId, RaftNode, raft_id_of};
 
 /// How often a waiting leader re-checks that a quorum is reachable.
 const QUORUM_CHECK: Duration = Duration::from_millis(100);
@@ -50,7 +50,7 @@ pub(crate) fn node_of(peer: &PeerId) -> (RaftId, RaftNode) {
 
 /// Shared by the quorum handle, the network server, bootstrap, join and autopilot.
 pub(crate) struct Core {
-    pub(crate) raft: Raft,
+    pub(crate) raft: crate::lazy::LazyRaft,
     pub(crate) mesh: Mesh,
     pub(crate) access: Arc<Access>,
     pub(crate) shared: Arc<Shared>,
@@ -256,7 +256,9 @@ impl Core {
         if !self.is_fresh_leader() {
             self.check_quorum()?;
         }
-        let write = self.raft.client_write(entry);
+        // An agent whose raft has not started leads nothing.
+        let raft = self.raft.get().ok_or(ForwardFailure::NotLeader(None))?;
+        let write = raft.client_write(entry);
         match self.bounded(timeout, write).await? {
             Some(Ok(resp)) => Ok(Committed {
                 index: resp.log_id.index,
@@ -310,7 +312,8 @@ impl Core {
         if !self.is_fresh_leader() {
             self.check_quorum()?;
         }
-        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        let raft = self.raft.get().ok_or(ForwardFailure::NotLeader(None))?;
+        let read = raft.ensure_linearizable(ReadPolicy::ReadIndex);
         match self.bounded(timeout, read).await? {
             Some(Ok(read_id)) => Ok(read_id.index()),
             Some(Err(e)) => Err(match e.into_api_error() {

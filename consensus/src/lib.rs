@@ -37,6 +37,7 @@ mod autopilot;
 mod bootstrap;
 mod core;
 mod join;
+mod lazy;
 mod lone;
 mod managers;
 mod metrics;

@@ -23,6 +23,7 @@ use crate::core::{Core, raft_id_of_peer};
 use crate::error::{ConsensusError, WriteError};
 use crate::events::{EventCursor, EventPage};
 use crate::join::MANAGER_LABEL;
+use crate::lazy::{LazyRaft, RaftParts};
 use crate::limits::MAX_COMMAND_BYTES;
 use crate::managers::{LeaderClaim, Managers};
 use crate::metrics::RaftMetricsFamilies;
@@ -32,7 +33,7 @@ use crate::network::client::{NetworkFactory, SendError, send};
 use crate::network::messages::{ForwardFailure, RaftRequest, RaftResponse};
 use crate::storage::{self, AppliedState};
 use crate::token::Token;
-use crate::types::{ApplyResult, Committed, LogCommand, Raft, RaftNode, TypeConfig};
+use crate::types::{ApplyResult, Committed, LogCommand, RaftNode, TypeConfig};
 
 /// How long a forwarding agent waits between attempts while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(10);
@@ -149,9 +150,27 @@ impl Quorum {
             mesh: mesh.clone(),
             access: access.clone(),
         };
-        let raft = Raft::new(id, raft_config, network, log, sm)
-            .await
-            .map_err(|e| ConsensusError::Raft(e.to_string()))?;
+        // An agent with raft state on disk takes part in raft now; any other starts raft on
+        // first need (see `lazy`).
+        let has_state = {
+            use openraft::storage::{RaftLogReader, RaftLogStorage};
+            let mut log = log.clone();
+            let vote = log.read_vote().await?;
+            let last = log.get_log_state().await?;
+            vote.is_some() || last.last_log_id.is_some()
+        };
+        let raft = LazyRaft::new(
+            id,
+            RaftParts {
+                config: raft_config,
+                network,
+                log,
+                sm,
+            },
+        );
+        if has_state {
+            raft.start().await?;
+        }
         let (leader_tx, _) = watch::channel(None);
         let core = Arc::new(Core {
             raft,
@@ -418,9 +437,8 @@ impl Quorum {
             return Err(WriteError::NotAMember);
         }
         let timeout = self.core.config.write_timeout;
-        self.core
-            .raft
-            .wait(Some(timeout))
+        let raft = self.core.raft.get().ok_or(WriteError::NotAMember)?;
+        raft.wait(Some(timeout))
             .applied_index_at_least(Some(index), "read at least index")
             .await
             .map_err(|_| WriteError::ReadTimeout(timeout))?;
@@ -657,9 +675,10 @@ impl Quorum {
         self.write(cmd).await
     }
 
-    /// The raw openraft handle (diagnostics and tests).
-    pub fn raft(&self) -> &openraft::Raft<TypeConfig, crate::storage::StateMachine> {
-        &self.core.raft
+    /// The raw openraft handle (diagnostics and tests); `None` on an agent that has taken no
+    /// part in raft yet (a plain worker starts raft only when it has to).
+    pub fn raft(&self) -> Option<&openraft::Raft<TypeConfig, crate::storage::StateMachine>> {
+        self.core.raft.get()
     }
 
     /// Stops raft and every task of this quorum (the mesh is left to its owner).
@@ -671,9 +690,7 @@ impl Quorum {
         for t in tasks {
             t.abort();
         }
-        if let Err(e) = self.core.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
-        }
+        self.core.raft.shutdown().await;
     }
 }
 
@@ -758,6 +775,9 @@ async fn track_liveness(core: Arc<Core>) {
 /// or when the managers named another leader.
 async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
     type Key = (Option<u64>, u64, Option<crate::types::LogId>);
+    // Until raft starts (see `lazy`) these are an uninitialised node's metrics, changed once
+    // when it starts: then the started raft's are taken.
+    let mut on_started = core.raft.started();
     let mut rx = core.raft.metrics();
     let mut claims = core.managers.watch_leader();
     let mut announced: Option<(Option<String>, RaftMembership, Option<PeerId>, u64)> = None;
@@ -771,6 +791,10 @@ async fn track_leader(core: Arc<Core>, metrics: RaftMetricsFamilies) {
     let mut recheck = tokio::time::interval(Duration::from_millis(500));
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if !on_started && core.raft.started() {
+            on_started = true;
+            rx = core.raft.metrics();
+        }
         {
             let m = rx.borrow_and_update();
             metrics.observe(&m, core.id);

@@ -15,10 +15,11 @@ use std::sync::{Arc, RwLock};
 use shoal_discovery::PeerId;
 
 use crate::core::raft_id_of_peer;
+use crate::lazy::LazyRaft;
 use crate::managers::Managers;
 use crate::storage::state_machine::Shared;
 use crate::token::{Proof, RaftKey};
-use crate::types::{Raft, RaftId};
+use crate::types::RaftId;
 
 /// Why a raft RPC was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,7 +146,7 @@ impl Access {
     /// Whether `sender` (claiming `cluster`, with `proof`) may send raft RPCs here.
     pub(crate) fn allows(
         &self,
-        raft: &Raft,
+        raft: &LazyRaft,
         sender: &PeerId,
         cluster: Option<&str>,
         proof: Option<&Proof>,
@@ -174,7 +175,7 @@ impl Access {
 
     /// Whether `sender` is a raft member as this agent knows them (checked before anything of
     /// the sender's is read into memory).
-    pub(crate) fn allows_peer(&self, raft: &Raft, sender: &PeerId) -> Result<(), Refusal> {
+    pub(crate) fn allows_peer(&self, raft: &LazyRaft, sender: &PeerId) -> Result<(), Refusal> {
         let id = raft_id_of_peer(sender);
         let metrics = raft.metrics();
         let membership = metrics.borrow_watched().membership_config.clone();

@@ -69,10 +69,21 @@ pub(crate) async fn run(core: Arc<Core>, mut incoming: IncomingStreams) {
 /// Serves one stream: reads requests until the leader closes it or is refused, and answers
 /// every request it took in order.
 async fn serve(core: Arc<Core>, peer: PeerId, stream: Stream) {
+    // A raft that has not started starts for a peer that may send appends (a leader making this
+    // agent a learner); any other peer is refused below as before, without starting it.
+    if core.access.allows_peer(&core.raft, &peer).is_ok()
+        && let Err(e) = core.raft.start().await
+    {
+        tracing::warn!(%peer, error = %e, "append stream: raft did not start");
+        return;
+    }
     let (read, write) = AsyncReadExt::split(stream);
     let (requests, input) = mpsc::channel(READ_AHEAD);
     let (refuse, refusal) = oneshot::channel();
-    let results = core.raft.stream_append(input);
+    let results = match core.raft.get() {
+        Some(raft) => futures::future::Either::Left(raft.stream_append(input)),
+        None => futures::future::Either::Right(futures::stream::empty()),
+    };
     let mut answering = pin!(write_results(results, refusal, write, &core.mesh, peer));
     let reading = read_requests(&core, peer, read, requests, refuse);
     tokio::select! {

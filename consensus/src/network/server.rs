@@ -121,22 +121,33 @@ fn may_write(
 
 async fn raft_rpc(core: &Core, sender: u64, body: RaftRequest) -> RaftResponse {
     let failed = |e: &dyn std::fmt::Display| RaftResponse::Refused(format!("raft: {e}"));
-    match body {
-        RaftRequest::Vote(rpc) => match core.raft.vote(rpc).await {
-            Ok(r) => RaftResponse::Vote(r),
-            Err(e) => failed(&e),
+    // A member's request to an agent whose raft has not started yet: it takes part now.
+    let raft = match body {
+        RaftRequest::SnapshotChunk(_) => None,
+        _ => match core.raft.start().await {
+            Ok(raft) => Some(raft),
+            Err(e) => return failed(&e),
         },
-        RaftRequest::PreVote(rpc) => match core.raft.pre_vote(rpc).await {
-            Ok(r) => RaftResponse::Vote(r),
-            Err(e) => failed(&e),
-        },
-        RaftRequest::SnapshotChunk(chunk) => snapshot_chunk(core, sender, chunk).await,
-        RaftRequest::TransferLeader(req) => match core.raft.handle_transfer_leader(req).await {
-            Ok(r) => RaftResponse::TransferLeader(r),
-            Err(e) => failed(&e),
-        },
-        RaftRequest::Write(_) | RaftRequest::ReadIndex | RaftRequest::Join(_) => {
+    };
+    match (body, raft) {
+        (RaftRequest::SnapshotChunk(chunk), _) => snapshot_chunk(core, sender, chunk).await,
+        (RaftRequest::Write(_) | RaftRequest::ReadIndex | RaftRequest::Join(_), _) => {
             RaftResponse::Write(Err(ForwardFailure::Failed("misrouted request".to_owned())))
+        }
+        (_, None) => failed(&"not started"),
+        (RaftRequest::Vote(rpc), Some(raft)) => match raft.vote(rpc).await {
+            Ok(r) => RaftResponse::Vote(r),
+            Err(e) => failed(&e),
+        },
+        (RaftRequest::PreVote(rpc), Some(raft)) => match raft.pre_vote(rpc).await {
+            Ok(r) => RaftResponse::Vote(r),
+            Err(e) => failed(&e),
+        },
+        (RaftRequest::TransferLeader(req), Some(raft)) => {
+            match raft.handle_transfer_leader(req).await {
+                Ok(r) => RaftResponse::TransferLeader(r),
+                Err(e) => failed(&e),
+            }
         }
     }
 }
@@ -160,7 +171,11 @@ async fn snapshot_chunk(core: &Core, sender: u64, chunk: SnapshotChunk) -> RaftR
                 meta,
                 snapshot: file,
             };
-            match core.raft.install_full_snapshot(vote, snapshot).await {
+            let installed = match core.raft.start().await {
+                Ok(raft) => raft.install_full_snapshot(vote, snapshot).await,
+                Err(e) => return RaftResponse::Refused(format!("install snapshot: {e}")),
+            };
+            match installed {
                 Ok(r) => RaftResponse::Snapshot(r),
                 Err(e) => RaftResponse::Refused(format!("install snapshot: {e}")),
             }

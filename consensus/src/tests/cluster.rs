@@ -140,7 +140,7 @@ async fn compaction_then_snapshot_install_to_new_member() {
     for i in 0..120 {
         write_ok(&first.quorum, &format!("svc-{i}")).await;
     }
-    let raft = first.quorum.raft().clone();
+    let raft = first.quorum.raft().expect("its raft runs").clone();
     eventually("snapshot and purge", T, || {
         use openraft::async_runtime::WatchReceiver;
         let m = raft.metrics().borrow_watched().clone();

@@ -262,7 +262,10 @@ pub(crate) async fn cluster(
     // keeps the last membership it was sent, and is not waited on).
     let uniform = |quorum: &Quorum| {
         use openraft::async_runtime::WatchReceiver;
-        let metrics = quorum.raft().metrics().borrow_watched().clone();
+        let Some(raft) = quorum.raft() else {
+            return false; // a plain worker
+        };
+        let metrics = raft.metrics().borrow_watched().clone();
         let single = metrics
             .membership_config
             .membership()

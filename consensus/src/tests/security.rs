@@ -350,6 +350,7 @@ async fn workers_and_outsiders_cannot_write_for_others_nor_talk_raft() {
     };
     if let Err(e) = leader
         .raft()
+        .expect("the leader's raft runs")
         .add_learner(learner_id, learner_node, true)
         .await
     {
