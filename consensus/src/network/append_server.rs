@@ -80,9 +80,11 @@ async fn serve(core: Arc<Core>, peer: PeerId, stream: Stream) {
     let (read, write) = AsyncReadExt::split(stream);
     let (requests, input) = mpsc::channel(READ_AHEAD);
     let (refuse, refusal) = oneshot::channel();
+    // Without a started raft the peer is refused at its first frame: its requests are dropped,
+    // and the results end only once the reading did (so the refusal is there to be written).
     let results = match core.raft.get() {
         Some(raft) => futures::future::Either::Left(raft.stream_append(input)),
-        None => futures::future::Either::Right(futures::stream::empty()),
+        None => futures::future::Either::Right(input.filter_map(|_| std::future::ready(None))),
     };
     let mut answering = pin!(write_results(results, refusal, write, &core.mesh, peer));
     let reading = read_requests(&core, peer, read, requests, refuse);
