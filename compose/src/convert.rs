@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 
 use shoal_scheduler::secrets::FileRef;
 use shoal_scheduler::{
-    ResourceRequirements, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, Strategy,
-    UpdateConfig,
+    ResourceRequirements, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
 };
 
 use crate::deploy;
@@ -31,9 +30,6 @@ use crate::warnings::Warnings;
 use crate::yaml::{Mark, Node};
 
 type Result<T> = std::result::Result<T, ComposeError>;
-
-/// The default stop grace period, as Docker's.
-const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 
 /// Service keys that are valid Compose but that shoal does not apply: each is a warning.
 const UNSUPPORTED_SERVICE_KEYS: &[&str] = &[
@@ -342,14 +338,27 @@ fn volume(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Volume> {
             other => return Err(ctx.unknown(&key.mark, &format!("volumes.{name}"), other)),
         }
     }
-    if out.external {
-        out.name = own_name
-            .or(external_name)
-            .unwrap_or_else(|| name.to_string());
-    } else if let Some(n) = own_name {
-        out.name = n;
-    }
+    out.name = object_name(out.name, name, own_name, external_name, out.external);
     Ok(out)
+}
+
+/// The cluster's name of a top-level object called `name` in the file: an external one's is its
+/// own `name:`, else the name its `external:` gives, else `name`; a stack's own is its `name:`,
+/// else `scoped` (`STACK_NAME`).
+fn object_name(
+    scoped: String,
+    name: &str,
+    own_name: Option<String>,
+    external_name: Option<String>,
+    external: bool,
+) -> String {
+    if external {
+        own_name
+            .or(external_name)
+            .unwrap_or_else(|| name.to_string())
+    } else {
+        own_name.unwrap_or(scoped)
+    }
 }
 
 fn network(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Network> {
@@ -391,13 +400,7 @@ fn network(ctx: &mut Ctx<'_>, name: &str, node: &Node) -> Result<Network> {
             other => return Err(ctx.unknown(&key.mark, &format!("networks.{name}"), other)),
         }
     }
-    if out.external {
-        out.name = own_name
-            .or(external_name)
-            .unwrap_or_else(|| name.to_string());
-    } else if let Some(n) = own_name {
-        out.name = n;
-    }
+    out.name = object_name(out.name, name, own_name, external_name, out.external);
     Ok(out)
 }
 
@@ -451,13 +454,9 @@ fn file_object(ctx: &mut Ctx<'_>, kind: &str, name: &str, node: &Node) -> Result
             if kind == "configs" { " or content" } else { "" }
         )));
     };
-    let name_out = match (&source, own_name) {
-        (_, Some(n)) => n,
-        (FileSource::External, None) => external_name.unwrap_or_else(|| name.to_string()),
-        _ => ctx.scoped(name),
-    };
+    let external = source == FileSource::External;
     Ok(FileObject {
-        name: name_out,
+        name: object_name(ctx.scoped(name), name, own_name, external_name, external),
         source,
         labels: labels_out,
     })
@@ -466,33 +465,7 @@ fn file_object(ctx: &mut Ctx<'_>, kind: &str, name: &str, node: &Node) -> Result
 /// A fresh spec with Compose's defaults (one replica, restart on any exit, Docker's 10 s stop
 /// grace, shoal's default update policy).
 fn default_spec(name: String) -> ServiceSpec {
-    ServiceSpec {
-        name,
-        image: String::new(),
-        command: Vec::new(),
-        args: Vec::new(),
-        env: Vec::new(),
-        mode: ServiceMode::Replicated { replicas: 1 },
-        constraints: Vec::new(),
-        preferences: Vec::new(),
-        strategy: Strategy::Spread,
-        max_replicas_per_node: 0,
-        resources: ResourceRequirements::default(),
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::default(),
-        health: None,
-        ports: Vec::new(),
-        mounts: Vec::new(),
-        labels: BTreeMap::new(),
-        stop_grace_ms: DEFAULT_STOP_GRACE_MS,
-        force_update: 0,
-        secrets: Vec::new(),
-        configs: Vec::new(),
-        hostname: None,
-        user: None,
-        working_dir: None,
-    }
+    ServiceSpec::new(name, String::new())
 }
 
 /// Service-level settings that `deploy` overrides when it sets the same thing.

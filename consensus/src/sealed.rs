@@ -7,7 +7,8 @@
 //! - [`seal`] / [`open`]: pure functions of the key, the nonce and the associated data (which
 //!   binds a ciphertext to its secret's name: see `shoal_scheduler::secrets`).
 //!   [`seal_fresh`] draws a fresh random nonce.
-//! - [`task_files`]: the files of a task (its secrets opened), the seam for their delivery.
+//! - [`task_files`] / [`task_files_from`]: the files of a task (its secrets opened), which the
+//!   leader gives to the task's node.
 //! - [`DataKeyStore`]: the key in a manager's data dir (`data-key`, mode 0600), created by the
 //!   leader when first needed, or installed from the leader by another manager. While the
 //!   cluster's autolock is on the file holds the key wrapped with the unlock key
@@ -613,18 +614,26 @@ pub enum TaskFilesError {
 }
 
 /// The files of `task`: each secret and config its spec (the version it runs) refers to, secrets
-/// opened with `key`. Run on the leader (a manager holding the key).
-///
-/// This is the seam for delivery, which is not built yet: the dispatcher will send these files
-/// with the task's assignment (over the authenticated mesh, to the task's node only), and the
-/// worker will keep them in memory and mount them in the container on a tmpfs (secrets at
-/// `/run/secrets/NAME` by default, configs at their target), never on the node's disk, and
-/// forget them when the task ends.
+/// opened with `key`. Run on the leader (a manager holding the key), which gives them to the
+/// task's node (`shoal-agent`'s `dispatch::files`).
 pub fn task_files(
     state: &ClusterState,
     key: Option<&DataKey>,
     task: TaskId,
 ) -> Result<Vec<TaskFile>, TaskFilesError> {
+    task_files_from(state, key, task, 0, |_| true).map(|(_, files)| files)
+}
+
+/// How many files `task` has, and its files from the `skip`th on, in the spec's order (secrets,
+/// then configs), for as long as `fits` takes them (the first is always taken): only those are
+/// opened. A missing secret or config is an error wherever it is.
+pub fn task_files_from(
+    state: &ClusterState,
+    key: Option<&DataKey>,
+    task: TaskId,
+    skip: usize,
+    mut fits: impl FnMut(&TaskFile) -> bool,
+) -> Result<(usize, Vec<TaskFile>), TaskFilesError> {
     let found = state.tasks.get(&task).and_then(|t| {
         let service = state.services.get(&t.service)?;
         Some(service.spec_for(t.spec_version))
@@ -635,32 +644,54 @@ pub fn task_files(
         kind,
         name: name.to_owned(),
     };
-    let mut files = Vec::with_capacity(spec.secrets.len() + spec.configs.len());
+    let mut sources = Vec::with_capacity(spec.secrets.len() + spec.configs.len());
     for r in &spec.secrets {
-        let secret = state
-            .secrets
-            .values()
-            .find(|s| s.name == r.source)
-            .ok_or_else(|| missing(ObjectKind::Secret, &r.source))?;
-        let open_error = |source| TaskFilesError::Open {
-            task,
-            name: r.source.clone(),
-            source,
-        };
-        let key = key.ok_or_else(|| open_error(SealError::NoKey))?;
-        let bytes = open_secret(key, &secret.name, &secret.sealed).map_err(open_error)?;
-        files.push(file(ObjectKind::Secret, r, bytes));
+        let secret = state.secrets.values().find(|s| s.name == r.source);
+        sources.push((
+            r,
+            FileSource::Secret(secret.ok_or_else(|| missing(ObjectKind::Secret, &r.source))?),
+        ));
     }
     for r in &spec.configs {
-        let config = state
-            .configs
-            .values()
-            .find(|c| c.name == r.source)
-            .ok_or_else(|| missing(ObjectKind::Config, &r.source))?;
-        let bytes = Zeroizing::new(config.data.as_slice().to_vec());
-        files.push(file(ObjectKind::Config, r, bytes));
+        let config = state.configs.values().find(|c| c.name == r.source);
+        sources.push((
+            r,
+            FileSource::Config(config.ok_or_else(|| missing(ObjectKind::Config, &r.source))?),
+        ));
     }
-    Ok(files)
+    let total = sources.len();
+    let mut files = Vec::new();
+    for (r, source) in sources.into_iter().skip(skip) {
+        let file = match source {
+            FileSource::Secret(secret) => {
+                let open_error = |source| TaskFilesError::Open {
+                    task,
+                    name: r.source.clone(),
+                    source,
+                };
+                let key = key.ok_or_else(|| open_error(SealError::NoKey))?;
+                let bytes = open_secret(key, &secret.name, &secret.sealed).map_err(open_error)?;
+                file(ObjectKind::Secret, r, bytes)
+            }
+            FileSource::Config(config) => file(
+                ObjectKind::Config,
+                r,
+                Zeroizing::new(config.data.as_slice().to_vec()),
+            ),
+        };
+        let fitting = fits(&file);
+        if !fitting && !files.is_empty() {
+            break;
+        }
+        files.push(file);
+    }
+    Ok((total, files))
+}
+
+/// Where a task's file comes from.
+enum FileSource<'s> {
+    Secret(&'s shoal_scheduler::secrets::Secret),
+    Config(&'s shoal_scheduler::secrets::Config),
 }
 
 fn file(kind: ObjectKind, r: &FileRef, bytes: Zeroizing<Vec<u8>>) -> TaskFile {

@@ -785,7 +785,42 @@ fn default_task_history_limit() -> u64 {
 // Helpers shared by apply, reconcile and placement
 // ---------------------------------------------------------------------------------------------
 
+/// The grace between a task's stop signal and its kill when a spec says nothing (Docker's).
+pub const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+
 impl ServiceSpec {
+    /// A spec of `image` named `name` with every other setting at its default: one replica,
+    /// spread placement, the default policies, [`DEFAULT_STOP_GRACE_MS`], nothing else.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            image: image.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            mode: ServiceMode::Replicated { replicas: 1 },
+            constraints: Vec::new(),
+            preferences: Vec::new(),
+            strategy: Strategy::Spread,
+            max_replicas_per_node: 0,
+            resources: ResourceRequirements::default(),
+            restart: RestartPolicy::default(),
+            update: UpdateConfig::default(),
+            rollback: UpdateConfig::default(),
+            health: None,
+            ports: Vec::new(),
+            mounts: Vec::new(),
+            labels: BTreeMap::new(),
+            stop_grace_ms: DEFAULT_STOP_GRACE_MS,
+            force_update: 0,
+            secrets: Vec::new(),
+            configs: Vec::new(),
+            hostname: None,
+            user: None,
+            working_dir: None,
+        }
+    }
+
     /// The host-mode published ports of this spec, as `(protocol, port)` pairs.
     pub fn host_ports(&self) -> impl Iterator<Item = (PortProtocol, u16)> + '_ {
         self.ports

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use crate::command::{ApplyError, Command, Outcome};
 use crate::model::{
     Availability, ClusterState, Constraint, ConstraintKey, ConstraintOp, Node, NodeId, NodeRole,
-    NodeState, Platform, ResourceRequirements, Resources, RestartPolicy, Runtime, ServiceId,
-    ServiceMode, ServiceSpec, Strategy, Timestamp, UpdateConfig,
+    NodeState, Platform, Resources, Runtime, ServiceId, ServiceMode, ServiceSpec, Timestamp,
 };
 
 /// The label that the synthetic constraint reads.
@@ -115,31 +114,8 @@ pub fn gold_constraint() -> Constraint {
 /// A minimal valid spec: replicated with `replicas`, no reservations, default policies.
 pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
     ServiceSpec {
-        name: name.to_string(),
-        image: "busybox:latest".into(),
-        command: Vec::new(),
-        args: Vec::new(),
-        env: Vec::new(),
         mode: ServiceMode::Replicated { replicas },
-        constraints: Vec::new(),
-        preferences: Vec::new(),
-        strategy: Strategy::Spread,
-        max_replicas_per_node: 0,
-        resources: ResourceRequirements::default(),
-        restart: RestartPolicy::default(),
-        update: UpdateConfig::default(),
-        rollback: UpdateConfig::default(),
-        health: None,
-        ports: Vec::new(),
-        mounts: Vec::new(),
-        labels: BTreeMap::new(),
-        stop_grace_ms: 10_000,
-        force_update: 0,
-        secrets: Vec::new(),
-        configs: Vec::new(),
-        hostname: None,
-        user: None,
-        working_dir: None,
+        ..ServiceSpec::new(name, "busybox:latest")
     }
 }
 

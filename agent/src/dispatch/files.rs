@@ -55,8 +55,13 @@ pub fn serve(
     if found.desired == DesiredState::Shutdown || found.status.state.is_terminal() {
         return refused(format!("task {task} is not to run"));
     }
-    let files = match sealed::task_files(state, key, task) {
-        Ok(files) => files,
+    let mut used = 0;
+    let fits = |file: &TaskFile| {
+        used += encoded_len(file);
+        used <= PAGE_BUDGET_BYTES
+    };
+    let (total, files) = match sealed::task_files_from(state, key, task, skip as usize, fits) {
+        Ok(found) => found,
         Err(TaskFilesError::Open {
             source: SealError::NoKey,
             ..
@@ -67,18 +72,8 @@ pub fn serve(
         }
         Err(error) => return refused(error.to_string()),
     };
-    let total = u32::try_from(files.len()).unwrap_or(u32::MAX);
-    let mut page = Vec::new();
-    let mut used = 0;
-    for file in files.into_iter().skip(skip as usize) {
-        let bytes = encoded_len(&file);
-        if used + bytes > PAGE_BUDGET_BYTES && !page.is_empty() {
-            break;
-        }
-        used += bytes;
-        page.push(file);
-    }
-    DispatchResponse::Files(FilesPage { total, files: page })
+    let total = u32::try_from(total).unwrap_or(u32::MAX);
+    DispatchResponse::Files(FilesPage { total, files })
 }
 
 /// The worker's way to a task's files: the leader, over the mesh, or this agent's own state

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use openraft::raft::AppendEntriesRequest;
 use shoal_discovery::{Mesh, MeshConfig, Multiaddr, NodeInfo, PeerId};
 use shoal_metrics::prometheus_client::registry::Registry;
-use shoal_scheduler::{Command, PlacementPreference, ServiceMode, ServiceSpec, Timestamp};
+use shoal_scheduler::{Command, ServiceSpec, Timestamp};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::types::{TypeConfig, Vote};
@@ -168,31 +168,8 @@ pub(crate) fn create(name: &str) -> Command {
 
 pub(crate) fn spec(name: &str) -> ServiceSpec {
     ServiceSpec {
-        name: name.to_owned(),
-        image: "busybox".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        mode: ServiceMode::Replicated { replicas: 1 },
-        constraints: vec![],
-        preferences: Vec::<PlacementPreference>::new(),
-        strategy: Default::default(),
-        max_replicas_per_node: 0,
-        resources: Default::default(),
-        restart: Default::default(),
-        update: Default::default(),
-        rollback: Default::default(),
-        health: None,
-        ports: vec![],
-        mounts: vec![],
-        labels: Default::default(),
         stop_grace_ms: 1000,
-        force_update: 0,
-        secrets: Vec::new(),
-        configs: Vec::new(),
-        hostname: None,
-        user: None,
-        working_dir: None,
+        ..ServiceSpec::new(name, "busybox")
     }
 }
 
