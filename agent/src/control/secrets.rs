@@ -34,8 +34,8 @@ use super::api::{
 };
 use super::forward::{self, Caller};
 use super::server::{
-    ApiError, ApiResult, Call, ControlState, Declined, ReadOptions, WriteResult, cluster, decline,
-    write,
+    ApiError, ApiResult, Call, ControlState, Declined, ReadOptions, WriteResult, Written, cluster,
+    decline, write,
 };
 use super::views;
 use crate::worker::now;
@@ -149,14 +149,7 @@ pub(super) async fn create_secret(
         sealed,
         at: now(),
     };
-    let written = write(&state, &call, command).await?;
-    match written.outcome {
-        Outcome::SecretCreated(id) => written.answer(CreateObjectResponse { id: id.to_string() }),
-        _ => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected outcome of a secret's creation",
-        )),
-    }
+    created(&write(&state, &call, command).await?, ObjectKind::Secret)
 }
 
 /// One secret's metadata (never its value).
@@ -265,14 +258,22 @@ pub(super) async fn create_config(
         data: Blob(value.to_vec()),
         at: now(),
     };
-    let written = write(&state, &call, command).await?;
-    match written.outcome {
-        Outcome::ConfigCreated(id) => written.answer(CreateObjectResponse { id: id.to_string() }),
-        _ => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected outcome of a config's creation",
-        )),
-    }
+    created(&write(&state, &call, command).await?, ObjectKind::Config)
+}
+
+/// The answer to the creation of a secret or config: the new one's id.
+fn created(written: &Written, kind: ObjectKind) -> WriteResult<CreateObjectResponse> {
+    let id = match (kind, &written.outcome) {
+        (ObjectKind::Secret, Outcome::SecretCreated(id)) => id.to_string(),
+        (ObjectKind::Config, Outcome::ConfigCreated(id)) => id.to_string(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("unexpected outcome of a {kind}'s creation"),
+            ));
+        }
+    };
+    written.answer(CreateObjectResponse { id })
 }
 
 /// One config, its data included (base64).
