@@ -70,6 +70,12 @@ impl MeshBehaviour {
         kad_config.set_replication_factor(KAD_REPLICATION);
         kad_config.set_kbucket_inserts(kad::BucketInserts::Manual);
         kad_config.set_periodic_bootstrap_interval(None);
+        // The table never holds more than `target_peers` entries in all (see
+        // `EventLoop::kad_wants`), so no bucket needs room for more: each of the 256 buckets
+        // reserves its capacity up front (about 320 bytes an entry), 1.6 MB at Kademlia's 20.
+        if let Some(bucket_size) = std::num::NonZeroUsize::new(config.target_peers) {
+            kad_config.set_kbucket_size(bucket_size);
+        }
         let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
         let mdns = if config.mdns {

@@ -29,10 +29,9 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// stays open. Kademlia queries connect to many peers; without a short timeout every agent would
 /// end up connected to every other one, and each connection costs pings, gossip and CPU.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Capacity of the membership change broadcast. tokio's broadcast allocates every slot up front
-/// and a slot holds a whole change (about 0.75 KB: `Updated` carries two members), so 4096 slots
-/// held 3.1 MB of every agent; 1024 hold 0.8 MB. Subscribers take each change at once, and one
-/// that lags re-reads the members anyway.
+/// Capacity of the membership change broadcast. tokio's broadcast allocates every slot up front,
+/// each the size of a change (members are boxed, so about that of a peer id): 1024 slots take
+/// about 0.1 MB. Subscribers take each change at once, and one that lags re-reads the members.
 const CHANGES_CAPACITY: usize = 1024;
 
 static OPEN_MODE_WARNING: Once = Once::new();
