@@ -34,6 +34,7 @@ use crate::protocol::ShoalProtocol;
 use crate::reconsider::Reconsider;
 use crate::ring_link::LinkFailure;
 use crate::roster::RosterSync;
+use crate::streams::StreamLeases;
 
 /// How often thresholds are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -84,6 +85,9 @@ pub(crate) struct EventLoop {
     pub(crate) last_beat: Option<Instant>,
     /// When each peer last exchanged a shoal request with us (bounded by the connections).
     pub(crate) last_used: HashMap<PeerId, Instant>,
+    /// The peers with a stream open (raft append lanes, proxied connections): in use, whatever
+    /// `last_used` says.
+    pub(crate) leases: StreamLeases,
     /// When the newest connection to each peer opened (bounded by the connections).
     pub(crate) opened: HashMap<PeerId, Instant>,
     /// Members this agent declared dead itself, asked again for a while (see `reconsider`).

@@ -1,9 +1,10 @@
 //! [`Mesh`]: the cheap, cloneable handle every other subsystem holds. Each method sends one
 //! [`Command`] to the event loop over a bounded channel and awaits the answer on a oneshot.
 
+use std::time::Duration;
+
 use libp2p::request_response::ResponseChannel;
-use libp2p::{Multiaddr, PeerId, Stream};
-pub use libp2p_stream::IncomingStreams;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -11,6 +12,12 @@ use crate::error::{MeshError, OpenStreamError, RequestError};
 use crate::membership::{Member, MembershipChange, NodeInfo};
 use crate::metrics::{Direction, MeshMetrics, TrafficTotals};
 use crate::protocol::{ShoalProtocol, ShoalStream};
+use crate::streams::{IncomingStreams, Stream, StreamLeases};
+
+/// How long opening a stream may take, connecting included. libp2p's stream behaviour can leave
+/// an opening waiting for ever (it drops its dial request while another is queued, and does not
+/// pass on every kind of dial failure): no caller should.
+pub const OPEN_STREAM_LIMIT: Duration = Duration::from_secs(10);
 
 /// A command to the event loop.
 pub(crate) enum Command {
@@ -61,6 +68,8 @@ pub struct Mesh {
     pub(crate) task: AbortHandle,
     /// Opens and accepts [`ShoalStream`]s without a hop through the event loop.
     pub(crate) streams: libp2p_stream::Control,
+    /// The peers with streams open, whose connections the event loop keeps.
+    pub(crate) leases: StreamLeases,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -90,33 +99,33 @@ impl Mesh {
     }
 
     /// Opens a long-lived, ordered byte stream of `protocol` to `peer`, connecting first if
-    /// needed. The stream is the caller's: it frames, bounds and times out what it sends, and
-    /// closes it by dropping it.
+    /// needed, within [`OPEN_STREAM_LIMIT`]. The stream is the caller's: it frames, bounds and
+    /// times out what it sends, and closes it by dropping it.
     pub async fn open_stream(
         &self,
         peer: PeerId,
         protocol: ShoalStream,
     ) -> Result<Stream, OpenStreamError> {
+        let unreachable = |reason: String| OpenStreamError::Unreachable { protocol, reason };
         let mut control = self.streams.clone();
+        let opening = control.open_stream(peer, protocol.stream_protocol());
         let opened = tokio::select! {
-            opened = control.open_stream(peer, protocol.stream_protocol()) => opened,
+            opened = tokio::time::timeout(OPEN_STREAM_LIMIT, opening) => opened.map_err(|_| {
+                unreachable(format!("no stream within {OPEN_STREAM_LIMIT:?}"))
+            })?,
             // A stopped mesh never answers: fail instead of waiting for ever.
             () = self.commands.closed() => {
-                return Err(OpenStreamError::Unreachable {
-                    protocol,
-                    reason: "the mesh is closed".to_owned(),
-                });
+                return Err(unreachable("the mesh is closed".to_owned()));
             }
         };
-        opened.map_err(|e| match e {
-            libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
-                OpenStreamError::Unsupported(protocol)
-            }
-            other => OpenStreamError::Unreachable {
-                protocol,
-                reason: other.to_string(),
-            },
-        })
+        opened
+            .map(|stream| Stream::new(stream, self.leases.lease(peer)))
+            .map_err(|e| match e {
+                libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => {
+                    OpenStreamError::Unsupported(protocol)
+                }
+                other => unreachable(other.to_string()),
+            })
     }
 
     /// The streams of `protocol` that peers open to this agent, with each opener's id. Only one
@@ -126,6 +135,7 @@ impl Mesh {
         let mut control = self.streams.clone();
         control
             .accept(protocol.stream_protocol())
+            .map(|incoming| IncomingStreams::new(incoming, self.leases.clone()))
             .map_err(|_| MeshError::AlreadyAccepted(protocol))
     }
 

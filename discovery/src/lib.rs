@@ -8,6 +8,7 @@
 //! - `behaviour`: the composed libp2p behaviours.
 //! - `event_loop`: the Swarm's only owner.
 //! - [`handle`]: [`Mesh`] and [`InboundRequest`].
+//! - `streams`: [`Stream`] and [`IncomingStreams`], each stream leasing its peer's connection.
 //! - [`protocol`] and `codec`: protocol names, size bounds and the framed byte codec.
 //! - `envelope`: the signed envelope of gossip messages (checked once per distinct message).
 //! - `probe`: the internal `/shoal/probe/1` liveness probes.
@@ -38,6 +39,7 @@ mod reconsider;
 mod ring_link;
 mod roster;
 mod start;
+mod streams;
 mod transport;
 mod upkeep;
 
@@ -46,12 +48,13 @@ mod tests;
 
 pub use config::MeshConfig;
 pub use error::{MeshError, OpenStreamError, RequestError};
-pub use handle::{InboundRequest, IncomingStreams, Mesh};
+pub use handle::{InboundRequest, Mesh};
 pub use libp2p::identity::Keypair;
-pub use libp2p::{Multiaddr, PeerId, Stream};
+pub use libp2p::{Multiaddr, PeerId};
 pub use membership::{
     Member, MemberState, MembershipChange, NodeInfo, NodeRole, RaftAnnouncement, RaftMembership,
 };
 pub use metrics::TrafficTotals;
 pub use protocol::{ShoalProtocol, ShoalStream};
 pub use start::start;
+pub use streams::{IncomingStreams, Stream};

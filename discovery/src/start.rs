@@ -21,6 +21,7 @@ use crate::local_health::LocalHealth;
 use crate::membership::{NodeInfo, Thresholds, View};
 use crate::metrics::MeshMetrics;
 use crate::roster::RosterSync;
+use crate::streams::StreamLeases;
 use crate::{identity, transport};
 
 /// How long `start` waits for its listeners to come up.
@@ -81,6 +82,7 @@ pub async fn start(
     let streams = swarm.behaviour().streams.new_control();
     let (commands_tx, commands_rx) = mpsc::channel(config.command_buffer);
     let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
+    let leases = StreamLeases::default();
     let metrics = MeshMetrics::register(registry);
     let thresholds = Thresholds {
         suspect_after: config.suspect_after,
@@ -115,6 +117,7 @@ pub async fn start(
         ring: Default::default(),
         last_beat: None,
         last_used: HashMap::new(),
+        leases: leases.clone(),
         opened: HashMap::new(),
         reconsider: Default::default(),
         last_refuted: None,
@@ -136,6 +139,7 @@ pub async fn start(
         metrics,
         task: task.abort_handle(),
         streams,
+        leases,
     })
 }
 

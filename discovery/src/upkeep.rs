@@ -86,8 +86,8 @@ impl EventLoop {
         }
     }
 
-    /// Closes the connections nobody uses while above `peers_high_water`, least recently used
-    /// first. Gossipsub's and ping's long-lived streams would otherwise keep every connection
+    /// Closes the connections nobody uses (no request lately, no stream open) while above
+    /// `peers_high_water`, least recently used first. Gossipsub's and ping's long-lived streams would otherwise keep every connection
     /// ever made open, and each costs pings, gossip and CPU.
     pub(crate) fn prune_connections(&mut self, now: Instant) {
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
@@ -106,7 +106,7 @@ impl EventLoop {
             .collect();
         let mut idle: Vec<(Option<Instant>, PeerId)> = connected
             .into_iter()
-            .filter(|p| !neighbours.contains(p) && !gossip.contains(p))
+            .filter(|p| !neighbours.contains(p) && !gossip.contains(p) && !self.leases.held(p))
             .filter(|p| {
                 // A joiner needs a moment to learn the others through its first connection.
                 self.opened

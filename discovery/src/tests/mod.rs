@@ -9,6 +9,7 @@ mod pause;
 mod request_response;
 mod ring_link;
 mod roster;
+mod streams;
 mod token;
 
 use std::future::Future;

@@ -78,13 +78,17 @@ async fn only_the_same_token_opens_a_proxy_stream() -> anyhow::Result<()> {
     let other = agent(std::slice::from_ref(&server_addr), token("beta")).await?;
     let open = agent(std::slice::from_ref(&server_addr), |_| {}).await?;
     let mut answered = None;
-    for _ in 0..50 {
-        if let Ok(mut stream) = same.mesh.open_stream(server_id, ShoalStream::Proxy).await {
-            stream.write_all(&[42]).await?;
-            stream.flush().await?;
-            let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).await?;
-            answered = Some(byte[0]);
+    let echo_once = || async {
+        let mut stream = same.mesh.open_stream(server_id, ShoalStream::Proxy).await?;
+        stream.write_all(&[42]).await?;
+        stream.flush().await?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await?;
+        anyhow::Ok(byte[0])
+    };
+    for _ in 0..20 {
+        if let Ok(Ok(byte)) = tokio::time::timeout(Duration::from_secs(5), echo_once()).await {
+            answered = Some(byte);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
