@@ -503,6 +503,17 @@ impl NodeCluster {
     }
 
     /// The standard output of `shoal ARGS` inside `node`, if it succeeded.
+    /// What `shoal ARGS` inside `node` says on its error stream, and its exit status: why a
+    /// command failed, for a test's message.
+    pub fn shoal_error(&self, node: &str, args: &[&str]) -> String {
+        let output = self.shoal(node, args);
+        format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+    }
+
     fn shoal_stdout(&self, node: &str, args: &[&str]) -> Option<Vec<u8>> {
         let output = self.shoal(node, args);
         output.status.success().then_some(output.stdout)

@@ -80,7 +80,16 @@ async fn a_node_that_formed_a_cluster_alone_joins_the_larger_one_it_hears() {
     let mut cluster = NodeCluster::new("lone");
     let nodes = cluster.start_nodes(4, &[], &[]);
     until_formed(&cluster, 4).await;
-    let theirs = cluster_id(&cluster, &nodes[0]).expect("the four nodes' cluster id");
+    // One answer may be an error while the autopilot still settles the managers.
+    let theirs = cluster
+        .until("the four nodes' cluster id", Duration::from_secs(30), |c| {
+            cluster_id(c, &nodes[0]).ok_or_else(|| {
+                let failed = c.shoal_error(&nodes[0], &["cluster", "info"]);
+                eprintln!("cluster info on {}: {failed}", nodes[0]);
+                failed
+            })
+        })
+        .await;
     let lone = cluster.start_node(&[("SHOAL_NODE_START_CUT_OFF", "1")], &[]);
     let own = cluster
         .until(
