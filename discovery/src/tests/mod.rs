@@ -60,6 +60,35 @@ pub(crate) async fn agent(
     })
 }
 
+/// Starts a seed and `count - 1` agents that join it, all with `tweak`, and waits (up to `limit`)
+/// until every one holds all the others alive. The seed is first.
+pub(crate) async fn joined_agents(
+    count: usize,
+    tweak: impl Fn(&mut MeshConfig) + Copy,
+    limit: Duration,
+) -> anyhow::Result<Vec<Agent>> {
+    let seed = agent(&[], tweak).await?;
+    let seed_addr = addr(&seed).await?;
+    let mut agents = vec![seed];
+    for _ in 1..count {
+        agents.push(agent(std::slice::from_ref(&seed_addr), tweak).await?);
+    }
+    for a in &agents {
+        let mesh = a.mesh.clone();
+        let complete = eventually(limit, || {
+            let mesh = mesh.clone();
+            async move { in_state(&mesh, MemberState::Alive).await.len() == count - 1 }
+        })
+        .await;
+        anyhow::ensure!(
+            complete,
+            "{} has an incomplete view",
+            a.mesh.local_peer_id()
+        );
+    }
+    Ok(agents)
+}
+
 /// The agent's first listen address (with `/p2p/`).
 pub(crate) async fn addr(agent: &Agent) -> anyhow::Result<Multiaddr> {
     agent

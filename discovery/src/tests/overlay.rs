@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{addr, agent, eventually, in_state};
+use super::{eventually, in_state, joined_agents};
 use crate::MemberState;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -14,25 +14,7 @@ async fn connections_stay_bounded_and_rumors_spread_a_crash() -> anyhow::Result<
         c.target_peers = 4;
         c.peers_high_water = 6;
     };
-    let seed = agent(&[], tweak).await?;
-    let seed_addr = addr(&seed).await?;
-    let mut agents = vec![seed];
-    for _ in 1..AGENTS {
-        agents.push(agent(std::slice::from_ref(&seed_addr), tweak).await?);
-    }
-    for a in &agents {
-        let mesh = a.mesh.clone();
-        let complete = eventually(Duration::from_secs(10), || {
-            let mesh = mesh.clone();
-            async move { in_state(&mesh, MemberState::Alive).await.len() == AGENTS - 1 }
-        })
-        .await;
-        assert!(
-            complete,
-            "{} has an incomplete view",
-            a.mesh.local_peer_id()
-        );
-    }
+    let mut agents = joined_agents(AGENTS, tweak, Duration::from_secs(10)).await?;
 
     // The seed was dialled by everyone; once the new-connection grace is over it keeps only its
     // ring neighbours, its gossip mesh links and what it uses, never the full mesh.

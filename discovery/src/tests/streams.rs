@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 
-use super::{addr, agent, eventually, in_state};
-use crate::{MemberState, ShoalStream, Stream};
+use super::{eventually, joined_agents};
+use crate::{ShoalStream, Stream};
 
 const AGENTS: usize = 12;
 
@@ -28,25 +28,7 @@ async fn an_open_stream_keeps_its_connection_above_the_high_water_mark() -> anyh
         // A connection counts as in use for three request timeouts after its last request.
         c.request_timeout = Duration::from_secs(1);
     };
-    let seed = agent(&[], tweak).await?;
-    let seed_addr = addr(&seed).await?;
-    let mut agents = vec![seed];
-    for _ in 1..AGENTS {
-        agents.push(agent(std::slice::from_ref(&seed_addr), tweak).await?);
-    }
-    for a in &agents {
-        let mesh = a.mesh.clone();
-        let complete = eventually(Duration::from_secs(15), || {
-            let mesh = mesh.clone();
-            async move { in_state(&mesh, MemberState::Alive).await.len() == AGENTS - 1 }
-        })
-        .await;
-        anyhow::ensure!(
-            complete,
-            "{} has an incomplete view",
-            a.mesh.local_peer_id()
-        );
-    }
+    let agents = joined_agents(AGENTS, tweak, Duration::from_secs(15)).await?;
     // Every other agent echoes what arrives on its proxy streams.
     for a in &agents[1..] {
         let mut incoming = a.mesh.accept_streams(ShoalStream::Proxy)?;

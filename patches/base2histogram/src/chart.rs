@@ -40,11 +40,10 @@ impl AsciiChart {
 
     /// The lowest and highest bucket any histogram has a sample in.
     fn bucket_span(&self) -> Option<(usize, usize)> {
-        let indexes = self.series.iter().flat_map(|(_, histogram)| {
-            histogram
-                .nonempty_buckets()
-                .map(|(lower, _, _)| buckets::index_of(lower))
-        });
+        let indexes = self
+            .series
+            .iter()
+            .flat_map(|(_, histogram)| histogram.nonempty_indexes().map(|(index, _)| index));
         indexes.fold(None, |span, index| match span {
             None => Some((index, index)),
             Some((low, high)) => Some((low.min(index), high.max(index))),
@@ -68,8 +67,8 @@ impl fmt::Display for AsciiChart {
         let width = self.label_width();
         for (label, histogram) in &self.series {
             let mut counts = vec![0u64; high - low + 1];
-            for (lower, _, count) in histogram.nonempty_buckets() {
-                counts[buckets::index_of(lower) - low] = count;
+            for (index, count) in histogram.nonempty_indexes() {
+                counts[index - low] = count;
             }
             let fullest = counts.iter().copied().max().unwrap_or(0).max(1);
             let shades: String = counts.iter().map(|count| shade(*count, fullest)).collect();

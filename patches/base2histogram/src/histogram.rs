@@ -88,17 +88,22 @@ impl<T> Histogram<T> {
     /// The buckets that hold samples, lowest first: each one's smallest and largest value and
     /// its count.
     pub fn nonempty_buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.nonempty_indexes().map(|(index, count)| {
+            (
+                buckets::lower_bound(index),
+                buckets::upper_bound(index),
+                count,
+            )
+        })
+    }
+
+    /// The buckets that hold samples, lowest first, by index, with their counts.
+    pub(crate) fn nonempty_indexes(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.counts
             .iter()
             .enumerate()
             .filter(|(_, count)| **count > 0)
-            .map(|(index, count)| {
-                (
-                    buckets::lower_bound(index),
-                    buckets::upper_bound(index),
-                    *count,
-                )
-            })
+            .map(|(index, count)| (index, *count))
     }
 }
 
