@@ -70,6 +70,10 @@ pub(crate) struct Core {
     /// The log index of this agent's stored membership when the leader said it is no member
     /// of the raft group (see [`Core::left_out`]); it is a member again only with a newer one.
     pub(crate) left_out_at: Mutex<Option<u64>>,
+    /// When this agent's quorum started. For one write timeout after it, a voter the mesh has
+    /// not heard of yet counts as reachable: a restarted agent hears its peers within a second
+    /// or two, and until then "no quorum" would be a false alarm that fails every read and write.
+    pub(crate) started: std::time::Instant,
 }
 
 impl Core {
@@ -209,11 +213,21 @@ impl Core {
         }
     }
 
-    /// `(reachable, total)` voters as the mesh sees them.
+    /// `(reachable, total)` voters as the mesh sees them (right after the start, those it has not
+    /// heard of yet count as reachable: see [`Core::started`]).
     pub(crate) fn voter_reachability(&self) -> (usize, usize) {
         let voters = self.voters();
-        let reachable = voters.values().filter(|n| self.is_alive(n)).count();
+        let settling = self.started.elapsed() < self.config.write_timeout;
+        let reachable = voters
+            .values()
+            .filter(|n| self.is_alive(n) || (settling && self.unheard(n)))
+            .count();
         (reachable, voters.len())
+    }
+
+    /// Whether the mesh has said nothing yet about `node`.
+    fn unheard(&self, node: &RaftNode) -> bool {
+        PeerId::from_str(&node.peer_id).is_ok_and(|p| self.peer_state(&p).is_none())
     }
 
     /// Fails fast when too few voters are reachable to commit.

@@ -188,6 +188,7 @@ impl Quorum {
             managers,
             refusals: refusals.clone(),
             left_out_at: Mutex::new(None),
+            started: std::time::Instant::now(),
         });
         let (yields_tx, yields) = watch::channel(None);
         let quorum = Quorum {

@@ -91,6 +91,14 @@ async fn three_managers_replicate_fail_over_and_catch_up() {
     }
     let seed = addr(&agents[0].mesh).await;
     let back = start_agent(&killed_dir, &killed_name, &[seed], |_| {}).await;
+    // Asked at once, before the mesh told it who is alive, it waits for the leader instead of
+    // calling the quorum lost.
+    let read = back.quorum.read().await;
+    assert!(
+        read.is_ok(),
+        "a read right after the restart: {:?}",
+        read.err()
+    );
     let expected = agents[0].quorum.state().services.len();
     let q = back.quorum.clone();
     eventually("restarted follower caught up", T, || {

@@ -25,6 +25,9 @@ async fn an_open_stream_keeps_its_connection_above_the_high_water_mark() -> anyh
     let tweak = |c: &mut crate::MeshConfig| {
         c.target_peers = 3;
         c.peers_high_water = 4;
+        // One watcher each way: the ring keeps at most two of the seed's connections, gossip at
+        // most eight, so with eleven connected some are always the upkeep's to close.
+        c.watchers = 1;
         // A connection counts as in use for three request timeouts after its last request.
         c.request_timeout = Duration::from_secs(1);
     };
@@ -69,14 +72,16 @@ async fn an_open_stream_keeps_its_connection_above_the_high_water_mark() -> anyh
         );
     }
 
-    // Without streams the connections are unused again, and pruned down.
+    // Without streams the connections are unused again, and pruned: the ones the ring and the
+    // gossip mesh keep stay (how many that is depends on the gossip mesh of the moment), the
+    // others close.
     drop(streams);
     let pruned = eventually(Duration::from_secs(15), || {
         let mesh = seed_mesh.clone();
         async move {
             mesh.connected_peers()
                 .await
-                .is_ok_and(|p| p.len() < AGENTS - 3)
+                .is_ok_and(|p| p.len() < AGENTS - 1)
         }
     })
     .await;
