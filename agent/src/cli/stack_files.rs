@@ -3,9 +3,10 @@
 //! unless the file gives a `name:`) and labelled with the stack, so that `stack rm` removes them
 //! with its services. `external` ones must exist already.
 //!
-//! Secrets and configs are immutable. One that exists already is kept: a config whose content
-//! differs from the file's is an error (nothing is deployed), and so is a secret the stack did
-//! not make; a secret's value cannot be read back, so a changed value needs a new name.
+//! Secrets and configs are immutable. One that exists already is kept when it holds what the
+//! file gives; one whose content differs is an error (nothing is deployed), and so is a secret
+//! the stack did not make. A secret's value is never read back: a manager compares it with the
+//! file's and answers whether they are the same. A changed value needs a new name.
 
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -16,7 +17,10 @@ use shoal_scheduler::secrets::MAX_VALUE_BYTES;
 use zeroize::Zeroizing;
 
 use super::secret::{collection, one, read_value};
-use crate::control::api::{ConfigView, CreateObjectRequest, CreateObjectResponse, SecretView};
+use crate::control::api::{
+    self, CompareValueRequest, CompareValueResponse, ConfigView, CreateObjectRequest,
+    CreateObjectResponse, SecretView,
+};
 use crate::control::client::{ClientError, ControlClient};
 
 /// What deploying does with one secret or config.
@@ -24,7 +28,7 @@ use crate::control::client::{ClientError, ControlClient};
 pub enum ObjectChange {
     /// It is made from the file.
     Create,
-    /// It exists with the same content (configs) or was made by this stack (secrets).
+    /// It exists with the same content (a secret: made by this stack).
     Keep,
     /// It is `external` and exists.
     External,
@@ -122,6 +126,12 @@ async fn step<'s>(
                  or give the stack's another name",
                 stack.name
             );
+            anyhow::ensure!(
+                holds(client, name, &value).await?,
+                "secret {name} exists with another value, and secrets cannot change: give the \
+                 new value another name (`name: {name}_v2` under the top-level `secrets`), or \
+                 remove the stack first"
+            );
             ObjectChange::Keep
         }
     };
@@ -132,6 +142,18 @@ async fn step<'s>(
         change,
         value,
     })
+}
+
+/// Whether secret `name` holds `value`: a manager opens it and compares, and answers one bit.
+async fn holds(client: &ControlClient, name: &str, value: &[u8]) -> anyhow::Result<bool> {
+    let request = CompareValueRequest {
+        data: BASE64.encode(value),
+    };
+    let answer: CompareValueResponse = client
+        .post(&api::secret_compare(name), &request)
+        .await
+        .with_context(|| format!("comparing the file's value with secret {name}'s"))?;
+    Ok(answer.same)
 }
 
 /// A secret or config as the cluster holds it.

@@ -265,6 +265,12 @@ pub fn secret(name: &str) -> String {
     format!("{SECRETS}/{name}")
 }
 
+/// The path that compares a value with secret `name`'s (`POST` [`CompareValueRequest`],
+/// answered [`CompareValueResponse`]).
+pub fn secret_compare(name: &str) -> String {
+    format!("{SECRETS}/{name}/compare")
+}
+
 /// The path of one config, by name, id or unique id prefix (`GET` inspect, `DELETE` remove).
 pub fn config(name: &str) -> String {
     format!("{CONFIGS}/{name}")
@@ -290,6 +296,29 @@ impl std::fmt::Debug for CreateObjectRequest {
             .field("data", &"<redacted>")
             .finish()
     }
+}
+
+/// Body of a secret's comparison: whether a value is the one the secret holds. `Debug` never
+/// shows the value.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompareValueRequest {
+    /// The value, base64 (standard alphabet, padded), at most 500 KiB once decoded.
+    pub data: String,
+}
+
+impl std::fmt::Debug for CompareValueRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompareValueRequest")
+            .field("data", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Answer to a secret's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CompareValueResponse {
+    /// Whether the secret holds exactly the value given.
+    pub same: bool,
 }
 
 /// Answer to a created secret or config.

@@ -118,6 +118,8 @@ pub fn table() -> Vec<Route> {
         Route::post(api::SECRETS, secrets::create_secret).body_limit(api::MAX_OBJECT_BODY_BYTES),
         Route::get("/v1/secrets/{name}", secrets::inspect_secret),
         Route::delete("/v1/secrets/{name}", secrets::remove_secret),
+        Route::post("/v1/secrets/{name}/compare", secrets::compare_secret)
+            .body_limit(api::MAX_OBJECT_BODY_BYTES),
         Route::get(api::CONFIGS, secrets::list_configs),
         Route::post(api::CONFIGS, secrets::create_config).body_limit(api::MAX_OBJECT_BODY_BYTES),
         Route::get("/v1/configs/{name}", secrets::inspect_config),
@@ -174,6 +176,7 @@ pub fn table() -> Vec<Route> {
         secrets::create_secret,
         secrets::inspect_secret,
         secrets::remove_secret,
+        secrets::compare_secret,
         secrets::list_configs,
         secrets::create_config,
         secrets::inspect_config,

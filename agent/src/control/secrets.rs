@@ -24,13 +24,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use shoal_consensus::sealed::{self, DataKey, KeyStatus};
 use shoal_scheduler::apply::secrets::services_using;
+use shoal_scheduler::authz::Origin;
 use shoal_scheduler::secrets::MAX_VALUE_BYTES;
-use shoal_scheduler::{Blob, ClusterState, Command, Config, ObjectKind, Outcome, Secret};
+use shoal_scheduler::{Blob, ClusterState, Command, Config, NodeId, ObjectKind, Outcome, Secret};
+use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::api::{
-    self, ConfigView, CreateObjectRequest, CreateObjectResponse, DataKeyResponse, ErrorBody,
-    SecretView,
+    self, CompareValueRequest, CompareValueResponse, ConfigView, CreateObjectRequest,
+    CreateObjectResponse, DataKeyResponse, ErrorBody, SecretView,
 };
 use super::forward::{self, Caller};
 use super::server::{
@@ -172,6 +174,72 @@ pub(super) async fn inspect_secret(
     let cluster = cluster(&state, read).await?;
     let secret = views::find_secret(&cluster, &name)?;
     Ok(Json(secret_view(&cluster, secret)))
+}
+
+/// Whether secret `name` holds exactly the value given: what `shoal stack deploy` asks before it
+/// keeps a secret it made, so that a changed value is refused instead of silently ignored. The
+/// value is opened here, compared in constant time and dropped; the answer is one bit. Only a
+/// manager's callers may ask (a worker's socket owner could otherwise test guesses at secrets
+/// its node is never given).
+#[utoipa::path(
+    post,
+    path = "/v1/secrets/{name}/compare",
+    tag = "secrets",
+    params(("name" = String, Path, description = "The secret's name, id or unique id prefix")),
+    request_body = CompareValueRequest,
+    responses(
+        (status = 200, description = "Whether the values are the same", body = CompareValueResponse),
+        (status = 400, description = "Data that is not base64", body = ErrorBody),
+        (status = 403, description = "Forwarded by a node that joined with a worker token", body = ErrorBody),
+        (status = 404, description = "No such secret", body = ErrorBody),
+        (status = 413, description = "A value larger than 500 KiB", body = ErrorBody),
+        (status = 423, description = "This manager is locked (autolock)", body = ErrorBody),
+        (status = 503, description = "No quorum, or no data key could be had", body = ErrorBody),
+    )
+)]
+pub(super) async fn compare_secret(
+    State(state): State<Arc<ControlState>>,
+    UrlPath(name): UrlPath<String>,
+    call: Call,
+    Json(request): Json<CompareValueRequest>,
+) -> ApiResult<CompareValueResponse> {
+    only_managers_compare(&state, &call)?;
+    let given = decode_value(ObjectKind::Secret, &request.data)?;
+    drop(request.data);
+    let cluster = cluster(&state, ReadOptions::default()).await?;
+    let secret = views::find_secret(&cluster, &name)?;
+    let key = data_key(&state).await?;
+    let held = sealed::open_secret(&key, &secret.name, &secret.sealed).map_err(|error| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("secret {} could not be opened: {error}", secret.name),
+        )
+    })?;
+    let same = held.len() == given.len() && bool::from(held.as_slice().ct_eq(given.as_slice()));
+    Ok(Json(CompareValueResponse { same }))
+}
+
+/// Refuses a comparison forwarded by a node that joined with a worker token.
+fn only_managers_compare(state: &ControlState, call: &Call) -> Result<(), ApiError> {
+    let Caller::Peer(peer) = call.caller() else {
+        return Ok(());
+    };
+    let node = NodeId::new(peer.to_string());
+    match Origin::of_node(&state.quorum.state(), &node) {
+        Some(Origin::Manager) => Ok(()),
+        _ => {
+            state
+                .metrics
+                .refused("control", "secret_compare", "not_a_manager");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {peer} joined with a worker token: comparing a secret's value is for \
+                     managers (run it on a manager)"
+                ),
+            ))
+        }
+    }
 }
 
 /// Removes a secret no service refers to.

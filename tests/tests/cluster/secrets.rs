@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use shoal_agent::control::api::{
-    self, ConfigView, CreateObjectRequest, CreateObjectResponse, CreateServiceRequest,
-    CreateServiceResponse, SecretView,
+    self, CompareValueRequest, CompareValueResponse, ConfigView, CreateObjectRequest,
+    CreateObjectResponse, CreateServiceRequest, CreateServiceResponse, SecretView,
 };
 use shoal_agent::control::client::ControlClient;
 use shoal_agent::daemon::ExecutorKind;
@@ -39,7 +39,8 @@ fn leaks(text: &str) -> Vec<String> {
     .collect()
 }
 
-fn base64_of(bytes: &[u8]) -> String {
+/// `bytes` in base64 (standard alphabet, padded), as the API takes values.
+pub(crate) fn base64_of(bytes: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
@@ -71,7 +72,8 @@ async fn get_text(client: &ControlClient, path: &str) -> String {
     value.to_string()
 }
 
-fn object(name: &str, value: &[u8]) -> CreateObjectRequest {
+/// The creation of secret or config `name`, labelled `env=test`.
+pub(crate) fn object(name: &str, value: &[u8]) -> CreateObjectRequest {
     CreateObjectRequest {
         name: name.into(),
         labels: [("env".to_owned(), "test".to_owned())].into(),
@@ -416,6 +418,29 @@ async fn a_worker_forwards_a_secret_to_a_manager_and_never_holds_the_key() {
         .await
         .expect("inspect by id");
     assert_eq!(shown.name, "token");
+    // A manager opens it to compare a value with it, and answers only whether they match.
+    for (value, same) in [(PLANTED, true), ("a-guess", false), ("", false)] {
+        let answer: CompareValueResponse = worker_client
+            .post(
+                &api::secret_compare("token"),
+                &CompareValueRequest {
+                    data: base64_of(value.as_bytes()),
+                },
+            )
+            .await
+            .expect("compared through the worker");
+        assert_eq!(answer.same, same, "{value:?}");
+    }
+    let missing = worker_client
+        .post::<_, CompareValueResponse>(
+            &api::secret_compare("nothing"),
+            &CompareValueRequest {
+                data: base64_of(b"x"),
+            },
+        )
+        .await
+        .expect_err("no such secret");
+    assert!(missing.to_string().contains("no such secret"), "{missing}");
     assert!(
         DataKeyStore::open(dirs[worker].path())
             .expect("the worker's store")

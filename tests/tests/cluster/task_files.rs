@@ -211,6 +211,24 @@ async fn a_stacks_secrets_and_configs_reach_its_tasks_in_memory_only() {
     assert!(error.to_string().contains("cannot change"), "{error}");
     assert!(!error.to_string().contains(PLANTED));
 
+    // Nor can secrets: a new value in the secret's file is refused, not silently ignored, and
+    // neither value shows in the error.
+    const REPLACED: &str = "a-new-password-that-never-deploys";
+    write_file(project.path(), "db_password.txt", REPLACED);
+    let error = shoal_cli(socket.clone(), &["stack", "deploy", "-c", &file, "shop"])
+        .await
+        .expect_err("a changed secret is refused");
+    let said = format!("{error:#}");
+    assert!(
+        said.contains("shop_db_password exists with another value"),
+        "{said}"
+    );
+    assert!(
+        !said.contains(PLANTED) && !said.contains(REPLACED),
+        "{said}"
+    );
+    write_file(project.path(), "db_password.txt", PLANTED);
+
     // Redeployed with one change (the page under a new name): only the front is updated.
     let (api_version, front_version) = {
         let state = agent.quorum().state();

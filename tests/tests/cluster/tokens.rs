@@ -5,12 +5,17 @@
 
 use std::path::PathBuf;
 
+use shoal_agent::control::api::{
+    self, CompareValueRequest, CompareValueResponse, CreateObjectResponse,
+};
 use shoal_agent::control::client::ClientError;
 use shoal_agent::control::cluster_info::{CLUSTER_INFO, ClusterInfo};
 use shoal_agent::control::join_tokens::{JOIN_TOKENS, JoinTokens};
 use shoal_agent::daemon::{Agent, AgentConfig, ExecutorKind};
 use shoal_consensus::Token;
 use shoal_tests::*;
+
+use super::secrets::{base64_of, object};
 
 async fn start_with_token(dir: PathBuf, join: Vec<String>, token: String) -> Agent {
     let mut config = AgentConfig::for_tests(dir, ExecutorKind::Sim);
@@ -53,6 +58,29 @@ async fn join_tokens_are_shown_to_a_managers_owner_and_rotate() {
             assert!(message.contains("worker token"), "{message}");
         }
         other => panic!("a worker showed join tokens: {other:?}"),
+    }
+    // Nor may its owner test guesses at a secret's value.
+    let _: CreateObjectResponse = manager
+        .post(api::SECRETS, &object("probe", b"the-value"))
+        .await
+        .expect("a secret made on a manager");
+    let guess = CompareValueRequest {
+        data: base64_of(b"the-value"),
+    };
+    let on_manager: CompareValueResponse = manager
+        .post(&api::secret_compare("probe"), &guess)
+        .await
+        .expect("a manager compares");
+    assert!(on_manager.same);
+    match client(&agents[3])
+        .post::<_, CompareValueResponse>(&api::secret_compare("probe"), &guess)
+        .await
+    {
+        Err(ClientError::Api { status, message }) => {
+            assert_eq!(status.as_u16(), 403);
+            assert!(message.contains("worker token"), "{message}");
+        }
+        other => panic!("a worker compared a secret: {other:?}"),
     }
 
     let socket = agents[0].socket().to_path_buf();
