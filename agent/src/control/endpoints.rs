@@ -1,16 +1,34 @@
 //! `GET /v1/endpoints`: what a node's service network needs of the state — the services, and
 //! their tasks that take connections — for the agents that hold no replica of it (workers),
-//! which ask it of a manager through their own socket once a second.
+//! which ask it of a manager through their own socket.
+//!
+//! A worker asks again as soon as it has an answer, giving the digest of the view it holds
+//! (`unchanged`) and how long it may wait (`wait_ms`): the manager answers when its view differs,
+//! or, once the wait is over, with a small `unchanged` answer. A change reaches every worker
+//! within the time of one forwarded call, and an idle cluster costs one small answer per worker
+//! every [`MAX_ENDPOINTS_WAIT_MS`] instead of the whole view every second. The manager builds its
+//! view once per applied change ([`keep_published`]), however many workers wait on it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use shoal_consensus::Quorum;
 use shoal_scheduler::{ClusterState, Service, Task};
+use tokio::sync::watch;
+use utoipa::IntoParams;
 
 use super::api::{self, ErrorBody};
 use super::server::{ApiResult, ControlState, ReadOptions, cluster};
+
+/// The longest a call may wait for the view to change (under the mesh's request timeout, so
+/// that a forwarded call is answered before it is given up).
+pub const MAX_ENDPOINTS_WAIT_MS: u64 = 5_000;
+/// How long the published view waits for more changes to come with one.
+const PUBLISH_SETTLE: Duration = Duration::from_millis(20);
 
 /// The services and the tasks that take their connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,19 +37,41 @@ pub struct EndpointsView {
     pub services: Vec<Service>,
     /// The tasks running and still wanted running.
     pub tasks: Vec<Task>,
+    /// A digest of the services and tasks: the same view has the same digest.
+    #[serde(default)]
+    pub digest: String,
+    /// The caller's view (its `unchanged` digest) still holds: `services` and `tasks` are left
+    /// empty.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 impl EndpointsView {
     /// The view of `state`.
     pub fn of(state: &ClusterState) -> EndpointsView {
+        let services: Vec<Service> = state.services.values().cloned().collect();
+        let tasks: Vec<Task> = state
+            .tasks
+            .values()
+            .filter(|t| t.takes_connections())
+            .cloned()
+            .collect();
+        let digest = digest_of(&services, &tasks);
         EndpointsView {
-            services: state.services.values().cloned().collect(),
-            tasks: state
-                .tasks
-                .values()
-                .filter(|t| t.takes_connections())
-                .cloned()
-                .collect(),
+            services,
+            tasks,
+            digest,
+            unchanged: false,
+        }
+    }
+
+    /// The answer that the view with `digest` still holds.
+    fn still(digest: &str) -> EndpointsView {
+        EndpointsView {
+            services: Vec::new(),
+            tasks: Vec::new(),
+            digest: digest.to_owned(),
+            unchanged: true,
         }
     }
 
@@ -45,21 +85,94 @@ impl EndpointsView {
     }
 }
 
+/// SHA-256 of the view's encoding, first 16 bytes in hex. The state's maps are ordered, so the
+/// same services and tasks give the same digest on every manager.
+fn digest_of(services: &[Service], tasks: &[Task]) -> String {
+    let encoded = cbor4ii::serde::to_vec(Vec::new(), &(services, tasks)).unwrap_or_default();
+    Sha256::digest(&encoded)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How the endpoints are asked for.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EndpointsQuery {
+    /// Answer from this agent's replica at once instead of a linearizable read.
+    #[serde(default)]
+    pub stale: bool,
+    /// Answer from this agent's replica once it has applied this log index.
+    #[serde(default)]
+    pub min_index: Option<u64>,
+    /// The digest of the view the caller holds: answer once the view differs (from this
+    /// agent's replica, as `stale`), or with `unchanged` once `wait_ms` is over.
+    #[serde(default)]
+    pub unchanged: Option<String>,
+    /// With `unchanged`: wait up to this long (milliseconds, at most [`MAX_ENDPOINTS_WAIT_MS`]).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
 /// The services and the tasks that take their connections.
 #[utoipa::path(
     get,
     path = api::ENDPOINTS,
     tag = "services",
-    params(ReadOptions),
+    params(EndpointsQuery),
     responses(
-        (status = 200, description = "`{services: [Service], tasks: [Task]}`: every service, and the tasks running and still wanted running", body = Object),
-        (status = 503, description = "No quorum, or a write that may or may not have committed (retry it under the same request id)", body = ErrorBody),
+        (status = 200, description = "`{services: [Service], tasks: [Task], digest, unchanged}`: every service, and the tasks running and still wanted running (both empty when `unchanged`)", body = Object),
+        (status = 503, description = "No quorum", body = ErrorBody),
     )
 )]
 pub(super) async fn endpoints(
     State(state): State<Arc<ControlState>>,
-    Query(read): Query<ReadOptions>,
+    Query(query): Query<EndpointsQuery>,
 ) -> ApiResult<EndpointsView> {
-    let state = cluster(&state, read).await?;
-    Ok(Json(EndpointsView::of(&state)))
+    let Some(held) = query.unchanged else {
+        let read = ReadOptions {
+            stale: query.stale,
+            min_index: query.min_index,
+        };
+        return Ok(Json(EndpointsView::of(&*cluster(&state, read).await?)));
+    };
+    let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_ENDPOINTS_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut published = state.endpoints.clone();
+    loop {
+        let view = published.borrow_and_update().clone();
+        if view.digest != held {
+            return Ok(Json(EndpointsView::clone(&view)));
+        }
+        let woke = tokio::time::timeout_at(deadline, published.changed()).await;
+        if !matches!(woke, Ok(Ok(()))) {
+            return Ok(Json(EndpointsView::still(&held)));
+        }
+    }
+}
+
+/// The first published view: the replica's as it is now.
+pub fn published(quorum: &Quorum) -> watch::Sender<Arc<EndpointsView>> {
+    watch::Sender::new(Arc::new(EndpointsView::of(&quorum.state())))
+}
+
+/// Publishes this replica's view after every applied change that alters it, for the agent's
+/// life.
+pub async fn keep_published(quorum: Quorum, view: watch::Sender<Arc<EndpointsView>>) {
+    let mut applied = quorum.watch();
+    loop {
+        if applied.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(PUBLISH_SETTLE).await;
+        applied.borrow_and_update();
+        let built = EndpointsView::of(&quorum.state());
+        view.send_if_modified(|current| {
+            let changed = current.digest != built.digest;
+            if changed {
+                *current = Arc::new(built);
+            }
+            changed
+        });
+    }
 }

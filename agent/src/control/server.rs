@@ -52,6 +52,8 @@ pub struct ControlState {
     /// The cluster's data key as this agent holds it (a manager's; see
     /// [`super::secrets::data_key`]).
     pub data_key: Arc<shoal_consensus::sealed::DataKeyStore>,
+    /// This replica's endpoint view as last published ([`super::endpoints::keep_published`]).
+    pub endpoints: tokio::sync::watch::Receiver<Arc<super::endpoints::EndpointsView>>,
 }
 
 /// How a read is served.

@@ -23,17 +23,18 @@ use tokio::task::JoinSet;
 
 use crate::control::api;
 use crate::control::client::ControlClient;
-use crate::control::endpoints::EndpointsView;
+use crate::control::endpoints::{EndpointsView, MAX_ENDPOINTS_WAIT_MS};
 use crate::executor::{AttachedNetwork, Executor, NetworkConfig};
 
 /// The proxy's port on the service network's gateway, unless the agent is told otherwise.
 pub const DEFAULT_PROXY_PORT: u16 = 7948;
 /// How often this node's task addresses are read from the engine.
 const ADDRESS_REFRESH: Duration = Duration::from_secs(1);
-/// How often an agent without a replica of the state asks a manager for the endpoints.
+/// How often the endpoint table is rebuilt at least, and how long an agent without a replica
+/// of the state waits before it asks a manager for the endpoints again after a failure.
 const VIEW_REFRESH: Duration = Duration::from_secs(1);
-/// How long that question may take.
-const VIEW_LIMIT: Duration = Duration::from_secs(3);
+/// How long that question may take: the manager's wait for a change, and time to answer.
+const VIEW_LIMIT: Duration = Duration::from_millis(MAX_ENDPOINTS_WAIT_MS + 3_000);
 /// How long a rebuild of the table waits for more changes to come with it.
 const TABLE_SETTLE: Duration = Duration::from_millis(20);
 /// Where the node's own resolvers are listed.
@@ -124,13 +125,18 @@ pub(super) async fn start(parts: Parts, tasks: &mut JoinSet<()>) -> anyhow::Resu
 
     let (local_tx, local_rx) = watch::channel(Arc::new(LocalAddresses::new()));
     let (table_tx, table_rx) = watch::channel(Arc::new(EndpointTable::default()));
+    let (remote_tx, remote_rx) = watch::channel(None);
     tasks.spawn(keep_addresses(executor, local_tx));
+    tasks.spawn(follow_view(
+        quorum.clone(),
+        ControlClient::new(socket),
+        remote_tx,
+    ));
     tasks.spawn(keep_table(
         Sources {
             quorum,
-            client: ControlClient::new(socket),
+            remote: remote_rx,
             local: local_rx.clone(),
-            failing: None,
         },
         config.range,
         node.clone(),
@@ -213,40 +219,79 @@ async fn keep_addresses(executor: Arc<dyn Executor>, local: watch::Sender<Arc<Lo
 struct Sources {
     /// The applied state, on a manager.
     quorum: Quorum,
-    /// The agent's own socket, which sends a worker's questions to a manager.
-    client: ControlClient,
+    /// A manager's view, on an agent without a replica ([`follow_view`]).
+    remote: watch::Receiver<Option<Arc<ClusterState>>>,
     /// This node's task addresses.
     local: watch::Receiver<Arc<LocalAddresses>>,
-    /// Why the last question to a manager failed, said once until it changes.
-    failing: Option<String>,
 }
 
 impl Sources {
     /// The services and tasks: the replica's on a manager, a manager's answer on a worker.
-    async fn state(&mut self) -> Option<Arc<ClusterState>> {
+    fn state(&self) -> Option<Arc<ClusterState>> {
         if self.quorum.is_member() {
             return Some(self.quorum.state());
         }
-        let uri = format!("{}?stale=true", api::ENDPOINTS);
-        let failed =
-            match tokio::time::timeout(VIEW_LIMIT, self.client.get::<EndpointsView>(&uri)).await {
-                Ok(Ok(view)) => {
-                    self.failing = None;
-                    return Some(Arc::new(view.into_state()));
-                }
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => format!("no answer within {VIEW_LIMIT:?}"),
-            };
-        if self.failing.as_ref() != Some(&failed) {
-            tracing::warn!(error = %failed, "no service endpoints from a manager: this node's tasks cannot reach services by name yet");
-            self.failing = Some(failed);
-        }
-        None
+        self.remote.borrow().clone()
     }
 }
 
-/// Rebuilds the endpoint table whenever the applied state or the task addresses move, and at
-/// least once a second (a worker's view comes from a manager, asked that often).
+/// On an agent without a replica of the state, follows a manager's endpoint view for the
+/// agent's life: each question gives the digest of the view held and waits (on the manager)
+/// until it changes, so a change arrives within a forwarded call's time and an idle cluster
+/// answers a small "unchanged" every few seconds. While the agent holds a replica it asks
+/// nothing.
+async fn follow_view(
+    quorum: Quorum,
+    client: ControlClient,
+    view: watch::Sender<Option<Arc<ClusterState>>>,
+) {
+    let mut held: Option<String> = None;
+    let mut failing: Option<String> = None;
+    loop {
+        if view.is_closed() {
+            return;
+        }
+        if quorum.is_member() {
+            held = None;
+            tokio::time::sleep(VIEW_REFRESH).await;
+            continue;
+        }
+        let uri = match &held {
+            Some(digest) => format!(
+                "{}?stale=true&unchanged={digest}&wait_ms={MAX_ENDPOINTS_WAIT_MS}",
+                api::ENDPOINTS
+            ),
+            None => format!("{}?stale=true", api::ENDPOINTS),
+        };
+        let asked = tokio::time::timeout(VIEW_LIMIT, client.get::<EndpointsView>(&uri)).await;
+        let failed = match asked {
+            Ok(Ok(answer)) => {
+                failing = None;
+                // A manager that does not know digests answers at once: ask it again only as
+                // often as before.
+                if answer.digest.is_empty() {
+                    tokio::time::sleep(VIEW_REFRESH).await;
+                }
+                if !answer.unchanged {
+                    held = Some(answer.digest.clone()).filter(|d| !d.is_empty());
+                    view.send_replace(Some(Arc::new(answer.into_state())));
+                }
+                continue;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {VIEW_LIMIT:?}"),
+        };
+        if failing.as_ref() != Some(&failed) {
+            tracing::warn!(error = %failed, "no service endpoints from a manager: this node's tasks cannot reach services by name yet");
+            failing = Some(failed);
+        }
+        tokio::time::sleep(VIEW_REFRESH).await;
+    }
+}
+
+/// Rebuilds the endpoint table whenever the applied state, a manager's view or the task
+/// addresses move, and once a second besides (an agent that joins or leaves the raft group
+/// switches between the two sources).
 async fn keep_table(
     mut sources: Sources,
     range: AddressRange,
@@ -258,7 +303,8 @@ async fn keep_table(
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let addresses = sources.local.borrow_and_update().clone();
-        if let Some(state) = sources.state().await {
+        sources.remote.borrow_and_update();
+        if let Some(state) = sources.state() {
             let built = EndpointTable::build(&state, &range, &node, &addresses);
             table.send_if_modified(|current| {
                 let changed = **current != built;
@@ -271,6 +317,7 @@ async fn keep_table(
         tokio::select! {
             moved = applied.changed() => if moved.is_err() { return },
             moved = sources.local.changed() => if moved.is_err() { return },
+            moved = sources.remote.changed() => if moved.is_err() { return },
             _ = every.tick() => {}
         }
         tokio::time::sleep(TABLE_SETTLE).await;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use shoal_agent::control::api::{self, CreateServiceRequest, CreateServiceResponse, ScaleRequest};
+use shoal_agent::control::endpoints::{EndpointsView, MAX_ENDPOINTS_WAIT_MS};
 use shoal_agent::control::views::{NodeRow, ServiceRow};
 use shoal_agent::daemon::{Agent, ExecutorKind};
 use shoal_scheduler::{ClusterState, DesiredState, NodeId, ServiceId, TaskId, TaskState};
@@ -241,6 +242,85 @@ async fn forged_reports_and_assignments_are_refused_and_counted() {
     };
     assert_eq!(counted("other_node", "report"), Some(1.0), "{metrics}");
     assert_eq!(counted("not_from_leader", "assign"), Some(1.0), "{metrics}");
+    for agent in agents {
+        agent.shutdown().await;
+    }
+}
+
+/// Asks for the endpoint view holding `digest`, waiting up to `wait_ms`; returns the answer
+/// and how long it took.
+async fn endpoints_after(
+    client: &shoal_agent::control::client::ControlClient,
+    digest: &str,
+    wait_ms: u64,
+) -> (EndpointsView, Duration) {
+    let started = Instant::now();
+    let uri = format!(
+        "{}?stale=true&unchanged={digest}&wait_ms={wait_ms}",
+        api::ENDPOINTS
+    );
+    let view = client.get(&uri).await.expect("the endpoints");
+    (view, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_waits_for_the_endpoint_view_to_change_instead_of_polling_it() {
+    init_logging();
+    let dirs = temp_dirs(2);
+    let agents = start_joined(&dirs, |dir, join| async move {
+        start_agent(&dir, ExecutorKind::Sim, join).await
+    })
+    .await;
+    wait_ready_nodes(&agents[0], 2).await;
+    let worker = client(&agents[worker_index(&agents)]);
+    let first: EndpointsView = worker
+        .get(&format!("{}?stale=true", api::ENDPOINTS))
+        .await
+        .expect("the endpoints through the worker");
+    assert!(!first.unchanged && !first.digest.is_empty(), "{first:?}");
+
+    // Nothing changes: after the wait, a small answer that the view holds.
+    let (still, took) = endpoints_after(&worker, &first.digest, 1_500).await;
+    assert!(still.unchanged, "{still:?}");
+    assert!(still.services.is_empty() && still.tasks.is_empty());
+    assert_eq!(still.digest, first.digest);
+    assert!(
+        took >= Duration::from_millis(1_400) && took < Duration::from_secs(4),
+        "answered after {took:?}"
+    );
+    // A wait longer than the bound is cut to it.
+    let (_, took) = endpoints_after(&worker, &first.digest, 60_000).await;
+    assert!(
+        took < Duration::from_millis(MAX_ENDPOINTS_WAIT_MS + 2_000),
+        "answered after {took:?}"
+    );
+
+    // A change answers the waiting call at once, with the new view.
+    let waiting = tokio::spawn({
+        let worker = worker.clone();
+        let digest = first.digest.clone();
+        async move { endpoints_after(&worker, &digest, MAX_ENDPOINTS_WAIT_MS).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let created = Instant::now();
+    let _: CreateServiceResponse = worker
+        .post(
+            api::SERVICES,
+            &CreateServiceRequest {
+                spec: sim_spec("web", 2),
+            },
+        )
+        .await
+        .expect("a service");
+    let (changed, _) = waiting.await.expect("the waiting call");
+    let late = created.elapsed();
+    assert!(!changed.unchanged, "{changed:?}");
+    assert_ne!(changed.digest, first.digest);
+    assert!(changed.services.iter().any(|s| s.spec.name == "web"));
+    assert!(
+        late < Duration::from_secs(2),
+        "the change came {late:?} later"
+    );
     for agent in agents {
         agent.shutdown().await;
     }
