@@ -7,7 +7,8 @@
 //! or, once the wait is over, with a small `unchanged` answer. A change reaches every worker
 //! within the time of one forwarded call, and an idle cluster costs one small answer per worker
 //! every [`MAX_ENDPOINTS_WAIT_MS`] instead of the whole view every second. The manager builds its
-//! view once per applied change ([`keep_published`]), however many workers wait on it.
+//! view when a waiting call needs it, once per applied change however many workers wait, and
+//! not at all while none asks ([`EndpointsCache`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use shoal_consensus::Quorum;
 use shoal_scheduler::{ClusterState, Service, Task};
-use tokio::sync::watch;
+use tokio::sync::Mutex;
 use utoipa::IntoParams;
 
 use super::api::{self, ErrorBody};
@@ -27,8 +28,9 @@ use super::server::{ApiResult, ControlState, ReadOptions, cluster};
 /// The longest a call may wait for the view to change (under the mesh's request timeout, so
 /// that a forwarded call is answered before it is given up).
 pub const MAX_ENDPOINTS_WAIT_MS: u64 = 5_000;
-/// How long the published view waits for more changes to come with one.
-const PUBLISH_SETTLE: Duration = Duration::from_millis(20);
+/// How long a waiting call lets more changes come with the one that woke it, before the view is
+/// built again: a burst of applied entries costs one build.
+const CHANGE_SETTLE: Duration = Duration::from_millis(50);
 
 /// The services and the tasks that take their connections.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,41 +140,43 @@ pub(super) async fn endpoints(
     };
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_ENDPOINTS_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
-    let mut published = state.endpoints.clone();
+    let mut applied = state.quorum.watch();
     loop {
-        let view = published.borrow_and_update().clone();
+        applied.borrow_and_update();
+        let view = state.endpoints.current(&state.quorum).await;
         if view.digest != held {
             return Ok(Json(EndpointsView::clone(&view)));
         }
-        let woke = tokio::time::timeout_at(deadline, published.changed()).await;
+        let woke = tokio::time::timeout_at(deadline, applied.changed()).await;
         if !matches!(woke, Ok(Ok(()))) {
             return Ok(Json(EndpointsView::still(&held)));
         }
+        tokio::time::sleep(CHANGE_SETTLE).await;
     }
 }
 
-/// The first published view: the replica's as it is now.
-pub fn published(quorum: &Quorum) -> watch::Sender<Arc<EndpointsView>> {
-    watch::Sender::new(Arc::new(EndpointsView::of(&quorum.state())))
+/// This replica's endpoint view as the waiting calls share it: built when a call finds the state
+/// moved since the last build, so that any number of waiting workers cost one build per applied
+/// change, and an agent that no worker asks builds nothing.
+#[derive(Default)]
+pub struct EndpointsCache {
+    /// The view and the applied count (`AppliedState::applies`) it was built at.
+    built: Mutex<Option<(u64, Arc<EndpointsView>)>>,
 }
 
-/// Publishes this replica's view after every applied change that alters it, for the agent's
-/// life.
-pub async fn keep_published(quorum: Quorum, view: watch::Sender<Arc<EndpointsView>>) {
-    let mut applied = quorum.watch();
-    loop {
-        if applied.changed().await.is_err() {
-            return;
+impl EndpointsCache {
+    /// The view of `quorum`'s applied state, built again if the state moved.
+    async fn current(&self, quorum: &Quorum) -> Arc<EndpointsView> {
+        let mut built = self.built.lock().await;
+        // Counted before the state is read: the view is never labelled newer than it is.
+        let applies = quorum.watch().borrow().applies;
+        if let Some((at, view)) = built.as_ref()
+            && *at == applies
+        {
+            return view.clone();
         }
-        tokio::time::sleep(PUBLISH_SETTLE).await;
-        applied.borrow_and_update();
-        let built = EndpointsView::of(&quorum.state());
-        view.send_if_modified(|current| {
-            let changed = current.digest != built.digest;
-            if changed {
-                *current = Arc::new(built);
-            }
-            changed
-        });
+        let view = Arc::new(EndpointsView::of(&quorum.state()));
+        *built = Some((applies, view.clone()));
+        view
     }
 }

@@ -52,8 +52,8 @@ pub struct ControlState {
     /// The cluster's data key as this agent holds it (a manager's; see
     /// [`super::secrets::data_key`]).
     pub data_key: Arc<shoal_consensus::sealed::DataKeyStore>,
-    /// This replica's endpoint view as last published ([`super::endpoints::keep_published`]).
-    pub endpoints: tokio::sync::watch::Receiver<Arc<super::endpoints::EndpointsView>>,
+    /// This replica's endpoint view as the calls that wait on it share it.
+    pub endpoints: Arc<super::endpoints::EndpointsCache>,
 }
 
 /// How a read is served.

@@ -171,12 +171,6 @@ impl Agent {
         ));
 
         let socket = crate::paths::control_socket(&config.data_dir);
-        let endpoints = crate::control::endpoints::published(&quorum);
-        let endpoints_view = endpoints.subscribe();
-        tasks.spawn(crate::control::endpoints::keep_published(
-            quorum.clone(),
-            endpoints,
-        ));
         let control = crate::control::server::ControlState {
             quorum: quorum.clone(),
             mesh: mesh.clone(),
@@ -189,7 +183,7 @@ impl Agent {
                 addr: api_addr,
             },
             data_key,
-            endpoints: endpoints_view,
+            endpoints: Arc::default(),
         };
         tasks.spawn(crate::control::secrets::keep_data_key(control.clone()));
         // `/metrics` and, beside it, the web view (task logs only on a loopback address).
