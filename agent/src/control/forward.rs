@@ -9,7 +9,9 @@
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use shoal_discovery::{InboundRequest, Mesh, PeerId, ShoalProtocol};
+use std::collections::HashMap;
+
+use shoal_discovery::{InboundRequest, MemberState, Mesh, PeerId, ShoalProtocol};
 use tower::ServiceExt as _;
 
 use super::api;
@@ -103,7 +105,7 @@ pub async fn forward(state: &ControlState, request: Request<Body>) -> Response<B
         }
     };
     let mut last = String::from("no manager known yet");
-    for manager in managers(state).into_iter().take(MAX_ATTEMPTS) {
+    for manager in managers(state).await.into_iter().take(MAX_ATTEMPTS) {
         // A leader that died without closing its connections never answers: once another leader
         // is known the call goes on to the next manager (a write's request id makes a second
         // copy apply once).
@@ -161,16 +163,39 @@ pub async fn call_self(state: &ControlState, uri: &str) -> Result<ForwardedAnswe
     Ok(run_routes(state, request).await)
 }
 
-/// The managers to ask, the leader first.
-fn managers(state: &ControlState) -> Vec<PeerId> {
+/// The managers to ask, best first ([`ask_order`]), as the mesh sees them now.
+async fn managers(state: &ControlState) -> Vec<PeerId> {
     let leader = *state.quorum.leader().borrow();
-    let mut managers = state.quorum.known_managers();
-    managers.sort_by_key(|m| Some(*m) != leader);
+    let liveness: HashMap<PeerId, MemberState> = state
+        .mesh
+        .members()
+        .await
+        .map(|members| members.into_iter().map(|m| (m.peer_id, m.state)).collect())
+        .unwrap_or_default();
+    ask_order(state.quorum.known_managers(), leader, &liveness)
+}
+
+/// Orders `managers` for a forwarded call: those the mesh sees alive first, then the suspected,
+/// then those it has not heard of, and those it declared dead or gone last; the leader first
+/// within its rank. A call tries a few managers only, and one that is down can cost a whole
+/// request timeout: the leader this agent last heard of may be the one that died.
+fn ask_order(
+    mut managers: Vec<PeerId>,
+    leader: Option<PeerId>,
+    liveness: &HashMap<PeerId, MemberState>,
+) -> Vec<PeerId> {
     if let Some(leader) = leader
         && !managers.contains(&leader)
     {
-        managers.insert(0, leader);
+        managers.push(leader);
     }
+    let rank = |peer: &PeerId| match liveness.get(peer) {
+        Some(MemberState::Alive) => 0,
+        Some(MemberState::Suspect) => 1,
+        None => 2,
+        Some(MemberState::Dead | MemberState::Left) => 3,
+    };
+    managers.sort_by_key(|m| (rank(m), Some(*m) != leader));
     managers
 }
 
@@ -354,5 +379,33 @@ mod tests {
         let bytes = encode(&call).expect("encodes");
         assert_eq!(decode::<ForwardedCall>(&bytes), Ok(call));
         assert!(decode::<ForwardedCall>(&[0xff, 0x01]).is_err());
+    }
+
+    #[test]
+    fn live_managers_are_asked_first_and_the_leader_first_among_equals() {
+        let [dead_leader, dead, back, unheard, suspect] = [(); 5].map(|()| PeerId::random());
+        let liveness = HashMap::from([
+            (dead_leader, MemberState::Dead),
+            (dead, MemberState::Left),
+            (back, MemberState::Alive),
+            (suspect, MemberState::Suspect),
+        ]);
+        let order = ask_order(
+            vec![dead, back, unheard, suspect],
+            Some(dead_leader),
+            &liveness,
+        );
+        assert_eq!(order, [back, suspect, unheard, dead_leader, dead]);
+        // Among live managers the leader goes first; a leader not listed is still asked.
+        let [leader, other] = [(); 2].map(|()| PeerId::random());
+        let alive = HashMap::from([(leader, MemberState::Alive), (other, MemberState::Alive)]);
+        assert_eq!(
+            ask_order(vec![other], Some(leader), &alive),
+            [leader, other]
+        );
+        assert_eq!(
+            ask_order(vec![other, leader], None, &HashMap::new()),
+            [other, leader]
+        );
     }
 }
