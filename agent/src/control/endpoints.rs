@@ -97,7 +97,9 @@ fn digest_of(services: &[Service], tasks: &[Task]) -> String {
         .collect()
 }
 
-/// How the endpoints are asked for.
+/// How the endpoints are asked for: [`ReadOptions`]' fields and the wait's. (Not a flattened
+/// `ReadOptions`: a flattened struct reads query values as strings only, and `stale=true` would
+/// not parse.)
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EndpointsQuery {
@@ -142,8 +144,8 @@ pub(super) async fn endpoints(
     let deadline = tokio::time::Instant::now() + wait;
     let mut applied = state.quorum.watch();
     loop {
-        applied.borrow_and_update();
-        let view = state.endpoints.current(&state.quorum).await;
+        let applies = applied.borrow_and_update().applies;
+        let view = state.endpoints.current(&state.quorum, applies).await;
         if view.digest != held {
             return Ok(Json(EndpointsView::clone(&view)));
         }
@@ -165,11 +167,10 @@ pub struct EndpointsCache {
 }
 
 impl EndpointsCache {
-    /// The view of `quorum`'s applied state, built again if the state moved.
-    async fn current(&self, quorum: &Quorum) -> Arc<EndpointsView> {
+    /// The view of `quorum`'s applied state, built again unless it was built at `applies`
+    /// (read before the state, so that a view is never labelled newer than it is).
+    async fn current(&self, quorum: &Quorum, applies: u64) -> Arc<EndpointsView> {
         let mut built = self.built.lock().await;
-        // Counted before the state is read: the view is never labelled newer than it is.
-        let applies = quorum.watch().borrow().applies;
         if let Some((at, view)) = built.as_ref()
             && *at == applies
         {

@@ -215,7 +215,8 @@ pub(super) async fn compare_secret(
             format!("secret {} could not be opened: {error}", secret.name),
         )
     })?;
-    let same = held.len() == given.len() && bool::from(held.as_slice().ct_eq(given.as_slice()));
+    // Slices of different lengths compare unequal.
+    let same = bool::from(held.as_slice().ct_eq(given.as_slice()));
     Ok(Json(CompareValueResponse { same }))
 }
 
